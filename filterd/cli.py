@@ -1,0 +1,525 @@
+"""filterctl: the registry admin CLI (SPEC §2).
+
+stdout carries only the command's result (text, or one JSON document with
+--json); diagnostics and logs go to stderr. Exit codes: 0 success, 1 a
+`check` that drops, 2 bad usage or bad input, 3 registry unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from filterd import config as config_module
+from filterd import logs
+from filterd.bootstrap import Runtime, build
+from filterd.csvimport import BadRow, GoodRow, ImportSpec, read_rows
+from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, UsageError
+from filterd.identity import consumer_hex
+from filterd.model import (
+    ALL_SENDERS,
+    Action,
+    Address,
+    AuditEntry,
+    Channel,
+    Fact,
+    FactRequest,
+    Kind,
+    MessageClass,
+    Submission,
+    WriteResult,
+)
+from filterd.normalize import mask, normalize
+from filterd.policy import decide
+from filterd.registry import AuditQuery
+from filterd.units import parse_duration
+
+EXIT_OK, EXIT_DROP, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+_IMPORT_BATCH = 5000
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits 2 with a one-line error (its default, made explicit)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"filterctl: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        help="config file (default: "
+        "$FILTERD_CONFIG, /etc/filterd/filterd.toml, config/filterd.toml)",
+    )
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+    )
+    p = _Parser(
+        prog="filterctl",
+        description="Manage the filterd consent-and-refusal registry.",
+        parents=[common],
+    )
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign,assignment]
+
+    def fact_command(name: str, helptext: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument("address")
+        c.add_argument("--source", default="cli", help="where the fact came from")
+        c.add_argument("--evidence", help="free text: form URL, IP, ticket ...")
+        return c
+
+    c = fact_command("consent", "record a consent (同意) to one sender")
+    c.add_argument("--sender", required=True)
+    c.add_argument("--channel", choices=["email", "sms"])
+    c = fact_command("request", "record a request (请求), valid for --ttl")
+    c.add_argument("--sender", required=True)
+    c.add_argument("--channel", choices=["email", "sms"])
+    c.add_argument("--ttl", help="validity, e.g. 30d (default: registry.request_ttl)")
+    c = fact_command("refuse", "record a refusal (拒绝)")
+    scope = c.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--sender")
+    scope.add_argument("--all-senders", action="store_true")
+    c.add_argument("--channel", choices=["email", "sms", "all"])
+
+    c = sub.add_parser("status", help="every fact that applies, newest first")
+    c.add_argument("address")
+    c.add_argument("--sender")
+    c = sub.add_parser("check", help="the decision for one message; exit 0 deliver, 1 drop")
+    c.add_argument("address")
+    c.add_argument("--sender", required=True)
+    c.add_argument(
+        "--class",
+        dest="message_class",
+        default="commercial",
+        choices=["commercial", "transactional"],
+    )
+    c = sub.add_parser("import", help="import a CSV: address[,created_at,source,evidence]")
+    c.add_argument("file")
+    c.add_argument("--action", required=True, choices=["consent", "request", "refuse"])
+    scope = c.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--sender")
+    scope.add_argument("--all-senders", action="store_true")
+    c.add_argument("--channel", choices=["email", "sms", "all"])
+    c.add_argument("--ttl", help="request validity (with --action request)")
+    c.add_argument(
+        "--source", help="default source for rows without one (default: import:FILENAME)"
+    )
+    c = sub.add_parser("export", help="every fact, consumers by hash")
+    c.add_argument("--sender")
+    c.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    c = sub.add_parser("audit", help="the audit log, newest first")
+    c.add_argument("--to", dest="to", metavar="ADDRESS")
+    c.add_argument("--sender")
+    c.add_argument("--since", help="e.g. 24h (default: everything kept)")
+    c.add_argument("--limit", type=int, default=100)
+    sub.add_parser("stats", help="registry counts and memory")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the `filterctl` console script."""
+    sys.exit(run(argv, sys.stdout, sys.stderr))
+
+
+def run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
+    """Run one command; return its exit code."""
+    args = _parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.config = getattr(args, "config", None)
+    logs.configure(err, os.environ.get("FILTERD_LOG_LEVEL", "WARNING"))
+    try:
+        settings = config_module.load(config_module.default_path(args.config, dict(os.environ)))
+        command = _Command(args, settings, out, err)
+        command.validate()
+        return asyncio.run(command.execute())
+    except (UsageError, ConfigError) as exc:
+        err.write(f"filterctl: {exc}\n")
+        return EXIT_USAGE
+    except RegistryUnavailable as exc:
+        err.write(f"filterctl: registry unreachable: {exc}\n")
+        return EXIT_UNAVAILABLE
+    except FilterdError as exc:
+        err.write(f"filterctl: registry unreachable: {exc}\n")
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        err.write("filterctl: interrupted\n")
+        return 130
+
+
+class _Command:
+    """One filterctl invocation: validated arguments, then the registry work."""
+
+    def __init__(
+        self, args: argparse.Namespace, settings: config_module.Settings, out: TextIO, err: TextIO
+    ) -> None:
+        self.args = args
+        self.settings = settings
+        self.out = out
+        self.err = err
+        self.region = settings.registry.default_region
+        self.address: Address | None = None
+
+    def validate(self) -> None:
+        """Check every argument before the registry is touched (bad input writes nothing)."""
+        a = self.args
+        raw = getattr(a, "address", None) or getattr(a, "to", None)
+        if raw is not None:
+            self.address = normalize(raw, self.region)
+            channel = getattr(a, "channel", None)
+            if channel in ("email", "sms") and Channel(channel) is not self.address.channel:
+                raise UsageError(f"--channel {channel} does not fit the address {raw!r}")
+        for name in ("ttl", "since"):
+            value = getattr(a, name, None)
+            if value is not None:
+                try:
+                    parse_duration(value)
+                except ValueError as exc:
+                    raise UsageError(f"--{name}: {exc}") from None
+        if getattr(a, "limit", 1) < 1:
+            raise UsageError(f"--limit: {a.limit} must be at least 1")
+        if a.command == "import":
+            if a.action != "refuse" and a.all_senders:
+                raise UsageError(f"--action {a.action} needs --sender (consent is per sender)")
+            if a.ttl is not None and a.action != "request":
+                raise UsageError("--ttl goes with --action request")
+            if not Path(a.file).is_file():
+                raise UsageError(f"{a.file!r}: no such file")
+        for name in ("sender",):
+            value = getattr(a, name, None)
+            if value is not None and (not value.strip() or value == ALL_SENDERS):
+                raise UsageError(f"--sender {value!r} is not a sender name")
+
+    async def execute(self) -> int:
+        """Open the registry, run the command, release the registry."""
+        runtime = await asyncio.to_thread(build, self.settings)
+        try:
+            handler: Callable[[Runtime], Any] = getattr(self, "cmd_" + self.args.command)
+            code: int = await handler(runtime)
+            return code
+        finally:
+            await runtime.close()
+
+    def emit(self, document: object, text: str) -> None:
+        """Print the result: JSON with --json, else text."""
+        if self.args.json:
+            self.out.write(json.dumps(document, ensure_ascii=False) + "\n")
+        elif text:
+            self.out.write(text + "\n")
+
+    # ---- facts -------------------------------------------------------------
+
+    async def _record(self, runtime: Runtime, kind: Kind) -> int:
+        a = self.args
+        address = self._address()
+        sender = ALL_SENDERS if getattr(a, "all_senders", False) else a.sender
+        channel: Channel | None = address.channel
+        if a.channel == "all":
+            channel = None
+        elif a.channel:
+            channel = Channel(a.channel)
+        request = FactRequest(
+            address=address,
+            kind=kind,
+            sender=sender,
+            channel=channel,
+            source=a.source,
+            evidence=a.evidence,
+            ttl_s=parse_duration(a.ttl) if getattr(a, "ttl", None) else None,
+        )
+        result = await runtime.service.record(request, origin="cli")
+        if result is WriteResult.REFUSAL_ON_RECORD:
+            raise UsageError(
+                f"{mask(address.canonical)} has a refusal on record; "
+                f"a {kind.value} needs --evidence (nothing written)"
+            )
+        consumer = consumer_hex(runtime.service.hasher.consumer_id(address))
+        channel_text = channel.value if channel else "all"
+        self.emit(
+            {
+                "result": result.value,
+                "fact": kind.value,
+                "sender": sender,
+                "channel": channel_text,
+                "consumer": consumer,
+            },
+            f"{result.value}: {kind.value} {mask(address.canonical)} "
+            f"sender={sender} channel={channel_text}",
+        )
+        return EXIT_OK
+
+    async def cmd_consent(self, runtime: Runtime) -> int:
+        """filterctl consent."""
+        return await self._record(runtime, Kind.CONSENT)
+
+    async def cmd_request(self, runtime: Runtime) -> int:
+        """filterctl request."""
+        return await self._record(runtime, Kind.REQUEST)
+
+    async def cmd_refuse(self, runtime: Runtime) -> int:
+        """filterctl refuse."""
+        return await self._record(runtime, Kind.REFUSAL)
+
+    def _address(self) -> Address:
+        if self.address is None:
+            raise UsageError("an address is required")
+        return self.address
+
+    # ---- reads -------------------------------------------------------------
+
+    async def cmd_status(self, runtime: Runtime) -> int:
+        """filterctl status."""
+        address = self._address()
+        facts = await runtime.registry.facts(runtime.service.hasher.consumer_id(address))
+        sender = self.args.sender
+        if sender is not None:
+            facts = [f for f in facts if f.sender in (sender, ALL_SENDERS)]
+        self.emit(
+            [fact_document(f) for f in facts],
+            "\n".join(fact_line(f) for f in facts)
+            or f"no facts on record for {mask(address.canonical)}",
+        )
+        return EXIT_OK
+
+    async def cmd_check(self, runtime: Runtime) -> int:
+        """filterctl check."""
+        address = self._address()
+        message_class = MessageClass(self.args.message_class)
+        consumer = runtime.service.hasher.consumer_id(address)
+        facts = (await runtime.registry.lookup(self.args.sender, [consumer]))[0]
+        decision = decide(
+            Submission(self.args.sender, address.channel, message_class),
+            facts,
+            runtime.service.now_ms(),
+            runtime.service.fail_mode,
+        )
+        reason = decision.reason.value if decision.reason else None
+        document: dict[str, Any] = {
+            "decision": decision.action.value,
+            "reason": reason,
+            "sender": self.args.sender,
+            "channel": address.channel.value,
+            "class": message_class.value,
+            "basis": fact_document(decision.basis) if decision.basis else None,
+        }
+        self.emit(document, decision.action.value + (f" {reason}" if reason else ""))
+        return EXIT_OK if decision.action is Action.DELIVER else EXIT_DROP
+
+    async def cmd_audit(self, runtime: Runtime) -> int:
+        """filterctl audit."""
+        a = self.args
+        since = 0
+        if a.since:
+            since = int(time.time() * 1000) - parse_duration(a.since) * 1000
+        consumer = None
+        if self.address is not None:
+            consumer = consumer_hex(runtime.service.hasher.consumer_id(self.address))
+        entries = await runtime.registry.read_audit(
+            AuditQuery(since_ms=since, limit=a.limit, consumer=consumer, sender=a.sender)
+        )
+        self.emit([audit_document(e) for e in entries], "\n".join(audit_line(e) for e in entries))
+        return EXIT_OK
+
+    async def cmd_export(self, runtime: Runtime) -> int:
+        """filterctl export: streams rows as they are read."""
+        fields = ["consumer", "fact", "sender", "channel", "created_at", "expires_at",
+                  "source", "evidence", "message_id"]  # fmt: skip
+        if self.args.format == "csv":
+            import csv  # noqa: PLC0415 - only this command writes CSV
+
+            writer = csv.writer(self.out, lineterminator="\n")
+            writer.writerow(fields)
+        async for consumer, fact in runtime.registry.export(self.args.sender):
+            doc = {"consumer": consumer_hex(consumer), **fact_document(fact)}
+            if self.args.format == "csv":
+                writer.writerow(["" if doc[f] is None else doc[f] for f in fields])
+            else:
+                self.out.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        return EXIT_OK
+
+    async def cmd_stats(self, runtime: Runtime) -> int:
+        """filterctl stats."""
+        stats = await runtime.registry.stats()
+        self.emit(stats, "\n".join(f"{k}: {v}" for k, v in stats.items()))
+        return EXIT_OK
+
+    # ---- import ------------------------------------------------------------
+
+    async def cmd_import(self, runtime: Runtime) -> int:
+        """filterctl import: good rows are written, bad rows reported as `line N: reason`."""
+        a = self.args
+        path = Path(a.file)
+        kind = {"consent": Kind.CONSENT, "request": Kind.REQUEST, "refuse": Kind.REFUSAL}[a.action]
+        spec = ImportSpec(
+            kind=kind,
+            sender=ALL_SENDERS if a.all_senders else a.sender,
+            channel=Channel(a.channel) if a.channel in ("email", "sms") else None,
+            all_channels=a.channel == "all",
+            source=a.source or f"import:{path.name}",
+            default_region=self.region,
+            ttl_s=parse_duration(a.ttl) if a.ttl else None,
+            now_ms=runtime.service.now_ms(),
+        )
+        counts = {"rows": 0, "stored": 0, "superseded": 0, "bad": 0}
+        # One-shot CLI: nothing else runs on this loop, so plain file reads are fine.
+        progress = _Progress(self.err, path.stat().st_size)  # noqa: ASYNC240
+        try:
+            handle = path.open(encoding="utf-8-sig", newline="")  # noqa: ASYNC230
+        except OSError as exc:
+            raise UsageError(f"{a.file!r}: {exc.strerror}") from None
+        with handle:
+            batch: list[GoodRow] = []
+            for item in _tracked(read_rows(handle, spec), handle, progress):
+                counts["rows"] += 1
+                if isinstance(item, BadRow):
+                    self._bad(counts, item.line, item.reason)
+                    continue
+                batch.append(item)
+                if len(batch) >= _IMPORT_BATCH:
+                    await self._flush(runtime, batch, counts)
+                    batch = []
+            await self._flush(runtime, batch, counts)
+        progress.finish(counts["rows"])
+        await runtime.registry.append_audit(
+            [
+                AuditEntry(
+                    at_ms=runtime.service.now_ms(),
+                    event="import",
+                    sender=spec.sender,
+                    channel="all" if spec.all_channels else (a.channel or "by-address"),
+                    source=spec.source,
+                    origin="cli",
+                    detail=f"{kind.value}: " + ", ".join(f"{k}={v}" for k, v in counts.items()),
+                )
+            ]
+        )
+        self.emit(
+            {"file": str(path), "action": a.action, **counts},
+            f"imported {counts['stored'] + counts['superseded']} of {counts['rows']} rows "
+            f"(stored {counts['stored']}, older than the registry's {counts['superseded']}), "
+            f"{counts['bad']} bad",
+        )
+        return EXIT_USAGE if counts["bad"] else EXIT_OK
+
+    def _bad(self, counts: dict[str, int], line: int, reason: str) -> None:
+        counts["bad"] += 1
+        self.err.write(f"line {line}: {reason}\n")
+
+    async def _flush(self, runtime: Runtime, batch: list[GoodRow], counts: dict[str, int]) -> None:
+        if not batch:
+            return
+        results = await runtime.service.record_many([row.request for row in batch])
+        for row, result in zip(batch, results, strict=True):
+            if result is WriteResult.REFUSAL_ON_RECORD:
+                self._bad(counts, row.line, "refusal on record; a consent needs evidence")
+            else:
+                counts[result.value] += 1
+
+
+def _tracked(
+    rows: Iterator[GoodRow | BadRow], handle: TextIO, progress: _Progress
+) -> Iterator[GoodRow | BadRow]:
+    for count, row in enumerate(rows, 1):
+        if count % 10_000 == 0:
+            progress.update(count, handle.buffer.tell() if hasattr(handle, "buffer") else 0)
+        yield row
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, err: TextIO, total_bytes: int) -> None:
+        self.err = err
+        self.total = max(total_bytes, 1)
+        self.enabled = err.isatty()
+        self.started = time.monotonic()
+
+    def update(self, rows: int, position: int) -> None:
+        if not self.enabled:
+            return
+        share = min(position / self.total, 1.0)
+        rate = rows / max(time.monotonic() - self.started, 1e-6)
+        bar = "#" * int(share * 30)
+        self.err.write(f"\r[{bar:<30}] {share:6.1%} {rows} rows {rate:,.0f} rows/s")
+        self.err.flush()
+
+    def finish(self, rows: int) -> None:
+        if self.enabled:
+            self.update(rows, self.total)
+            self.err.write("\n")
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def fact_document(fact: Fact) -> dict[str, Any]:
+    """A fact as a JSON object."""
+    return {
+        "fact": fact.kind.value,
+        "sender": fact.sender,
+        "channel": fact.channel.value if fact.channel else "all",
+        "created_at": _iso(fact.at_ms),
+        "expires_at": _iso(fact.expires_ms),
+        "source": fact.source,
+        "evidence": fact.evidence,
+        "message_id": fact.message_id,
+    }
+
+
+def fact_line(fact: Fact) -> str:
+    """A fact as one text line."""
+    doc = fact_document(fact)
+    parts = [str(doc["created_at"]), fact.kind.value, f"sender={fact.sender}",
+             f"channel={doc['channel']}", f"source={fact.source}"]  # fmt: skip
+    if fact.expires_ms is not None:
+        parts.append(f"expires={doc['expires_at']}")
+    if fact.evidence:
+        parts.append(f"evidence={fact.evidence!r}")
+    return "  ".join(parts)
+
+
+def audit_document(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as a JSON object."""
+    return {
+        "at": _iso(entry.at_ms),
+        "event": entry.event,
+        "sender": entry.sender,
+        "consumer": entry.consumer,
+        "channel": entry.channel,
+        "reason": entry.reason,
+        "source": entry.source,
+        "origin": entry.origin,
+        "message_id": entry.message_id,
+        "detail": entry.detail,
+    }
+
+
+def audit_line(entry: AuditEntry) -> str:
+    """An audit entry as one text line."""
+    doc = audit_document(entry)
+    return "  ".join(
+        [str(doc["at"]), entry.event]
+        + [f"{k}={v}" for k, v in doc.items() if k not in ("at", "event") and v is not None]
+    )

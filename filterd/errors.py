@@ -1,0 +1,41 @@
+"""The filterd exception tree. Library exceptions are mapped to these at one boundary."""
+
+from __future__ import annotations
+
+
+class FilterdError(Exception):
+    """Base of every error filterd raises on purpose."""
+
+
+class UsageError(FilterdError):
+    """Bad input from a user: an address, a duration, a CSV row, an option."""
+
+
+class InvalidAddress(UsageError):
+    """An address that is neither a valid phone number nor a valid email."""
+
+    def __init__(self, value: str, reason: str) -> None:
+        super().__init__(f"invalid address {value!r}: {reason}")
+        self.value = value
+        self.reason = reason
+
+
+class ConfigError(FilterdError):
+    """A configuration key with a bad value; names the key and the reason."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"config: {key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class RegistryUnavailable(FilterdError):
+    """The registry could not be read or written (connection, timeout, server error)."""
+
+
+class NotDurable(RegistryUnavailable):
+    """A write reached Redis but could not be confirmed durable (AOF fsync)."""
+
+
+class RefusalOnRecord(UsageError):
+    """A consent without evidence for a consumer whose refusal is on record."""

@@ -1,0 +1,45 @@
+"""structlog set-up: JSON lines when not on a TTY, readable console output on one.
+
+Only masked addresses are ever passed to a logger (normalize.mask). aiosmtpd's
+own logger ("mail.log") logs recipients and AUTH lines at INFO, so it is held
+at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TextIO
+
+import structlog
+
+
+def configure(stream: TextIO | None = None, level: str = "INFO") -> None:
+    """Send structured logs to `stream` (the daemon: stdout; filterctl: stderr)."""
+    out = stream if stream is not None else sys.stdout
+    numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    renderer: structlog.typing.Processor
+    if out.isatty():
+        renderer = structlog.dev.ConsoleRenderer(colors=False)
+    else:
+        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(stream=out, level=max(numeric, logging.WARNING), force=True)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A logger bound to a component name."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(component=name)
+    return logger

@@ -1,0 +1,160 @@
+"""Frozen values shared by every layer: addresses, facts, submissions, decisions.
+
+Nothing here does I/O. Times are integer milliseconds since the Unix epoch so
+that "newer than or as new as" (SPEC §1) compares exactly.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+ALL_SENDERS = "*"
+"""The scope of a global refusal: every sender."""
+
+
+class Channel(enum.Enum):
+    """A delivery channel."""
+
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class Kind(enum.Enum):
+    """What a fact says about a consumer."""
+
+    CONSENT = "consent"
+    REQUEST = "request"
+    REFUSAL = "refusal"
+
+
+class MessageClass(enum.Enum):
+    """How a message is declared (the account's stream, possibly upgraded)."""
+
+    COMMERCIAL = "commercial"
+    TRANSACTIONAL = "transactional"
+
+
+class Action(enum.Enum):
+    """What happens to one recipient of one message."""
+
+    DELIVER = "deliver"
+    DROP = "drop"
+    DEFER = "defer"
+
+
+class Reason(enum.Enum):
+    """Why a recipient was dropped or deferred."""
+
+    REFUSED = "refused"
+    NO_CONSENT = "no_consent"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A normalised consumer address: E.164 (`+8613800138000`) or canonical email."""
+
+    canonical: str
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One registry fact about one consumer.
+
+    `sender` is a sender name or `ALL_SENDERS`; `channel` None means every
+    channel. Consent and request facts always name a sender and a channel; a
+    request carries `expires_ms`.
+    """
+
+    kind: Kind
+    sender: str
+    channel: Channel | None
+    at_ms: int
+    source: str
+    evidence: str | None = None
+    message_id: str | None = None
+    expires_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not Kind.REFUSAL and (self.sender == ALL_SENDERS or self.channel is None):
+            raise ValueError(f"a {self.kind.value} needs one sender and one channel")
+        if (self.kind is Kind.REQUEST) != (self.expires_ms is not None):
+            raise ValueError("a request, and only a request, has an expiry")
+
+    def applies_to(self, sender: str, channel: Channel) -> bool:
+        """True when this fact's scope and channel cover (sender, channel)."""
+        scope_ok = self.sender in (sender, ALL_SENDERS)
+        return scope_ok and (self.channel is None or self.channel is channel)
+
+    @property
+    def slot(self) -> tuple[Kind, str, Channel | None]:
+        """The (kind, scope, channel) a newer fact of the same slot supersedes."""
+        return (self.kind, self.sender, self.channel)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One recipient of one message, as the policy sees it."""
+
+    sender: str
+    channel: Channel
+    message_class: MessageClass
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome for one recipient, with the fact that decided it (if any)."""
+
+    action: Action
+    reason: Reason | None = None
+    basis: Fact | None = None
+
+
+UNAVAILABLE = None
+"""Passed to `decide()` instead of facts when the registry cannot be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One audit-log entry: a drop, a deferral, a fact written, or a bulk import.
+
+    `consumer` is the hex consumer hash, never an address.
+    """
+
+    at_ms: int
+    event: str
+    sender: str | None = None
+    consumer: str | None = None
+    channel: str | None = None
+    reason: str | None = None
+    source: str | None = None
+    origin: str | None = None
+    message_id: str | None = None
+    detail: str | None = None
+
+
+class WriteResult(enum.Enum):
+    """What a fact write did."""
+
+    STORED = "stored"
+    SUPERSEDED = "superseded"
+    """A fact of the same kind, scope and channel that is newer is kept."""
+    REFUSAL_ON_RECORD = "refusal_on_record"
+    """A consent/request without evidence met a refusal: nothing written."""
+
+
+@dataclass(frozen=True, slots=True)
+class FactRequest:
+    """A fact to record for one address, before ids and times are filled in."""
+
+    address: Address
+    kind: Kind
+    sender: str
+    channel: Channel | None
+    source: str
+    evidence: str | None = None
+    message_id: str | None = None
+    at_ms: int | None = None
+    ttl_s: int | None = None

@@ -1,0 +1,492 @@
+"""The Redis adapter of the registry port: key layout, one-round-trip reads,
+durable writes, the audit stream. The only module that imports redis.
+
+Durability (SPEC §5): a write returns only after the server has it on disk.
+On servers with WAITAOF (Redis ≥ 7.2, Valkey) each write is followed, in the
+same round trip, by `WAITAOF 1 0` and the reply is checked. On older servers
+the adapter requires `appendonly yes` + `appendfsync always` (then Redis
+fsyncs before it replies) and refuses to write otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from filterd import keys
+from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
+from filterd.model import ALL_SENDERS, AuditEntry, Fact, Kind, WriteResult
+from filterd.records import Record, pack, pack_side, unpack, unpack_side
+from filterd.registry import AuditQuery
+
+# Merge facts into buckets atomically. KEYS: facts key, side key per item.
+# ARGV: field, record, side value, check flag per item ("1": a consent or
+# request without evidence, refused when a covering refusal is on record).
+# Returns one code per item: 1 stored, 0 superseded by a newer fact, 2 refused.
+_MERGE = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local fkey, xkey = KEYS[2 * i - 1], KEYS[2 * i]
+  local field, rec = ARGV[4 * i - 3], ARGV[4 * i - 2]
+  local xval, check = ARGV[4 * i - 1], ARGV[4 * i]
+  local slot, ts = string.sub(rec, 1, 4), string.sub(rec, 5, 10)
+  local nhead = string.byte(rec, 1)
+  local nchan, nscope = nhead % 16, string.sub(rec, 2, 4)
+  local cur = redis.call('HGET', fkey, field) or ''
+  local keep, pos, refused, newer = {}, 1, false, false
+  while pos <= #cur do
+    local head = string.byte(cur, pos)
+    local kind = math.floor(head / 16)
+    local size = 12
+    if kind == 2 then size = 18 end
+    local r = string.sub(cur, pos, pos + size - 1)
+    if check == '1' and kind == 3 then
+      local chan, scope = head % 16, string.sub(r, 2, 4)
+      if (scope == nscope or scope == '\0\0\0') and (chan == 0 or chan == nchan) then
+        refused = true
+      end
+    end
+    if string.sub(r, 1, 4) == slot then
+      if string.sub(r, 5, 10) > ts then newer = true end
+    else
+      keep[#keep + 1] = r
+    end
+    pos = pos + size
+  end
+  local code = 1
+  if refused then code = 2 elseif newer then code = 0 end
+  if code == 1 then
+    keep[#keep + 1] = rec
+    redis.call('HSET', fkey, field, table.concat(keep))
+    local xfield = field .. slot
+    if xval == '' then
+      redis.call('HDEL', xkey, xfield)
+    else
+      redis.call('HSET', xkey, xfield, xval)
+    end
+  end
+  out[i] = code
+end
+return out
+"""
+
+# Intern a name: KEYS name→id hash, id→name hash; ARGV name. Returns the id.
+_INTERN = """
+local id = redis.call('HGET', KEYS[1], ARGV[1])
+if id then return tonumber(id) end
+id = redis.call('HLEN', KEYS[2]) + 1
+redis.call('HSET', KEYS[1], ARGV[1], id)
+redis.call('HSET', KEYS[2], id, ARGV[1])
+return id
+"""
+
+_CODES = {1: WriteResult.STORED, 0: WriteResult.SUPERSEDED, 2: WriteResult.REFUSAL_ON_RECORD}
+_BATCH = 500
+_WAITAOF_TIMEOUT_MS = 5000
+
+
+class RedisRegistry:
+    """The registry on a Redis (or Valkey) server."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        bucket_bits: int = 16,
+        audit_max_entries: int = 1_000_000,
+        audit_retention_ms: int = 400 * 86_400_000,
+    ) -> None:
+        self._r = client
+        self._bits = bucket_bits
+        self._audit_max = audit_max_entries
+        self._audit_retention_ms = audit_retention_ms
+        self._merge = client.register_script(_MERGE)
+        self._intern = client.register_script(_INTERN)
+        self._ids: dict[tuple[str, str], int] = {}
+        self._names: dict[tuple[str, int], str] = {}
+        self._durability: str | None = None
+        self._layout_checked = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisRegistry:
+        """Connect to redis://, rediss:// or unix:// (lazily: nothing is sent yet)."""
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=5.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            health_check_interval=30,
+        )
+        return cls(client, **options)
+
+    # ---- reads -------------------------------------------------------------
+
+    async def lookup(self, sender: str, consumers: Sequence[bytes]) -> list[list[Fact]]:
+        """See Registry.lookup: one pipeline for all consumers."""
+        sender_id = self._ids.get(("sender", sender))
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for consumer in consumers:
+                pipe.hget(keys.facts_key(consumer, self._bits), keys.consumer_field(consumer))
+            if sender_id is None:
+                pipe.hget(keys.SENDERS, sender)
+            replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+        if sender_id is None:
+            found = replies.pop()
+            sender_id = int(found) if found is not None else -1
+            if sender_id > 0:
+                self._remember("sender", sender, sender_id)
+        scopes = {0: ALL_SENDERS, sender_id: sender}
+        out = []
+        for value in replies:
+            records = [r for r in _decode(value) if r.scope_id in scopes]
+            out.append([await self._fact(r, scopes) for r in records])
+        return out
+
+    async def facts(self, consumer: bytes) -> list[Fact]:
+        """See Registry.facts."""
+        field = keys.consumer_field(consumer)
+        try:
+            value = await self._r.hget(keys.facts_key(consumer, self._bits), field)
+            records = _decode(_as_bytes(value))
+            sides: list[Any] = []
+            if records:
+                sides = await self._r.hmget(
+                    keys.side_key(consumer, self._bits), [field + r.slot for r in records]
+                )
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+        out = []
+        for record, side in zip(records, sides, strict=True):
+            fact = await self._fact(record, {})
+            evidence, message_id = unpack_side(side)
+            out.append(_with_side(fact, evidence, message_id))
+        return sorted(out, key=lambda f: f.at_ms, reverse=True)
+
+    async def _fact(self, record: Record, scopes: dict[int, str]) -> Fact:
+        sender = scopes.get(record.scope_id)
+        if sender is None:
+            sender = (
+                ALL_SENDERS
+                if record.scope_id == 0
+                else await self._name("sender", keys.SENDER_NAMES, record.scope_id)
+            )
+        source = await self._name("source", keys.SOURCE_NAMES, record.source_id)
+        return Fact(
+            kind=record.kind,
+            sender=sender,
+            channel=record.channel,
+            at_ms=record.at_ms,
+            source=source,
+            expires_ms=record.expires_ms,
+        )
+
+    async def _name(self, space: str, names_key: str, ident: int) -> str:
+        name = self._names.get((space, ident))
+        if name is None:
+            try:
+                every = await self._r.hgetall(names_key)
+            except (RedisError, OSError) as exc:
+                raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+            for raw_id, raw_name in every.items():
+                self._remember(space, _as_text(raw_name), int(raw_id))
+            name = self._names.get((space, ident), f"#{ident}")
+        return name
+
+    def _remember(self, space: str, name: str, ident: int) -> None:
+        self._ids[(space, name)] = ident
+        self._names[(space, ident)] = name
+
+    # ---- writes ------------------------------------------------------------
+
+    async def record(
+        self, consumer: bytes, fact: Fact, audit: AuditEntry | None = None
+    ) -> WriteResult:
+        """See Registry.record: the merge, then (if stored) the audit entry, both durable."""
+        result = (await self._write([(consumer, fact)]))[0]
+        if audit is not None and result is WriteResult.STORED:
+            await self.append_audit([audit])
+        return result
+
+    async def record_many(self, items: Sequence[tuple[bytes, Fact]]) -> list[WriteResult]:
+        """See Registry.record_many: batches of 500 facts, each batch durable."""
+        out: list[WriteResult] = []
+        for start in range(0, len(items), _BATCH):
+            out.extend(await self._write(items[start : start + _BATCH]))
+        return out
+
+    async def _write(self, items: Sequence[tuple[bytes, Fact]]) -> list[WriteResult]:
+        key_list: list[str] = []
+        args: list[bytes | str] = []
+        for consumer, fact in items:
+            scope_id = 0 if fact.sender == ALL_SENDERS else await self._id("sender", fact.sender)
+            record = Record(
+                kind=fact.kind,
+                channel=fact.channel,
+                scope_id=scope_id,
+                at_ms=fact.at_ms,
+                source_id=await self._id("source", fact.source),
+                expires_ms=fact.expires_ms,
+            )
+            key_list += [keys.facts_key(consumer, self._bits), keys.side_key(consumer, self._bits)]
+            check = fact.kind is not Kind.REFUSAL and not fact.evidence
+            args += [
+                keys.consumer_field(consumer),
+                pack(record),
+                pack_side(fact.evidence, fact.message_id),
+                "1" if check else "0",
+            ]
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            await self._merge(keys=key_list, args=args, client=pipe)
+            replies = await self._execute_durably(pipe)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry write failed: {exc}") from exc
+        return [_CODES[int(code)] for code in replies[0]]
+
+    async def _execute_durably(self, pipe: Any) -> list[Any]:
+        """Run a write pipeline; return after the server confirms it on disk."""
+        await self._prepare_writes()
+        if self._durability == "waitaof":
+            pipe.execute_command("WAITAOF", 1, 0, _WAITAOF_TIMEOUT_MS)
+        try:
+            replies: list[Any] = await pipe.execute()
+        except ResponseError as exc:
+            raise NotDurable(f"registry write not confirmed durable: {exc}") from exc
+        if self._durability == "waitaof" and int(replies[-1][0]) < 1:
+            raise NotDurable("registry write not confirmed on disk (WAITAOF timed out)")
+        return replies
+
+    async def _id(self, space: str, name: str) -> int:
+        ident = self._ids.get((space, name))
+        if ident is None:
+            names = (keys.SENDERS, keys.SENDER_NAMES)
+            if space == "source":
+                names = (keys.SOURCES, keys.SOURCE_NAMES)
+            try:
+                ident = int(await self._intern(keys=list(names), args=[name]))
+            except (RedisError, OSError) as exc:
+                raise RegistryUnavailable(f"registry write failed: {exc}") from exc
+            self._remember(space, name, ident)
+        return ident
+
+    async def _prepare_writes(self) -> None:
+        """Check once: the key layout matches, and the server makes writes durable."""
+        if self._durability is not None:
+            return
+        try:
+            await self._r.hsetnx(keys.LAYOUT, "bucket_bits", self._bits)
+            await self._r.hsetnx(keys.LAYOUT, "format", keys.FORMAT_VERSION)
+            info = await self._r.info("server")
+            mode = "waitaof" if _has_waitaof(info) else None
+            if mode is None:
+                conf = await self._r.config_get("append*")
+                if conf.get("appendonly") == "yes" and conf.get("appendfsync") == "always":
+                    mode = "fsync-always"
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+        await self.check_layout()
+        if mode is None:
+            raise NotDurable(
+                "the Redis server does not make writes durable: set appendonly yes and "
+                "appendfsync always, or use Redis >= 7.2 / Valkey with appendonly yes"
+            )
+        self._durability = mode
+
+    async def check_layout(self) -> None:
+        """Raise FilterdError when the registry was built with other bucket_bits."""
+        if self._layout_checked:
+            return
+        try:
+            stored = await self._r.hget(keys.LAYOUT, "bucket_bits")
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+        if stored is not None and int(stored) != self._bits:
+            raise FilterdError(
+                f"the registry was created with registry.bucket_bits = {int(stored)}, "
+                f"the config says {self._bits}"
+            )
+        self._layout_checked = True
+
+    # ---- audit -------------------------------------------------------------
+
+    def _queue_audit(self, pipe: Any, entry: AuditEntry) -> None:
+        fields = {k: v for k, v in _audit_fields(entry).items() if v is not None}
+        pipe.xadd(keys.AUDIT, fields, maxlen=self._audit_max, approximate=True)
+        oldest = int(time.time() * 1000) - self._audit_retention_ms
+        pipe.xtrim(keys.AUDIT, minid=str(oldest), approximate=True)
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """See Registry.append_audit."""
+        if not entries:
+            return
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            for entry in entries:
+                self._queue_audit(pipe, entry)
+            await self._execute_durably(pipe)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"audit write failed: {exc}") from exc
+
+    async def read_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """See Registry.read_audit: pages backwards through the stream."""
+        out: list[AuditEntry] = []
+        upper: str = "+"
+        try:
+            while len(out) < query.limit:
+                page = await self._r.xrevrange(
+                    keys.AUDIT, max=upper, min=str(query.since_ms), count=1000
+                )
+                if not page:
+                    break
+                for raw_id, raw in page:
+                    entry = _audit_entry(_as_text(raw_id), raw or {})
+                    if query.consumer in (None, entry.consumer) and query.sender in (
+                        None,
+                        entry.sender,
+                    ):
+                        out.append(entry)
+                upper = "(" + _as_text(page[-1][0])
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"audit read failed: {exc}") from exc
+        return out[: query.limit]
+
+    # ---- bulk reads ----------------------------------------------------------
+
+    async def export(self, sender: str | None = None) -> AsyncIterator[tuple[bytes, Fact]]:
+        """See Registry.export: scans the buckets, 200 at a time."""
+        try:
+            cursor = 0
+            while True:
+                cursor, names = await self._r.scan(cursor, match=keys.FACTS_PATTERN, count=200)
+                pipe = self._r.pipeline(transaction=False)
+                for name in names:
+                    pipe.hgetall(name)
+                    pipe.hgetall(keys.side_key_for(_as_text(name)))
+                replies = await pipe.execute()
+                for index, name in enumerate(names):
+                    bucket, side = replies[2 * index], replies[2 * index + 1]
+                    for field, value in sorted(bucket.items()):
+                        consumer = keys.consumer_from(_as_text(name), field, self._bits)
+                        for record in _decode(value):
+                            fact = await self._fact(record, {})
+                            if sender is None or fact.sender in (sender, ALL_SENDERS):
+                                extra = unpack_side(side.get(field + record.slot))
+                                yield consumer, _with_side(fact, *extra)
+                if cursor == 0:
+                    break
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+
+    async def stats(self) -> dict[str, int | str]:
+        """See Registry.stats: counts by kind (a full scan), memory, audit size."""
+        counts: dict[str, int | str] = {"consumers": 0}
+        counts.update({k.value: 0 for k in Kind})
+        consumers: set[bytes] = set()
+        async for consumer, fact in self.export():
+            consumers.add(consumer)
+            counts[fact.kind.value] = int(counts[fact.kind.value]) + 1
+        counts["consumers"] = len(consumers)
+        try:
+            memory = await self._r.info("memory")
+            server = await self._r.info("server")
+            audit_len = await self._r.xlen(keys.AUDIT)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+        counts["audit_entries"] = int(audit_len)
+        counts["used_memory"] = int(memory.get("used_memory", 0))
+        counts["server"] = _server_name(server)
+        counts["bucket_bits"] = self._bits
+        return counts
+
+    async def ping(self) -> None:
+        """See Registry.ping."""
+        try:
+            await self._r.ping()
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._r.aclose()
+
+
+def _decode(value: bytes | None) -> list[Record]:
+    if not value:
+        return []
+    try:
+        return unpack(value)
+    except ValueError as exc:
+        raise RegistryUnavailable(f"damaged registry value: {exc}") from exc
+
+
+def _with_side(fact: Fact, evidence: str | None, message_id: str | None) -> Fact:
+    return Fact(
+        kind=fact.kind,
+        sender=fact.sender,
+        channel=fact.channel,
+        at_ms=fact.at_ms,
+        source=fact.source,
+        evidence=evidence,
+        message_id=message_id,
+        expires_ms=fact.expires_ms,
+    )
+
+
+def _has_waitaof(info: dict[str, Any]) -> bool:
+    if "valkey_version" in info:
+        return True
+    parts = str(info.get("redis_version", "0")).split(".")
+    version = tuple(int(p) for p in parts[:2] if p.isdigit())
+    return version >= (7, 2)
+
+
+def _server_name(info: dict[str, Any]) -> str:
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    return f"redis {info.get('redis_version', '?')}"
+
+
+_AUDIT_FIELDS = (
+    "event",
+    "sender",
+    "consumer",
+    "channel",
+    "reason",
+    "source",
+    "origin",
+    "message_id",
+    "detail",
+)
+
+
+def _audit_fields(entry: AuditEntry) -> dict[str, str | None]:
+    return {name: getattr(entry, name) for name in _AUDIT_FIELDS}
+
+
+def _as_text(value: bytes | str | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return value or ""
+
+
+def _as_bytes(value: bytes | str | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _audit_entry(raw_id: str, raw: dict[Any, Any]) -> AuditEntry:
+    values = {_as_text(k): _as_text(v) for k, v in raw.items()}
+    at_ms = int(raw_id.split("-", maxsplit=1)[0])
+    return AuditEntry(
+        at_ms=at_ms,
+        event=values.get("event", "?"),
+        **{name: values.get(name) for name in _AUDIT_FIELDS if name != "event"},
+    )

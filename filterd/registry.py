@@ -1,0 +1,195 @@
+"""The registry port: what the service needs from a consent-and-refusal store.
+
+`Registry` is the Protocol; `RedisRegistry` (redis_registry.py) is the real
+adapter and `MemoryRegistry` below is the in-memory fake for unit tests of the
+core. Both pass the same contract suite (tests/test_registry.py).
+
+Consumers are addressed by their consumer id (identity.py), never by address.
+Within one consumer, a newer fact replaces an older one of the same slot
+(kind, scope, channel); the history lives in the audit log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from filterd.errors import RegistryUnavailable
+from filterd.model import ALL_SENDERS, AuditEntry, Fact, Kind, WriteResult
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit entries to read, newest first."""
+
+    since_ms: int = 0
+    limit: int = 100
+    consumer: str | None = None
+    sender: str | None = None
+
+
+class Registry(Protocol):
+    """A consent-and-refusal store. Every method raises RegistryUnavailable on failure."""
+
+    async def lookup(self, sender: str, consumers: Sequence[bytes]) -> list[list[Fact]]:
+        """For each consumer, the facts whose scope is `sender` or all senders.
+
+        One round trip for the whole list. Evidence and message ids are not
+        loaded (decisions do not need them).
+        """
+        ...
+
+    async def facts(self, consumer: bytes) -> list[Fact]:
+        """Every fact on record for one consumer, with evidence, newest first."""
+        ...
+
+    async def record(
+        self, consumer: bytes, fact: Fact, audit: AuditEntry | None = None
+    ) -> WriteResult:
+        """Write one fact durably (and its audit entry) before returning."""
+        ...
+
+    async def record_many(self, items: Sequence[tuple[bytes, Fact]]) -> list[WriteResult]:
+        """Write many facts durably; no audit entries (the caller writes one per file)."""
+        ...
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries to the bounded audit log (one round trip)."""
+        ...
+
+    async def read_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """Audit entries matching `query`, newest first."""
+        ...
+
+    def export(self, sender: str | None = None) -> AsyncIterator[tuple[bytes, Fact]]:
+        """Every (consumer id, fact), optionally only those scoped to `sender` or `*`."""
+        ...
+
+    async def stats(self) -> dict[str, int | str]:
+        """Counts and server facts for `filterctl stats`."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise RegistryUnavailable unless the store answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def write_outcome(existing: Sequence[Fact], new: Fact) -> WriteResult:
+    """What writing `new` over `existing` does (shared by every adapter's logic).
+
+    A consent or request without evidence is refused when a refusal that
+    covers it is on record (SPEC §1: an admin never clears a refusal
+    silently). A fact older than the one in its slot is not written.
+    """
+    if new.kind is not Kind.REFUSAL and not new.evidence and new.channel is not None:
+        for fact in existing:
+            if fact.kind is Kind.REFUSAL and fact.applies_to(new.sender, new.channel):
+                return WriteResult.REFUSAL_ON_RECORD
+    for fact in existing:
+        if fact.slot == new.slot and fact.at_ms > new.at_ms:
+            return WriteResult.SUPERSEDED
+    return WriteResult.STORED
+
+
+class MemoryRegistry:
+    """In-memory fake with the Registry contract, for unit tests of the core."""
+
+    def __init__(self) -> None:
+        self._facts: dict[bytes, list[Fact]] = {}
+        self._audit: list[AuditEntry] = []
+        self.available = True
+
+    def _check(self) -> None:
+        if not self.available:
+            raise RegistryUnavailable("the in-memory registry is switched off")
+
+    async def lookup(self, sender: str, consumers: Sequence[bytes]) -> list[list[Fact]]:
+        """See Registry.lookup."""
+        self._check()
+        scopes = (sender, ALL_SENDERS)
+        return [[_bare(f) for f in self._facts.get(c, []) if f.sender in scopes] for c in consumers]
+
+    async def facts(self, consumer: bytes) -> list[Fact]:
+        """See Registry.facts."""
+        self._check()
+        return sorted(self._facts.get(consumer, []), key=lambda f: f.at_ms, reverse=True)
+
+    async def record(
+        self, consumer: bytes, fact: Fact, audit: AuditEntry | None = None
+    ) -> WriteResult:
+        """See Registry.record."""
+        self._check()
+        result = self._store(consumer, fact)
+        if audit is not None and result is WriteResult.STORED:
+            self._audit.append(audit)
+        return result
+
+    async def record_many(self, items: Sequence[tuple[bytes, Fact]]) -> list[WriteResult]:
+        """See Registry.record_many."""
+        self._check()
+        return [self._store(consumer, fact) for consumer, fact in items]
+
+    def _store(self, consumer: bytes, fact: Fact) -> WriteResult:
+        existing = self._facts.setdefault(consumer, [])
+        result = write_outcome(existing, fact)
+        if result is WriteResult.STORED:
+            existing[:] = [f for f in existing if f.slot != fact.slot] + [fact]
+        return result
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        """See Registry.append_audit."""
+        self._check()
+        self._audit.extend(entries)
+
+    async def read_audit(self, query: AuditQuery) -> list[AuditEntry]:
+        """See Registry.read_audit."""
+        self._check()
+        out = [
+            e
+            for e in reversed(self._audit)
+            if e.at_ms >= query.since_ms
+            and query.consumer in (None, e.consumer)
+            and query.sender in (None, e.sender)
+        ]
+        return out[: query.limit]
+
+    async def export(self, sender: str | None = None) -> AsyncIterator[tuple[bytes, Fact]]:
+        """See Registry.export."""
+        self._check()
+        for consumer, facts in sorted(self._facts.items()):
+            for fact in facts:
+                if sender is None or fact.sender in (sender, ALL_SENDERS):
+                    yield consumer, fact
+
+    async def stats(self) -> dict[str, int | str]:
+        """See Registry.stats."""
+        self._check()
+        counts = {kind.value: 0 for kind in Kind}
+        for facts in self._facts.values():
+            for fact in facts:
+                counts[fact.kind.value] += 1
+        return {"consumers": len(self._facts), **counts, "audit_entries": len(self._audit)}
+
+    async def ping(self) -> None:
+        """See Registry.ping."""
+        self._check()
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+def _bare(fact: Fact) -> Fact:
+    """The fact as lookup() returns it: without evidence and message id."""
+    return Fact(
+        kind=fact.kind,
+        sender=fact.sender,
+        channel=fact.channel,
+        at_ms=fact.at_ms,
+        source=fact.source,
+        expires_ms=fact.expires_ms,
+    )

@@ -1,0 +1,175 @@
+"""Screening recipients and recording facts: the use cases every edge calls.
+
+One registry lookup per decision point, `decide()` per recipient, one log line
+per decision (sender, masked recipient, decision, reason), and an audit entry
+for every drop and deferral and for every fact written one by one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from filterd.errors import RegistryUnavailable
+from filterd.identity import ConsumerHasher, consumer_hex
+from filterd.logs import get_logger
+from filterd.model import (
+    Action,
+    Address,
+    AuditEntry,
+    Channel,
+    Decision,
+    Fact,
+    FactRequest,
+    Kind,
+    MessageClass,
+    Submission,
+    WriteResult,
+)
+from filterd.normalize import mask
+from filterd.policy import FailMode, decide
+from filterd.registry import Registry
+
+log = get_logger("service")
+
+
+class Service:
+    """The registry use cases, shared by the CLI and every front end."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        hasher: ConsumerHasher,
+        *,
+        request_ttl_s: int,
+        fail_mode: FailMode = FailMode.CLOSED,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry
+        self.hasher = hasher
+        self.request_ttl_s = request_ttl_s
+        self.fail_mode = fail_mode
+        self._clock = clock
+
+    def now_ms(self) -> int:
+        """The current time in ms."""
+        return int(self._clock() * 1000)
+
+    async def screen(
+        self,
+        sender: str,
+        message_class: MessageClass,
+        addresses: Sequence[Address],
+        *,
+        origin: str,
+        message_id: str | None = None,
+    ) -> list[Decision]:
+        """Decide every recipient of one message with one registry read."""
+        ids = [self.hasher.consumer_id(a) for a in addresses]
+        facts: list[list[Fact]] | None = None
+        if message_class is MessageClass.COMMERCIAL:
+            try:
+                facts = await self.registry.lookup(sender, ids)
+            except RegistryUnavailable as exc:
+                log.warning("registry_unavailable", error=str(exc), origin=origin)
+        now = self.now_ms()
+        decisions = []
+        audit = []
+        for index, address in enumerate(addresses):
+            submission = Submission(sender, address.channel, message_class)
+            decision = decide(
+                submission, facts[index] if facts is not None else None, now, self.fail_mode
+            )
+            decisions.append(decision)
+            reason = decision.reason.value if decision.reason else None
+            log.info(
+                "decision",
+                origin=origin,
+                sender=sender,
+                recipient=mask(address.canonical),
+                decision=decision.action.value,
+                reason=reason,
+                message_id=message_id,
+            )
+            if decision.action is not Action.DELIVER:
+                audit.append(
+                    AuditEntry(
+                        at_ms=now,
+                        event=decision.action.value,
+                        sender=sender,
+                        consumer=consumer_hex(ids[index]),
+                        channel=address.channel.value,
+                        reason=reason,
+                        origin=origin,
+                        message_id=message_id,
+                    )
+                )
+        if audit and facts is not None:
+            try:
+                await self.registry.append_audit(audit)
+            except RegistryUnavailable as exc:
+                log.warning("audit_unavailable", error=str(exc), entries=len(audit))
+        return decisions
+
+    def build_fact(self, request: FactRequest, now_ms: int | None = None) -> Fact:
+        """The Fact a request stands for: time, expiry, scrubbed evidence."""
+        at_ms = request.at_ms if request.at_ms is not None else (now_ms or self.now_ms())
+        expires = None
+        if request.kind is Kind.REQUEST:
+            expires = at_ms + 1000 * (request.ttl_s or self.request_ttl_s)
+        return Fact(
+            kind=request.kind,
+            sender=request.sender,
+            channel=request.channel,
+            at_ms=at_ms,
+            source=scrub(request.source, request.address) or "unknown",
+            evidence=scrub(request.evidence, request.address),
+            message_id=request.message_id,
+            expires_ms=expires,
+        )
+
+    async def record(self, request: FactRequest, *, origin: str) -> WriteResult:
+        """Write one fact durably with its audit entry; log it."""
+        fact = self.build_fact(request)
+        consumer = self.hasher.consumer_id(request.address)
+        entry = AuditEntry(
+            at_ms=fact.at_ms,
+            event=fact.kind.value,
+            sender=fact.sender,
+            consumer=consumer_hex(consumer),
+            channel=fact.channel.value if fact.channel else "all",
+            source=fact.source,
+            origin=origin,
+            message_id=fact.message_id,
+        )
+        result = await self.registry.record(consumer, fact, audit=entry)
+        log.info(
+            "fact",
+            origin=origin,
+            kind=fact.kind.value,
+            sender=fact.sender,
+            recipient=mask(request.address.canonical),
+            channel=entry.channel,
+            result=result.value,
+        )
+        return result
+
+    async def record_many(
+        self, requests: Sequence[FactRequest], now_ms: int | None = None
+    ) -> list[WriteResult]:
+        """Write many facts durably (bulk import: no audit entry per fact)."""
+        now = now_ms or self.now_ms()
+        items = [(self.hasher.consumer_id(r.address), self.build_fact(r, now)) for r in requests]
+        return await self.registry.record_many(items)
+
+
+def scrub(text: str | None, address: Address) -> str | None:
+    """`text` with the consumer's own address masked (no raw address is stored)."""
+    if not text:
+        return text
+    cleaned = text.replace(address.canonical, mask(address.canonical))
+    if address.channel is Channel.SMS:
+        national = address.canonical[3:]
+        if len(national) >= 6:
+            cleaned = cleaned.replace(national, mask(address.canonical))
+    return cleaned
