@@ -286,13 +286,20 @@ class RedisRegistry:
             await self._r.hsetnx(keys.LAYOUT, "bucket_bits", self._bits)
             await self._r.hsetnx(keys.LAYOUT, "format", keys.FORMAT_VERSION)
             info = await self._r.info("server")
-            mode = "waitaof" if _has_waitaof(info) else None
-            if mode is None:
-                conf = await self._r.config_get("append*")
-                if conf.get("appendonly") == "yes" and conf.get("appendfsync") == "always":
-                    mode = "fsync-always"
+            try:
+                conf = {
+                    _as_text(k): _as_text(v)
+                    for k, v in (await self._r.config_get("append*")).items()
+                }
+            except ResponseError:
+                conf = {}  # CONFIG disabled (managed service): WAITAOF alone decides
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+        mode = None
+        if conf.get("appendonly", "yes") == "yes" and _has_waitaof(info):
+            mode = "waitaof"
+        elif conf.get("appendonly") == "yes" and conf.get("appendfsync") == "always":
+            mode = "fsync-always"
         await self.check_layout()
         if mode is None:
             raise NotDurable(

@@ -1,0 +1,67 @@
+"""Shared fixtures: real registry servers spawned by the test session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
+
+SERVERS = {"valkey": bundled_valkey(), "redis": system_redis()}
+
+
+class ServerPool:
+    """Session-wide servers, started on first use, one per kind."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self._factory = factory
+        self._servers: dict[str, RedisProcess] = {}
+
+    def get(self, kind: str) -> RedisProcess:
+        """The running server of `kind` (skips the test when none is installed)."""
+        binary = SERVERS[kind]
+        if binary is None:
+            pytest.skip(f"no {kind} server binary installed")
+        if kind not in self._servers:
+            directory = Path(self._factory.mktemp(kind, numbered=True))
+            self._servers[kind] = RedisProcess(binary, directory, aof_args(binary)).start()
+        server = self._servers[kind]
+        if server.process is None or server.process.poll() is not None:
+            server.start()
+        return server
+
+    def close(self) -> None:
+        """Stop every server."""
+        for server in self._servers.values():
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """The session's servers."""
+    pool = ServerPool(tmp_path_factory)
+    yield pool
+    pool.close()
+
+
+@pytest.fixture
+def valkey_server(server_pool: ServerPool) -> RedisProcess:
+    """A flushed Valkey server (WAITAOF durability)."""
+    server = server_pool.get("valkey")
+    flush(server)
+    return server
+
+
+def flush(server: RedisProcess) -> None:
+    """Empty a shared server between tests."""
+    assert server.command(b"FLUSHALL") == b"+OK"
+
+
+@pytest.fixture
+def event_loop_runner() -> Iterator[asyncio.Runner]:
+    """An asyncio runner for tests that drive async code from sync test functions."""
+    with asyncio.Runner() as runner:
+        yield runner

@@ -1,0 +1,200 @@
+"""The Redis adapter beyond the shared contract: durability, privacy, layout,
+audit retention and recovery, each against a real server process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import redis
+
+from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
+from filterd.identity import ConsumerHasher
+from filterd.model import ALL_SENDERS, AuditEntry, Fact, FactRequest, Kind, WriteResult
+from filterd.normalize import normalize
+from filterd.redis_registry import RedisRegistry
+from filterd.registry import AuditQuery
+from filterd.service import Service
+from tests.conftest import SERVERS, ServerPool, flush
+from tests.helpers import RedisProcess, aof_args
+
+A = bytes.fromhex("00112233445566778899")
+
+
+def refusal(at: int = 1000) -> Fact:
+    return Fact(Kind.REFUSAL, ALL_SENDERS, None, at, "test")
+
+
+def all_bytes(server: RedisProcess) -> bytes:
+    """Every key name and every value in the server, concatenated."""
+    client = redis.Redis(unix_socket_path=str(server.socket_path))
+    out = []
+    for key in client.scan_iter(count=1000):
+        out.append(key)
+        kind = client.type(key)
+        if kind == b"hash":
+            for field, value in client.hgetall(key).items():
+                out += [field, value]
+        elif kind == b"stream":
+            for _, entry in client.xrange(key):
+                for field, value in entry.items():
+                    out += [field, value]
+        else:
+            out.append(client.dump(key) or b"")
+    client.close()
+    return b"\n".join(out)
+
+
+def test_no_raw_address_in_redis(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """Keys, values and audit entries hold hashes and masks, never a raw phone or email."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    service = Service(registry, ConsumerHasher(b"s" * 32), request_ttl_s=86400)
+    phone = normalize("+8613800138000")
+    email = normalize("Jane.Doe@Example.com")
+    for address in (phone, email):
+        for kind, evidence in (
+            (Kind.REFUSAL, None),
+            (Kind.CONSENT, "form for " + address.canonical),
+        ):
+            request = FactRequest(address, kind, "acme", address.channel, "cli", evidence=evidence)
+            event_loop_runner.run(service.record(request, origin="test"))
+    event_loop_runner.run(registry.close())
+    dump = all_bytes(valkey_server)
+    for raw in (b"+8613800138000", b"8613800138000", b"13800138000", b"jane.doe@example.com",
+                b"Jane.Doe"):  # fmt: skip
+        assert raw not in dump
+    assert b"form for +86138****8000" in dump  # evidence kept, address masked
+
+
+def test_refuses_to_write_without_durable_server(
+    server_pool: ServerPool, tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """A server with appendonly off gets no write acknowledged: NotDurable, nothing stored."""
+    binary = SERVERS["valkey"] or SERVERS["redis"]
+    assert binary is not None
+    server = RedisProcess(binary, tmp_path / "r", ["--appendonly", "no"]).start()
+    try:
+        registry = RedisRegistry.from_url(server.url)
+        with pytest.raises(NotDurable):
+            event_loop_runner.run(registry.record(A, refusal()))
+        assert event_loop_runner.run(registry.lookup("acme", [A])) == [[]]
+        event_loop_runner.run(registry.close())
+    finally:
+        server.stop()
+
+
+def test_old_redis_needs_fsync_always(tmp_path: Path, event_loop_runner: asyncio.Runner) -> None:
+    """On Redis < 7.2 (no WAITAOF) appendfsync everysec is not durable enough: NotDurable."""
+    binary = SERVERS["redis"]
+    if binary is None:
+        pytest.skip("no redis-server on PATH")
+    client_check = RedisProcess(binary, tmp_path / "v").start()
+    version = redis.Redis(unix_socket_path=str(client_check.socket_path)).info("server")
+    client_check.stop()
+    if "valkey_version" in version or tuple(map(int, version["redis_version"].split(".")[:2])) >= (
+        7,
+        2,
+    ):
+        pytest.skip("this redis-server has WAITAOF")
+    server = RedisProcess(
+        binary, tmp_path / "r", ["--appendonly", "yes", "--appendfsync", "everysec"]
+    ).start()
+    try:
+        registry = RedisRegistry.from_url(server.url)
+        with pytest.raises(NotDurable):
+            event_loop_runner.run(registry.record(A, refusal()))
+        event_loop_runner.run(registry.close())
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("kind", ["valkey", "redis"])
+def test_acknowledged_refusal_survives_kill_9(
+    kind: str, tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """A refusal acknowledged by record() is on disk: kill -9 the server, restart, it is there."""
+    binary = SERVERS[kind]
+    if binary is None:
+        pytest.skip(f"no {kind} server")
+    server = RedisProcess(binary, tmp_path / "r", aof_args(binary)).start()
+    try:
+        for trial in range(5):
+            consumer = trial.to_bytes(2, "big") + bytes(8)
+            registry = RedisRegistry.from_url(server.url)
+            result = event_loop_runner.run(registry.record(consumer, refusal(1000 + trial)))
+            assert result is WriteResult.STORED
+            server.kill()
+            event_loop_runner.run(registry.close())
+            server.start()
+            registry = RedisRegistry.from_url(server.url)
+            facts = event_loop_runner.run(registry.lookup("acme", [consumer]))[0]
+            assert [f.at_ms for f in facts] == [1000 + trial]
+            event_loop_runner.run(registry.close())
+    finally:
+        server.stop()
+
+
+def test_bucket_bits_fixed_at_first_write(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """A registry written with bucket_bits 16 is not opened with 20: a clear error."""
+    first = RedisRegistry.from_url(valkey_server.url, bucket_bits=16)
+    event_loop_runner.run(first.record(A, refusal()))
+    event_loop_runner.run(first.close())
+    second = RedisRegistry.from_url(valkey_server.url, bucket_bits=20)
+    with pytest.raises(FilterdError, match="bucket_bits = 16"):
+        event_loop_runner.run(second.check_layout())
+    event_loop_runner.run(second.close())
+
+
+def test_unavailable_then_recovers(
+    server_pool: ServerPool, event_loop_runner: asyncio.Runner
+) -> None:
+    """With the server down, reads raise RegistryUnavailable; the same object works again after."""
+    server = server_pool.get("valkey")
+    flush(server)
+    registry = RedisRegistry.from_url(server.url)
+    event_loop_runner.run(registry.record(A, refusal()))
+    server.kill()
+    with pytest.raises(RegistryUnavailable):
+        event_loop_runner.run(registry.lookup("acme", [A]))
+    with pytest.raises(RegistryUnavailable):
+        event_loop_runner.run(registry.record(A, refusal(2000)))
+    server.start()
+    assert len(event_loop_runner.run(registry.lookup("acme", [A]))[0]) == 1
+    event_loop_runner.run(registry.close())
+
+
+def test_audit_stream_is_bounded(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """The audit stream is trimmed near audit_max_entries and read back newest first."""
+    registry = RedisRegistry.from_url(valkey_server.url, audit_max_entries=1000)
+    entries = [AuditEntry(at_ms=0, event="drop", sender="acme", detail=str(i)) for i in range(5000)]
+    for start in range(0, 5000, 500):
+        event_loop_runner.run(registry.append_audit(entries[start : start + 500]))
+    length = redis.Redis(unix_socket_path=str(valkey_server.socket_path)).xlen("fd:audit")
+    assert 1000 <= length < 1500
+    newest = event_loop_runner.run(registry.read_audit(AuditQuery(limit=3)))
+    assert [e.detail for e in newest] == ["4999", "4998", "4997"]
+    event_loop_runner.run(registry.close())
+
+
+def test_facts_survive_in_packed_form(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """Facts are stored as one listpack-encoded hash per bucket, not one key per consumer."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    items = [(i.to_bytes(4, "big") + bytes(6), refusal()) for i in range(0, 2**32, 2**22)]
+    event_loop_runner.run(registry.record_many(items))
+    event_loop_runner.run(registry.close())
+    client = redis.Redis(unix_socket_path=str(valkey_server.socket_path))
+    keys = list(client.scan_iter(match="fd:r:*"))
+    assert 0 < len(keys) <= len(items)
+    assert all(client.object("encoding", k) == b"listpack" for k in keys)
+    value = client.hget(keys[0], client.hkeys(keys[0])[0])
+    assert value is not None
+    assert len(value) == 12  # one packed refusal record
