@@ -372,8 +372,9 @@ class _Command:
             all_channels=a.channel == "all",
             source=a.source or f"import:{path.name}",
             default_region=self.region,
-            ttl_s=parse_duration(a.ttl) if a.ttl else None,
+            ttl_s=parse_duration(a.ttl) if a.ttl else runtime.service.request_ttl_s,
             now_ms=runtime.service.now_ms(),
+            consumer_id=runtime.service.hasher.consumer_id,
         )
         counts = {"rows": 0, "stored": 0, "superseded": 0, "bad": 0}
         # One-shot CLI: nothing else runs on this loop, so plain file reads are fine.
@@ -383,6 +384,8 @@ class _Command:
         except OSError as exc:
             raise UsageError(f"{a.file!r}: {exc.strerror}") from None
         with handle:
+            # Parse the next batch while the registry writes the previous one.
+            pending: asyncio.Task[None] | None = None
             batch: list[GoodRow] = []
             for item in _tracked(read_rows(handle, spec), handle, progress):
                 counts["rows"] += 1
@@ -391,8 +394,13 @@ class _Command:
                     continue
                 batch.append(item)
                 if len(batch) >= _IMPORT_BATCH:
-                    await self._flush(runtime, batch, counts)
+                    if pending is not None:
+                        await pending
+                    pending = asyncio.create_task(self._flush(runtime, batch, counts))
+                    await asyncio.sleep(0)  # let the write go out before parsing on
                     batch = []
+            if pending is not None:
+                await pending
             await self._flush(runtime, batch, counts)
         progress.finish(counts["rows"])
         await runtime.registry.append_audit(
@@ -423,7 +431,7 @@ class _Command:
     async def _flush(self, runtime: Runtime, batch: list[GoodRow], counts: dict[str, int]) -> None:
         if not batch:
             return
-        results = await runtime.service.record_many([row.request for row in batch])
+        results = await runtime.service.record_bulk([good.row for good in batch])
         for row, result in zip(batch, results, strict=True):
             if result is WriteResult.REFUSAL_ON_RECORD:
                 self._bad(counts, row.line, "refusal on record; a consent needs evidence")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from filterd.embedded import MAX_SOCKET_PATH
 from filterd.errors import ConfigError
 from filterd.model import MessageClass
 from filterd.normalize import is_region
@@ -146,6 +147,16 @@ class Settings:
     policy: PolicySettings | None = None
 
 
+_TOML_TYPES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    list: "an array",
+    dict: "a table",
+}
+
+
 class _Table:
     """A TOML table read key by key; what is left over is an unknown key."""
 
@@ -171,7 +182,7 @@ class _Table:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ConfigError(self.key(key), f"must be a {kind.__name__}, not {value!r}")
+            raise ConfigError(self.key(key), f"must be {_TOML_TYPES[kind]}, not {value!r}")
         return value
 
     def parse(
@@ -218,6 +229,8 @@ def load(path: Path) -> Settings:
         raise ConfigError("--config", f"{path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("--config", f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", f"{path}: not UTF-8 text ({exc.reason})") from None
     return parse(data, path)
 
 
@@ -280,10 +293,32 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
         audit_max_entries=max_entries,
         audit_retention_s=t.parse("audit_retention", parse_duration, 400 * 86400),
     )
+    socket_path = settings.data_dir / "registry.sock"
+    if url == "embedded" and len(str(socket_path)) > MAX_SOCKET_PATH:
+        raise ConfigError(
+            "registry.data_dir",
+            f"{str(settings.data_dir)!r} is too long for the embedded server's unix socket "
+            f"(at most {MAX_SOCKET_PATH - len('/registry.sock')} characters)",
+        )
     if settings.cluster and url == "embedded":
         raise ConfigError("registry.cluster", "needs a redis:// url naming a cluster node")
     t.done()
     return settings
+
+
+def _check_url(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("registry.url", f"{url!r}: use embedded, redis://, rediss:// or unix://")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError("registry.url", f"{url!r}: a unix:// url needs a socket path")
+    if parts.scheme != "unix":
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError("registry.url", f"{url!r}: the port is not a number") from None
+        if not parts.hostname or (port is not None and not 0 < port < 65536):
+            raise ConfigError("registry.url", f"{url!r}: needs a host (and a valid port)")
 
 
 def _keywords(root: _Table) -> KeywordSettings:
@@ -350,7 +385,9 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
     max_recipients = t.take("max_recipients", int, 1000)
     if max_recipients < 1:
         raise ConfigError("smtp.max_recipients", f"{max_recipients} must be at least 1")
-    size = t.take("max_message_size", str, "25MB")
+    size = t.data.pop("max_message_size", "25MB")
+    if not isinstance(size, (str, int)) or isinstance(size, bool):
+        raise ConfigError("smtp.max_message_size", f'must be a size like "25MB", not {size!r}')
     try:
         max_size = parse_size(size)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""Reading an import CSV into fact requests, row by row (pure: no Redis).
+"""Reading an import CSV into registry rows, row by row (pure: no Redis).
 
 Rows are `address[,created_at,source,evidence]`; a first row whose first cell
 is `address` is a header. A bad row becomes a `BadRow` with its file line
@@ -8,13 +8,13 @@ number (header included) and the reason; good rows go on.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from filterd.errors import InvalidAddress
-from filterd.model import Channel, FactRequest, Kind
-from filterd.normalize import channel_of, normalize
+from filterd.model import MAX_EVIDENCE_BYTES, Address, BulkRow, Channel, Kind
+from filterd.normalize import normalize, scrub
 
 _FUTURE_SLACK_MS = 86_400_000
 
@@ -30,8 +30,11 @@ class ImportSpec:
     all_channels: bool
     source: str
     default_region: str | None
-    ttl_s: int | None
+    ttl_s: int
+    """Validity of a request (the --ttl, else registry.request_ttl)."""
     now_ms: int
+    """Time of rows without created_at."""
+    consumer_id: Callable[[Address], bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +42,7 @@ class GoodRow:
     """A row ready to write."""
 
     line: int
-    request: FactRequest
+    row: BulkRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,22 @@ class BadRow:
 
 
 def read_rows(lines: Iterable[str], spec: ImportSpec) -> Iterator[GoodRow | BadRow]:
-    """Parse CSV text lines; yield one result per data row."""
-    reader = csv.reader(lines)
-    for row in reader:
-        line = reader.line_num
-        if not row or all(not cell.strip() for cell in row):
+    """Parse CSV text lines; yield one result per data row.
+
+    A row's line number is the file line it starts on. A row the CSV reader
+    cannot read (an unclosed quote, a field over the size limit) is a bad row.
+    """
+    reader = csv.reader(lines, strict=True)
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield BadRow(line, f"unreadable CSV ({exc})")
+            continue
+        if not "".join(row).strip():
             continue
         if line == 1 and row[0].strip().lower() == "address":
             continue
@@ -63,52 +77,57 @@ def read_rows(lines: Iterable[str], spec: ImportSpec) -> Iterator[GoodRow | BadR
 
 
 def _row(row: list[str], line: int, spec: ImportSpec) -> GoodRow | BadRow:
-    if len(row) > 4:
-        return BadRow(line, f"{len(row)} columns; expected address[,created_at,source,evidence]")
-    raw = row[0]
     try:
-        address = normalize(raw, spec.default_region)
-    except InvalidAddress as exc:
+        address, channel = _address(row, spec)
+        at_ms, source, evidence = spec.now_ms, spec.source, None
+        if len(row) > 1:
+            at_ms, source, evidence = _optional_cells(row, spec, address)
+    except (ValueError, InvalidAddress) as exc:
         return BadRow(line, str(exc))
-    channel = spec.channel
-    if spec.kind is not Kind.REFUSAL or not spec.all_channels:
-        channel = channel or channel_of(raw)
-        if channel is not address.channel:
-            return BadRow(line, f"{raw!r} is not an address for channel {channel.value}")
-    else:
-        channel = None
-    at_ms = None
-    if len(row) > 1 and row[1].strip():
-        try:
-            at_ms = parse_time(row[1].strip())
-        except ValueError as exc:
-            return BadRow(line, str(exc))
-        if at_ms > spec.now_ms + _FUTURE_SLACK_MS:
-            return BadRow(line, f"created_at {row[1].strip()!r} is in the future")
-    source = row[2].strip() if len(row) > 2 and row[2].strip() else spec.source
-    evidence = row[3].strip() if len(row) > 3 and row[3].strip() else None
-    return GoodRow(
-        line,
-        FactRequest(
-            address=address,
-            kind=spec.kind,
-            sender=spec.sender,
-            channel=channel,
-            source=source,
-            evidence=evidence,
-            at_ms=at_ms,
-            ttl_s=spec.ttl_s,
-        ),
+    expires = at_ms + 1000 * spec.ttl_s if spec.kind is Kind.REQUEST else None
+    bulk = BulkRow(
+        spec.consumer_id(address), spec.kind, spec.sender, channel, at_ms, source, evidence, expires
     )
+    return GoodRow(line, bulk)
+
+
+def _address(row: list[str], spec: ImportSpec) -> tuple[Address, Channel | None]:
+    """The row's address and the fact's channel; ValueError/InvalidAddress if bad."""
+    if len(row) > 4:
+        raise ValueError(f"{len(row)} columns; expected address[,created_at,source,evidence]")
+    address = normalize(row[0], spec.default_region)
+    channel = None if spec.all_channels else (spec.channel or address.channel)
+    if channel is not None and channel is not address.channel:
+        raise ValueError(f"{row[0]!r} is not an address for channel {channel.value}")
+    return address, channel
+
+
+def _optional_cells(
+    row: list[str], spec: ImportSpec, address: Address
+) -> tuple[int, str, str | None]:
+    """created_at, source and evidence of a row (defaults where empty); ValueError if bad."""
+    at_ms = spec.now_ms
+    created = row[1].strip()
+    if created:
+        at_ms = parse_time(created)
+        if at_ms > spec.now_ms + _FUTURE_SLACK_MS:
+            raise ValueError(f"created_at {created!r} is in the future")
+    source = spec.source
+    if len(row) > 2 and row[2].strip():
+        source = scrub(row[2].strip(), address) or spec.source
+    evidence = row[3].strip() if len(row) > 3 else ""
+    if len(evidence.encode()) > MAX_EVIDENCE_BYTES:
+        raise ValueError(f"evidence is longer than {MAX_EVIDENCE_BYTES} bytes")
+    return at_ms, source, scrub(evidence, address) or None
 
 
 def parse_time(text: str) -> int:
-    """ISO 8601 (naive means UTC) or Unix seconds → ms since the epoch."""
-    if text.replace(".", "", 1).isdigit():
-        return int(float(text) * 1000)
+    """ISO 8601 (naive means UTC; `20240101` is a date) or Unix seconds → ms."""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        if text.replace(".", "", 1).isdigit():
+            return int(float(text) * 1000)
         raise ValueError(f"created_at {text!r} is not ISO 8601 or Unix seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

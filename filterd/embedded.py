@@ -30,7 +30,7 @@ from typing import IO
 from filterd.errors import FilterdError
 
 SOCKET_NAME = "registry.sock"
-_MAX_SOCKET_PATH = 100
+MAX_SOCKET_PATH = 100
 _VERSION = re.compile(r"v=(\d+)\.(\d+)")
 
 
@@ -86,7 +86,7 @@ class EmbeddedServer:
         self.socket_path = self.data_dir / SOCKET_NAME
         self._configured_binary = binary
         self._users: IO[bytes] | None = None
-        if len(str(self.socket_path)) > _MAX_SOCKET_PATH:
+        if len(str(self.socket_path)) > MAX_SOCKET_PATH:
             raise FilterdError(
                 f"registry.data_dir: {str(self.data_dir)!r} is too long for a unix socket path"
             )
@@ -186,7 +186,7 @@ class EmbeddedServer:
 
 def server_config(data_dir: Path, binary: ServerBinary) -> str:
     """The config file of the embedded server: unix socket only, AOF on."""
-    fsync = "everysec" if binary.has_waitaof else "always"
+    fsync = "always"
     return "\n".join(
         [
             "# written by filterd; rewritten at every start",

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ALL_SENDERS = "*"
 """The scope of a global refusal: every sender."""
+
+MAX_EVIDENCE_BYTES = 4096
+"""Evidence is free text (form URL, IP, ticket); longer text is refused."""
 
 
 class Channel(enum.Enum):
@@ -158,3 +162,29 @@ class FactRequest:
     message_id: str | None = None
     at_ms: int | None = None
     ttl_s: int | None = None
+
+
+class BulkRow(NamedTuple):
+    """One fact of a bulk import, already keyed by consumer id (cheap to build)."""
+
+    consumer: bytes
+    kind: Kind
+    sender: str
+    channel: Channel | None
+    at_ms: int
+    source: str
+    evidence: str | None = None
+    expires_ms: int | None = None
+
+    def fact(self) -> Fact:
+        """The row as a Fact."""
+        return Fact(
+            self.kind,
+            self.sender,
+            self.channel,
+            self.at_ms,
+            self.source,
+            self.evidence,
+            None,
+            self.expires_ms,
+        )

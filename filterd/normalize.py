@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
@@ -47,7 +46,7 @@ def channel_of(raw: str) -> Channel:
 
 def normalize(raw: str, default_region: str | None = None) -> Address:
     """Return the canonical Address for `raw`, or raise InvalidAddress naming it."""
-    if channel_of(raw) is Channel.EMAIL:
+    if "@" in raw:
         return Address(normalize_email(raw), Channel.EMAIL)
     return Address(normalize_phone(raw, default_region), Channel.SMS)
 
@@ -90,6 +89,8 @@ def _domain_to_ascii(raw: str, domain: str) -> str:
 def normalize_phone(raw: str, default_region: str | None) -> str:
     """E.164 for `raw`; national numbers need `default_region`."""
     text = raw.strip()
+    if _E164.match(text) and _fast_valid_e164(text):
+        return text
     if not text or not _PHONE_CHARS.match(text):
         raise InvalidAddress(raw, "a phone number has only digits, '+' and separators")
     compact = text.translate(_SEPARATORS)
@@ -113,63 +114,77 @@ def _fast_valid_e164(compact: str) -> bool:
     """True only when `+CC NSN` is surely valid and already canonical."""
     digits = compact[1:]
     for length in (1, 2, 3):
-        checks = _country_checks(int(digits[:length]))
-        if checks is not None:
+        code = digits[:length]
+        if code in _COUNTRY_CODES:
             nsn = digits[length:]
-            return any(rule.valid(nsn) for rule in checks)
+            return any(rule.valid(nsn) for rule in _country_rules(code))
     return False
 
 
-@dataclass(frozen=True, slots=True)
-class _RegionRule:
-    """One region's validity patterns, compiled once."""
+_COUNTRY_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
-    strip: re.Pattern[str] | None
-    general: tuple[frozenset[int], re.Pattern[str]] | None
-    types: tuple[tuple[frozenset[int], re.Pattern[str]], ...]
+
+class _RegionRule:
+    """One region's validity test, as is_valid_number does it, compiled per length.
+
+    A number is valid when it matches the region's general pattern and the
+    pattern of some number type, each honouring its possible lengths. For one
+    length that is one regex: `(?=(?:GENERAL)\\Z)(?:TYPE1|TYPE2|...)`.
+    """
+
+    __slots__ = ("_by_length", "_general", "_strip", "_types")
+
+    def __init__(self, meta: PhoneMetadata) -> None:
+        strip = meta.national_prefix_for_parsing
+        self._strip = re.compile(strip) if strip else None
+        self._general = _desc_rule(meta.general_desc)
+        rules = (_desc_rule(getattr(meta, name)) for name in _TYPE_DESCS)
+        self._types = tuple(rule for rule in rules if rule is not None)
+        self._by_length: dict[int, re.Pattern[str] | None] = {}
 
     def valid(self, nsn: str) -> bool:
-        if self.strip is not None and self.strip.match(nsn):
+        """True when `nsn` is a valid national number here and needs no prefix strip."""
+        if self._strip is not None and self._strip.match(nsn):
             return False  # parse() might strip a prefix here: let the slow path decide
-        if self.general is None or not _fits(self.general, nsn):
-            return False
-        return any(_fits(rule, nsn) for rule in self.types)
+        length = len(nsn)
+        if length not in self._by_length:
+            self._by_length[length] = self._compile(length)
+        pattern = self._by_length[length]
+        return pattern is not None and pattern.fullmatch(nsn) is not None
+
+    def _compile(self, length: int) -> re.Pattern[str] | None:
+        if self._general is None or not _admits(self._general, length):
+            return None
+        types = [pattern for lengths, pattern in self._types if _admits((lengths, pattern), length)]
+        if not types:
+            return None
+        alternatives = "|".join(f"(?:{p})" for p in types)
+        return re.compile(f"(?=(?:{self._general[1]})\\Z)(?:{alternatives})")
 
 
-def _fits(rule: tuple[frozenset[int], re.Pattern[str]], nsn: str) -> bool:
-    lengths, pattern = rule
-    return (not lengths or len(nsn) in lengths) and pattern.fullmatch(nsn) is not None
+def _admits(rule: tuple[frozenset[int], str], length: int) -> bool:
+    lengths, _ = rule
+    return not lengths or length in lengths
 
 
-def _desc_rule(desc: object) -> tuple[frozenset[int], re.Pattern[str]] | None:
+def _desc_rule(desc: object) -> tuple[frozenset[int], str] | None:
     pattern = getattr(desc, "national_number_pattern", None)
     if desc is None or pattern is None:
         return None
-    return frozenset(getattr(desc, "possible_length", ()) or ()), re.compile(pattern)
+    return frozenset(getattr(desc, "possible_length", ()) or ()), pattern
 
 
 @functools.cache
-def _country_checks(country_code: int) -> tuple[_RegionRule, ...] | None:
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
-    if not regions:
-        return None
+def _country_rules(code: str) -> tuple[_RegionRule, ...]:
+    country_code = int(code)
     rules = []
-    for region in regions:
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]:
         if region == "001":
             meta = PhoneMetadata.metadata_for_nongeo_region(country_code)
         else:
             meta = PhoneMetadata.metadata_for_region(region)
-        if meta is None:
-            continue
-        strip = meta.national_prefix_for_parsing
-        types = (_desc_rule(getattr(meta, name)) for name in _TYPE_DESCS)
-        rules.append(
-            _RegionRule(
-                strip=re.compile(strip) if strip else None,
-                general=_desc_rule(meta.general_desc),
-                types=tuple(rule for rule in types if rule is not None),
-            )
-        )
+        if meta is not None:
+            rules.append(_RegionRule(meta))
     return tuple(rules)
 
 
@@ -186,3 +201,15 @@ def mask(canonical: str) -> str:
 def is_region(code: str) -> bool:
     """True when `code` is a region phonenumbers knows (e.g. CN, US, GB)."""
     return code in phonenumbers.SUPPORTED_REGIONS
+
+
+def scrub(text: str | None, address: Address) -> str | None:
+    """`text` with the consumer's own address masked (no raw address is stored)."""
+    if not text:
+        return text
+    cleaned = text.replace(address.canonical, mask(address.canonical))
+    if address.channel is Channel.SMS:
+        national = address.canonical[3:]
+        if len(national) >= 6:
+            cleaned = cleaned.replace(national, mask(address.canonical))
+    return cleaned

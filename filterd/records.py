@@ -28,6 +28,8 @@ BASE_LEN = 12
 REQUEST_LEN = 18
 MAX_ID = (1 << 24) - 1
 MAX_SOURCE_ID = (1 << 16) - 1
+MAX_SIDE_BYTES = 8192
+"""Evidence plus message id, encoded: longer text is refused at the edges."""
 
 
 @dataclass(frozen=True, slots=True)

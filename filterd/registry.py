@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from filterd.errors import RegistryUnavailable
-from filterd.model import ALL_SENDERS, AuditEntry, Fact, Kind, WriteResult
+from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Fact, Kind, WriteResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +50,11 @@ class Registry(Protocol):
         """Write one fact durably (and its audit entry) before returning."""
         ...
 
-    async def record_many(self, items: Sequence[tuple[bytes, Fact]]) -> list[WriteResult]:
-        """Write many facts durably; no audit entries (the caller writes one per file)."""
+    async def record_many(self, rows: Sequence[BulkRow]) -> list[WriteResult]:
+        """Write many facts durably, one result per row in order.
+
+        No audit entry per row: a bulk import writes one entry per file.
+        """
         ...
 
     async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
@@ -129,10 +132,10 @@ class MemoryRegistry:
             self._audit.append(audit)
         return result
 
-    async def record_many(self, items: Sequence[tuple[bytes, Fact]]) -> list[WriteResult]:
+    async def record_many(self, rows: Sequence[BulkRow]) -> list[WriteResult]:
         """See Registry.record_many."""
         self._check()
-        return [self._store(consumer, fact) for consumer, fact in items]
+        return [self._store(row.consumer, row.fact()) for row in rows]
 
     def _store(self, consumer: bytes, fact: Fact) -> WriteResult:
         existing = self._facts.setdefault(consumer, [])

@@ -18,6 +18,13 @@ from filterd.identity import MIN_SECRET_BYTES
 
 def load_or_create(path: Path) -> bytes:
     """Return the secret in `path`, creating it (0600) when it does not exist."""
+    try:
+        return _load_or_create(path)
+    except OSError as exc:
+        raise ConfigError("registry.secret_file", f"{path}: {exc.strerror or exc}") from None
+
+
+def _load_or_create(path: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:

@@ -17,7 +17,7 @@ from filterd.model import (
     Action,
     Address,
     AuditEntry,
-    Channel,
+    BulkRow,
     Decision,
     Fact,
     FactRequest,
@@ -26,7 +26,7 @@ from filterd.model import (
     Submission,
     WriteResult,
 )
-from filterd.normalize import mask
+from filterd.normalize import mask, scrub
 from filterd.policy import FailMode, decide
 from filterd.registry import Registry
 
@@ -154,22 +154,6 @@ class Service:
         )
         return result
 
-    async def record_many(
-        self, requests: Sequence[FactRequest], now_ms: int | None = None
-    ) -> list[WriteResult]:
-        """Write many facts durably (bulk import: no audit entry per fact)."""
-        now = now_ms or self.now_ms()
-        items = [(self.hasher.consumer_id(r.address), self.build_fact(r, now)) for r in requests]
-        return await self.registry.record_many(items)
-
-
-def scrub(text: str | None, address: Address) -> str | None:
-    """`text` with the consumer's own address masked (no raw address is stored)."""
-    if not text:
-        return text
-    cleaned = text.replace(address.canonical, mask(address.canonical))
-    if address.channel is Channel.SMS:
-        national = address.canonical[3:]
-        if len(national) >= 6:
-            cleaned = cleaned.replace(national, mask(address.canonical))
-    return cleaned
+    async def record_bulk(self, rows: Sequence[BulkRow]) -> list[WriteResult]:
+        """Write many prepared rows durably (bulk import: no audit entry per row)."""
+        return await self.registry.record_many(rows)

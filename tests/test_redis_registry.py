@@ -11,7 +11,7 @@ import redis
 
 from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
 from filterd.identity import ConsumerHasher
-from filterd.model import ALL_SENDERS, AuditEntry, Fact, FactRequest, Kind, WriteResult
+from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Fact, FactRequest, Kind, WriteResult
 from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
@@ -188,7 +188,10 @@ def test_facts_survive_in_packed_form(
 ) -> None:
     """Facts are stored as one listpack-encoded hash per bucket, not one key per consumer."""
     registry = RedisRegistry.from_url(valkey_server.url)
-    items = [(i.to_bytes(4, "big") + bytes(6), refusal()) for i in range(0, 2**32, 2**22)]
+    items = [
+        BulkRow(i.to_bytes(4, "big") + bytes(6), Kind.REFUSAL, ALL_SENDERS, None, 1000, "t")
+        for i in range(0, 2**32, 2**22)
+    ]
     event_loop_runner.run(registry.record_many(items))
     event_loop_runner.run(registry.close())
     client = redis.Redis(unix_socket_path=str(valkey_server.socket_path))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from filterd.model import ALL_SENDERS, AuditEntry, Channel, Fact, Kind, WriteResult
+from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery, MemoryRegistry, Registry
 from tests.conftest import ServerPool, flush
@@ -146,9 +146,10 @@ def test_record_many(registry: Registry, event_loop_runner: asyncio.Runner) -> N
     """record_many writes every item and reports one result per item, in order."""
     run = event_loop_runner.run
     consumers = [i.to_bytes(2, "big") + bytes(8) for i in range(1200)]
-    results = run(
-        registry.record_many([(c, consent(at=1000 + i)) for i, c in enumerate(consumers)])
-    )
+    rows = [
+        BulkRow(c, Kind.CONSENT, "acme", Channel.SMS, 1000 + i, "t") for i, c in enumerate(consumers)
+    ]
+    results = run(registry.record_many(rows))
     assert results == [WriteResult.STORED] * 1200
     looked = run(registry.lookup("acme", consumers))
     assert [facts[0].at_ms for facts in looked] == [1000 + i for i in range(1200)]
@@ -221,3 +222,30 @@ def test_stats_counts(registry: Registry, event_loop_runner: asyncio.Runner) -> 
 def test_ping(registry: Registry, event_loop_runner: asyncio.Runner) -> None:
     """ping succeeds on a live registry."""
     event_loop_runner.run(registry.ping())
+
+
+def test_record_many_matches_record(registry: Registry, event_loop_runner: asyncio.Runner) -> None:
+    """A bulk row and the same fact written alone are stored and read back alike."""
+    run = event_loop_runner.run
+    request = BulkRow(A, Kind.REQUEST, "acme", Channel.EMAIL, 1500, "web", "ev", 9000)
+    refused = BulkRow(B, Kind.REFUSAL, ALL_SENDERS, None, 1600, "web")
+    assert run(registry.record_many([request, refused])) == [WriteResult.STORED] * 2
+    run(registry.record(C, request.fact()))
+    run(registry.record(C, refused.fact()))
+    bulk = run(registry.facts(A)) + run(registry.facts(B))
+    single = run(registry.facts(C))
+    assert sorted(bulk, key=lambda f: f.at_ms) == sorted(single, key=lambda f: f.at_ms)
+    assert bulk[0].evidence == "ev"
+
+
+def test_record_many_refuses_consent_over_refusal(
+    registry: Registry, event_loop_runner: asyncio.Runner
+) -> None:
+    """In bulk too, a consent without evidence over a refusal is refused, with evidence stored."""
+    run = event_loop_runner.run
+    run(registry.record(A, refusal(at=1000)))
+    rows = [
+        BulkRow(A, Kind.CONSENT, "acme", Channel.SMS, 2000, "imp"),
+        BulkRow(A, Kind.CONSENT, "acme", Channel.SMS, 2000, "imp", "signed"),
+    ]
+    assert run(registry.record_many(rows)) == [WriteResult.REFUSAL_ON_RECORD, WriteResult.STORED]

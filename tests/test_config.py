@@ -1,0 +1,447 @@
+"""filterd.config: the reference config parses, bad values name their dotted key.
+
+Covers SPEC §3: the annotated `config/filterd.toml` is read in full, relative
+paths are anchored at the config file's directory, an absent section turns its
+front end off (None), every kind of bad value raises ConfigError naming the key,
+and `default_path()` picks --config, then $FILTERD_CONFIG, then the fallbacks.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from filterd import config
+from filterd.config import (
+    HttpSettings,
+    KeywordSettings,
+    PolicySettings,
+    SmppAccount,
+    SmppNumber,
+    SmppUpstream,
+    SmtpAccount,
+)
+from filterd.errors import ConfigError
+from filterd.model import MessageClass
+from filterd.policy import FailMode
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "config" / "filterd.toml"
+
+SMTP_HEAD = '[smtp]\nlisten = "127.0.0.1:2525"\nupstream = "127.0.0.1:25"\n'
+SMTP_ACCOUNT = '[[smtp.accounts]]\nusername = "u"\nsender = "acme"\nstream = "commercial"\n'
+SMPP_HEAD = '[smpp]\nlisten = "127.0.0.1:2775"\n'
+
+
+def write(directory: Path, text: str, name: str = "filterd.toml") -> Path:
+    """Write a config file and return its path."""
+    path = directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference() -> config.Settings:
+    """The annotated reference config, parsed once."""
+    return config.load(REFERENCE)
+
+
+# ---- the reference config ---------------------------------------------------
+
+
+def test_reference_has_every_section(reference: config.Settings) -> None:
+    """Every front-end section of the reference config is present (none is None)."""
+    assert reference.path == REFERENCE
+    assert reference.smtp is not None
+    assert reference.smpp is not None
+    assert reference.http is not None
+    assert reference.policy is not None
+
+
+def test_reference_registry(reference: config.Settings) -> None:
+    """[registry]: embedded, 30d request TTL in seconds, closed fail mode, region CN."""
+    reg = reference.registry
+    assert reg.url == "embedded"
+    assert reg.cluster is False
+    assert reg.data_dir == REFERENCE.parent / "var"
+    assert reg.secret_file == REFERENCE.parent / "var" / "secret"
+    assert reg.request_ttl_s == 30 * 86400
+    assert reg.fail_mode is FailMode.CLOSED
+    assert reg.default_region == "CN"
+    assert reg.server is None
+    assert reg.bucket_bits == 16
+    assert reg.audit_max_entries == 1_000_000
+    assert reg.audit_retention_s == 400 * 86400
+
+
+def test_reference_smtp(reference: config.Settings) -> None:
+    """[smtp]: endpoints split, 25MB = 25_000_000 bytes, no TLS, 1000 recipients."""
+    smtp = reference.smtp
+    assert smtp is not None
+    assert smtp.listen == ("127.0.0.1", 2525)
+    assert smtp.upstream == ("127.0.0.1", 25)
+    assert smtp.upstream_tls == "none"
+    assert smtp.tls_cert is None
+    assert smtp.tls_key is None
+    assert smtp.max_message_size == 25_000_000
+    assert smtp.max_recipients == 1000
+
+
+def test_reference_smtp_accounts(reference: config.Settings) -> None:
+    """Two [[smtp.accounts]]: a password account and a networks-only account."""
+    smtp = reference.smtp
+    assert smtp is not None
+    assert smtp.accounts == (
+        SmtpAccount(
+            username="newsletter",
+            sender="acme",
+            stream=MessageClass.COMMERCIAL,
+            password="change-me",  # noqa: S106 - the reference config's value
+            networks=(),
+        ),
+        SmtpAccount(
+            username="legacy-tool",
+            sender="acme",
+            stream=MessageClass.COMMERCIAL,
+            password=None,
+            networks=(
+                ipaddress.ip_network("127.0.0.1/32"),
+                ipaddress.ip_network("10.1.2.0/24"),
+            ),
+        ),
+    )
+
+
+def test_reference_smpp(reference: config.Settings) -> None:
+    """[smpp]: listen endpoint, the carrier upstream, one account and one MO number."""
+    smpp = reference.smpp
+    assert smpp is not None
+    assert smpp.listen == ("127.0.0.1", 2775)
+    assert smpp.upstream == SmppUpstream("127.0.0.1", 2776, "filterd", "secret1")
+    assert smpp.accounts == (SmppAccount("promo", "chg-me-1", "acme", MessageClass.COMMERCIAL),)
+    assert smpp.numbers == (SmppNumber("10690001", "acme"),)
+
+
+def test_reference_keywords(reference: config.Settings) -> None:
+    """[keywords]: the opt-out, opt-in and help lists, Chinese keywords included."""
+    kw = reference.keywords
+    assert kw.opt_out == (
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+        "T", "TD", "N", "R", "退订", "退訂",
+    )  # fmt: skip
+    assert kw.opt_in == ("START", "YES", "UNSTOP")
+    assert kw.help == ("HELP", "INFO")
+    assert kw == KeywordSettings()
+
+
+def test_reference_http_and_policy(reference: config.Settings) -> None:
+    """[http] and [policy]: listen endpoints and the public unsubscribe base URL."""
+    assert reference.http == HttpSettings(("127.0.0.1", 8025), "http://127.0.0.1:8025")
+    assert reference.policy == PolicySettings(("127.0.0.1", 10040))
+
+
+# ---- paths and absent sections ------------------------------------------------
+
+
+def test_relative_paths_resolve_against_config_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """data_dir, secret_file, tls_cert/key and password_file are relative to the config's dir."""
+    conf_dir = tmp_path / "etc" / "filterd"
+    write(conf_dir, "hunter2\n", name="smtp.pass")
+    write(
+        conf_dir,
+        '[registry]\ndata_dir = "state"\nsecret_file = "keys/secret"\n'
+        + SMTP_HEAD
+        + 'tls_cert = "tls/cert.pem"\ntls_key = "tls/key.pem"\n'
+        + SMTP_ACCOUNT
+        + 'password_file = "smtp.pass"\n',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    relative = Path("..") / "etc" / "filterd" / "filterd.toml"
+
+    settings = config.load(relative)
+
+    base = conf_dir.resolve()
+    assert settings.registry.data_dir == base / "state"
+    assert settings.registry.secret_file == base / "keys" / "secret"
+    assert settings.smtp is not None
+    assert settings.smtp.tls_cert == base / "tls" / "cert.pem"
+    assert settings.smtp.tls_key == base / "tls" / "key.pem"
+    assert settings.smtp.accounts[0].password == "hunter2"  # noqa: S105
+
+
+def test_default_paths_resolve_against_config_directory(tmp_path: Path) -> None:
+    """Without [registry] the defaults var and var/secret sit next to the config file."""
+    settings = config.load(write(tmp_path, ""))
+    assert settings.registry.data_dir == tmp_path.resolve() / "var"
+    assert settings.registry.secret_file == tmp_path.resolve() / "var" / "secret"
+
+
+def test_absolute_paths_are_kept(tmp_path: Path) -> None:
+    """An absolute data_dir or secret_file is used as written."""
+    data = tmp_path / "abs-data"
+    secret = tmp_path / "abs-secret"
+    path = write(tmp_path / "conf", f'[registry]\ndata_dir = "{data}"\nsecret_file = "{secret}"\n')
+    settings = config.load(path)
+    assert settings.registry.data_dir == data
+    assert settings.registry.secret_file == secret
+
+
+def test_absent_sections_are_none(tmp_path: Path) -> None:
+    """A config with only [registry] turns every front end off and keeps keyword defaults."""
+    settings = config.load(write(tmp_path, '[registry]\nurl = "embedded"\n'))
+    assert settings.smtp is None
+    assert settings.smpp is None
+    assert settings.http is None
+    assert settings.policy is None
+    assert settings.keywords == KeywordSettings()
+    assert settings.registry.default_region is None
+    assert settings.registry.fail_mode is FailMode.CLOSED
+
+
+def test_optional_values_accepted(tmp_path: Path) -> None:
+    """Valid non-default values: redis URL, open fail mode, lower-case region, 24h TTL."""
+    path = write(
+        tmp_path,
+        '[registry]\nurl = "rediss://redis.example:6380/1"\nfail_mode = "open"\n'
+        'default_region = "us"\nrequest_ttl = "24h"\n'
+        + SMTP_HEAD
+        + 'max_message_size = "64KiB"\nupstream_tls = "starttls"\n'
+        '[policy]\nlisten = "[::1]:10040"\n',
+    )
+    settings = config.load(path)
+    assert settings.registry.url == "rediss://redis.example:6380/1"
+    assert settings.registry.fail_mode is FailMode.OPEN
+    assert settings.registry.default_region == "US"
+    assert settings.registry.request_ttl_s == 86400
+    assert settings.smtp is not None
+    assert settings.smtp.max_message_size == 64 * 1024
+    assert settings.smtp.upstream_tls == "starttls"
+    assert settings.policy == PolicySettings(("::1", 10040))
+
+
+# ---- bad values ---------------------------------------------------------------------
+
+
+BAD_VALUES = [
+    pytest.param(SMTP_HEAD + "max_recipients = 0\n", "smtp.max_recipients", id="max-recipients-0"),
+    pytest.param(
+        SMTP_HEAD + 'max_recipients = "10"\n', "smtp.max_recipients", id="max-recipients-string"
+    ),
+    pytest.param(SMTP_HEAD + 'max_message_size = "lots"\n', "smtp.max_message_size", id="bad-size"),
+    pytest.param(
+        '[registry]\nrequest_ttl = "30 days"\n', "registry.request_ttl", id="request-ttl-format"
+    ),
+    pytest.param('[registry]\nrequest_ttl = "0d"\n', "registry.request_ttl", id="request-ttl-zero"),
+    pytest.param("[registry]\nrequest_ttl = 30\n", "registry.request_ttl", id="request-ttl-int"),
+    pytest.param('[registry]\nfail_mode = "ajar"\n', "registry.fail_mode", id="fail-mode"),
+    pytest.param(
+        '[registry]\nurl = "http://127.0.0.1:6379"\n', "registry.url", id="url-http-scheme"
+    ),
+    pytest.param('[registry]\nurl = "localhost:6379"\n', "registry.url", id="url-no-scheme"),
+    pytest.param(
+        '[registry]\ndefault_region = "XX"\n', "registry.default_region", id="region-unknown"
+    ),
+    pytest.param(
+        '[registry]\ndefault_region = "China"\n', "registry.default_region", id="region-name"
+    ),
+    pytest.param("[registry]\ncluster = true\n", "registry.cluster", id="cluster-embedded"),
+    pytest.param("[registry]\nbucket_bits = 8\n", "registry.bucket_bits", id="bucket-bits"),
+    pytest.param('[registry]\nurll = "embedded"\n', "registry.urll", id="unknown-registry-key"),
+    pytest.param('[smpt]\nlisten = "127.0.0.1:2525"\n', "smpt", id="unknown-section"),
+    pytest.param(
+        SMTP_HEAD + SMTP_ACCOUNT + 'password = "p"\ncolour = "red"\n',
+        "smtp.accounts[0].colour",
+        id="unknown-account-key",
+    ),
+    pytest.param(
+        SMTP_HEAD + SMTP_ACCOUNT + 'networks = ["10.0.0.0/33"]\n',
+        "smtp.accounts[0].networks",
+        id="bad-cidr-prefix",
+    ),
+    pytest.param(
+        SMTP_HEAD + SMTP_ACCOUNT + 'networks = ["not-a-network"]\n',
+        "smtp.accounts[0].networks",
+        id="bad-cidr-text",
+    ),
+    pytest.param(
+        SMTP_HEAD
+        + SMTP_ACCOUNT
+        + 'password = "p"\n'
+        + SMTP_ACCOUNT
+        + 'networks = ["10.0.0.0/8", "x"]\n',
+        "smtp.accounts[1].networks",
+        id="bad-cidr-second-account",
+    ),
+    pytest.param(
+        SMTP_HEAD + SMTP_ACCOUNT, "smtp.accounts[0].password", id="account-without-password"
+    ),
+    pytest.param(
+        SMTP_HEAD + SMTP_ACCOUNT + 'password = "p"\npassword_file = "f"\n',
+        "smtp.accounts[0].password_file",
+        id="password-and-password-file",
+    ),
+    pytest.param(
+        SMTP_HEAD + '[[smtp.accounts]]\nusername = "u"\npassword = "p"\nsender = "acme"\n'
+        'stream = "bulk"\n',
+        "smtp.accounts[0].stream",
+        id="bad-stream",
+    ),
+    pytest.param(SMTP_HEAD + 'tls_cert = "cert.pem"\n', "smtp.tls_key", id="cert-without-key"),
+    pytest.param(SMTP_HEAD + 'tls_key = "key.pem"\n', "smtp.tls_cert", id="key-without-cert"),
+    pytest.param(SMTP_HEAD + 'upstream_tls = "ssl"\n', "smtp.upstream_tls", id="upstream-tls"),
+    pytest.param('[smtp]\nupstream = "127.0.0.1:25"\n', "smtp.listen", id="smtp-listen-missing"),
+    pytest.param(
+        '[smtp]\nlisten = "127.0.0.1"\nupstream = "127.0.0.1:25"\n',
+        "smtp.listen",
+        id="listen-without-port",
+    ),
+    pytest.param(
+        SMPP_HEAD + '[[smpp.accounts]]\nsystem_id = "promo"\npassword = "123456789"\n'
+        'sender = "acme"\nstream = "commercial"\n',
+        "smpp.accounts[0].password",
+        id="smpp-password-9-chars",
+    ),
+    pytest.param(
+        SMPP_HEAD + '[[smpp.accounts]]\nsystem_id = "a-system-id-16ch"\npassword = "p"\n'
+        'sender = "acme"\nstream = "commercial"\n',
+        "smpp.accounts[0].system_id",
+        id="smpp-system-id-16-chars",
+    ),
+    pytest.param(
+        SMPP_HEAD + '[smpp.upstream]\nhost = "127.0.0.1"\nport = 2776\nsystem_id = "f"\n'
+        'password = "toolongpw"\n',
+        "smpp.upstream.password",
+        id="smpp-upstream-password",
+    ),
+    pytest.param(
+        SMPP_HEAD
+        + '[smpp.upstream]\nhost = "127.0.0.1"\nport = 70000\nsystem_id = "f"\npassword = "p"\n',
+        "smpp.upstream.port",
+        id="smpp-upstream-port",
+    ),
+    pytest.param(
+        SMPP_HEAD + '[[smpp.numbers]]\nsender = "acme"\n',
+        "smpp.numbers[0].address",
+        id="smpp-number-without-address",
+    ),
+    pytest.param('[keywords]\nopt_out = ["STOP", ""]\n', "keywords.opt_out", id="empty-keyword"),
+    pytest.param(
+        '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "ftp://example.com"\n',
+        "http.public_url",
+        id="http-public-url",
+    ),
+    pytest.param('[policy]\nlisten = "127.0.0.1:0"\n', "policy.listen", id="policy-port-0"),
+    pytest.param("smtp = 5\n", "smtp", id="section-not-a-table"),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), BAD_VALUES)
+def test_bad_value_names_dotted_key(tmp_path: Path, text: str, key: str) -> None:
+    """Each bad value raises ConfigError whose key and message name the dotted key."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config: {key}: ")
+    assert info.value.reason
+
+
+def test_smpp_password_of_8_chars_is_accepted(tmp_path: Path) -> None:
+    """The SMPP 3.4 limit is inclusive: an 8-character password is fine."""
+    path = write(
+        tmp_path,
+        SMPP_HEAD + '[[smpp.accounts]]\nsystem_id = "promo"\npassword = "12345678"\n'
+        'sender = "acme"\nstream = "transactional"\n',
+    )
+    settings = config.load(path)
+    assert settings.smpp is not None
+    assert settings.smpp.accounts[0].password == "12345678"  # noqa: S105
+    assert settings.smpp.accounts[0].stream is MessageClass.TRANSACTIONAL
+
+
+def test_bad_value_message_names_the_value(tmp_path: Path) -> None:
+    """The reason quotes the offending value, so an operator can find it."""
+    path = write(tmp_path, '[registry]\nurl = "http://127.0.0.1:6379"\n')
+    with pytest.raises(ConfigError, match=r"registry\.url: 'http://127\.0\.0\.1:6379'"):
+        config.load(path)
+
+
+def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
+    """A file that is not TOML raises ConfigError naming --config and the file."""
+    path = write(tmp_path, "[registry\nurl = \n")
+    with pytest.raises(ConfigError, match="not valid TOML") as info:
+        config.load(path)
+    assert info.value.key == "--config"
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config path that does not exist raises ConfigError naming --config and the path."""
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError, match="no such file") as info:
+        config.load(path)
+    assert info.value.key == "--config"
+    assert str(path) in str(info.value)
+
+
+def test_directory_is_a_config_error(tmp_path: Path) -> None:
+    """A directory given as the config file raises ConfigError, not an OSError."""
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path)
+    assert info.value.key == "--config"
+
+
+def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
+    """A config file that is not UTF-8 raises ConfigError naming --config."""
+    path = tmp_path / "filterd.toml"
+    path.write_bytes(b'[registry]\nurl = "embedded" # caf\xe9\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert info.value.key == "--config"
+
+
+# ---- default_path ---------------------------------------------------------------------
+
+
+def test_default_path_explicit_wins() -> None:
+    """--config beats $FILTERD_CONFIG."""
+    path = config.default_path("/srv/a.toml", {"FILTERD_CONFIG": "/srv/b.toml"})
+    assert path == Path("/srv/a.toml")
+
+
+def test_default_path_from_environ() -> None:
+    """Without --config, $FILTERD_CONFIG from the environ argument is used."""
+    assert config.default_path(None, {"FILTERD_CONFIG": "/srv/b.toml"}) == Path("/srv/b.toml")
+
+
+def test_default_path_empty_explicit_and_env_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty --config or an empty $FILTERD_CONFIG falls through to the fallbacks."""
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    assert config.default_path("", {"FILTERD_CONFIG": ""}) == Path("config/filterd.toml")
+
+
+def test_default_path_prefers_etc_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With neither --config nor $FILTERD_CONFIG, an existing /etc/filterd/filterd.toml wins."""
+    system = Path("/etc/filterd/filterd.toml")
+    monkeypatch.setattr(Path, "exists", lambda self: self == system)
+    assert config.default_path(None, {}) == system
+
+
+def test_default_path_last_resort_is_repo_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without /etc/filterd/filterd.toml the fallback is config/filterd.toml (relative)."""
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    assert config.default_path(None, {"OTHER": "x"}) == Path("config/filterd.toml")
+
+
+def test_default_path_ignores_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the environ argument counts, not os.environ."""
+    monkeypatch.setenv("FILTERD_CONFIG", "/srv/from-os-environ.toml")
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    assert config.default_path(None, {}) == Path("config/filterd.toml")

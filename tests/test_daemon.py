@@ -1,0 +1,282 @@
+"""The `filterd` console script, run as a real subprocess.
+
+`check-config` exits 0 on the reference config and 2 (key on stderr, no
+traceback) on a bad or missing one; `serve` with only a [registry] section
+starts its embedded registry server, logs JSON lines to stdout (a "started"
+event), and on SIGTERM exits 0 and stops the server it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FILTERD = Path(sys.executable).parent / "filterd"
+if not FILTERD.exists():
+    FILTERD = ROOT / ".venv" / "bin" / "filterd"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+def environment() -> dict[str, str]:
+    """The test's environment without $FILTERD_CONFIG, so only --config counts."""
+    env = dict(os.environ)
+    env.pop("FILTERD_CONFIG", None)
+    env.pop("FILTERD_LOG_LEVEL", None)
+    return env
+
+
+def run_filterd(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run `filterd ARGS` from the repository root and capture its output."""
+    return subprocess.run(
+        [str(FILTERD), *args],
+        cwd=ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ping(socket_path: Path) -> bool:
+    """True when a server answers PING on the unix socket."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(socket_path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class LineReader:
+    """Reads a pipe line by line with a deadline (select, no sleeping)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.fd = pipe.fileno()
+        self.buffer = b""
+        self.eof = False
+        self.lines: list[str] = []
+
+    def readline(self, deadline: float) -> str | None:
+        """The next line, or None at EOF; TimeoutError once `deadline` has passed."""
+        while b"\n" not in self.buffer:
+            if self.eof:
+                if not self.buffer:
+                    return None
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no complete line in time; so far: {self.lines!r}")
+            ready, _, _ = select.select([self.fd], [], [], remaining)
+            if ready:
+                chunk = os.read(self.fd, 65536)
+                self.eof = not chunk
+                self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        text = line.decode()
+        self.lines.append(text)
+        return text
+
+    def until_event(self, event: str, timeout: float) -> dict[str, Any]:
+        """Read JSON lines until one has `event`; fail on EOF or after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.readline(deadline)
+            if line is None:
+                pytest.fail(f"stdout closed before {event!r}; lines: {self.lines!r}")
+            entry = json.loads(line)
+            if entry.get("event") == event:
+                return dict(entry)
+
+    def rest(self, timeout: float) -> list[str]:
+        """Every remaining line up to EOF (within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        rest = []
+        while (line := self.readline(deadline)) is not None:
+            rest.append(line)
+        return rest
+
+
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    """True once process `pid` has exited (pidfd readable), within `timeout`."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(ready)
+    finally:
+        os.close(pidfd)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory under /tmp with a short path (unix socket paths must be < 100 chars)."""
+    path = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- check-config ---------------------------------------------------------------
+
+
+def test_check_config_reference_ok() -> None:
+    """`filterd check-config --config config/filterd.toml` exits 0 and says so on stdout."""
+    result = run_filterd("check-config", "--config", "config/filterd.toml")
+    assert result.returncode == 0, result.stderr
+    assert "config ok" in result.stdout
+    assert "config/filterd.toml" in result.stdout
+    assert result.stderr == ""
+
+
+def test_check_config_does_not_create_state() -> None:
+    """check-config validates only: no secret file or data dir appears next to the config."""
+    var = ROOT / "config" / "var"
+    existed = var.exists()
+    run_filterd("check-config", "--config", "config/filterd.toml")
+    assert var.exists() == existed
+
+
+def test_check_config_bad_key_exits_2(tmp_path: Path) -> None:
+    """A config with an unknown key exits 2, naming the key on stderr, without a traceback."""
+    path = tmp_path / "filterd.toml"
+    path.write_text('[registry]\nurl = "embedded"\nfail_mod = "closed"\n')
+    result = run_filterd("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "registry.fail_mod" in result.stderr
+    assert "unknown key" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_config_bad_value_exits_2(tmp_path: Path) -> None:
+    """A bad value exits 2 with the dotted key and the reason on one stderr line."""
+    path = tmp_path / "filterd.toml"
+    path.write_text('[smtp]\nlisten = "127.0.0.1:2525"\nupstream = "127.0.0.1:25"\n'
+                    "max_recipients = 0\n")  # fmt: skip
+    result = run_filterd("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "smtp.max_recipients" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_missing_file_exits_2(tmp_path: Path) -> None:
+    """A config path that does not exist exits 2 with the path on stderr, no traceback."""
+    path = tmp_path / "absent.toml"
+    result = run_filterd("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert str(path) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_bad_config_exits_2(tmp_path: Path) -> None:
+    """`serve` rejects a bad config like check-config: exit 2, key on stderr, no traceback."""
+    path = tmp_path / "filterd.toml"
+    path.write_text('[registry]\nfail_mode = "ajar"\n')
+    result = run_filterd("serve", "--config", str(path))
+    assert result.returncode == 2
+    assert "registry.fail_mode" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_check_config_rejects_too_long_data_dir(tmp_path: Path) -> None:
+    """A data_dir too long for the embedded server's socket is a config error (exit 2)."""
+    path = tmp_path / "filterd.toml"
+    path.write_text(f'[registry]\ndata_dir = "{"d" * 120}"\n')
+    result = run_filterd("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "registry.data_dir" in result.stderr
+
+
+def test_serve_unusable_secret_file_exits_2(short_dir: Path) -> None:
+    """A secret_file that cannot be created is rejected with exit 2 and no traceback."""
+    (short_dir / "blocker").write_text("")
+    path = short_dir / "filterd.toml"
+    path.write_text('[registry]\ndata_dir = "d"\nsecret_file = "blocker/secret"\n')
+    result = run_filterd("serve", "--config", str(path))
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+    assert "registry.secret_file" in result.stdout + result.stderr
+
+
+# ---- serve -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def serve_config(short_dir: Path) -> Path:
+    """A minimal config: only [registry], embedded, data and secret in a short directory."""
+    path = short_dir / "filterd.toml"
+    path.write_text('[registry]\nurl = "embedded"\ndata_dir = "data"\nsecret_file = "secret/key"\n')
+    return path
+
+
+def test_serve_starts_logs_json_and_stops_on_sigterm(serve_config: Path) -> None:
+    """serve logs JSON lines and "started"; on SIGTERM it exits 0 and stops its server.
+
+    The embedded server answers on data_dir/registry.sock while serve runs; after
+    the exit its process is gone and the socket no longer answers.
+    """
+    data_dir = serve_config.parent / "data"
+    sock = data_dir / "registry.sock"
+    server_pid: int | None = None
+    with subprocess.Popen(
+        [str(FILTERD), "serve", "--config", str(serve_config)],
+        cwd=serve_config.parent,
+        env=environment(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            reader = LineReader(proc.stdout)
+            started = reader.until_event("started", START_TIMEOUT_S)
+            assert started["level"] == "info"
+            assert started["component"] == "daemon"
+            assert started["registry"] == "embedded"
+            assert started["config"] == str(serve_config)
+
+            assert ping(sock), "the embedded registry server does not answer"
+            server_pid = int((data_dir / "registry.pid").read_text().strip())
+            secret = serve_config.parent / "secret" / "key"
+            assert secret.stat().st_mode & 0o777 == 0o600
+
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=STOP_TIMEOUT_S) == 0
+            rest = reader.rest(timeout=5.0)
+            stderr = proc.stderr.read().decode() if proc.stderr else ""
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            if server_pid is not None and not wait_pid_gone(server_pid, 0):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server_pid, signal.SIGTERM)
+
+    entries = [json.loads(line) for line in reader.lines]  # every stdout line is JSON
+    assert all(isinstance(entry, dict) for entry in entries)
+    assert [entry["event"] for entry in entries].count("started") == 1
+    assert [json.loads(line)["event"] for line in rest][-2:] == ["stopping", "stopped"]
+    assert "Traceback" not in stderr
+    assert wait_pid_gone(server_pid, STOP_TIMEOUT_S), "the embedded server still runs"
+    assert not ping(sock), "the embedded registry socket still answers"

@@ -1,0 +1,147 @@
+"""filterd.logs: structlog set-up.
+
+Not on a TTY, configure() writes one JSON object per line with the event,
+the level, a timestamp and every bound key; aiosmtpd's "mail.log" logger, which
+logs recipients at INFO, is held at WARNING.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from filterd import logs
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Put structlog's and the stdlib's logging configuration back after each test."""
+    saved_structlog = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers = list(root.handlers)
+    saved_level = root.level
+    mail = logging.getLogger("mail.log")
+    saved_mail_level = mail.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in saved_handlers:
+            root.removeHandler(handler)
+            handler.close()
+    for handler in saved_handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(saved_level)
+    mail.setLevel(saved_mail_level)
+    structlog.configure(**saved_structlog)
+
+
+def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    """Every line written to `stream`, each parsed as one JSON object."""
+    lines = stream.getvalue().splitlines()
+    objects = [json.loads(line) for line in lines]
+    assert all(isinstance(obj, dict) for obj in objects)
+    return objects
+
+
+def test_json_line_with_event_and_bound_keys() -> None:
+    """A log call on a non-TTY stream is one JSON line with event, level, component and keys."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    log = logs.get_logger("smtp").bind(session="s1")
+    log.info("decision", sender="acme", recipient="j***@example.com", decision="drop")
+
+    (entry,) = json_lines(stream)
+    assert entry["event"] == "decision"
+    assert entry["level"] == "info"
+    assert entry["component"] == "smtp"
+    assert entry["session"] == "s1"
+    assert entry["sender"] == "acme"
+    assert entry["recipient"] == "j***@example.com"
+    assert entry["decision"] == "drop"
+    assert entry["timestamp"].endswith("Z")
+
+
+def test_one_object_per_line() -> None:
+    """Several calls give exactly as many lines, each a JSON object, in order."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    log = logs.get_logger("daemon")
+    log.info("started", config="/etc/filterd/filterd.toml")
+    log.warning("registry_unreachable", error="multi\nline")
+    log.error("stopped")
+
+    entries = json_lines(stream)
+    assert [e["event"] for e in entries] == ["started", "registry_unreachable", "stopped"]
+    assert [e["level"] for e in entries] == ["info", "warning", "error"]
+    assert entries[1]["error"] == "multi\nline"
+
+
+def test_non_ascii_is_written_as_is() -> None:
+    """Chinese keywords are written as UTF-8 text, not \\u escapes."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    logs.get_logger("smpp").info("opt_out", keyword="退订")
+    assert "退订" in stream.getvalue()
+    (entry,) = json_lines(stream)
+    assert entry["keyword"] == "退订"
+
+
+def test_contextvars_are_merged() -> None:
+    """Keys bound with structlog.contextvars appear on every line."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    structlog.contextvars.bind_contextvars(message_id="m-1")
+    try:
+        logs.get_logger("smtp").info("relayed")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    (entry,) = json_lines(stream)
+    assert entry["message_id"] == "m-1"
+
+
+def test_level_filters_structlog() -> None:
+    """With level WARNING an info call writes nothing and a warning is written."""
+    stream = io.StringIO()
+    logs.configure(stream, level="warning")
+    log = logs.get_logger("daemon")
+    log.info("chatty")
+    log.debug("chattier")
+    log.warning("kept")
+    assert [e["event"] for e in json_lines(stream)] == ["kept"]
+
+
+def test_mail_log_held_at_warning() -> None:
+    """aiosmtpd's "mail.log" INFO records (recipients, AUTH lines) are not written."""
+    stream = io.StringIO()
+    logs.configure(stream, level="DEBUG")
+    mail = logging.getLogger("mail.log")
+    assert mail.getEffectiveLevel() == logging.WARNING
+    mail.info("RCPT TO:<someone@example.com>")
+    mail.debug("AUTH PLAIN dXNlcgB1c2VyAHBhc3M=")
+    assert "someone@example.com" not in stream.getvalue()
+    assert "dXNlcgB1c2VyAHBhc3M" not in stream.getvalue()
+
+
+def test_mail_log_warning_is_written() -> None:
+    """A WARNING from "mail.log" still reaches the stream."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    logging.getLogger("mail.log").warning("client sent junk")
+    assert "client sent junk" in stream.getvalue()
+
+
+def test_stdlib_records_are_json_lines() -> None:
+    """A stdlib WARNING (aiosmtpd, asyncio) is written as a JSON line like structlog's."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    logs.get_logger("daemon").info("started")
+    logging.getLogger("mail.log").warning("client sent junk")
+    entries = json_lines(stream)
+    assert len(entries) == 2
+    assert entries[1]["level"] == "warning"
