@@ -19,6 +19,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -148,28 +149,39 @@ class EmbeddedServer:
         conf.chmod(0o600)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
-        log = (self.data_dir / "registry.log").open("ab")
-        with log:
-            process = subprocess.Popen(
-                [binary.path, str(conf)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                cwd=self.data_dir,
-            )
+        log_path = self.data_dir / "registry.log"
+        # posix_spawn in a new session: the server is shared by every process
+        # using this data_dir and may outlive the one that started it.
+        pid = os.posix_spawn(
+            binary.path,
+            [binary.path, str(conf)],
+            dict(os.environ),
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (
+                    os.POSIX_SPAWN_OPEN,
+                    1,
+                    str(log_path),
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                    0o600,
+                ),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+            ],
+            setsid=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
                 raise FilterdError(
-                    f"the embedded registry server exited ({process.returncode}): "
-                    f"{_tail(self.data_dir / 'registry.log')}"
+                    f"the embedded registry server exited ({os.waitstatus_to_exitcode(status)}): "
+                    f"{_tail(log_path)}"
                 )
-            reply = _command(self.socket_path, b"PING")
-            if reply == b"+PONG":
+            if _command(self.socket_path, b"PING") == b"+PONG":
                 return
             time.sleep(0.02)
-        process.kill()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
         raise FilterdError(f"the embedded registry server did not answer in {timeout:.0f}s")
 
     def _shutdown(self) -> None:
@@ -181,6 +193,8 @@ class EmbeddedServer:
         with contextlib.suppress(ValueError, OSError):
             pid = int(pid_file.read_text().strip())
             while time.monotonic() < deadline and _pid_alive(pid):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
                 time.sleep(0.02)
 
 

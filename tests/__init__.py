@@ -1,0 +1,1 @@
+"""filterd test suite."""

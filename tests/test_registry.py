@@ -147,7 +147,8 @@ def test_record_many(registry: Registry, event_loop_runner: asyncio.Runner) -> N
     run = event_loop_runner.run
     consumers = [i.to_bytes(2, "big") + bytes(8) for i in range(1200)]
     rows = [
-        BulkRow(c, Kind.CONSENT, "acme", Channel.SMS, 1000 + i, "t") for i, c in enumerate(consumers)
+        BulkRow(c, Kind.CONSENT, "acme", Channel.SMS, 1000 + i, "t")
+        for i, c in enumerate(consumers)
     ]
     results = run(registry.record_many(rows))
     assert results == [WriteResult.STORED] * 1200

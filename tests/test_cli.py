@@ -1,0 +1,268 @@
+"""filterctl through the real console script, against its embedded registry.
+
+Each test gets a config in a short private directory; the embedded
+valkey-server/redis-server is started by filterctl itself (and stopped when
+the last user leaves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from filterd.embedded import EmbeddedServer
+
+FILTERCTL = str(Path(sys.executable).parent / "filterctl")
+PHONE_RAW = "+86 138 0013 8000"
+PHONE_NATIONAL = "13800138000"
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A short directory with a config using the embedded registry, default region CN."""
+    directory = Path(tempfile.mkdtemp(prefix="fc", dir="/tmp"))
+    (directory / "filterd.toml").write_text(
+        '[registry]\nurl = "embedded"\ndata_dir = "var"\nsecret_file = "var/secret"\n'
+        'default_region = "CN"\nrequest_ttl = "30d"\n'
+    )
+    yield directory
+    server = EmbeddedServer(directory / "var")
+    if server.alive():  # a test that failed midway may leave it running
+        server.acquire()
+        server.release()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def ctl(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run filterctl with the home's config; capture stdout and stderr separately."""
+    environ = {k: v for k, v in os.environ.items() if k != "FILTERD_CONFIG"}
+    environ.update(env or {})
+    return subprocess.run(
+        [FILTERCTL, "--config", str(home / "filterd.toml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+
+
+def test_refuse_check_consent_cycle(home: Path) -> None:
+    """A global refusal drops (exit 1, reason refused); consent without evidence is refused
+    (exit 2, nothing written); consent with evidence makes check deliver (exit 0)."""
+    assert ctl(home, "refuse", PHONE_RAW, "--all-senders").returncode == 0
+    check = ctl(home, "check", PHONE_NATIONAL, "--sender", "acme")
+    assert (check.returncode, check.stdout) == (1, "drop refused\n")
+    plain = ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme")
+    assert plain.returncode == 2
+    assert "refusal on record" in plain.stderr
+    assert plain.stdout == ""
+    status = json.loads(ctl(home, "--json", "status", PHONE_NATIONAL).stdout)
+    assert [f["fact"] for f in status] == ["refusal"]
+    ok = ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme", "--evidence", "signed form #12")
+    assert ok.returncode == 0, ok.stderr
+    check = ctl(home, "check", PHONE_NATIONAL, "--sender", "acme")
+    assert (check.returncode, check.stdout) == (0, "deliver\n")
+    other = ctl(home, "check", PHONE_NATIONAL, "--sender", "beta")
+    assert (other.returncode, other.stdout) == (1, "drop refused\n")
+
+
+def test_check_json_and_no_consent(home: Path) -> None:
+    """check --json prints one object with decision and reason; no facts → no_consent."""
+    result = ctl(home, "check", "jane@example.com", "--sender", "acme", "--json")
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert (document["decision"], document["reason"]) == ("drop", "no_consent")
+    transactional = ctl(home, "check", "jane@example.com", "--sender", "acme",
+                        "--class", "transactional", "--json")  # fmt: skip
+    assert transactional.returncode == 0
+    assert json.loads(transactional.stdout)["decision"] == "deliver"
+
+
+def test_request_expiry_and_status(home: Path) -> None:
+    """A request permits until its TTL; status --json lists it newest first with expires_at."""
+    assert (
+        ctl(home, "request", "jane@example.com", "--sender", "acme", "--ttl", "1d").returncode == 0
+    )
+    assert ctl(home, "check", "jane@example.com", "--sender", "acme").returncode == 0
+    ctl(home, "refuse", "jane@example.com", "--sender", "beta")
+    status = json.loads(ctl(home, "status", "jane@example.com", "--json").stdout)
+    assert [f["fact"] for f in status] == ["refusal", "request"]
+    assert status[1]["expires_at"] is not None
+    only_acme = json.loads(
+        ctl(home, "status", "jane@example.com", "--sender", "acme", "--json").stdout
+    )
+    assert [f["fact"] for f in only_acme] == ["request"]
+
+
+@pytest.mark.parametrize("bad", ["12345", "+86 138", "not-a-number", "jane@", "a@b", "@x.com"])
+def test_invalid_address_exits_2_and_writes_nothing(home: Path, bad: str) -> None:
+    """An invalid phone or email: one-line error naming it, exit 2, nothing written."""
+    result = ctl(home, "refuse", bad, "--all-senders")
+    assert result.returncode == 2
+    assert repr(bad) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+    stats = json.loads(ctl(home, "stats", "--json").stdout)
+    assert (stats["consumers"], stats["audit_entries"]) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["check", "+8613800138000"],  # --sender missing
+        ["refuse", "+8613800138000"],  # scope missing
+        ["consent", "+8613800138000", "--sender", "acme", "--channel", "email"],
+        ["request", "+8613800138000", "--sender", "acme", "--ttl", "soon"],
+        ["audit", "--since", "yesterday"],
+        ["audit", "--limit", "0"],
+        ["nosuchcommand"],
+    ],
+)
+def test_bad_usage_exits_2(home: Path, args: list[str]) -> None:
+    """Bad usage exits 2 with a message on stderr and nothing on stdout."""
+    result = ctl(home, *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip()
+
+
+def test_import_reports_bad_rows_and_imports_good_ones(home: Path) -> None:
+    """Bad rows are reported as `line N: reason` (header counted), good rows are imported,
+    exit 2; one audit entry for the file."""
+    csv_file = home / "list.csv"
+    csv_file.write_text(
+        "address,created_at,source,evidence\n"
+        "+8613800138000,2025-01-01T00:00:00Z,web,form A\n"
+        "12345\n"
+        "jane@example.com\n"
+        "+8613800138001,not-a-date\n"
+        "13800138002\n"
+    )
+    result = ctl(home, "import", str(csv_file), "--action", "consent", "--sender", "acme", "--json")
+    assert result.returncode == 2
+    errors = result.stderr.strip().splitlines()
+    assert errors[0].startswith("line 3: ")
+    assert "'12345'" in errors[0]
+    assert errors[1].startswith("line 5: ")
+    assert "not-a-date" in errors[1]
+    assert len(errors) == 2
+    summary = json.loads(result.stdout)
+    assert (summary["rows"], summary["stored"], summary["bad"]) == (5, 3, 2)
+    for address in ("+8613800138000", "jane@example.com", "13800138002"):
+        assert ctl(home, "check", address, "--sender", "acme").returncode == 0
+    assert ctl(home, "check", "+8613800138001", "--sender", "acme").returncode == 1
+    audit = json.loads(ctl(home, "audit", "--json").stdout)
+    assert [e["event"] for e in audit] == ["import"]
+    assert "stored=3" in audit[0]["detail"]
+
+
+def test_import_consent_over_refusal_needs_evidence(home: Path) -> None:
+    """An import never clears a refusal silently: such rows without evidence are bad rows."""
+    ctl(home, "refuse", "+8613800138000", "--all-senders")
+    csv_file = home / "list.csv"
+    csv_file.write_text("+8613800138000\n+8613800138001\n+8613800138000,,crm,ticket 7\n")
+    result = ctl(home, "import", str(csv_file), "--action", "consent", "--sender", "acme")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "line 1: refusal on record; a consent needs evidence"
+    ]
+    assert ctl(home, "check", "+8613800138000", "--sender", "acme").returncode == 0
+
+
+def test_import_refusals_all_senders(home: Path) -> None:
+    """An import of refusals for all senders and channels drops every sender; exit 0."""
+    csv_file = home / "stop.csv"
+    csv_file.write_text("+8613800138000\njane@example.com\n")
+    result = ctl(home, "import", str(csv_file), "--action", "refuse", "--all-senders",
+                 "--channel", "all")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for address in ("+8613800138000", "jane@example.com"):
+        check = ctl(home, "check", address, "--sender", "anyone")
+        assert (check.returncode, check.stdout) == (1, "drop refused\n")
+
+
+def test_audit_and_export(home: Path) -> None:
+    """Facts written one by one are audited newest first; export lists hashed consumers."""
+    ctl(home, "consent", "jane@example.com", "--sender", "acme", "--source", "web")
+    ctl(home, "refuse", "+8613800138000", "--sender", "acme")
+    audit = json.loads(ctl(home, "audit", "--json").stdout)
+    assert [e["event"] for e in audit] == ["refusal", "consent"]
+    mine = json.loads(ctl(home, "audit", "--to", "jane@example.com", "--json").stdout)
+    assert [e["event"] for e in mine] == ["consent"]
+    assert len(json.loads(ctl(home, "audit", "--limit", "1", "--json").stdout)) == 1
+    export = ctl(home, "export")
+    lines = export.stdout.strip().splitlines()
+    assert lines[0].startswith("consumer,fact,sender,channel,created_at")
+    assert len(lines) == 3
+    assert "jane" not in export.stdout
+    assert "13800138000" not in export.stdout
+    jsonl = ctl(home, "export", "--format", "jsonl", "--sender", "acme").stdout.splitlines()
+    assert sorted(json.loads(line)["fact"] for line in jsonl) == ["consent", "refusal"]
+
+
+def test_stdout_holds_only_results(home: Path) -> None:
+    """With INFO logging on, logs go to stderr; stdout is the result alone."""
+    result = ctl(home, "refuse", "+8613800138000", "--all-senders", "--json",
+                 env={"FILTERD_LOG_LEVEL": "INFO"})  # fmt: skip
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["result"] == "stored"
+    assert '"event": "fact"' in result.stderr
+    assert "13800138000" not in result.stderr
+
+
+def test_registry_unreachable_exits_3(home: Path) -> None:
+    """A registry that cannot be reached exits 3 with a message."""
+    (home / "down.toml").write_text(
+        '[registry]\nurl = "redis://127.0.0.1:1"\nsecret_file = "var/secret"\n'
+    )
+    result = subprocess.run(
+        [FILTERCTL, "--config", str(home / "down.toml"), "check", "+8613800138000",
+         "--sender", "acme"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 3
+    assert "registry unreachable" in result.stderr
+    assert result.stdout == ""
+
+
+def test_shares_a_running_embedded_server_and_stores_no_raw_address(home: Path) -> None:
+    """filterctl uses an embedded server another process holds (and leaves it running);
+    nothing in it is a raw phone number or email."""
+    server = EmbeddedServer(home / "var")
+    server.acquire()
+    try:
+        ctl(home, "refuse", PHONE_RAW, "--all-senders", "--evidence", "said STOP")
+        ctl(home, "consent", "Jane.Doe@Example.com", "--sender", "acme",
+            "--evidence", "form for jane.doe@example.com")  # fmt: skip
+        assert server.alive()
+        client = redis.Redis(unix_socket_path=str(server.socket_path))
+        blob = []
+        for key in client.scan_iter():
+            blob.append(key)
+            kind = client.type(key)
+            if kind == b"hash":
+                blob += [b for pair in client.hgetall(key).items() for b in pair]
+            elif kind == b"stream":
+                blob += [
+                    b for _, entry in client.xrange(key) for pair in entry.items() for b in pair
+                ]
+        client.close()
+        everything = b"\n".join(blob)
+        assert b"fd:audit" in everything
+        for raw in (b"8613800138000", b"13800138000", b"jane.doe@example.com", b"Jane.Doe"):
+            assert raw not in everything
+    finally:
+        server.release()
+    assert not server.alive()
