@@ -119,3 +119,13 @@ def test_one_test_file_per_module() -> None:
     """Each filterd module has its own test file."""
     tests = {p.stem.removeprefix("test_") for p in Path(__file__).parent.glob("test_*.py")}
     assert set(MODULES) - tests == set()
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run runs exactly the test command the README gives a newcomer."""
+    root = Path(__file__).resolve().parent.parent
+    ci_lines = (root / ".ci" / "run").read_text().splitlines()
+    command = ci_lines[-1]
+    assert command.startswith("python3 -m venv .venv")
+    assert command.endswith(".venv/bin/pytest")
+    assert f"\n{command}\n" in (root / "README.md").read_text()
