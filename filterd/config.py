@@ -300,8 +300,10 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
             f"{str(settings.data_dir)!r} is too long for the embedded server's unix socket "
             f"(at most {MAX_SOCKET_PATH - len('/registry.sock')} characters)",
         )
-    if settings.cluster and url == "embedded":
-        raise ConfigError("registry.cluster", "needs a redis:// url naming a cluster node")
+    if settings.cluster:
+        raise ConfigError(
+            "registry.cluster", "Redis Cluster is not supported by this build yet (use false)"
+        )
     t.done()
     return settings
 
