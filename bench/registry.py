@@ -47,7 +47,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import phonenumbers
@@ -205,10 +204,6 @@ def _release_embedded(embedded: EmbeddedServer) -> None:
     os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def server_version(binary: ServerBinary) -> str:
@@ -788,7 +783,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run every phase, print the report on stdout, clean up whatever happens."""
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_argv)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
     cleanup = Cleanup()
     wall = time.monotonic()
     try:
@@ -836,4 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped and temp files removed", file=sys.stderr)
+        sys.exit(130)

@@ -155,7 +155,7 @@ def run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
         err.write(f"filterctl: registry unreachable: {exc}\n")
         return EXIT_UNAVAILABLE
     except FilterdError as exc:
-        err.write(f"filterctl: registry unreachable: {exc}\n")
+        err.write(f"filterctl: {exc}\n")
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         err.write("filterctl: interrupted\n")

@@ -212,7 +212,7 @@ def server_config(data_dir: Path, binary: ServerBinary) -> str:
             f"appendfsync {fsync}",
             'save ""',
             "hash-max-listpack-entries 1024",
-            "hash-max-listpack-value 64",
+            "hash-max-listpack-value 512",
             "daemonize no",
             "pidfile registry.pid",
             "logfile registry.log",

@@ -10,17 +10,18 @@ fsyncs before it replies) and refuses to write otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from filterd import keys
-from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
+from filterd.errors import ConfigError, NotDurable, RegistryUnavailable
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
 from filterd.records import MAX_SIDE_BYTES, Record, pack, pack_side, unpack, unpack_side
 from filterd.registry import AuditQuery
@@ -106,6 +107,22 @@ redis.call('HSET', KEYS[2], id, ARGV[1])
 return id
 """
 
+# Read the facts of many consumers and the sender's id in one command.
+# KEYS[1]: the senders hash, KEYS[2..]: facts keys. ARGV[1]: the sender name,
+# ARGV[2..]: consumer fields. Returns {sender id or nil, value or nil, ...}.
+_LOOKUP = """
+local out = {redis.call('HGET', KEYS[1], ARGV[1]) or false}
+for i = 2, #KEYS do
+  out[i] = redis.call('HGET', KEYS[i], ARGV[i]) or false
+end
+return out
+"""
+
+_SCRIPTS = {
+    name: (source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
+    for name, source in (("merge", _MERGE), ("intern", _INTERN), ("lookup", _LOOKUP))
+}
+
 _CODES = {
     ord("1"): WriteResult.STORED,
     ord("0"): WriteResult.SUPERSEDED,
@@ -131,8 +148,6 @@ class RedisRegistry:
         self._bits = bucket_bits
         self._audit_max = audit_max_entries
         self._audit_retention_ms = audit_retention_ms
-        self._merge = client.register_script(_MERGE)
-        self._intern = client.register_script(_INTERN)
         self._ids: dict[tuple[str, str], int] = {}
         self._names: dict[tuple[str, int], str] = {}
         self._durability: str | None = None
@@ -153,28 +168,55 @@ class RedisRegistry:
     # ---- reads -------------------------------------------------------------
 
     async def lookup(self, sender: str, consumers: Sequence[bytes]) -> list[list[Fact]]:
-        """See Registry.lookup: one pipeline for all consumers."""
-        sender_id = self._ids.get(("sender", sender))
+        """See Registry.lookup: one command (a read-only script) for all consumers."""
+        key_list = [keys.SENDERS] + [keys.facts_key(c, self._bits) for c in consumers]
+        args = [sender] + [keys.consumer_field(c) for c in consumers]
         try:
-            pipe = self._r.pipeline(transaction=False)
-            for consumer in consumers:
-                pipe.hget(keys.facts_key(consumer, self._bits), keys.consumer_field(consumer))
-            if sender_id is None:
-                pipe.hget(keys.SENDERS, sender)
-            replies = await pipe.execute()
+            replies = (await self._run(lambda pipe: self._queue(pipe, "lookup", key_list, args)))[0]
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(f"registry read failed: {exc}") from exc
-        if sender_id is None:
-            found = replies.pop()
-            sender_id = int(found) if found is not None else -1
-            if sender_id > 0:
-                self._remember("sender", sender, sender_id)
+        sender_id = int(replies[0]) if replies[0] else -1
+        if sender_id > 0:
+            self._remember("sender", sender, sender_id)
         scopes = {0: ALL_SENDERS, sender_id: sender}
         out = []
-        for value in replies:
-            records = [r for r in _decode(value) if r.scope_id in scopes]
+        for value in replies[1:]:
+            records = [r for r in _decode(_as_bytes(value)) if r.scope_id in scopes]
             out.append([await self._fact(r, scopes) for r in records])
         return out
+
+    def _queue(self, pipe: Any, name: str, key_list: Sequence[str], args: Sequence[Any]) -> None:
+        """Queue EVALSHA of a script (loaded on demand, see _run)."""
+        pipe.execute_command("EVALSHA", _SCRIPTS[name][1], len(key_list), *key_list, *args)
+
+    async def _run(self, build: Callable[[Any], None], *, durable: bool = False) -> list[Any]:
+        """Build and run a pipeline; load the scripts and retry once on NOSCRIPT.
+
+        With `durable`, return only after the server confirms the writes on disk.
+        """
+        if durable:
+            await self._prepare_writes()
+        for attempt in (1, 2):
+            pipe = self._r.pipeline(transaction=False)
+            build(pipe)
+            if durable and self._durability == "waitaof":
+                pipe.execute_command("WAITAOF", 1, 0, _WAITAOF_TIMEOUT_MS)
+            try:
+                replies: list[Any] = await pipe.execute()
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                for source, _ in _SCRIPTS.values():
+                    await self._r.script_load(source)
+                continue
+            except ResponseError as exc:
+                if durable and ("WAITAOF" in str(exc) or "appendonly" in str(exc)):
+                    raise NotDurable(f"registry write not confirmed durable: {exc}") from exc
+                raise
+            if durable and self._durability == "waitaof" and int(replies[-1][0]) < 1:
+                raise NotDurable("registry write not confirmed on disk (WAITAOF timed out)")
+            return replies
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def facts(self, consumer: bytes) -> list[Fact]:
         """See Registry.facts."""
@@ -267,11 +309,13 @@ class RedisRegistry:
         ]
         if not blobs:
             return []
-        try:
-            pipe = self._r.pipeline(transaction=False)
+
+        def build(pipe: Any) -> None:
             for blob in blobs:
-                await self._merge(keys=[], args=[self._bits, blob], client=pipe)
-            replies = await self._execute_durably(pipe)
+                self._queue(pipe, "merge", [], [self._bits, blob])
+
+        try:
+            replies = await self._run(build, durable=True)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(f"registry write failed: {exc}") from exc
         codes = b"".join(_as_bytes(reply) or b"" for reply in replies[: len(blobs)])
@@ -295,19 +339,6 @@ class RedisRegistry:
         side = pack_side(fact.evidence, fact.message_id)
         return _encode_item(consumer, fact.kind, bool(fact.evidence), record, side)
 
-    async def _execute_durably(self, pipe: Any) -> list[Any]:
-        """Run a write pipeline; return after the server confirms it on disk."""
-        await self._prepare_writes()
-        if self._durability == "waitaof":
-            pipe.execute_command("WAITAOF", 1, 0, _WAITAOF_TIMEOUT_MS)
-        try:
-            replies: list[Any] = await pipe.execute()
-        except ResponseError as exc:
-            raise NotDurable(f"registry write failed or not confirmed durable: {exc}") from exc
-        if self._durability == "waitaof" and int(replies[-1][0]) < 1:
-            raise NotDurable("registry write not confirmed on disk (WAITAOF timed out)")
-        return replies
-
     async def _id(self, space: str, name: str) -> int:
         ident = self._ids.get((space, name))
         if ident is None:
@@ -315,7 +346,8 @@ class RedisRegistry:
             if space == "source":
                 names = (keys.SOURCES, keys.SOURCE_NAMES)
             try:
-                ident = int(await self._intern(keys=list(names), args=[name]))
+                reply = await self._run(lambda pipe: self._queue(pipe, "intern", names, [name]))
+                ident = int(reply[0])
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(f"registry write failed: {exc}") from exc
             self._remember(space, name, ident)
@@ -352,7 +384,7 @@ class RedisRegistry:
         self._durability = mode
 
     async def check_layout(self) -> None:
-        """Raise FilterdError when the registry was built with other bucket_bits."""
+        """Raise ConfigError when the registry was built with other bucket_bits."""
         if self._layout_checked:
             return
         try:
@@ -360,9 +392,10 @@ class RedisRegistry:
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
         if stored is not None and int(stored) != self._bits:
-            raise FilterdError(
-                f"the registry was created with registry.bucket_bits = {int(stored)}, "
-                f"the config says {self._bits}"
+            raise ConfigError(
+                "registry.bucket_bits",
+                f"the registry was created with bucket_bits = {int(stored)}, "
+                f"the config says {self._bits}",
             )
         self._layout_checked = True
 
@@ -379,10 +412,12 @@ class RedisRegistry:
         if not entries:
             return
         try:
-            pipe = self._r.pipeline(transaction=False)
-            for entry in entries:
-                self._queue_audit(pipe, entry)
-            await self._execute_durably(pipe)
+
+            def build(pipe: Any) -> None:
+                for entry in entries:
+                    self._queue_audit(pipe, entry)
+
+            await self._run(build, durable=True)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(f"audit write failed: {exc}") from exc
 

@@ -4,11 +4,14 @@ audit retention and recovery, each against a real server process."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 import redis
 
+from filterd.embedded import EmbeddedServer
 from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
 from filterd.identity import ConsumerHasher
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Fact, FactRequest, Kind, WriteResult
@@ -201,3 +204,67 @@ def test_facts_survive_in_packed_form(
     value = client.hget(keys[0], client.hkeys(keys[0])[0])
     assert value is not None
     assert len(value) == 12  # one packed refusal record
+
+
+def _commandstats(server: RedisProcess) -> dict[str, int]:
+    """Calls per command since the last CONFIG RESETSTAT."""
+    client = redis.Redis(unix_socket_path=str(server.socket_path))
+    stats = {name: int(v["calls"]) for name, v in client.info("commandstats").items()}
+    client.close()
+    return {k.removeprefix("cmdstat_"): v for k, v in stats.items()}
+
+
+def test_lookup_and_write_are_one_command_each(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """A 10-recipient lookup is one EVALSHA; a durable write is one EVALSHA + WAITAOF in
+    one pipeline; no SCRIPT EXISTS round trip before them."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    consumers = [i.to_bytes(2, "big") + bytes(8) for i in range(10)]
+    run = event_loop_runner.run
+    run(registry.record(consumers[0], refusal()))  # warm: connection, ids, scripts
+    run(registry.lookup("acme", consumers))
+    assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
+    assert len(run(registry.lookup("acme", consumers))) == 10
+    stats = _commandstats(valkey_server)
+    assert stats.get("evalsha") == 1
+    assert "script|exists" not in stats
+    assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
+    run(registry.record(consumers[1], refusal(2000)))
+    stats = _commandstats(valkey_server)
+    assert (stats.get("evalsha"), stats.get("waitaof")) == (1, 1)
+    run(registry.close())
+
+
+def test_scripts_reloaded_after_script_flush(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """After the server forgets its scripts (restart, SCRIPT FLUSH), reads and writes still work."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    run = event_loop_runner.run
+    run(registry.record(A, refusal()))
+    assert valkey_server.command(b"SCRIPT FLUSH") == b"+OK"
+    assert len(run(registry.lookup("acme", [A]))[0]) == 1
+    assert valkey_server.command(b"SCRIPT FLUSH") == b"+OK"
+    assert run(registry.record(A, refusal(5000))) is WriteResult.STORED
+    run(registry.close())
+
+
+def test_many_facts_per_consumer_stay_listpack(event_loop_runner: asyncio.Runner) -> None:
+    """On the embedded server's settings, a consumer with 20 facts keeps its bucket compact."""
+    directory = Path(tempfile.mkdtemp(prefix="lp", dir="/tmp"))
+    server = EmbeddedServer(directory / "var")
+    try:
+        registry = RedisRegistry.from_url(server.acquire())
+        for n in range(20):
+            fact = Fact(Kind.REFUSAL, f"sender{n}", None, 1000 + n, "t")
+            assert event_loop_runner.run(registry.record(A, fact)) is WriteResult.STORED
+        event_loop_runner.run(registry.close())
+        client = redis.Redis(unix_socket_path=str(server.socket_path))
+        key = next(iter(client.scan_iter(match="fd:r:*")))
+        assert client.object("encoding", key) == b"listpack"
+        assert len(client.hget(key, client.hkeys(key)[0]) or b"") == 20 * 12
+        client.close()
+    finally:
+        server.release()
+        shutil.rmtree(directory, ignore_errors=True)
