@@ -8,6 +8,7 @@ find the same registry from any working directory. Unknown keys are errors
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import tomllib
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class SmtpSettings:
     max_message_size: int = 25 * 1000**2
     max_recipients: int = 1000
     accounts: tuple[SmtpAccount, ...] = ()
+    hostname: str | None = None
+    """Name in the greeting and EHLO; None: the machine's host name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +262,9 @@ def _section(root: _Table, name: str, build: Callable[[_Table], T]) -> T | None:
 
 
 def _endpoint(table: _Table, key: str) -> Endpoint:
-    result: Endpoint = table.parse(key, parse_endpoint, ("", 0), required=True)
+    """A required host:port; for `listen`, port 0 (any free port, logged at start) is allowed."""
+    parser = functools.partial(parse_endpoint, any_port=key == "listen")
+    result: Endpoint = table.parse(key, parser, ("", 0), required=True)
     return result
 
 
@@ -403,6 +408,7 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         max_message_size=max_size,
         max_recipients=max_recipients,
         accounts=tuple(accounts),
+        hostname=t.take("hostname", str, "") or None,
     )
 
 

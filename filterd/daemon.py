@@ -13,19 +13,24 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from filterd import config as config_module
 from filterd import logs
+from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
 from filterd.secret import load_or_create
+from filterd.smtp.inbound import RelayHandler, start_smtp_server
+from filterd.smtp.outbound import UpstreamPool
 
-EXIT_OK, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 2, 3
+EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _SUPERVISE_INTERVAL_S = 1.0
-_FRONT_ENDS = ("smtp", "smpp", "http", "policy")
+_DRAIN_TIMEOUT_S = 30.0
+_NOT_BUILT = ("smpp", "http", "policy")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,19 +88,62 @@ async def serve(settings: config_module.Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    for name in _FRONT_ENDS:
+    for name in _NOT_BUILT:
         if getattr(settings, name) is not None:
             log.warning("front_end_not_in_this_build", front_end=name)
-    log.info("started", config=str(settings.path), registry=settings.registry.url)
+    code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as group:
             group.create_task(_supervise(runtime, stop))
+            if settings.smtp is not None:
+                group.create_task(_run_smtp(settings, settings.smtp, runtime, stop))
+            log.info("started", config=str(settings.path), registry=settings.registry.url)
             await stop.wait()
+            log.info("stopping", drain_timeout_s=_DRAIN_TIMEOUT_S)
+    except* OSError as group_error:
+        for error in group_error.exceptions:
+            log.error("front_end_failed", error=str(error))
+        code = EXIT_START
     finally:
-        log.info("stopping")
         await runtime.close()
     log.info("stopped")
-    return EXIT_OK
+    return code
+
+
+async def _run_smtp(
+    settings: config_module.Settings,
+    smtp: config_module.SmtpSettings,
+    runtime: Runtime,
+    stop: asyncio.Event,
+) -> None:
+    """The SMTP relay until `stop`; then drain: no new connections, finish transactions."""
+    log = logs.get_logger("smtp")
+    host, port = smtp.upstream
+    hostname = smtp.hostname or socket.gethostname()
+    pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=hostname)
+    handler = RelayHandler(
+        smtp,
+        runtime.service,
+        AccountBook(smtp.accounts),
+        pool,
+        default_region=settings.registry.default_region,
+    )
+    try:
+        server = await start_smtp_server(smtp, handler, hostname=hostname)
+    except OSError as exc:
+        raise OSError(f"smtp.listen {smtp.listen[0]}:{smtp.listen[1]}: {exc.strerror}") from exc
+    bound = server.sockets[0].getsockname()
+    log.info("listening", front_end="smtp", host=bound[0], port=bound[1])
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(handler.drained(), _DRAIN_TIMEOUT_S)
+        handler.close_all()
+        await server.wait_closed()
+        await pool.close()
+        log.info("drained", front_end="smtp")
 
 
 async def _supervise(runtime: Runtime, stop: asyncio.Event) -> None:

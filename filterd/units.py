@@ -50,8 +50,11 @@ def parse_size(text: str | int) -> int:
     return size
 
 
-def parse_endpoint(text: str) -> tuple[str, int]:
-    """Split `host:port` or `[v6]:port` into (host, port)."""
+def parse_endpoint(text: str, *, any_port: bool = False) -> tuple[str, int]:
+    """Split `host:port` or `[v6]:port` into (host, port).
+
+    With `any_port`, port 0 (a free port chosen by the OS) is allowed.
+    """
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit():
         raise ValueError(f"{text!r} is not host:port")
@@ -60,6 +63,6 @@ def parse_endpoint(text: str) -> tuple[str, int]:
     elif ":" in host:
         raise ValueError(f"{text!r}: write an IPv6 address as [addr]:port")
     port = int(port_text)
-    if not 0 < port < 65536:
+    if not (0 if any_port else 1) <= port < 65536:
         raise ValueError(f"{text!r}: port {port} is out of range 1-65535")
     return host, port

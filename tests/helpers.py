@@ -7,15 +7,19 @@ server it did not start.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aiosmtpd.smtp import SMTP
 
 
 def bundled_valkey() -> str | None:
@@ -109,3 +113,89 @@ def aof_args(binary: str) -> list[str]:
     """Durable settings: everysec + WAITAOF on Valkey; fsync always on old Redis."""
     fsync = "everysec" if "valkey" in binary else "always"
     return ["--appendonly", "yes", "--appendfsync", fsync]
+
+
+class SinkHandler:
+    """aiosmtpd handler of the upstream sink: records messages, can refuse on cue."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.refuse_rcpt: dict[str, str] = {}
+        self.data_reply: str | None = None
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # type: ignore[no-untyped-def]
+        """Refuse the recipients listed in refuse_rcpt with their reply."""
+        if address in self.refuse_rcpt:
+            return self.refuse_rcpt[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+        """Record the message (or answer data_reply instead)."""
+        if self.data_reply is not None:
+            return self.data_reply
+        self.messages.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content))
+        )
+        return "250 2.0.0 Ok: queued"
+
+
+class SinkServer:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1, port chosen by the OS, in its own
+    thread and event loop: the upstream filterd relays to. stop() also drops every
+    open connection, as a crashed upstream would."""
+
+    def __init__(self) -> None:
+        self.handler = SinkHandler()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._sessions: set[SMTP] = set()
+
+    def _factory(self) -> SMTP:
+        sessions = self._sessions
+
+        class Tracked(SMTP):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                sessions.add(self)
+
+            def connection_lost(self, error: Exception | None) -> None:
+                sessions.discard(self)
+                super().connection_lost(error)
+
+        return Tracked(self.handler, hostname="sink", enable_SMTPUTF8=True)
+
+    def start(self) -> SinkServer:
+        """Listen (again, on the same port when restarting)."""
+
+        async def listen() -> asyncio.Server:
+            return await self.loop.create_server(self._factory, "127.0.0.1", self.port)
+
+        self._server = asyncio.run_coroutine_threadsafe(listen(), self.loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        """Stop listening and drop open connections."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+
+        async def close() -> None:
+            server.close()
+            for session in list(self._sessions):
+                if session.transport is not None:
+                    session.transport.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(10)
+
+    def shutdown(self) -> None:
+        """Stop and end the thread."""
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()

@@ -129,7 +129,6 @@ def test_national_number_without_region_is_rejected() -> None:
         ("12345", "CN"),
         ("00000000000", "CN"),
         ("+1 555 555 5555", None),
-        ("+８６１３８００１３８０００", None),
     ],
 )
 def test_invalid_numbers_raise_naming_the_value(raw: str, region: str | None) -> None:
@@ -177,7 +176,7 @@ def near_examples(draw: st.DrawFn) -> str:
 
 
 @given(st.one_of(e164_candidates(), near_examples()))
-@settings(max_examples=1000)
+@settings(max_examples=800)
 @example("+8613800138000")
 @example("+861380013800")
 @example("+0086")
@@ -189,9 +188,17 @@ def test_fast_path_agrees_with_phonenumbers(text: str) -> None:
     assert fast_path(text) == slow_path(text)
 
 
-PHONES = st.one_of(st.sampled_from(EXAMPLES), near_examples())
-LOCALS = st.from_regex(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\.[A-Za-z0-9_-]{1,8}){0,2}", fullmatch=True
+CN_NATIONAL = st.builds(
+    lambda d, sep: sep.join((d[:3], d[3:7], d[7:])),
+    st.from_regex(r"1[3-9][0-9]{9}", fullmatch=True),
+    st.sampled_from(["", " ", "-"]),
+)
+PHONES = st.one_of(st.sampled_from(EXAMPLES), near_examples(), CN_NATIONAL)
+LOCALS = st.one_of(
+    st.from_regex(
+        r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\.[A-Za-z0-9_-]{1,8}){0,2}", fullmatch=True
+    ),
+    st.sampled_from(["Jöhn", "用户", "ÄBC.Ünïcode", "İstanbul", "ẞtraße"]),
 )
 LABELS = st.from_regex(r"[A-Za-z0-9ü](?:[A-Za-z0-9ü-]{0,10}[A-Za-z0-9ü])?", fullmatch=True)
 EMAILS = st.builds(
@@ -211,7 +218,7 @@ def normalised_or_none(raw: str) -> Address | None:
 
 
 @given(st.one_of(PHONES, EMAILS))
-@settings(max_examples=300)
+@settings(max_examples=200)
 @example(CN)
 @example("John.Doe@Bücher.Example ")
 def test_normalize_is_idempotent(raw: str) -> None:
@@ -316,7 +323,7 @@ def test_mask(canonical: str, masked: str) -> None:
 
 
 @given(st.one_of(PHONES, EMAILS))
-@settings(max_examples=300)
+@settings(max_examples=200)
 @example(CN)
 @example("a@b.cd")
 def test_mask_never_contains_the_address(raw: str) -> None:

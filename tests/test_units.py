@@ -113,6 +113,22 @@ def test_endpoint_port_out_of_range(text: str, port: int) -> None:
         parse_endpoint(text)
 
 
+def test_any_port_allows_port_zero() -> None:
+    """With any_port, port 0 (let the OS choose) is accepted; without it, refused."""
+    assert parse_endpoint("127.0.0.1:0", any_port=True) == ("127.0.0.1", 0)
+    assert parse_endpoint("[::1]:0", any_port=True) == ("::1", 0)
+    with pytest.raises(ValueError, match="port 0 is out of range"):
+        parse_endpoint("127.0.0.1:0")
+
+
+def test_any_port_still_bounds_the_port() -> None:
+    """any_port does not admit ports above 65535 or drop the host:port checks."""
+    with pytest.raises(ValueError, match="port 65536 is out of range"):
+        parse_endpoint("host:65536", any_port=True)
+    with pytest.raises(ValueError, match="is not host:port"):
+        parse_endpoint("host", any_port=True)
+
+
 @pytest.mark.parametrize("text", ["::1:25", "2001:db8::5:587"])
 def test_bare_ipv6_endpoint_is_rejected(text: str) -> None:
     """A bare IPv6 address is ambiguous: it must be written [addr]:port."""

@@ -1,0 +1,49 @@
+"""Client accounts of the SMTP relay and the Postfix policy service (pure).
+
+An account is chosen by its SMTP login (AUTH PLAIN/LOGIN, or Postfix's
+`sasl_username`) or, for a tool that cannot AUTH, by the client's address
+falling into one of the account's `networks` (the most specific network
+wins, like a routing table). Password checks take constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Sequence
+
+from filterd.config import SmtpAccount
+
+
+class AccountBook:
+    """Look-ups over the configured `[[smtp.accounts]]`."""
+
+    def __init__(self, accounts: Sequence[SmtpAccount]) -> None:
+        self._by_name = {a.username: a for a in accounts if a.password}
+        networks = [(net, a) for a in accounts for net in a.networks]
+        # most specific first: a /32 beats the /24 around it
+        self._networks = sorted(networks, key=lambda item: -item[0].prefixlen)
+
+    def authenticate(self, username: str, password: str) -> SmtpAccount | None:
+        """The account whose login this is, or None (wrong name or password)."""
+        account = self._by_name.get(username)
+        expected = account.password if account is not None else "\x00" * len(password)
+        ok = hmac.compare_digest((expected or "").encode(), password.encode())
+        return account if account is not None and ok else None
+
+    def by_username(self, username: str) -> SmtpAccount | None:
+        """The account with this login name (Postfix has already checked the password)."""
+        return self._by_name.get(username)
+
+    def by_address(self, address: str) -> SmtpAccount | None:
+        """The account whose `networks` hold this client address, or None."""
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        for network, account in self._networks:
+            if ip.version == network.version and ip in network:
+                return account
+        return None

@@ -1,0 +1,367 @@
+"""The inbound leg: an aiosmtpd server that marketing tools submit to (the only
+module that imports aiosmtpd).
+
+Per connection: the account comes from AUTH (PLAIN/LOGIN; after STARTTLS when
+TLS is configured) or from the client's address in an account's `networks`;
+otherwise MAIL gets 530 5.7.0. Per recipient, at RCPT: the consent decision
+(one registry read), then the same RCPT at the upstream, in real time, so an
+upstream refusal reaches the client as that recipient's reply. At DATA the
+message goes to the upstream and the client gets the upstream's reply: 250
+only after the upstream accepted it. Nothing is spooled.
+
+A transactional account's message with commercial signals (signals.py) is
+upgraded at DATA: all its recipients are judged at once; those without
+permission are dropped (and audited), the upstream transaction is redone for
+the rest, and if none remain the message is refused with 550 5.7.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from filterd import replies
+from filterd.accounts import AccountBook
+from filterd.config import SmtpAccount, SmtpSettings
+from filterd.errors import InvalidAddress
+from filterd.logs import get_logger
+from filterd.model import Action, Address, Channel, MessageClass
+from filterd.normalize import mask, normalize
+from filterd.service import Service
+from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
+from filterd.smtp.signals import commercial_signals
+
+log = get_logger("smtp")
+
+
+@dataclass
+class RelayState:
+    """What one client connection has going: its account and open transaction."""
+
+    account: SmtpAccount | None = None
+    upstream: UpstreamConnection | None = None
+    addresses: list[Address] = field(default_factory=list)
+    utf8: bool = False
+    transaction: str = ""
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with per-connection relay state and clean-up on disconnect."""
+
+    def __init__(self, handler: RelayHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.relay = RelayState()
+        self.relay_handler = handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Register the connection for draining."""
+        super().connection_made(transport)
+        self.relay_handler.connections.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """Give the upstream connection back (with RSET) when the client goes away."""
+        super().connection_lost(error)
+        self.relay_handler.connections.discard(self)
+        self.relay_handler.abandon(self.relay)
+
+
+class RelayHandler:
+    """aiosmtpd handler hooks: authentication, decisions at RCPT, relay at DATA."""
+
+    def __init__(
+        self,
+        settings: SmtpSettings,
+        service: Service,
+        accounts: AccountBook,
+        pool: UpstreamPool,
+        *,
+        default_region: str | None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.accounts = accounts
+        self.pool = pool
+        self.default_region = default_region
+        self.connections: set[RelaySMTP] = set()
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._ended = asyncio.Event()
+
+    # ---- session -------------------------------------------------------------
+
+    def authenticate(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        mechanism: str,
+        auth_data: Any,
+    ) -> AuthResult:
+        """AUTH PLAIN/LOGIN against [[smtp.accounts]] (in memory, constant time)."""
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        username = auth_data.login.decode("utf-8", "replace")
+        account = self.accounts.authenticate(
+            username, auth_data.password.decode("utf-8", "replace")
+        )
+        log.info("auth", username=username, ok=account is not None, peer=_peer(session))
+        if account is None:
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=account)
+
+    async def handle_EHLO(
+        self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:  # fmt: skip
+        """Advertise PIPELINING too; a new EHLO ends any open transaction."""
+        session.host_name = hostname  # the 5-argument hook must record it itself
+        await self._end_transaction(server.relay)
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:  # fmt: skip
+        """Choose the account (login or network) or refuse with 530 5.7.0."""
+        relay = server.relay
+        account = session.auth_data if session.authenticated else None
+        if not isinstance(account, SmtpAccount):
+            account = self.accounts.by_address(_peer(session))
+        if account is None:
+            return replies.AUTH_REQUIRED
+        await self._end_transaction(relay)
+        relay.account = account
+        relay.utf8 = "SMTPUTF8" in mail_options
+        relay.transaction = secrets.token_hex(8)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
+    # ---- RCPT: the decision, then the upstream ----------------------------------
+
+    async def handle_RCPT(
+        self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:  # fmt: skip
+        """Decide this recipient; if delivered, open it at the upstream too."""
+        relay = server.relay
+        recipient = await self._admit(relay, envelope, address)
+        if isinstance(recipient, str):
+            return recipient
+        reply = await self._upstream_rcpt(relay, envelope, address)
+        if not reply.ok:
+            log.info(
+                "upstream_refused_recipient",
+                recipient=mask(recipient.canonical),
+                reply=reply.line(),
+            )
+            return reply.line()
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        relay.addresses.append(recipient)
+        return "250 2.1.5 OK"
+
+    async def _admit(self, relay: RelayState, envelope: Envelope, address: str) -> Address | str:
+        """The normalised recipient if it may be sent to, else the reply that refuses it."""
+        account = relay.account
+        if account is None:
+            return replies.AUTH_REQUIRED
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        try:
+            recipient = normalize(address, self.default_region)
+        except InvalidAddress as exc:
+            return replies.BAD_ADDRESS.format(address=address, reason=exc.reason)
+        if recipient.channel is not Channel.EMAIL:
+            return replies.BAD_ADDRESS.format(address=address, reason="not an email address")
+        if account.stream is MessageClass.COMMERCIAL:
+            decisions = await self.service.screen(
+                account.sender,
+                MessageClass.COMMERCIAL,
+                [recipient],
+                origin="smtp",
+                message_id=relay.transaction,
+            )
+            refusal = replies.for_decision(decisions[0], address)
+            if refusal is not None:
+                return refusal
+        return recipient
+
+    async def _upstream_rcpt(
+        self, relay: RelayState, envelope: Envelope, address: str
+    ) -> UpstreamReply:
+        if relay.upstream is None:
+            opened = await self._open_upstream(relay, envelope)
+            if opened is not None:
+                return opened
+        assert relay.upstream is not None  # noqa: S101 - set by _open_upstream
+        return await relay.upstream.rcpt(address, relay.utf8)
+
+    async def _open_upstream(self, relay: RelayState, envelope: Envelope) -> UpstreamReply | None:
+        """Borrow a connection and send MAIL FROM; the failing reply, or None."""
+        options = [o for o in envelope.mail_options if not o.upper().startswith("SIZE=")]
+        for _attempt in (1, 2):  # a pooled connection may have gone stale: one retry
+            connection = await self.pool.acquire()
+            if isinstance(connection, UpstreamReply):
+                return connection
+            reply = await connection.mail(envelope.mail_from or "", options, relay.utf8)
+            if reply.ok:
+                relay.upstream = connection
+                return None
+            await self.pool.release(connection)
+            if not connection.broken:
+                return reply
+        return reply
+
+    # ---- DATA --------------------------------------------------------------------
+
+    async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+        """Relay the message; answer with the upstream's reply."""
+        relay = server.relay
+        content: bytes = envelope.original_content or b""
+        account = relay.account
+        try:
+            if account is not None and account.stream is MessageClass.TRANSACTIONAL:
+                signals = commercial_signals(content)
+                if signals:
+                    refusal = await self._upgrade(relay, envelope, account, signals)
+                    if refusal is not None:
+                        return refusal
+            if relay.upstream is None:
+                return "451 4.3.0 no open upstream transaction, try again"
+            reply = await relay.upstream.data(content)
+        finally:
+            await self._end_transaction(relay, reset=False)
+        log.info("relayed" if reply.ok else "upstream_refused_message",
+                 sender=account.sender if account else None, recipients=len(envelope.rcpt_tos),
+                 transaction=relay.transaction, reply=reply.line())  # fmt: skip
+        return reply.line()
+
+    async def _upgrade(
+        self, relay: RelayState, envelope: Envelope, account: SmtpAccount, signals: list[str]
+    ) -> str | None:
+        """Judge every recipient as commercial (one read); keep the permitted ones."""
+        decisions = await self.service.screen(
+            account.sender, MessageClass.COMMERCIAL, relay.addresses,
+            origin="smtp", message_id=relay.transaction,
+        )  # fmt: skip
+        log.info("upgraded_to_commercial", sender=account.sender, signals=signals,
+                 transaction=relay.transaction)  # fmt: skip
+        if any(d.action is Action.DEFER for d in decisions):
+            await self._end_transaction(relay)
+            return replies.UNAVAILABLE
+        keep = [
+            (address, recipient)
+            for address, recipient, decision in zip(
+                envelope.rcpt_tos, relay.addresses, decisions, strict=True
+            )
+            if decision.action is Action.DELIVER
+        ]
+        if not keep:
+            await self._end_transaction(relay)
+            return replies.ALL_DROPPED
+        if len(keep) == len(relay.addresses):
+            return None
+        # Some were dropped: redo the upstream transaction with the rest only.
+        await self._end_transaction(relay)
+        envelope.rcpt_tos = []
+        relay.addresses = []
+        for address, recipient in keep:
+            reply = await self._upstream_rcpt(relay, envelope, address)
+            if reply.ok:
+                envelope.rcpt_tos.append(address)
+                relay.addresses.append(recipient)
+        if not envelope.rcpt_tos:
+            await self._end_transaction(relay)
+            return replies.ALL_DROPPED
+        return None
+
+    # ---- ending transactions --------------------------------------------------------
+
+    async def handle_RSET(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+        """RSET ends the upstream transaction too."""
+        await self._end_transaction(server.relay)
+        return "250 2.0.0 OK"
+
+    async def _end_transaction(self, relay: RelayState, *, reset: bool = True) -> None:
+        """Give the upstream connection back (RSET first unless DATA just ended it)."""
+        connection, relay.upstream = relay.upstream, None
+        relay.addresses = []
+        if connection is None:
+            return
+        if reset and not connection.broken:
+            reply = await connection.rset()
+            if not reply.ok:
+                connection.close()
+        await self.pool.release(connection)
+        self._ended.set()
+
+    def abandon(self, relay: RelayState) -> None:
+        """The client went away: end its transaction in the background."""
+        if relay.upstream is None:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to clean
+            task = asyncio.get_running_loop().create_task(self._end_transaction(relay))
+            self._cleanups.add(task)
+            task.add_done_callback(self._cleanups.discard)
+
+    def busy(self) -> int:
+        """Connections with an upstream transaction open (for draining)."""
+        return sum(1 for c in self.connections if c.relay.upstream is not None)
+
+    async def drained(self) -> None:
+        """Return once no transaction is open (new ones cannot start: listener closed)."""
+        while self.busy():
+            self._ended.clear()
+            await self._ended.wait()
+
+    def close_all(self) -> None:
+        """Close every client connection (end of a drain)."""
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
+    """The STARTTLS context of the listener, when tls_cert/tls_key are set."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
+async def start_smtp_server(
+    settings: SmtpSettings, handler: RelayHandler, *, hostname: str
+) -> asyncio.Server:
+    """Listen on settings.listen; every connection gets a RelaySMTP."""
+    context = tls_context(settings)
+
+    def factory() -> RelaySMTP:
+        return RelaySMTP(
+            handler,
+            hostname=hostname,
+            data_size_limit=settings.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=context,
+            require_starttls=context is not None,
+            auth_required=False,
+            auth_require_tls=context is not None,
+            authenticator=handler.authenticate,
+        )
+
+    host, port = settings.listen
+    return await asyncio.get_running_loop().create_server(factory, host, port)
+
+
+def _peer(session: Session) -> str:
+    peer: Any = session.peer  # (host, port) from the transport
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer or "")

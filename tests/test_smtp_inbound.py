@@ -1,0 +1,422 @@
+"""The SMTP relay end to end: `filterd serve` as a real process, smtplib (and raw
+sockets) as the marketing tool, an aiosmtpd sink as the upstream, a real
+Valkey registry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import select
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from filterd.identity import ConsumerHasher
+from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
+from filterd.normalize import normalize
+from filterd.redis_registry import RedisRegistry
+from filterd.registry import AuditQuery
+from filterd.service import Service
+from tests.conftest import ServerPool, flush
+from tests.helpers import RedisProcess, SinkServer
+
+FILTERD = str(Path(sys.executable).parent / "filterd")
+SECRET = "ab" * 32
+MESSAGE = (
+    b"From: shop@acme.test\r\nTo: you@example.com\r\nSubject: hello\r\n"
+    b"DKIM-Signature: v=1; a=rsa-sha256; d=acme.test; s=s1; h=from:to:subject; b=xyz\r\n"
+    b"\r\nBody line 1\r\n.leading dot line\r\nBody line 3\r\n"
+)
+
+
+@dataclass
+class Relay:
+    """A running filterd with its upstream sink and registry."""
+
+    process: subprocess.Popen[bytes]
+    log: LogReader
+    port: int
+    sink: SinkServer
+    registry_server: RedisProcess
+    home: Path
+
+    def smtp(self, source: str = "127.0.0.1") -> smtplib.SMTP:
+        """A client connection (EHLO done)."""
+        client = smtplib.SMTP("127.0.0.1", self.port, timeout=30, source_address=(source, 0))
+        client.ehlo("tool.test")
+        return client
+
+    def login(self, user: str = "newsletter", password: str = "pw-news") -> smtplib.SMTP:
+        """A client logged in with AUTH."""
+        client = self.smtp()
+        client.login(user, password)
+        return client
+
+    def record(self, address: str, kind: Kind, sender: str = "acme", **kw: object) -> None:
+        """Write a fact into the registry filterd reads (same secret)."""
+
+        async def write() -> None:
+            registry = RedisRegistry.from_url(self.registry_server.url)
+            service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+            channel = None if sender == ALL_SENDERS else Channel.EMAIL
+            request = FactRequest(normalize(address), kind, sender, channel, "test", **kw)  # type: ignore[arg-type]
+            await service.record(request, origin="test")
+            await registry.close()
+
+        asyncio.run(write())
+
+    def audit(self) -> list[tuple[str, str | None]]:
+        """(event, reason) of the audit log, newest first."""
+
+        async def read() -> list[tuple[str, str | None]]:
+            registry = RedisRegistry.from_url(self.registry_server.url)
+            entries = await registry.read_audit(AuditQuery(limit=50))
+            await registry.close()
+            return [(e.event, e.reason) for e in entries]
+
+        return asyncio.run(read())
+
+
+class LogReader:
+    """filterd's stdout read line by line without buffering ahead (so select() is exact)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self.fd = process.stdout.fileno()
+        self.pending = b""
+
+    def wait_for(self, event: str, timeout: float = 30) -> dict[str, object]:
+        """Read JSON log lines until `event` (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.pending:
+                line, self.pending = self.pending.split(b"\n", 1)
+                record = json.loads(line)
+                if record.get("event") == event:
+                    return record  # type: ignore[no-any-return]
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(remaining, 0))
+            chunk = os.read(self.fd, 65536) if ready else b""
+            if not chunk:
+                raise AssertionError(f"filterd did not log {event!r} in time")
+            self.pending += chunk
+
+
+def write_config(home: Path, registry_url: str, sink_port: int, extra: str = "") -> Path:
+    """The relay config used by these tests."""
+    (home / "secret").write_text(SECRET + "\n")
+    (home / "secret").chmod(0o600)
+    path = home / "filterd.toml"
+    path.write_text(f"""
+[registry]
+url = "{registry_url}"
+secret_file = "secret"
+default_region = "CN"
+
+[smtp]
+listen = "127.0.0.1:0"
+upstream = "127.0.0.1:{sink_port}"
+hostname = "filterd.test"
+max_message_size = "20KB"
+max_recipients = 5
+{extra}
+
+[[smtp.accounts]]
+username = "newsletter"
+password = "pw-news"
+sender = "acme"
+stream = "commercial"
+
+[[smtp.accounts]]
+username = "receipts"
+password = "pw-tx"
+sender = "acme"
+stream = "transactional"
+
+[[smtp.accounts]]
+username = "legacy"
+networks = ["127.0.0.2/32"]
+sender = "acme"
+stream = "commercial"
+""")
+    return path
+
+
+def start_filterd(config: Path) -> tuple[subprocess.Popen[bytes], LogReader, int]:
+    """`filterd serve`, its log reader, and the port its SMTP listener got."""
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+        env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
+    )
+    reader = LogReader(process)
+    try:
+        listening = reader.wait_for("listening")
+    except AssertionError:
+        process.kill()
+        stop_filterd(process)
+        raise
+    return process, reader, int(listening["port"])  # type: ignore[call-overload]
+
+
+def stop_filterd(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, the exit code; the pipes closed."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+    return process.returncode
+
+
+@pytest.fixture
+def relay(server_pool: ServerPool) -> Iterator[Relay]:
+    """filterd relaying to a fresh sink, on a flushed Valkey registry."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
+    sink = SinkServer().start()
+    config = write_config(home, registry_server.url, sink.port)
+    try:
+        process, reader, port = start_filterd(config)
+    except BaseException:
+        sink.shutdown()
+        raise
+    try:
+        yield Relay(process, reader, port, sink, registry_server, home)
+    finally:
+        code = stop_filterd(process)
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    assert code == 0
+
+
+def test_consented_recipient_is_relayed_unchanged(relay: Relay) -> None:
+    """A consented recipient is accepted and the message reaches the upstream byte for byte
+    (a DKIM-signed header is not rewritten)."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    assert client.sendmail("shop@acme.test", ["Jane@Example.com"], MESSAGE) == {}
+    client.quit()
+    [(sender, recipients, content)] = relay.sink.handler.messages
+    assert (sender, recipients) == ("shop@acme.test", ["Jane@Example.com"])
+    assert content.replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")
+
+
+def test_refused_and_no_consent_replies(relay: Relay) -> None:
+    """A refused recipient gets 550 5.7.1 'refused'; one without consent 550 5.7.1 'no consent'."""
+    relay.record("bob@example.com", Kind.REFUSAL, ALL_SENDERS)
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("bob@example.com") == (
+        550, b"5.7.1 <bob@example.com>: recipient has refused commercial messages",
+    )  # fmt: skip
+    assert client.rcpt("carol@example.com") == (
+        550, b"5.7.1 <carol@example.com>: no consent or request on record",
+    )  # fmt: skip
+    client.quit()
+    assert relay.sink.handler.messages == []
+    assert [e for e in relay.audit() if e[0] == "drop"] == [
+        ("drop", "no_consent"), ("drop", "refused"),
+    ]  # fmt: skip
+
+
+def test_expired_request_is_no_consent(relay: Relay) -> None:
+    """A request past its TTL no longer permits: 550 no consent."""
+    old = int(time.time() * 1000) - 60_000
+    relay.record("dan@example.com", Kind.REQUEST, at_ms=old, ttl_s=1)
+    relay.record("eve@example.com", Kind.REQUEST, ttl_s=3600)
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("dan@example.com")[0] == 550
+    assert client.rcpt("eve@example.com")[0] == 250
+    client.quit()
+
+
+def test_mixed_recipients_only_permitted_relayed(relay: Relay) -> None:
+    """In one message, each recipient is decided on its own; only permitted ones are relayed."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    relay.record("bob@example.com", Kind.REFUSAL, ALL_SENDERS)
+    client = relay.login()
+    refused = client.sendmail("shop@acme.test", ["jane@example.com", "bob@example.com",
+                                                 "carol@example.com"], MESSAGE)  # fmt: skip
+    client.quit()
+    assert set(refused) == {"bob@example.com", "carol@example.com"}
+    assert [m[1] for m in relay.sink.handler.messages] == [["jane@example.com"]]
+
+
+def test_transactional_passes_and_signals_upgrade(relay: Relay) -> None:
+    """A transactional account relays without consent; with a List-Unsubscribe header the
+    message is commercial: recipients without consent are dropped and audited."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login("receipts", "pw-tx")
+    assert client.sendmail("shop@acme.test", ["carol@example.com"], MESSAGE) == {}
+    bulk = b"List-Unsubscribe: <mailto:u@acme.test>\r\n" + MESSAGE
+    assert client.sendmail("shop@acme.test", ["jane@example.com", "carol@example.com"], bulk) == {}
+    with pytest.raises(smtplib.SMTPDataError) as error:
+        client.sendmail("shop@acme.test", ["carol@example.com"], bulk)
+    assert error.value.smtp_code == 550
+    client.quit()
+    assert [m[1] for m in relay.sink.handler.messages] == [
+        ["carol@example.com"], ["jane@example.com"],
+    ]  # fmt: skip
+    assert relay.audit().count(("drop", "no_consent")) == 2
+
+
+def test_upstream_refusals_passed_back(relay: Relay) -> None:
+    """An upstream refusal of one recipient, or of the message, reaches the client as such."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    relay.record("ghost@example.com", Kind.CONSENT)
+    relay.sink.handler.refuse_rcpt["ghost@example.com"] = "550 5.1.1 no such user"
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("ghost@example.com") == (550, b"5.1.1 no such user")
+    assert client.rcpt("jane@example.com")[0] == 250
+    relay.sink.handler.data_reply = "452 4.3.1 insufficient storage"
+    assert client.data(MESSAGE) == (452, b"4.3.1 insufficient storage")
+    client.quit()
+    assert relay.sink.handler.messages == []
+
+
+def test_upstream_down_gives_temporary_failure_then_recovers(relay: Relay) -> None:
+    """Upstream stopped: 451 4.4.x, nothing acknowledged; upstream back: the retry succeeds."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    relay.sink.stop()
+    client.mail("shop@acme.test")
+    code, text = client.rcpt("jane@example.com")
+    assert code == 451
+    assert text.startswith(b"4.4.")
+    client.rset()
+    relay.sink.start()
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    client.quit()
+    assert len(relay.sink.handler.messages) == 2
+
+
+def test_registry_down_451_then_recovers(relay: Relay, server_pool: ServerPool) -> None:
+    """Registry killed: 451 4.3.0 (never delivered unverified); back: decisions resume
+    without restarting filterd."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    relay.registry_server.kill()
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("jane@example.com") == (
+        451, b"4.3.0 consent registry unavailable, try again later",
+    )  # fmt: skip
+    client.rset()
+    server_pool.get("valkey")  # restarts it on the same data (AOF)
+    client.mail("shop@acme.test")
+    assert client.rcpt("jane@example.com")[0] == 250
+    client.quit()
+    assert relay.sink.handler.messages == []
+
+
+def test_authentication_rules(relay: Relay) -> None:
+    """Wrong password → 535; no AUTH → MAIL 530 5.7.0; an account's network needs no AUTH."""
+    client = relay.smtp()
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        client.login("newsletter", "wrong")
+    assert client.mail("shop@acme.test") == (530, b"5.7.0 Authentication required")
+    client.quit()
+    relay.record("jane@example.com", Kind.CONSENT)
+    legacy = relay.smtp(source="127.0.0.2")
+    assert legacy.sendmail("tool@acme.test", ["jane@example.com"], MESSAGE) == {}
+    legacy.quit()
+
+
+def test_limits_and_bad_addresses(relay: Relay) -> None:
+    """Oversize → 552; more than max_recipients → 452; malformed recipients → 553 5.1.3."""
+    for name in ("a", "b", "c", "d", "e"):
+        relay.record(f"{name}@example.com", Kind.CONSENT)
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("jane@")[0] == 553
+    assert client.rcpt("not an address")[0] in (501, 553)
+    assert client.rcpt("+8613800138000")[0] == 553
+    for name in ("a", "b", "c", "d", "e"):
+        assert client.rcpt(f"{name}@example.com")[0] == 250
+    assert client.rcpt("f@example.com")[0] == 452
+    client.rset()
+    client.mail("shop@acme.test")
+    client.rcpt("a@example.com")
+    code, _ = client.data(b"Subject: big\r\n\r\n" + b"x" * 70 * 400 + b"\r\n")
+    assert code == 500  # one line over 998 bytes
+    client.rset()
+    client.mail("shop@acme.test")
+    client.rcpt("a@example.com")
+    code, _ = client.data(b"Subject: big\r\n\r\n" + (b"x" * 70 + b"\r\n") * 400)
+    assert code == 552
+    client.quit()
+    assert relay.sink.handler.messages == []
+
+
+def test_smuggling_attempt_stays_one_message(relay: Relay) -> None:
+    """A bare-LF dot inside DATA does not end the message: no second message is relayed."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    relay.record("bob@example.com", Kind.CONSENT)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+
+        def command(line: bytes) -> bytes:
+            sock.sendall(line + b"\r\n")
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            return reply
+
+        command(b"EHLO tool.test")
+        command(b"AUTH PLAIN " + __import__("base64").b64encode(b"\0newsletter\0pw-news"))
+        assert command(b"MAIL FROM:<shop@acme.test>").startswith(b"250")
+        assert command(b"RCPT TO:<jane@example.com>").startswith(b"250")
+        assert command(b"DATA").startswith(b"354")
+        smuggled = (b"Subject: one\r\n\r\nhello\n.\r\nMAIL FROM:<x@acme.test>\r\n"
+                    b"RCPT TO:<bob@example.com>\r\nDATA\r\nSubject: two\r\n\r\nevil\r\n")  # fmt: skip
+        assert command(smuggled + b".").startswith(b"250")
+        command(b"QUIT")
+    assert len(relay.sink.handler.messages) == 1
+    assert relay.sink.handler.messages[0][1] == ["jane@example.com"]
+    assert b"evil" in relay.sink.handler.messages[0][2]
+
+
+def test_ehlo_advertises_pipelining_smtputf8(relay: Relay) -> None:
+    """EHLO lists PIPELINING, SMTPUTF8, 8BITMIME, SIZE and AUTH (no TLS configured)."""
+    client = relay.smtp()
+    for extension in ("pipelining", "smtputf8", "8bitmime", "size", "auth"):
+        assert client.has_extn(extension), extension
+    client.quit()
+
+
+def test_sigterm_finishes_open_transaction(relay: Relay) -> None:
+    """SIGTERM while a transaction is open: the client can still finish it, then filterd exits 0."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("jane@example.com")[0] == 250
+    relay.process.send_signal(signal.SIGTERM)
+    relay.log.wait_for("stopping")
+    assert client.data(MESSAGE)[0] == 250
+    client.close()
+    relay.process.wait(30)
+    assert relay.process.returncode == 0
+    assert len(relay.sink.handler.messages) == 1
