@@ -70,6 +70,8 @@ class SmtpSettings:
     accounts: tuple[SmtpAccount, ...] = ()
     hostname: str | None = None
     """Name in the greeting and EHLO; None: the machine's host name."""
+    workers: int = 1
+    """Processes serving `listen` together (SO_REUSEPORT)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,8 +401,9 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         max_size = parse_size(size)
     except ValueError as exc:
         raise ConfigError("smtp.max_message_size", str(exc)) from None
+    listen = _endpoint(t, "listen")
     return SmtpSettings(
-        listen=_endpoint(t, "listen"),
+        listen=listen,
         upstream=_endpoint(t, "upstream"),
         upstream_tls=upstream_tls,
         tls_cert=base / cert if cert else None,
@@ -409,7 +412,17 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         max_recipients=max_recipients,
         accounts=tuple(accounts),
         hostname=t.take("hostname", str, "") or None,
+        workers=_workers(t, listen),
     )
+
+
+def _workers(t: _Table, listen: Endpoint) -> int:
+    workers: int = t.take("workers", int, 1)
+    if not 1 <= workers <= 64:
+        raise ConfigError(t.key("workers"), f"{workers} is outside 1-64")
+    if workers > 1 and listen[1] == 0:
+        raise ConfigError(t.key("workers"), "more than one worker needs a fixed listen port")
+    return workers
 
 
 def _smpp_credentials(t: _Table, id_key: str) -> tuple[str, str]:

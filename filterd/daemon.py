@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
             help="config file (default: $FILTERD_CONFIG, "
             "/etc/filterd/filterd.toml, config/filterd.toml)",
         )
+        if name == "serve":
+            # internal: a worker process started by `filterd serve` for smtp.workers > 1
+            c.add_argument("--worker", choices=["smtp"], help=argparse.SUPPRESS)
     return p
 
 
@@ -63,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.stderr.write(f"filterd: {exc}\n")
         sys.exit(EXIT_CONFIG)
     logs.configure(sys.stdout, os.environ.get("FILTERD_LOG_LEVEL", "INFO"))
-    sys.exit(asyncio.run(serve(settings)))
+    sys.exit(asyncio.run(serve(settings, worker=getattr(args, "worker", None))))
 
 
 def load_or_create_check(settings: config_module.Settings) -> None:
@@ -72,9 +75,14 @@ def load_or_create_check(settings: config_module.Settings) -> None:
         load_or_create(settings.registry.secret_file)
 
 
-async def serve(settings: config_module.Settings) -> int:
-    """Run until SIGTERM/SIGINT; return the exit code."""
+async def serve(settings: config_module.Settings, worker: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code.
+
+    `worker="smtp"`: run only the SMTP front end (an extra process of a
+    `smtp.workers > 1` set-up; the parent supervises the registry and workers).
+    """
     log = logs.get_logger("daemon")
+    logs.bind(pid=os.getpid(), role=f"{worker}-worker" if worker else "main")
     try:
         runtime = await asyncio.to_thread(build, settings)
         await runtime.registry.check_layout()
@@ -89,14 +97,17 @@ async def serve(settings: config_module.Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     for name in _NOT_BUILT:
-        if getattr(settings, name) is not None:
+        if getattr(settings, name) is not None and worker is None:
             log.warning("front_end_not_in_this_build", front_end=name)
     code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(_supervise(runtime, stop))
+            if worker is None:
+                group.create_task(_supervise(runtime, stop))
             if settings.smtp is not None:
                 group.create_task(_run_smtp(settings, settings.smtp, runtime, stop))
+                if worker is None and settings.smtp.workers > 1:
+                    group.create_task(_run_workers(settings, settings.smtp.workers - 1, stop))
             log.info("started", config=str(settings.path), registry=settings.registry.url)
             await stop.wait()
             log.info("stopping", drain_timeout_s=_DRAIN_TIMEOUT_S)
@@ -144,6 +155,39 @@ async def _run_smtp(
         await server.wait_closed()
         await pool.close()
         log.info("drained", front_end="smtp")
+
+
+async def _run_workers(settings: config_module.Settings, count: int, stop: asyncio.Event) -> None:
+    """Keep `count` extra SMTP worker processes running; on stop, SIGTERM and wait for them."""
+    log = logs.get_logger("daemon")
+    command = [sys.executable, "-m", "filterd", "serve", "--config", str(settings.path),
+               "--worker", "smtp"]  # fmt: skip
+    workers: list[asyncio.subprocess.Process] = []
+    for _ in range(count):
+        workers.append(await asyncio.create_subprocess_exec(*command))
+    log.info("workers_started", front_end="smtp", pids=[w.pid for w in workers])
+    while not stop.is_set():
+        waits = [asyncio.ensure_future(w.wait()) for w in workers]
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([*waits, stopping], return_when=asyncio.FIRST_COMPLETED)
+        for future in [*waits, stopping]:
+            future.cancel()
+        for index, process in enumerate(workers):
+            if process.returncode is not None and not stop.is_set():
+                log.error("worker_died", pid=process.pid, code=process.returncode)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)  # back off before a restart
+                if not stop.is_set():
+                    workers[index] = await asyncio.create_subprocess_exec(*command)
+    for process in workers:
+        if process.returncode is None:
+            process.terminate()
+    for process in workers:
+        try:
+            await asyncio.wait_for(process.wait(), _DRAIN_TIMEOUT_S + 5)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 async def _supervise(runtime: Runtime, stop: asyncio.Event) -> None:

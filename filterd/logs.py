@@ -52,3 +52,8 @@ def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A logger bound to a component name."""
     logger: structlog.stdlib.BoundLogger = structlog.get_logger(component=name)
     return logger
+
+
+def bind(**values: object) -> None:
+    """Add key/values to every later log line of this process (or task)."""
+    structlog.contextvars.bind_contextvars(**values)

