@@ -140,38 +140,58 @@ class PolicyParser:
         return requests
 
     def _parse(self, buffer: bytes, requests: list[dict[str, str]]) -> bytes:
-        """Complete requests into `requests`; return the unfinished rest."""
-        start = 0
-        while (end := buffer.find(b"\n", start)) >= 0:
-            line = buffer[start:end]
-            start = end + 1
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                requests.append(self._attributes)
-                self._attributes = {}
-                self._lines = 0
-                continue
-            self._line(line)
-        rest = buffer[start:]
-        # One byte of slack: the line may yet end in "\r\n".
-        if len(rest) > self._max_line + 1:
+        """Complete requests into `requests`; return the unfinished rest.
+
+        The complete lines are split and decoded in one go (newline and `=` are
+        ASCII, so they never fall inside a UTF-8 or surrogate-escaped character).
+        """
+        end = buffer.rfind(b"\n")
+        rest = buffer[end + 1 :]
+        # One byte of slack: the unfinished line may yet end in "\r\n".
+        rest_too_long = len(rest) > self._max_line + 1
+        if end >= 0:
+            complete = buffer[:end]
+            lines = complete.decode("utf-8", "surrogateescape").split("\n")
+            overlong = self._first_overlong(complete)
+            self._lines_of(lines if overlong < 0 else lines[:overlong], requests)
+            if overlong >= 0:
+                rest_too_long = True
+        if rest_too_long:
             raise PolicyProtocolError(f"a line longer than {self._max_line} bytes")
         return rest
 
-    def _line(self, line: bytes) -> None:
-        if len(line) > self._max_line:
-            raise PolicyProtocolError(f"a line longer than {self._max_line} bytes")
-        name, sep, value = line.partition(b"=")
-        if not sep:
-            raise PolicyProtocolError("a line without '='")
-        if not name:
-            raise PolicyProtocolError("an attribute without a name")
-        self._lines += 1
-        if self._lines > self._max_attributes:
-            raise PolicyProtocolError(f"more than {self._max_attributes} attributes in one request")
-        text = name.decode("utf-8", "surrogateescape")
-        self._attributes[text] = value.decode("utf-8", "surrogateescape")
+    def _first_overlong(self, complete: bytes) -> int:
+        """Index of the first line over the limit (a final CR not counted), or -1."""
+        raw = complete.split(b"\n")
+        if max(map(len, raw)) <= self._max_line:
+            return -1
+        for index, line in enumerate(raw):
+            if len(line) - line.endswith(b"\r") > self._max_line:
+                return index
+        return -1
+
+    def _lines_of(self, lines: list[str], requests: list[dict[str, str]]) -> None:
+        """Apply complete lines (decoded, without newline) in order."""
+        attributes, count, limit = self._attributes, self._lines, self._max_attributes
+        try:
+            for line in lines:
+                if line.endswith("\r"):
+                    line = line[:-1]  # noqa: PLW2901 - the line without its CR
+                if not line:
+                    requests.append(attributes)
+                    attributes, count = {}, 0
+                    continue
+                name, sep, value = line.partition("=")
+                if not sep:
+                    raise PolicyProtocolError("a line without '='")
+                if not name:
+                    raise PolicyProtocolError("an attribute without a name")
+                count += 1
+                if count > limit:
+                    raise PolicyProtocolError(f"more than {limit} attributes in one request")
+                attributes[name] = value
+        finally:
+            self._attributes, self._lines = attributes, count
 
 
 _UNSAFE = dict.fromkeys((*range(32), 127), "?")

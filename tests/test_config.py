@@ -337,7 +337,7 @@ BAD_VALUES = [
         "http.public_url",
         id="http-public-url",
     ),
-    pytest.param('[policy]\nlisten = "127.0.0.1:0"\n', "policy.listen", id="policy-port-0"),
+    pytest.param('[policy]\nlisten = "127.0.0.1:70000"\n', "policy.listen", id="policy-port-range"),
     pytest.param("smtp = 5\n", "smtp", id="section-not-a-table"),
 ]
 
@@ -445,3 +445,23 @@ def test_default_path_ignores_process_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("FILTERD_CONFIG", "/srv/from-os-environ.toml")
     monkeypatch.setattr(Path, "exists", lambda self: False)
     assert config.default_path(None, {}) == Path("config/filterd.toml")
+
+
+def test_listen_port_0_means_any_free_port(tmp_path: Path) -> None:
+    """A listen port of 0 is allowed (the OS picks one; filterd logs it); an upstream's is not."""
+    settings = config.parse(
+        {"smtp": {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:25"}}, tmp_path / "f.toml"
+    )
+    assert settings.smtp is not None
+    assert settings.smtp.listen == ("127.0.0.1", 0)
+    with pytest.raises(ConfigError, match=r"smtp\.upstream"):
+        config.parse({"smtp": {"listen": "127.0.0.1:0", "upstream": "127.0.0.1:0"}}, tmp_path / "f")
+
+
+def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
+    """smtp.workers > 1 shares one port, so port 0 is refused; 1-64 workers are accepted."""
+    base = {"listen": "127.0.0.1:2525", "upstream": "127.0.0.1:25"}
+    assert config.parse({"smtp": {**base, "workers": 4}}, tmp_path / "f").smtp.workers == 4  # type: ignore[union-attr]
+    for bad in ({**base, "workers": 0}, {**base, "listen": "127.0.0.1:0", "workers": 2}):
+        with pytest.raises(ConfigError, match=r"smtp\.workers"):
+            config.parse({"smtp": bad}, tmp_path / "f")

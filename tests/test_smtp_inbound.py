@@ -57,7 +57,7 @@ class Relay:
         client.ehlo("tool.test")
         return client
 
-    def login(self, user: str = "newsletter", password: str = "pw-news") -> smtplib.SMTP:
+    def login(self, user: str = "newsletter", password: str = "pw-news") -> smtplib.SMTP:  # noqa: S107
         """A client logged in with AUTH."""
         client = self.smtp()
         client.login(user, password)
@@ -390,8 +390,10 @@ def test_smuggling_attempt_stays_one_message(relay: Relay) -> None:
         assert command(b"MAIL FROM:<shop@acme.test>").startswith(b"250")
         assert command(b"RCPT TO:<jane@example.com>").startswith(b"250")
         assert command(b"DATA").startswith(b"354")
-        smuggled = (b"Subject: one\r\n\r\nhello\n.\r\nMAIL FROM:<x@acme.test>\r\n"
-                    b"RCPT TO:<bob@example.com>\r\nDATA\r\nSubject: two\r\n\r\nevil\r\n")  # fmt: skip
+        smuggled = (
+            b"Subject: one\r\n\r\nhello\n.\r\nMAIL FROM:<x@acme.test>\r\n"
+            b"RCPT TO:<bob@example.com>\r\nDATA\r\nSubject: two\r\n\r\nevil\r\n"
+        )
         assert command(smuggled + b".").startswith(b"250")
         command(b"QUIT")
     assert len(relay.sink.handler.messages) == 1

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 from email.header import decode_header, make_header
-from email.parser import BytesHeaderParser
+from email.message import Message
+from email.parser import HeaderParser
 from email.policy import compat32
 
 _SUBJECT_AD = re.compile(r"^[\s\[【(（<«]*(?:广告|廣告|AD(?![A-Za-z]))")
@@ -26,7 +27,7 @@ def header_block(message: bytes) -> bytes:
 
 def commercial_signals(message: bytes) -> list[str]:
     """The names of the commercial signals found in the header; empty when none."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(message))
+    headers = _headers(message)
     found = [name for name in ("List-Unsubscribe", "List-Id", "Feedback-ID") if name in headers]
     precedence = {value.strip().lower() for value in headers.get_all("Precedence", [])}
     if precedence & {"bulk", "list"}:
@@ -39,11 +40,17 @@ def commercial_signals(message: bytes) -> list[str]:
 
 def is_dkim_signed(message: bytes) -> bool:
     """True when the header carries a DKIM-Signature (its headers must not be rewritten)."""
-    headers = BytesHeaderParser(policy=compat32).parsebytes(header_block(message))
-    return "DKIM-Signature" in headers
+    return "DKIM-Signature" in _headers(message)
+
+
+def _headers(message: bytes) -> Message:
+    """The header fields; raw 8-bit (SMTPUTF8) text is read as UTF-8."""
+    text = header_block(message).decode("utf-8", "replace")
+    return HeaderParser(policy=compat32).parsestr(text)
 
 
 def _decoded(value: str) -> str:
+    """RFC 2047 encoded words decoded."""
     try:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):

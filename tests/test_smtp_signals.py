@@ -1,0 +1,61 @@
+"""Commercial signals in a message header (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from filterd.smtp.signals import commercial_signals, header_block, is_dkim_signed
+
+BODY = b"\r\n\r\nList-Unsubscribe: in the body does not count\r\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"List-Unsubscribe: <mailto:u@x.test>", ["List-Unsubscribe"]),
+        (b"list-id: News <news.x.test>", ["List-Id"]),
+        (b"Feedback-ID: 1:camp:acme", ["Feedback-ID"]),
+        (b"Precedence: bulk", ["Precedence"]),
+        (b"Precedence:  List ", ["Precedence"]),
+        (b"Precedence: junk", []),
+        (b"Subject: AD: spring sale", ["Subject"]),
+        (b"Subject: [AD] spring sale", ["Subject"]),
+        (b"Subject: ADVICE for you", []),
+        (b"Subject: ad lower case", []),
+        ("Subject: 广告：春季促销".encode(), ["Subject"]),
+        ("Subject: 【广告】春季促销".encode(), ["Subject"]),
+        (b"Subject: =?UTF-8?B?5bm/5ZGK77ya5aSn5L+D?=", ["Subject"]),
+        (b"Subject: your receipt", []),
+    ],
+)
+def test_signals(header: bytes, expected: list[str]) -> None:
+    """Each signal of SPEC §4 is found (case-insensitive names, encoded subjects decoded);
+    look-alikes are not."""
+    assert commercial_signals(b"From: a@x.test\r\n" + header + BODY) == expected
+
+
+def test_signals_only_in_header() -> None:
+    """A signal-like line in the body is not a signal."""
+    assert commercial_signals(b"Subject: hi\r\n" + BODY) == []
+
+
+def test_dkim_signed() -> None:
+    """A DKIM-Signature header marks the message as signed."""
+    assert is_dkim_signed(b"DKIM-Signature: v=1; d=x.test\r\nSubject: s\r\n\r\nb")
+    assert not is_dkim_signed(b"Subject: s\r\n\r\nDKIM-Signature: in body")
+
+
+def test_header_block_bare_lf() -> None:
+    """The header ends at the first empty line, CRLF or LF."""
+    assert header_block(b"A: 1\nB: 2\n\nbody") == b"A: 1\nB: 2"
+    assert header_block(b"A: 1\r\n\r\nbody") == b"A: 1"
+
+
+@given(st.binary(max_size=2000))
+def test_any_bytes_never_crash(message: bytes) -> None:
+    """Arbitrary bytes give a list of known signal names, never an exception."""
+    assert set(commercial_signals(message)) <= {
+        "List-Unsubscribe", "List-Id", "Feedback-ID", "Precedence", "Subject",
+    }  # fmt: skip
