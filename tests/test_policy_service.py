@@ -236,6 +236,25 @@ def test_parser_fuzz_invariant(data: bytes, cuts: list[int]) -> None:
         assert split_requests == whole_requests
 
 
+NAMES = st.text(
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="=\n\r"),
+    min_size=1,
+    max_size=30,
+)
+VALUES = st.text(
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"), max_size=60
+).filter(lambda v: not v.endswith("\r"))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.dictionaries(NAMES, VALUES, max_size=40), max_size=5))
+def test_parser_round_trip(requests: list[dict[str, str]]) -> None:
+    """Requests written in the wire format (UTF-8, any characters but newline in values,
+    '=' allowed there) parse back to exactly the same attributes."""
+    wire = b"".join(b"".join(f"{k}={v}\n".encode() for k, v in r.items()) + b"\n" for r in requests)
+    assert PolicyParser(max_line=10_000).feed(wire) == requests
+
+
 # ---- a real server against a real registry ----------------------------------------------
 
 

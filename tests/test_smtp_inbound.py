@@ -12,6 +12,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -422,3 +423,65 @@ def test_sigterm_finishes_open_transaction(relay: Relay) -> None:
     relay.process.wait(30)
     assert relay.process.returncode == 0
     assert len(relay.sink.handler.messages) == 1
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the STARTTLS listener (openssl CLI)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=filterd.test", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_starttls_required_before_auth(server_pool: ServerPool) -> None:
+    """With TLS configured: no AUTH offered before STARTTLS, MAIL refused before it;
+    after STARTTLS, AUTH works and mail flows."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="tls", dir="/tmp"))
+    sink = SinkServer().start()
+    cert, key = make_certificate(home)
+    config = write_config(
+        home, registry_server.url, sink.port, f'tls_cert = "{cert}"\ntls_key = "{key}"'
+    )
+    process, reader, port = start_filterd(config)
+    relay = Relay(process, reader, port, sink, registry_server, home)
+    try:
+        relay.record("jane@example.com", Kind.CONSENT)
+        client = relay.smtp()
+        assert client.has_extn("starttls")
+        assert not client.has_extn("auth")
+        assert client.mail("shop@acme.test")[0] == 530
+        client.rset()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        client.starttls(context=context)
+        client.ehlo("tool.test")
+        assert client.has_extn("auth")
+        client.login("newsletter", "pw-news")
+        assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+        client.quit()
+        assert len(sink.handler.messages) == 1
+    finally:
+        assert stop_filterd(process) == 0
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_smtputf8_recipient(relay: Relay) -> None:
+    """An internationalised recipient (SMTPUTF8, IDNA domain) is decided on its canonical form
+    and relayed with SMTPUTF8."""
+    relay.record("用户@例子.广告", Kind.CONSENT)
+    client = relay.login()
+    assert client.mail("shop@acme.test", ["SMTPUTF8"])[0] == 250
+    client.command_encoding = "utf-8"
+    assert client.rcpt("用户@例子.广告")[0] == 250
+    assert client.data(MESSAGE)[0] == 250
+    client.quit()
+    assert relay.sink.handler.messages[0][1] == ["用户@例子.广告"]
