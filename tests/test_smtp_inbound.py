@@ -485,3 +485,26 @@ def test_smtputf8_recipient(relay: Relay) -> None:
     assert client.data(MESSAGE)[0] == 250
     client.quit()
     assert relay.sink.handler.messages[0][1] == ["用户@例子.广告"]
+
+
+def test_client_disconnect_mid_data_relays_nothing(relay: Relay) -> None:
+    """A client that drops mid-DATA gets nothing relayed (nothing was acknowledged), and the
+    next client's message goes through normally."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=30) as sock:
+        reader = sock.makefile("rb")
+        reader.readline()
+        for line in (b"EHLO tool.test", b"AUTH PLAIN AG5ld3NsZXR0ZXIAcHctbmV3cw==",
+                     b"MAIL FROM:<shop@acme.test>", b"RCPT TO:<jane@example.com>", b"DATA"):  # fmt: skip
+            sock.sendall(line + b"\r\n")
+            reply = reader.readline()
+            while reply[3:4] == b"-":
+                reply = reader.readline()
+            assert reply[:1] in (b"2", b"3"), reply
+        sock.sendall(b"Subject: cut\r\n\r\nhalf a message")
+        reader.close()
+    client = relay.login()
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    client.quit()
+    assert len(relay.sink.handler.messages) == 1
+    assert b"half a message" not in relay.sink.handler.messages[0][2]

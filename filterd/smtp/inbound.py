@@ -232,9 +232,14 @@ class RelayHandler:
                     refusal = await self._upgrade(relay, envelope, account, signals)
                     if refusal is not None:
                         return refusal
-            if relay.upstream is None:
+            upstream = relay.upstream
+            if upstream is None:
                 return "451 4.3.0 no open upstream transaction, try again"
-            reply = await relay.upstream.data(content)
+            try:
+                reply = await upstream.data(content)
+            except BaseException:
+                upstream.close()  # interrupted mid-DATA: never reuse this connection
+                raise
         finally:
             await self._end_transaction(relay, reset=False)
         log.info("relayed" if reply.ok else "upstream_refused_message",
@@ -302,9 +307,11 @@ class RelayHandler:
         self._ended.set()
 
     def abandon(self, relay: RelayState) -> None:
-        """The client went away: end its transaction in the background."""
+        """The client went away, perhaps mid-command: close its upstream connection
+        (its state is unknown, so it is not reused) and end the transaction."""
         if relay.upstream is None:
             return
+        relay.upstream.close()
         with contextlib.suppress(RuntimeError):  # no running loop: nothing to clean
             task = asyncio.get_running_loop().create_task(self._end_transaction(relay))
             self._cleanups.add(task)
