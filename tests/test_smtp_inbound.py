@@ -494,8 +494,14 @@ def test_client_disconnect_mid_data_relays_nothing(relay: Relay) -> None:
     with socket.create_connection(("127.0.0.1", relay.port), timeout=30) as sock:
         reader = sock.makefile("rb")
         reader.readline()
-        for line in (b"EHLO tool.test", b"AUTH PLAIN AG5ld3NsZXR0ZXIAcHctbmV3cw==",
-                     b"MAIL FROM:<shop@acme.test>", b"RCPT TO:<jane@example.com>", b"DATA"):  # fmt: skip
+        commands = [
+            b"EHLO tool.test",
+            b"AUTH PLAIN AG5ld3NsZXR0ZXIAcHctbmV3cw==",
+            b"MAIL FROM:<shop@acme.test>",
+            b"RCPT TO:<jane@example.com>",
+            b"DATA",
+        ]
+        for line in commands:
             sock.sendall(line + b"\r\n")
             reply = reader.readline()
             while reply[3:4] == b"-":
