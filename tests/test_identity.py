@@ -75,7 +75,14 @@ def test_id_depends_only_on_canonical_text() -> None:
     )
 
 
-@given(st.lists(st.text(min_size=1, max_size=40), min_size=2, max_size=20, unique=True))
+@given(
+    st.lists(
+        st.text(st.characters(codec="utf-8"), min_size=1, max_size=40),
+        min_size=2,
+        max_size=20,
+        unique=True,
+    )
+)
 @settings(max_examples=50)
 def test_distinct_addresses_get_distinct_ids(texts: list[str]) -> None:
     """Distinct canonical texts hash to distinct 10-byte ids."""

@@ -194,7 +194,7 @@ def test_decoded_values_repack_to_the_same_bytes(value: bytes) -> None:
         assert b"".join(pack(r) for r in decoded) == value
 
 
-TEXT = st.text(st.characters(exclude_characters="\x00"), max_size=40)
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 
 
 @given(st.one_of(st.none(), TEXT), st.one_of(st.none(), TEXT))
@@ -213,6 +213,15 @@ def test_side_values() -> None:
     assert pack_side(None, "m1") == b"\x00m1"
     assert pack_side(None, None) == b""
     assert pack_side("", "") == b""
+
+
+@pytest.mark.parametrize(("evidence", "message_id"), [("\udcff", None), (None, "m\ud800")])
+def test_side_with_unencodable_text_is_refused(
+    evidence: str | None, message_id: str | None
+) -> None:
+    """Text that is not valid UTF-8 (a lone surrogate) is refused with a ValueError."""
+    with pytest.raises(ValueError, match="surrogates not allowed"):
+        pack_side(evidence, message_id)
 
 
 @pytest.mark.parametrize("value", [None, b""])
