@@ -19,7 +19,7 @@ class AccountBook:
     """Look-ups over the configured `[[smtp.accounts]]`."""
 
     def __init__(self, accounts: Sequence[SmtpAccount]) -> None:
-        self._by_name = {a.username: a for a in accounts if a.password}
+        self._by_name = {a.username: a for a in accounts}
         networks = [(net, a) for a in accounts for net in a.networks]
         # most specific first: a /32 beats the /24 around it
         self._networks = sorted(networks, key=lambda item: -item[0].prefixlen)
@@ -27,12 +27,16 @@ class AccountBook:
     def authenticate(self, username: str, password: str) -> SmtpAccount | None:
         """The account whose login this is, or None (wrong name or password)."""
         account = self._by_name.get(username)
-        expected = account.password if account is not None else "\x00" * len(password)
-        ok = hmac.compare_digest((expected or "").encode(), password.encode())
-        return account if account is not None and ok else None
+        expected = account.password if account is not None else None
+        # compare even for an unknown user, so timing does not tell which names exist
+        ok = hmac.compare_digest(
+            (expected or "\x00").encode("utf-8", "surrogateescape"),
+            password.encode("utf-8", "surrogateescape"),
+        )
+        return account if account is not None and expected and ok else None
 
     def by_username(self, username: str) -> SmtpAccount | None:
-        """The account with this login name (Postfix has already checked the password)."""
+        """The account with this login name, password or not (Postfix has checked it)."""
         return self._by_name.get(username)
 
     def by_address(self, address: str) -> SmtpAccount | None:

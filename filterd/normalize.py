@@ -57,7 +57,11 @@ def normalize_email(raw: str) -> str:
     local, sep, domain = text.rpartition("@")
     if not sep or not local:
         raise InvalidAddress(raw, "an email address needs a local part and a domain")
-    if len(local.encode()) > 64:
+    try:
+        local_octets = len(local.encode())
+    except UnicodeEncodeError:
+        raise InvalidAddress(raw, "the address is not valid UTF-8 text") from None
+    if local_octets > 64:
         raise InvalidAddress(raw, "the local part is longer than 64 octets")
     if _LOCAL_FORBIDDEN.search(local) or local.startswith(".") or local.endswith("."):
         raise InvalidAddress(raw, "the local part has a character that needs quoting")
@@ -74,10 +78,13 @@ def _domain_to_ascii(raw: str, domain: str) -> str:
     name = domain.rstrip(".").lower()
     if not name or name.startswith("["):
         raise InvalidAddress(raw, "the domain must be a host name")
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidAddress(raw, f"the domain is not a valid IDNA name ({exc})") from None
+    if name.isascii():
+        ascii_name = name  # IDNA leaves ASCII labels as they are; checked below
+    else:
+        try:
+            ascii_name = name.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidAddress(raw, f"the domain is not a valid IDNA name ({exc})") from None
     labels = ascii_name.split(".")
     if len(labels) < 2:
         raise InvalidAddress(raw, "the domain needs at least two labels")

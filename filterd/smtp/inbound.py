@@ -31,7 +31,7 @@ from filterd.accounts import AccountBook
 from filterd.config import SmtpAccount, SmtpSettings
 from filterd.errors import InvalidAddress
 from filterd.logs import get_logger
-from filterd.model import Action, Address, Channel, MessageClass
+from filterd.model import Action, Address, MessageClass
 from filterd.normalize import mask, normalize
 from filterd.service import Service
 from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
@@ -173,12 +173,12 @@ class RelayHandler:
             return replies.AUTH_REQUIRED
         if len(envelope.rcpt_tos) >= self.settings.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
+        if "@" not in address:
+            return replies.BAD_ADDRESS.format(address=address, reason="not an email address")
         try:
             recipient = normalize(address, self.default_region)
         except InvalidAddress as exc:
             return replies.BAD_ADDRESS.format(address=address, reason=exc.reason)
-        if recipient.channel is not Channel.EMAIL:
-            return replies.BAD_ADDRESS.format(address=address, reason="not an email address")
         if account.stream is MessageClass.COMMERCIAL:
             decisions = await self.service.screen(
                 account.sender,
