@@ -17,6 +17,7 @@ from filterd.model import MAX_EVIDENCE_BYTES, Address, BulkRow, Channel, Kind
 from filterd.normalize import normalize, scrub
 
 _FUTURE_SLACK_MS = 86_400_000
+_LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,10 @@ def _optional_cells(
     if len(row) > 2 and row[2].strip():
         source = scrub(row[2].strip(), address) or spec.source
     evidence = row[3].strip() if len(row) > 3 else ""
-    if len(evidence.encode()) > MAX_EVIDENCE_BYTES:
+    if len(evidence.encode("utf-8", "surrogateescape")) > MAX_EVIDENCE_BYTES:
         raise ValueError(f"evidence is longer than {MAX_EVIDENCE_BYTES} bytes")
+    if "\x00" in evidence or "\x00" in source:
+        raise ValueError("evidence or source contains a NUL character")
     return at_ms, source, scrub(evidence, address) or None
 
 
@@ -126,9 +129,15 @@ def parse_time(text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        if text.replace(".", "", 1).isdigit():
-            return int(float(text) * 1000)
+        if text.replace(".", "", 1).isdigit() and text.isascii():
+            return _in_range(text, int(float(text) * 1000))
         raise ValueError(f"created_at {text!r} is not ISO 8601 or Unix seconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
+    return _in_range(text, int(moment.timestamp() * 1000))
+
+
+def _in_range(text: str, ms: int) -> int:
+    if not 0 <= ms <= _LATEST_MS:
+        raise ValueError(f"created_at {text!r} is before 1970 or too far in the future")
+    return ms

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 
+import idna
 import phonenumbers
 from phonenumbers import PhoneMetadata
 
@@ -82,8 +84,8 @@ def _domain_to_ascii(raw: str, domain: str) -> str:
         ascii_name = name  # IDNA leaves ASCII labels as they are; checked below
     else:
         try:
-            ascii_name = name.encode("idna").decode("ascii")
-        except UnicodeError as exc:
+            ascii_name = idna.encode(name, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError) as exc:
             raise InvalidAddress(raw, f"the domain is not a valid IDNA name ({exc})") from None
     labels = ascii_name.split(".")
     if len(labels) < 2:
@@ -94,8 +96,11 @@ def _domain_to_ascii(raw: str, domain: str) -> str:
 
 
 def normalize_phone(raw: str, default_region: str | None) -> str:
-    """E.164 for `raw`; national numbers need `default_region`."""
+    """E.164 for `raw`; national numbers need `default_region`. Full-width digits
+    and plus signs (as typed on Chinese keyboards) are read as ASCII."""
     text = raw.strip()
+    if not text.isascii():
+        text = unicodedata.normalize("NFKC", text).strip()
     if _E164.match(text) and _fast_valid_e164(text):
         return text
     if not text or not _PHONE_CHARS.match(text):
@@ -196,27 +201,59 @@ def _country_rules(code: str) -> tuple[_RegionRule, ...]:
 
 
 def mask(canonical: str) -> str:
-    """A log-safe form: `+86138****8000`, `j***@example.com`."""
+    """A log-safe form: `+86138****8000`, `j***@example.com`.
+
+    Phone numbers keep at most the country code and a few leading digits and
+    the last 2-4 digits, hiding at least 4; the mask never equals the address.
+    """
     if "@" in canonical:
         local, _, domain = canonical.rpartition("@")
-        return f"{local[:1]}***@{domain}"
-    if len(canonical) >= 11:
-        return f"{canonical[:6]}****{canonical[-4:]}"
-    return f"{canonical[:3]}****{canonical[-2:]}"
+        if not local.strip("*"):
+            return f"?@{domain}"  # a local part of stars would hide inside any mask
+        first = local[:1] if len(local) > 1 and local[:1] not in "*?" else "?"
+        masked = f"{first}***@{domain}"
+        if masked == canonical:
+            masked = f"{first}{'*' * (len(local) + 1)}@{domain}"
+        return masked
+    digits = canonical.lstrip("+")
+    tail = 4 if len(digits) >= 12 else 2
+    head = max(0, min(5, len(digits) - tail - 4))
+    hidden = len(digits) - head - tail
+    return f"+{digits[:head]}{'*' * hidden}{digits[len(digits) - tail :]}"
+
+
+_DIGIT_RUN = re.compile(r"\+?[0-9][0-9 ().\-]{4,}[0-9]")
+
+
+def scrub(text: str | None, address: Address) -> str | None:
+    """`text` with the consumer's own address masked (no raw address is stored).
+
+    An email is found in any letter case; a phone number in E.164 or national
+    form, with or without separators.
+    """
+    if not text:
+        return text
+    masked = mask(address.canonical)
+    if address.channel is Channel.EMAIL:
+        return re.sub(re.escape(address.canonical), masked, text, flags=re.IGNORECASE)
+    national = _national_number(address.canonical)
+
+    def replace(match: re.Match[str]) -> str:
+        digits = re.sub(r"[^0-9]", "", match.group(0))
+        return masked if digits.endswith(national) else match.group(0)
+
+    return _DIGIT_RUN.sub(replace, text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _national_number(canonical: str) -> str:
+    """The national significant number of an E.164 number (digits after the country code)."""
+    try:
+        return str(phonenumbers.national_significant_number(phonenumbers.parse(canonical, None)))
+    except phonenumbers.NumberParseException:
+        return canonical.lstrip("+")
 
 
 def is_region(code: str) -> bool:
     """True when `code` is a region phonenumbers knows (e.g. CN, US, GB)."""
     return code in phonenumbers.SUPPORTED_REGIONS
-
-
-def scrub(text: str | None, address: Address) -> str | None:
-    """`text` with the consumer's own address masked (no raw address is stored)."""
-    if not text:
-        return text
-    cleaned = text.replace(address.canonical, mask(address.canonical))
-    if address.channel is Channel.SMS:
-        national = address.canonical[3:]
-        if len(national) >= 6:
-            cleaned = cleaned.replace(national, mask(address.canonical))
-    return cleaned

@@ -28,6 +28,7 @@ BASE_LEN = 12
 REQUEST_LEN = 18
 MAX_ID = (1 << 24) - 1
 MAX_SOURCE_ID = (1 << 16) - 1
+MAX_TIME_MS = (1 << 48) - 1
 MAX_SIDE_BYTES = 8192
 """Evidence plus message id, encoded: longer text is refused at the edges."""
 
@@ -56,6 +57,9 @@ def pack(record: Record) -> bytes:
         raise ValueError(f"sender id {record.scope_id} out of range")
     if not 0 < record.source_id <= MAX_SOURCE_ID:
         raise ValueError(f"source id {record.source_id} out of range")
+    for name, ms in (("time", record.at_ms), ("expiry", record.expires_ms)):
+        if ms is not None and not 0 <= ms <= MAX_TIME_MS:
+            raise ValueError(f"{name} {ms} out of range (1970 to year 10889)")
     out = record.slot + record.at_ms.to_bytes(6, "big") + record.source_id.to_bytes(2, "big")
     if record.kind is Kind.REQUEST:
         if record.expires_ms is None:
@@ -93,9 +97,11 @@ def unpack(value: bytes) -> list[Record]:
 
 
 def pack_side(evidence: str | None, message_id: str | None) -> bytes:
-    """The side-table value; empty when there is nothing to keep."""
+    """The side-table value; empty when there is nothing to keep. NUL is refused."""
     if not evidence and not message_id:
         return b""
+    if "\x00" in (evidence or "") or "\x00" in (message_id or ""):
+        raise ValueError("evidence and message id cannot contain NUL")
     return (evidence or "").encode() + b"\x00" + (message_id or "").encode()
 
 

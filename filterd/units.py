@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd])\s*$", re.ASCII)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE)
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KB|MB|GB|KIB|MIB|GIB)?\s*$", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {
     "B": 1,
     "KB": 1000,
@@ -37,6 +37,8 @@ def parse_duration(text: str) -> int:
 
 def parse_size(text: str | int) -> int:
     """Return the size `text` (`25MB`, `64KiB`, `1000`) in bytes."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a size")  # noqa: TRY004 - callers expect ValueError
     if isinstance(text, int):
         if text <= 0:
             raise ValueError(f"{text!r} is not a positive size")
@@ -56,10 +58,12 @@ def parse_endpoint(text: str, *, any_port: bool = False) -> tuple[str, int]:
     With `any_port`, port 0 (a free port chosen by the OS) is allowed.
     """
     host, sep, port_text = text.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not (port_text.isascii() and port_text.isdecimal()):
         raise ValueError(f"{text!r} is not host:port")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
+        if not host:
+            raise ValueError(f"{text!r} has an empty host")
     elif ":" in host:
         raise ValueError(f"{text!r}: write an IPv6 address as [addr]:port")
     port = int(port_text)

@@ -153,18 +153,12 @@ def test_parsers_fuzz_only_value_error(text: str) -> None:
             parser(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: str.isdigit() accepts '²', then int() raises a ValueError that does "
-    "not name the endpoint",
-)
 def test_superscript_port_error_names_the_endpoint() -> None:
     """A port written with a non-decimal digit ('²') is rejected naming the endpoint."""
     with pytest.raises(ValueError, match=re.escape("'host:²'")):
         parse_endpoint("host:²")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: '[]:25' yields an empty host ('', 25)")
 def test_empty_bracketed_host_is_rejected() -> None:
     """'[]:port' has no host and is rejected."""
     with pytest.raises(ValueError, match=re.escape("'[]:25'")):
