@@ -127,7 +127,7 @@ TARGET_ADDED_P99_MS = 5.0
 TARGET_WORKERS = 1.6
 SIDES = ("commercial", "reference", "commercial-w2")
 FILTERD = str(Path(sys.executable).parent / "filterd")
-_MESG = re.compile(rb"mesg=(\d+)\r")
+_COUNTERS = re.compile(rb"sess=(\d+) quit=\d+ mesg=(\d+)\r")
 _RCPT_ARG = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
 _TICKS = os.sysconf("SC_CLK_TCK")
 _STARTED = time.monotonic()
@@ -341,12 +341,16 @@ class Sink:
         _wait_banner(port, child, "smtp-sink")
         return cls(port, output, child, dump_path)
 
-    def messages(self) -> int:
-        """The sink's message counter (the last `mesg=N` of -c; 0 before any message)."""
+    def counters(self) -> tuple[int, int]:
+        """The last (sessions ended, messages) that -c printed; (0, 0) before any."""
         with self.output.open("rb") as f:
             f.seek(max(0, self.output.stat().st_size - 512))
-            found = _MESG.findall(f.read())
-        return int(found[-1]) if found else 0
+            found = _COUNTERS.findall(f.read())
+        return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
+
+    def messages(self) -> int:
+        """The sink's message counter."""
+        return self.counters()[1]
 
     def wait_for(self, expected: int, timeout: float = 10.0) -> int:
         """The counter once it reaches `expected` (or whatever it is after `timeout`)."""
@@ -563,6 +567,7 @@ class Throughput:
     log_bytes: int = 0
     merged_lines: int = 0
     by_pid: dict[int, int] = field(default_factory=dict)
+    upstream_sessions: int = 0
 
     @property
     def rate(self) -> float:
@@ -610,7 +615,7 @@ def run_source(
     port = bench.sink.port if relay is None else relay.port
     command = source_command(port, bench.sessions, messages, rcpts)
     name = relay.name if relay else "sink"
-    before = bench.sink.messages()
+    sessions_before, before = bench.sink.counters()
     meter = Meter(bench, relay)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, timeout=max(300, messages), check=False)
@@ -635,6 +640,7 @@ def run_source(
         into.merged_lines += tally.merged_lines
         for pid, count in tally.by_pid.items():
             into.by_pid[pid] = into.by_pid.get(pid, 0) + count
+    into.upstream_sessions += bench.sink.counters()[0] - sessions_before
     into.messages += messages
     into.seconds += seconds
     into.usage.add(usage)
@@ -954,6 +960,7 @@ def diagnostics(bench: Bench, res: Results) -> list[str]:
                 f"{u.registry * 1e6 / run.messages:,.0f} (filterd {u.relay / u.wall:.2f} cores "
                 f"busy); log {run.log_bytes / run.messages:,.0f} B/msg"
             )
+        text += f"; smtp-sink sessions ended {run.upstream_sessions:,}"
         if len(run.by_pid) > 1:
             split = " / ".join(f"{n:,}" for n in sorted(run.by_pid.values(), reverse=True))
             text += f"; messages per process {split}"
@@ -1080,6 +1087,20 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: Cleanup) -> B
     return bench
 
 
+def stop_relays(bench: Bench) -> None:
+    """SIGTERM each relay; note its exit code, drain time and any worker left running."""
+    for relay in bench.relays.values():
+        started = time.perf_counter()
+        code = Cleanup.stop(relay.process)
+        seconds = time.perf_counter() - started
+        left = [p for p in relay.worker_pids if Path(f"/proc/{p}").exists()]
+        ok = code == 0 and not left
+        bench.notes.append(
+            f"- {_mark(ok)} `filterd serve` {relay.name}: SIGTERM → exit {code} in {seconds:.2f} s"
+            + (f"; worker processes still there: {left}" if left else "")
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every phase, print the report on stdout, clean up whatever happens."""
     raw_argv = list(sys.argv[1:] if argv is None else argv)
@@ -1099,6 +1120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = Results()
         phase_throughput(bench, args.rounds, res)
         phase_latency(bench, args.rounds, args.seconds, res)
+        stop_relays(bench)
         table = build_table(bench, res, args.rounds)
         command = shlex.join([os.path.relpath(sys.executable), "bench/smtp.py", *raw_argv])
         port = bench.relays["commercial"].port

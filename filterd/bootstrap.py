@@ -25,6 +25,7 @@ class Runtime:
     async def close(self) -> None:
         """Close connections; leave the embedded server (if last user, it stops)."""
         try:
+            await self.service.close()
             await self.registry.close()
         finally:
             if self.embedded is not None:

@@ -172,7 +172,7 @@ class RedisRegistry:
         key_list = [keys.SENDERS] + [keys.facts_key(c, self._bits) for c in consumers]
         args = [sender] + [keys.consumer_field(c) for c in consumers]
         try:
-            replies = (await self._run(lambda pipe: self._queue(pipe, "lookup", key_list, args)))[0]
+            replies = await self._evalsha("lookup", key_list, args)
         except (RedisError, OSError) as exc:
             raise RegistryUnavailable(f"registry read failed: {exc}") from exc
         sender_id = int(replies[0]) if replies[0] else -1
@@ -184,6 +184,16 @@ class RedisRegistry:
             records = [r for r in _decode(_as_bytes(value)) if r.scope_id in scopes]
             out.append([await self._fact(r, scopes) for r in records])
         return out
+
+    async def _evalsha(self, name: str, key_list: Sequence[str], args: Sequence[Any]) -> Any:
+        """One script call, without a pipeline (cheaper for a single command)."""
+        source, sha = _SCRIPTS[name]
+        call: Any = self._r.execute_command  # untyped in redis-py
+        try:
+            return await call("EVALSHA", sha, len(key_list), *key_list, *args)
+        except NoScriptError:
+            await self._r.script_load(source)
+            return await call("EVALSHA", sha, len(key_list), *key_list, *args)
 
     def _queue(self, pipe: Any, name: str, key_list: Sequence[str], args: Sequence[Any]) -> None:
         """Queue EVALSHA of a script (loaded on demand, see _run)."""
@@ -346,8 +356,7 @@ class RedisRegistry:
             if space == "source":
                 names = (keys.SOURCES, keys.SOURCE_NAMES)
             try:
-                reply = await self._run(lambda pipe: self._queue(pipe, "intern", names, [name]))
-                ident = int(reply[0])
+                ident = int(await self._evalsha("intern", names, [name]))
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(f"registry write failed: {exc}") from exc
             self._remember(space, name, ident)

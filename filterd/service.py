@@ -7,6 +7,8 @@ for every drop and deferral and for every fact written one by one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 
@@ -31,6 +33,63 @@ from filterd.policy import FailMode, decide
 from filterd.registry import Registry
 
 log = get_logger("service")
+_CLOSE_WAIT_S = 5.0
+
+
+class AuditBuffer:
+    """Drop and deferral entries, written to the audit log in the background.
+
+    A decision is answered without waiting for its audit entry (SPEC §5: one
+    registry round trip per decision point); entries are written in batches
+    as soon as the event loop is free. While the registry is down (the very
+    time deferrals happen) they wait and are written once it is back; beyond
+    `limit` queued entries the oldest are dropped, with a log line. Facts
+    written one by one are audited synchronously instead (Service.record).
+    """
+
+    def __init__(self, registry: Registry, limit: int = 100_000, retry_s: float = 1.0) -> None:
+        self._registry = registry
+        self._limit = limit
+        self._retry_s = retry_s
+        self._pending: list[AuditEntry] = []
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def add(self, entries: Sequence[AuditEntry]) -> None:
+        """Queue entries; start the writer if it is not running."""
+        self._pending.extend(entries)
+        overflow = len(self._pending) - self._limit
+        if overflow > 0:
+            del self._pending[:overflow]
+            log.error("audit_entries_lost", entries=overflow, reason="queue full")
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch = self._pending[:500]
+            try:
+                await self._registry.append_audit(batch)
+            except RegistryUnavailable as exc:
+                log.warning("audit_delayed", error=str(exc), entries=len(self._pending))
+                if self._closing:
+                    return
+                await asyncio.sleep(self._retry_s)
+                continue
+            del self._pending[: len(batch)]
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def close(self) -> None:
+        """Write what is queued, for at most 5 seconds; log what is left."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), _CLOSE_WAIT_S)
+        if self._pending:
+            log.error("audit_entries_lost", entries=len(self._pending), reason="shutdown")
 
 
 class Service:
@@ -50,6 +109,7 @@ class Service:
         self.request_ttl_s = request_ttl_s
         self.fail_mode = fail_mode
         self._clock = clock
+        self._audit = AuditBuffer(registry)
 
     def now_ms(self) -> int:
         """The current time in ms."""
@@ -104,12 +164,17 @@ class Service:
                         message_id=message_id,
                     )
                 )
-        if audit and facts is not None:
-            try:
-                await self.registry.append_audit(audit)
-            except RegistryUnavailable as exc:
-                log.warning("audit_unavailable", error=str(exc), entries=len(audit))
+        if audit:
+            self._audit.add(audit)
         return decisions
+
+    async def flush_audit(self) -> None:
+        """Return once every queued drop/deferral entry is in the audit log."""
+        await self._audit.flush()
+
+    async def close(self) -> None:
+        """Write what is queued for the audit log (bounded wait)."""
+        await self._audit.close()
 
     def build_fact(self, request: FactRequest, now_ms: int | None = None) -> Fact:
         """The Fact a request stands for: time, expiry, scrubbed evidence."""

@@ -78,7 +78,9 @@ class Relay:
         asyncio.run(write())
 
     def audit(self) -> list[tuple[str, str | None]]:
-        """(event, reason) of the audit log, newest first."""
+        """(event, reason) of the audit log, newest first, read after filterd has stopped
+        (drop entries are written in the background; a clean stop writes them all)."""
+        assert stop_filterd(self.process) == 0
 
         async def read() -> list[tuple[str, str | None]]:
             registry = RedisRegistry.from_url(self.registry_server.url)
