@@ -58,10 +58,11 @@ class SmtpAccount:
 
 @dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    """[smtp]"""
+    """[smtp]. Without `listen` the relay is off and only the accounts are used
+    (by the Postfix policy service)."""
 
-    listen: Endpoint
-    upstream: Endpoint
+    listen: Endpoint | None
+    upstream: Endpoint | None
     upstream_tls: str = "none"
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -366,6 +367,7 @@ def _password(t: _Table, base: Path, *, required: bool) -> str | None:
 
 
 def _smtp(t: _Table, base: Path) -> SmtpSettings:
+    relay_on = "listen" in t.data  # without the relay, Postfix checks the passwords
     accounts = []
     for a in t.tables("accounts"):
         networks = []
@@ -377,7 +379,7 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         accounts.append(
             SmtpAccount(
                 username=a.take("username", str, required=True),
-                password=_password(a, base, required=not networks),
+                password=_password(a, base, required=relay_on and not networks),
                 networks=tuple(networks),
                 sender=a.take("sender", str, required=True),
                 stream=_stream(a),
@@ -401,10 +403,13 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         max_size = parse_size(size)
     except ValueError as exc:
         raise ConfigError("smtp.max_message_size", str(exc)) from None
-    listen = _endpoint(t, "listen")
+    if "upstream" in t.data and "listen" not in t.data:
+        raise ConfigError("smtp.listen", "is required when smtp.upstream is set")
+    listen = _endpoint(t, "listen") if "listen" in t.data else None
+    upstream = _endpoint(t, "upstream") if listen is not None else None
     return SmtpSettings(
         listen=listen,
-        upstream=_endpoint(t, "upstream"),
+        upstream=upstream,
         upstream_tls=upstream_tls,
         tls_cert=base / cert if cert else None,
         tls_key=base / key if key else None,
@@ -416,11 +421,11 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
     )
 
 
-def _workers(t: _Table, listen: Endpoint) -> int:
+def _workers(t: _Table, listen: Endpoint | None) -> int:
     workers: int = t.take("workers", int, 1)
     if not 1 <= workers <= 64:
         raise ConfigError(t.key("workers"), f"{workers} is outside 1-64")
-    if workers > 1 and listen[1] == 0:
+    if workers > 1 and listen is not None and listen[1] == 0:
         raise ConfigError(t.key("workers"), "more than one worker needs a fixed listen port")
     return workers
 

@@ -23,6 +23,7 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
+from filterd.policy_service import start_policy_server
 from filterd.secret import load_or_create
 from filterd.smtp.inbound import RelayHandler, start_smtp_server
 from filterd.smtp.outbound import UpstreamPool
@@ -30,7 +31,7 @@ from filterd.smtp.outbound import UpstreamPool
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _SUPERVISE_INTERVAL_S = 1.0
 _DRAIN_TIMEOUT_S = 30.0
-_NOT_BUILT = ("smpp", "http", "policy")
+_NOT_BUILT = ("smpp", "http")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,10 +105,17 @@ async def serve(settings: config_module.Settings, worker: str | None = None) -> 
         async with asyncio.TaskGroup() as group:
             if worker is None:
                 group.create_task(_supervise(runtime, stop))
-            if settings.smtp is not None:
-                group.create_task(_run_smtp(settings, settings.smtp, runtime, stop))
-                if worker is None and settings.smtp.workers > 1:
-                    group.create_task(_run_workers(settings, settings.smtp.workers - 1, stop))
+            smtp = settings.smtp
+            if smtp is not None and smtp.listen is not None and smtp.upstream is not None:
+                group.create_task(
+                    _run_smtp(
+                        settings, smtp, runtime, stop, listen=smtp.listen, upstream=smtp.upstream
+                    )
+                )
+                if worker is None and smtp.workers > 1:
+                    group.create_task(_run_workers(settings, smtp.workers - 1, stop))
+            if settings.policy is not None and worker is None:
+                group.create_task(_run_policy(settings, settings.policy, runtime, stop))
             log.info("started", config=str(settings.path), registry=settings.registry.url)
             await stop.wait()
             log.info("stopping", drain_timeout_s=_DRAIN_TIMEOUT_S)
@@ -126,10 +134,13 @@ async def _run_smtp(
     smtp: config_module.SmtpSettings,
     runtime: Runtime,
     stop: asyncio.Event,
+    *,
+    listen: tuple[str, int],
+    upstream: tuple[str, int],
 ) -> None:
     """The SMTP relay until `stop`; then drain: no new connections, finish transactions."""
     log = logs.get_logger("smtp")
-    host, port = smtp.upstream
+    host, port = upstream
     hostname = smtp.hostname or socket.gethostname()
     pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=hostname)
     handler = RelayHandler(
@@ -140,9 +151,9 @@ async def _run_smtp(
         default_region=settings.registry.default_region,
     )
     try:
-        server = await start_smtp_server(smtp, handler, hostname=hostname)
+        server = await start_smtp_server(smtp, listen, handler, hostname=hostname)
     except OSError as exc:
-        raise OSError(f"smtp.listen {smtp.listen[0]}:{smtp.listen[1]}: {exc.strerror}") from exc
+        raise OSError(f"smtp.listen {listen[0]}:{listen[1]}: {exc.strerror}") from exc
     bound = server.sockets[0].getsockname()
     log.info("listening", front_end="smtp", host=bound[0], port=bound[1])
     try:
@@ -155,6 +166,36 @@ async def _run_smtp(
         await server.wait_closed()
         await pool.close()
         log.info("drained", front_end="smtp")
+
+
+async def _run_policy(
+    settings: config_module.Settings,
+    policy: config_module.PolicySettings,
+    runtime: Runtime,
+    stop: asyncio.Event,
+) -> None:
+    """The Postfix policy service until `stop`; then finish the requests in flight."""
+    log = logs.get_logger("policy")
+    accounts = AccountBook(settings.smtp.accounts if settings.smtp is not None else ())
+    try:
+        server = await start_policy_server(
+            policy.listen,
+            runtime.service,
+            accounts,
+            default_region=settings.registry.default_region,
+        )
+    except OSError as exc:
+        where = f"{policy.listen[0]}:{policy.listen[1]}"
+        raise OSError(f"policy.listen {where}: {exc.strerror}") from exc
+    bound = server.sockets[0].getsockname()
+    log.info("listening", front_end="policy", host=bound[0], port=bound[1])
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
+        log.info("drained", front_end="policy")
 
 
 async def _run_workers(settings: config_module.Settings, count: int, stop: asyncio.Event) -> None:

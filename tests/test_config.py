@@ -465,3 +465,18 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
     for bad in ({**base, "workers": 0}, {**base, "listen": "127.0.0.1:0", "workers": 2}):
         with pytest.raises(ConfigError, match=r"smtp\.workers"):
             config.parse({"smtp": bad}, tmp_path / "f")
+
+
+def test_smtp_accounts_only_for_the_policy_service(tmp_path: Path) -> None:
+    """[smtp] with accounts but no listen/upstream: the relay is off, the accounts serve
+    the Postfix policy service."""
+    settings = config.parse(
+        {
+            "smtp": {"accounts": [{"username": "u", "sender": "acme", "stream": "commercial"}]},
+            "policy": {"listen": "127.0.0.1:10040"},
+        },
+        tmp_path / "f.toml",
+    )
+    assert settings.smtp is not None
+    assert (settings.smtp.listen, settings.smtp.upstream) == (None, None)
+    assert settings.smtp.accounts[0].username == "u"

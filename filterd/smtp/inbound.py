@@ -344,9 +344,9 @@ def tls_context(settings: SmtpSettings) -> ssl.SSLContext | None:
 
 
 async def start_smtp_server(
-    settings: SmtpSettings, handler: RelayHandler, *, hostname: str
+    settings: SmtpSettings, listen: tuple[str, int], handler: RelayHandler, *, hostname: str
 ) -> asyncio.Server:
-    """Listen on settings.listen; every connection gets a RelaySMTP.
+    """Listen on `listen`; every connection gets a RelaySMTP.
 
     With several workers every process listens on the same port (SO_REUSEPORT)
     and the kernel spreads connections over them.
@@ -367,7 +367,7 @@ async def start_smtp_server(
             authenticator=handler.authenticate,
         )
 
-    host, port = settings.listen
+    host, port = listen
     return await asyncio.get_running_loop().create_server(
         factory, host, port, reuse_port=settings.workers > 1 or None
     )
