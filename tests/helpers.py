@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -199,3 +201,28 @@ class SinkServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+
+
+class LogReader:
+    """filterd's stdout read line by line without buffering ahead (so select() is exact)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self.fd = process.stdout.fileno()
+        self.pending = b""
+
+    def wait_for(self, event: str, timeout: float = 30) -> dict[str, object]:
+        """Read JSON log lines until `event` (bounded)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self.pending:
+                line, self.pending = self.pending.split(b"\n", 1)
+                record = json.loads(line)
+                if record.get("event") == event:
+                    return record  # type: ignore[no-any-return]
+            remaining = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(remaining, 0))
+            chunk = os.read(self.fd, 65536) if ready else b""
+            if not chunk:
+                raise AssertionError(f"filterd did not log {event!r} in time")
+            self.pending += chunk

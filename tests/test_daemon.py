@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import LogReader, RedisProcess
+
 ROOT = Path(__file__).resolve().parents[1]
 FILTERD = Path(sys.executable).parent / "filterd"
 if not FILTERD.exists():
@@ -280,3 +282,36 @@ def test_serve_starts_logs_json_and_stops_on_sigterm(serve_config: Path) -> None
     assert "Traceback" not in stderr
     assert wait_pid_gone(server_pid, STOP_TIMEOUT_S), "the embedded server still runs"
     assert not ping(sock), "the embedded registry socket still answers"
+
+
+def test_serve_runs_the_policy_service(valkey_server: RedisProcess, short_dir: Path) -> None:
+    """`filterd serve` with [policy] and accounts-only [smtp] answers Postfix policy requests
+    from the registry, and stops cleanly."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+    config = short_dir / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+        '[policy]\nlisten = "127.0.0.1:0"\n'
+        '[[smtp.accounts]]\nusername = "mta"\nsender = "acme"\nstream = "commercial"\n'
+    )
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+    )
+    try:
+        port = int(LogReader(process).wait_for("listening")["port"])  # type: ignore[call-overload]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(
+                b"request=smtpd_access_policy\nprotocol_state=RCPT\nsasl_username=mta\n"
+                b"recipient=jane@example.com\nclient_address=10.0.0.1\n\n"
+            )
+            reply = sock.makefile("rb").readline()
+        assert reply == b"action=550 5.7.1 <jane@example.com>: no consent or request on record\n"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert process.stdout is not None
+        process.stdout.close()

@@ -5,9 +5,7 @@ Valkey registry."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import select
 import shutil
 import signal
 import smtplib
@@ -30,7 +28,7 @@ from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
 from filterd.service import Service
 from tests.conftest import ServerPool, flush
-from tests.helpers import RedisProcess, SinkServer
+from tests.helpers import LogReader, RedisProcess, SinkServer
 
 FILTERD = str(Path(sys.executable).parent / "filterd")
 SECRET = "ab" * 32
@@ -89,31 +87,6 @@ class Relay:
             return [(e.event, e.reason) for e in entries]
 
         return asyncio.run(read())
-
-
-class LogReader:
-    """filterd's stdout read line by line without buffering ahead (so select() is exact)."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        self.fd = process.stdout.fileno()
-        self.pending = b""
-
-    def wait_for(self, event: str, timeout: float = 30) -> dict[str, object]:
-        """Read JSON log lines until `event` (bounded)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while b"\n" in self.pending:
-                line, self.pending = self.pending.split(b"\n", 1)
-                record = json.loads(line)
-                if record.get("event") == event:
-                    return record  # type: ignore[no-any-return]
-            remaining = deadline - time.monotonic()
-            ready, _, _ = select.select([self.fd], [], [], max(remaining, 0))
-            chunk = os.read(self.fd, 65536) if ready else b""
-            if not chunk:
-                raise AssertionError(f"filterd did not log {event!r} in time")
-            self.pending += chunk
 
 
 def write_config(home: Path, registry_url: str, sink_port: int, extra: str = "") -> Path:
