@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         sys.stderr.write(f"filterd: {exc}\n")
         sys.exit(EXIT_CONFIG)
-    logs.configure(sys.stdout, os.environ.get("FILTERD_LOG_LEVEL", "INFO"))
+    logs.configure(sys.stdout, os.environ.get("FILTERD_LOG_LEVEL", "INFO"), cache=True)
     sys.exit(asyncio.run(serve(settings, worker=getattr(args, "worker", None))))
 
 

@@ -14,8 +14,12 @@ from typing import TextIO
 import structlog
 
 
-def configure(stream: TextIO | None = None, level: str = "INFO") -> None:
-    """Send structured logs to `stream` (the daemon: stdout; filterctl: stderr)."""
+def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool = False) -> None:
+    """Send structured logs to `stream` (the daemon: stdout; filterctl: stderr).
+
+    `cache` binds each logger on first use (faster; for a process that configures
+    logging once, like the daemon).
+    """
     out = stream if stream is not None else sys.stdout
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer: structlog.typing.Processor
@@ -32,7 +36,7 @@ def configure(stream: TextIO | None = None, level: str = "INFO") -> None:
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
     # Records of libraries' stdlib loggers go through the same renderer.
     handler = logging.StreamHandler(out)
