@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "records", "keys",
-    "registry", "csvimport",
+    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text",
 }  # fmt: skip
 LAYERS = {
     # module: the filterd modules it may import
@@ -47,6 +47,9 @@ LAYERS = {
         "service",
     },
     "smtp.signals": set(),
+    "keywords": set(),
+    "smpp.pdu": {"errors"},
+    "smpp.text": {"errors", "smpp.pdu"},
     "smtp.outbound": {"logs"},
     "smtp.inbound": {
         "accounts",
@@ -85,7 +88,7 @@ def imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module in ("filterd", "filterd.smtp"):
+            if node.module in ("filterd", "filterd.smtp", "filterd.smpp"):
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
             else:
                 found.add(node.module)
