@@ -5,8 +5,8 @@ Run from the repository root:
     .venv/bin/python bench/smtp.py [--quick] [--messages M] [--rounds R] [--sessions S]
                                    [--seconds T]
 
-`--quick`: M = 2,000 messages per side, 4 s of paced load per side (~1.5 min).
-Default: M = 20,000 messages per side, 10 s per side (~9 min on a 2-core VM).
+`--quick`: M = 2,000 messages per side, 4 s of paced load per side (~1 min).
+Default: M = 20,000 messages per side, 10 s per side (~7 min on a 2-core VM).
 M is split over R alternating rounds (default 2): each smtp-source run sends M/R.
 
 Everything runs on loopback against processes this script starts itself, in a
@@ -988,6 +988,22 @@ def _version(command: list[str]) -> str:
     return "?"
 
 
+def _code_version() -> str:
+    """The git commit of the checkout, and which files under filterd/ differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    commit = _version(["git", "-C", str(root), "log", "-1", "--format=%h %cI %s"])
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "filterd"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.split("\n")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return f"git commit {commit}"
+    changed = [line[3:] for line in status if line.strip()]
+    local = f"; uncommitted under filterd/: {', '.join(changed)}" if changed else ""
+    return f"git commit {commit}{local}"
+
+
 def _loadavg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
@@ -1004,6 +1020,7 @@ def machine_facts(binary: ServerBinary) -> list[str]:
     versions = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
     unbuffered = os.environ.get("PYTHONUNBUFFERED", "unset")
     return [
+        f"- code: {_code_version()}",
         f"- machine: {platform.node()} {platform.machine()}, nproc {os.cpu_count()} "
         f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu}, {platform.platform()}",
         f"- python: {sys.version.split()[0]} ({sys.executable}); {versions}",

@@ -83,6 +83,40 @@ class SmppUpstream:
     port: int
     system_id: str
     password: str
+    window: int = 50
+    """Submits outstanding at the carrier at once."""
+    rate: float = 0.0
+    """Submits per second at most; 0 = no limit."""
+    enquire_link_s: int = 30
+
+
+DEFAULT_CONFIRMATIONS: dict[str, dict[str, str]] = {
+    "opt_out": {
+        "zh": "您已退订，将不再收到此号码的营销短信。",
+        "en": "You are unsubscribed and will receive no more marketing messages from this number.",
+    },
+    "opt_in": {
+        "zh": "您已订阅。回复TD退订。",
+        "en": "You are subscribed. Reply STOP to unsubscribe.",
+    },
+    "help": {
+        "zh": "回复TD退订，回复START重新订阅。",
+        "en": "Reply STOP to unsubscribe, START to subscribe again.",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmations:
+    """[smpp.confirmations]: replies to a consumer's keyword, by intent and language."""
+
+    enabled: bool = True
+    texts: dict[str, dict[str, str]] = field(default_factory=lambda: DEFAULT_CONFIRMATIONS)
+
+    def text(self, intent: str, language: str) -> str:
+        """The reply for an intent (opt_out, opt_in, help) in a language (zh, en, ...)."""
+        choices = self.texts[intent]
+        return choices.get(language) or choices.get("en") or next(iter(choices.values()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +145,11 @@ class SmppSettings:
     upstream: SmppUpstream | None = None
     accounts: tuple[SmppAccount, ...] = ()
     numbers: tuple[SmppNumber, ...] = ()
+    window: int = 100
+    """Submits a client may have outstanding at once (more: ESME_RTHROTTLED)."""
+    receipt_ttl_s: int = 3 * 86400
+    """How long a message id is kept to route its delivery receipt back."""
+    confirmations: Confirmations = field(default_factory=Confirmations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +489,14 @@ def _smpp(t: _Table) -> SmppSettings:
             raise ConfigError("smpp.upstream.port", f"{port} is out of range 1-65535")
         host = u.take("host", str, required=True)
         system_id, password = _smpp_credentials(u, "system_id")
-        upstream = SmppUpstream(host, port, system_id, password)
+        window = u.take("window", int, 50)
+        if not 1 <= window <= 1000:
+            raise ConfigError("smpp.upstream.window", f"{window} is outside 1-1000")
+        rate = u.take("rate", float, 0.0)
+        if rate < 0:
+            raise ConfigError("smpp.upstream.rate", f"{rate} is negative")
+        enquire = u.parse("enquire_link", parse_duration, 30)
+        upstream = SmppUpstream(host, port, system_id, password, window, rate, enquire)
         u.done()
     accounts = []
     for a in t.tables("accounts"):
@@ -465,7 +511,38 @@ def _smpp(t: _Table) -> SmppSettings:
             SmppNumber(n.take("address", str, required=True), n.take("sender", str, required=True))
         )
         n.done()
-    return SmppSettings(_endpoint(t, "listen"), upstream, tuple(accounts), tuple(numbers))
+    window = t.take("window", int, 100)
+    if not 1 <= window <= 10_000:
+        raise ConfigError("smpp.window", f"{window} is outside 1-10000")
+    return SmppSettings(
+        _endpoint(t, "listen"),
+        upstream,
+        tuple(accounts),
+        tuple(numbers),
+        window=window,
+        receipt_ttl_s=t.parse("receipt_ttl", parse_duration, 3 * 86400),
+        confirmations=_confirmations(t),
+    )
+
+
+def _confirmations(t: _Table) -> Confirmations:
+    raw = t.take("confirmations", dict, None)
+    if raw is None:
+        return Confirmations()
+    c = _Table(raw, "smpp.confirmations")
+    enabled = c.take("enabled", bool, True)
+    texts = {intent: dict(choices) for intent, choices in DEFAULT_CONFIRMATIONS.items()}
+    for intent in DEFAULT_CONFIRMATIONS:
+        table = c.take(intent, dict, None)
+        if table is None:
+            continue
+        if not table or not all(isinstance(v, str) and v for v in table.values()):
+            raise ConfigError(
+                f"smpp.confirmations.{intent}", "must map languages to non-empty texts"
+            )
+        texts[intent] = dict(table)
+    c.done()
+    return Confirmations(enabled, texts)
 
 
 def _http(t: _Table) -> HttpSettings:

@@ -23,15 +23,18 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
+from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
 from filterd.secret import load_or_create
+from filterd.smpp.carrier import CarrierClient
+from filterd.smpp.server import SmppRelay
 from filterd.smtp.inbound import RelayHandler, start_smtp_server
 from filterd.smtp.outbound import UpstreamPool
 
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _SUPERVISE_INTERVAL_S = 1.0
 _DRAIN_TIMEOUT_S = 30.0
-_NOT_BUILT = ("smpp", "http")
+_NOT_BUILT = ("http",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,19 +106,7 @@ async def serve(settings: config_module.Settings, worker: str | None = None) -> 
     code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as group:
-            if worker is None:
-                group.create_task(_supervise(runtime, stop))
-            smtp = settings.smtp
-            if smtp is not None and smtp.listen is not None and smtp.upstream is not None:
-                group.create_task(
-                    _run_smtp(
-                        settings, smtp, runtime, stop, listen=smtp.listen, upstream=smtp.upstream
-                    )
-                )
-                if worker is None and smtp.workers > 1:
-                    group.create_task(_run_workers(settings, smtp.workers - 1, stop))
-            if settings.policy is not None and worker is None:
-                group.create_task(_run_policy(settings, settings.policy, runtime, stop))
+            _start_front_ends(group, settings, runtime, stop, worker)
             log.info("started", config=str(settings.path), registry=settings.registry.url)
             await stop.wait()
             log.info("stopping", drain_timeout_s=_DRAIN_TIMEOUT_S)
@@ -168,6 +159,29 @@ async def _run_smtp(
         log.info("drained", front_end="smtp")
 
 
+def _start_front_ends(
+    group: asyncio.TaskGroup,
+    settings: config_module.Settings,
+    runtime: Runtime,
+    stop: asyncio.Event,
+    worker: str | None,
+) -> None:
+    """Create a task for each configured front end (a worker runs only its own)."""
+    if worker is None:
+        group.create_task(_supervise(runtime, stop))
+    smtp = settings.smtp
+    if smtp is not None and smtp.listen is not None and smtp.upstream is not None:
+        group.create_task(
+            _run_smtp(settings, smtp, runtime, stop, listen=smtp.listen, upstream=smtp.upstream)
+        )
+        if worker is None and smtp.workers > 1:
+            group.create_task(_run_workers(settings, smtp.workers - 1, stop))
+    if settings.smpp is not None and worker is None:
+        group.create_task(_run_smpp(settings, settings.smpp, runtime, stop))
+    if settings.policy is not None and worker is None:
+        group.create_task(_run_policy(settings, settings.policy, runtime, stop))
+
+
 async def _run_policy(
     settings: config_module.Settings,
     policy: config_module.PolicySettings,
@@ -196,6 +210,46 @@ async def _run_policy(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
         log.info("drained", front_end="policy")
+
+
+async def _run_smpp(
+    settings: config_module.Settings,
+    smpp: config_module.SmppSettings,
+    runtime: Runtime,
+    stop: asyncio.Event,
+) -> None:
+    """The SMPP relay and its carrier link until `stop`; then unbind both sides."""
+    log = logs.get_logger("smpp")
+    kw = settings.keywords
+    relay = SmppRelay(
+        smpp,
+        runtime.service,
+        runtime.registry,
+        Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
+        default_region=settings.registry.default_region,
+    )
+    carrier_task = None
+    if smpp.upstream is not None:
+        relay.carrier = CarrierClient(smpp.upstream, relay.from_carrier)
+        carrier_task = asyncio.create_task(relay.carrier.run(stop))
+    try:
+        server = await relay.start()
+    except OSError as exc:
+        where = f"{smpp.listen[0]}:{smpp.listen[1]}"
+        raise OSError(f"smpp.listen {where}: {exc.strerror}") from exc
+    bound = server.sockets[0].getsockname()
+    log.info("listening", front_end="smpp", host=bound[0], port=bound[1])
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await relay.unbind_all()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
+        if carrier_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(carrier_task, 10)
+        log.info("drained", front_end="smpp")
 
 
 async def _run_workers(settings: config_module.Settings, count: int, stop: asyncio.Event) -> None:

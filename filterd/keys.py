@@ -13,6 +13,8 @@ bucket, so a bucket's facts and its side table live in one Cluster slot.
 | fd:{meta}:source_names   | hash   | source id → source text                            |
 | fd:{meta}:layout         | hash   | bucket_bits, format version (fixed on first write) |
 | fd:audit                 | stream | the audit log, bounded                             |
+| fd:m:{CARRIER_ID}        | string | SMPP: carrier message id → client + its message id |
+|                          |        | (expires after smpp.receipt_ttl)                   |
 """
 
 from __future__ import annotations
@@ -26,6 +28,13 @@ SOURCE_NAMES = f"{PREFIX}:{{meta}}:source_names"
 LAYOUT = f"{PREFIX}:{{meta}}:layout"
 AUDIT = f"{PREFIX}:audit"
 FORMAT_VERSION = "1"
+
+
+def message_key(carrier_id: str) -> str:
+    """The key mapping a carrier's SMPP message id back to the client's."""
+    return f"{PREFIX}:m:{{{carrier_id}}}"
+
+
 MIN_BUCKET_BITS = 16
 MAX_BUCKET_BITS = 24
 

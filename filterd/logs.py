@@ -35,7 +35,8 @@ def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool 
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # one write() per line: lines of several worker processes sharing stdout never mix
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=cache,
     )
     # Records of libraries' stdlib loggers go through the same renderer.

@@ -501,6 +501,26 @@ class RedisRegistry:
         counts["bucket_bits"] = self._bits
         return counts
 
+    async def remember_message(
+        self, carrier_id: str, owner: str, client_id: str, ttl_s: int
+    ) -> None:
+        """See Registry.remember_message: one SET with an expiry."""
+        try:
+            await self._r.set(keys.message_key(carrier_id), f"{owner}\x00{client_id}", ex=ttl_s)
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry write failed: {exc}") from exc
+
+    async def find_message(self, carrier_id: str) -> tuple[str, str] | None:
+        """See Registry.find_message."""
+        try:
+            value = await self._r.get(keys.message_key(carrier_id))
+        except (RedisError, OSError) as exc:
+            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+        if value is None:
+            return None
+        owner, _, client_id = _as_text(value).partition("\x00")
+        return owner, client_id
+
     async def ping(self) -> None:
         """See Registry.ping."""
         try:

@@ -73,6 +73,16 @@ class Registry(Protocol):
         """Counts and server facts for `filterctl stats`."""
         ...
 
+    async def remember_message(
+        self, carrier_id: str, owner: str, client_id: str, ttl_s: int
+    ) -> None:
+        """Map a carrier's message id to (client system_id, client message id) for ttl_s."""
+        ...
+
+    async def find_message(self, carrier_id: str) -> tuple[str, str] | None:
+        """The (owner, client message id) of a carrier message id, if still known."""
+        ...
+
     async def ping(self) -> None:
         """Raise RegistryUnavailable unless the store answers."""
         ...
@@ -105,6 +115,7 @@ class MemoryRegistry:
     def __init__(self) -> None:
         self._facts: dict[bytes, list[Fact]] = {}
         self._audit: list[AuditEntry] = []
+        self._messages: dict[str, tuple[str, str]] = {}
         self.available = True
 
     def _check(self) -> None:
@@ -181,6 +192,18 @@ class MemoryRegistry:
     async def ping(self) -> None:
         """See Registry.ping."""
         self._check()
+
+    async def remember_message(
+        self, carrier_id: str, owner: str, client_id: str, ttl_s: int
+    ) -> None:
+        """See Registry.remember_message (no expiry in the fake)."""
+        self._check()
+        self._messages[carrier_id] = (owner, client_id)
+
+    async def find_message(self, carrier_id: str) -> tuple[str, str] | None:
+        """See Registry.find_message."""
+        self._check()
+        return self._messages.get(carrier_id)
 
     async def close(self) -> None:
         """Nothing to release."""

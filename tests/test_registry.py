@@ -250,3 +250,11 @@ def test_record_many_refuses_consent_over_refusal(
         BulkRow(A, Kind.CONSENT, "acme", Channel.SMS, 2000, "imp", "signed"),
     ]
     assert run(registry.record_many(rows)) == [WriteResult.REFUSAL_ON_RECORD, WriteResult.STORED]
+
+
+def test_message_id_map(registry: Registry, event_loop_runner: asyncio.Runner) -> None:
+    """A carrier message id maps back to the client and its message id; unknown ids to None."""
+    run = event_loop_runner.run
+    run(registry.remember_message("c-1", "promo", "f-9", 3600))
+    assert run(registry.find_message("c-1")) == ("promo", "f-9")
+    assert run(registry.find_message("c-2")) is None

@@ -1,0 +1,435 @@
+"""The SMPP 3.4 server that marketing tools bind to, and the relay logic.
+
+Clients bind (transmitter, receiver or transceiver) with a `[[smpp.accounts]]`
+system_id and password; a wrong one gets ESME_RINVPASWD and the connection is
+closed (an unknown system_id gets the same answer, so names cannot be probed).
+Each submit_sm is decided (one registry read) and, if delivered, forwarded to
+the carrier as received; the client gets the carrier's status, or:
+
+| outcome              | submit_sm_resp status          |
+|----------------------|--------------------------------|
+| refused              | 0x00000400                     |
+| no consent           | 0x00000401                     |
+| registry unavailable | ESME_RTHROTTLED (0x58)         |
+| carrier unavailable  | ESME_RMSGQFUL (0x14)           |
+| invalid destination  | ESME_RINVDSTADR (0x0B)         |
+| over the window      | ESME_RTHROTTLED (0x58)         |
+
+All parts of a concatenated message (UDH or SAR) get the decision of its first
+part. The client's message id is filterd's own; the carrier's id maps to it
+in the registry (`smpp.receipt_ttl`), so delivery receipts are routed back to
+a receiver bind of the same account with the client's id.
+
+From the carrier, a deliver_sm to a number in `[[smpp.numbers]]` is a
+consumer's reply: an opt-out keyword records a refusal for that number's
+sender (durably, before anything else), an opt-in keyword a consent (the reply
+as evidence), help nothing; a confirmation is sent back; the message is also
+passed to the owning account's receiver binds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import itertools
+import re
+import secrets
+import time
+from collections import OrderedDict
+
+from filterd.config import SmppAccount, SmppSettings
+from filterd.errors import InvalidAddress, RegistryUnavailable
+from filterd.keywords import Intent, Keywords
+from filterd.logs import get_logger
+from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
+from filterd.normalize import mask, normalize
+from filterd.registry import Registry
+from filterd.service import Service
+from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
+from filterd.smpp.pdu import (
+    ESME_RALYBND,
+    ESME_RINVBNDSTS,
+    ESME_RINVDSTADR,
+    ESME_RINVPASWD,
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    ESME_RSYSERR,
+    ESME_RTHROTTLED,
+    FILTERD_NO_CONSENT,
+    FILTERD_REFUSED,
+    AnyPdu,
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    Framer,
+    GenericNack,
+    Pdu,
+    SmppProtocolError,
+    SubmitSm,
+    Unbind,
+    UnbindResp,
+    encode,
+    is_receipt,
+    parse_receipt,
+    response_to,
+    rewrite_receipt,
+)
+from filterd.smpp.text import SmsTextError, concat_key, message_text, split_sms
+
+log = get_logger("smpp")
+
+_CONCAT_TTL_S = 600.0
+_CONCAT_MAX = 100_000
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_STATUS = {
+    Reason.REFUSED: FILTERD_REFUSED,
+    Reason.NO_CONSENT: FILTERD_NO_CONSENT,
+    Reason.REGISTRY_UNAVAILABLE: ESME_RTHROTTLED,
+}
+
+
+class SmppRelay:
+    """The client-facing server and the relay between clients and the carrier."""
+
+    def __init__(
+        self,
+        settings: SmppSettings,
+        service: Service,
+        registry: Registry,
+        keywords: Keywords,
+        *,
+        default_region: str | None,
+    ) -> None:
+        self.settings = settings
+        self.service = service
+        self.registry = registry
+        self.keywords = keywords
+        self.default_region = default_region
+        self.carrier: CarrierClient | None = None
+        self.sessions: set[ClientSession] = set()
+        self._accounts = {a.system_id: a for a in settings.accounts}
+        self._numbers = {n.address: n.sender for n in settings.numbers}
+        self._decisions: OrderedDict[tuple[str, object], tuple[float, Decision]] = OrderedDict()
+        self._reference = itertools.count(secrets.randbelow(256))
+
+    async def start(self) -> asyncio.Server:
+        """Listen on smpp.listen."""
+        host, port = self.settings.listen
+        return await asyncio.start_server(self._connected, host, port)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        session = ClientSession(self, reader, writer)
+        self.sessions.add(session)
+        try:
+            await session.serve()
+        finally:
+            self.sessions.discard(session)
+
+    def account(self, system_id: str, password: str) -> SmppAccount | None:
+        """The account for a bind, or None (constant-time password check)."""
+        account = self._accounts.get(system_id)
+        expected = account.password if account is not None else "\x00"
+        ok = hmac.compare_digest(expected.encode(), password.encode("utf-8", "surrogateescape"))
+        return account if account is not None and ok else None
+
+    # ---- submit_sm ---------------------------------------------------------------
+
+    async def submit(self, account: SmppAccount, pdu: SubmitSm) -> Pdu:
+        """Decide one submit_sm and forward it; the response for the client."""
+        try:
+            address = self._address(pdu.destination_addr, pdu.dest_addr_ton)
+        except InvalidAddress as exc:
+            log.info("invalid_destination", system_id=account.system_id, reason=exc.reason)
+            return response_to(pdu, ESME_RINVDSTADR)
+        decision = await self._decide(account, pdu, address)
+        if decision.action is not Action.DELIVER:
+            status = _STATUS[decision.reason or Reason.NO_CONSENT]
+            return response_to(pdu, status)
+        if self.carrier is None:
+            return response_to(pdu, ESME_RMSGQFUL)
+        try:
+            answer = await self.carrier.submit(pdu)
+        except CarrierUnavailable as exc:
+            log.warning("carrier_unavailable", error=str(exc), system_id=account.system_id)
+            return response_to(pdu, ESME_RMSGQFUL)
+        if answer.command_status != ESME_ROK or isinstance(answer, GenericNack):
+            return response_to(pdu, answer.command_status or ESME_RSYSERR)
+        client_id = secrets.token_hex(8)
+        try:
+            await self.registry.remember_message(
+                answer.message_id, account.system_id, client_id, self.settings.receipt_ttl_s
+            )
+        except RegistryUnavailable as exc:  # sent already: only the receipt's route is lost
+            log.warning("message_id_not_mapped", error=str(exc))
+        return response_to(pdu, ESME_ROK, message_id=client_id)
+
+    def _address(self, digits: str, ton: int) -> Address:
+        raw = digits.strip()
+        if ton == 1 and not raw.startswith("+"):
+            raw = "+" + raw
+        return normalize(raw, self.default_region)
+
+    async def _decide(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
+        """One decision per message: parts of a concatenated message share the first's."""
+        key = concat_key(pdu)
+        cache_key = (account.system_id, key)
+        now = time.monotonic()
+        if key is not None:
+            cached = self._decisions.get(cache_key)
+            if cached is not None and now - cached[0] < _CONCAT_TTL_S:
+                return cached[1]
+        decisions = await self.service.screen(
+            account.sender,
+            account.stream,
+            [address],
+            origin="smpp",
+            message_id=f"{account.system_id}/{pdu.sequence_number}",
+        )
+        decision = decisions[0]
+        if key is not None and decision.action is not Action.DEFER:
+            self._decisions[cache_key] = (now, decision)
+            while len(self._decisions) > _CONCAT_MAX:
+                self._decisions.popitem(last=False)
+        return decision
+
+    # ---- deliver_sm from the carrier --------------------------------------------
+
+    async def from_carrier(self, pdu: DeliverSm) -> int:
+        """A deliver_sm from the carrier: a receipt to route, or a consumer's reply (MO).
+
+        Returns the deliver_sm_resp status: ESME_RTHROTTLED asks the carrier to
+        try again (registry down), so an opt-out is never lost.
+        """
+        if is_receipt(pdu):
+            return await self._receipt(pdu)
+        return await self._mobile_originated(pdu)
+
+    async def _receipt(self, pdu: DeliverSm) -> int:
+        carrier_id = pdu.receipted_message_id()
+        if carrier_id is None:
+            parsed = parse_receipt(pdu.payload)
+            carrier_id = parsed.message_id if parsed is not None else None
+        if carrier_id is None:
+            log.warning("receipt_without_id")
+            return ESME_ROK
+        try:
+            found = await self.registry.find_message(carrier_id)
+        except RegistryUnavailable:
+            return ESME_RTHROTTLED
+        if found is None:
+            log.warning("receipt_for_unknown_message", carrier_id=carrier_id)
+            return ESME_ROK
+        owner, client_id = found
+        if not self._forward(owner, rewrite_receipt(pdu, client_id)):
+            log.warning("receipt_undeliverable", system_id=owner, reason="no receiver bind")
+        return ESME_ROK
+
+    async def _mobile_originated(self, pdu: DeliverSm) -> int:
+        sender = self._numbers.get(pdu.destination_addr)
+        if sender is None:
+            log.info("mo_for_unknown_number")
+            return ESME_ROK
+        try:
+            text = message_text(pdu)
+        except SmsTextError:
+            text = None
+        intent = self.keywords.classify(text) if text else Intent.NONE
+        if intent is not Intent.NONE:
+            try:
+                consumer = self._address(pdu.source_addr, pdu.source_addr_ton)
+            except InvalidAddress:
+                log.info("mo_from_invalid_number", intent=intent.value)
+                return ESME_ROK
+            try:
+                await self._act(intent, sender, consumer, text or "")
+            except RegistryUnavailable as exc:
+                log.warning("mo_deferred", intent=intent.value, error=str(exc))
+                return ESME_RTHROTTLED
+            await self._confirm(pdu, intent, text or "")
+        for account in self._accounts.values():
+            if account.sender == sender:
+                self._forward(account.system_id, pdu)
+        return ESME_ROK
+
+    async def _act(self, intent: Intent, sender: str, consumer: Address, text: str) -> None:
+        """Record what the keyword asks for (durably) before anything else happens."""
+        kind = {Intent.OPT_OUT: Kind.REFUSAL, Intent.OPT_IN: Kind.CONSENT}.get(intent)
+        if kind is None:
+            return
+        request = FactRequest(
+            consumer, kind, sender, Channel.SMS, "sms-keyword", evidence=f"SMS reply: {text}"
+        )
+        await self.service.record(request, origin="smpp")
+
+    async def _confirm(self, mo: DeliverSm, intent: Intent, text: str) -> None:
+        """Send the configured confirmation (never screened: it answers the consumer)."""
+        confirmations = self.settings.confirmations
+        if not confirmations.enabled or self.carrier is None:
+            return
+        language = "zh" if _CJK.search(text) else "en"
+        reply = confirmations.text(intent.value, language)
+        parts = split_sms(reply, next(self._reference) & 0xFF)
+        for part in parts.messages:
+            submit = SubmitSm(
+                sequence_number=0,
+                source_addr_ton=mo.dest_addr_ton,
+                source_addr_npi=mo.dest_addr_npi,
+                source_addr=mo.destination_addr,
+                dest_addr_ton=mo.source_addr_ton,
+                dest_addr_npi=mo.source_addr_npi,
+                destination_addr=mo.source_addr,
+                esm_class=parts.esm_class,
+                data_coding=parts.data_coding,
+                short_message=part,
+            )
+            try:
+                await self.carrier.submit(submit)
+            except CarrierUnavailable as exc:
+                log.warning("confirmation_not_sent", error=str(exc))
+                return
+        log.info("confirmation_sent", intent=intent.value, consumer=mask("+" + mo.source_addr))
+
+    def _forward(self, system_id: str, pdu: DeliverSm) -> bool:
+        """Send a deliver_sm to one receiver bind of the account; False if none is bound."""
+        for session in self.sessions:
+            account = session.account
+            if account is not None and account.system_id == system_id and session.receives:
+                session.send_deliver(pdu)
+                return True
+        return False
+
+    async def unbind_all(self) -> None:
+        """Stop: ask every client to unbind, and close."""
+        for session in list(self.sessions):
+            session.close_gracefully()
+
+
+class ClientSession:
+    """One client connection: bind state, window of submits, deliveries to it."""
+
+    def __init__(
+        self, relay: SmppRelay, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.relay = relay
+        self.reader = reader
+        self.writer = writer
+        self.account: SmppAccount | None = None
+        self.transmits = False
+        self.receives = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sequence = itertools.count(1)
+
+    async def serve(self) -> None:
+        """Read PDUs until the client leaves (or breaks the framing)."""
+        framer = Framer()
+        try:
+            while True:
+                data = await self.reader.read(65536)
+                if not data:
+                    break
+                framer.feed(data)
+                if not await self._drain(framer):
+                    break
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await self._finish()
+
+    async def _drain(self, framer: Framer) -> bool:
+        """Handle every complete PDU; False when the connection must close."""
+        while True:
+            try:
+                pdu = framer.next_pdu()
+            except SmppProtocolError as exc:
+                reply = exc.reply()
+                if reply is not None:
+                    self._write(reply)
+                if exc.close:
+                    return False
+                continue
+            if pdu is None:
+                return True
+            if not await self._handle(pdu):
+                return False
+
+    async def _handle(self, pdu: AnyPdu) -> bool:
+        if isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
+            return self._bind(pdu)
+        if isinstance(pdu, SubmitSm):
+            self._submit(pdu)
+        elif isinstance(pdu, EnquireLink):
+            self._write(response_to(pdu))
+        elif isinstance(pdu, Unbind):
+            self._write(UnbindResp(sequence_number=pdu.sequence_number))
+            return False
+        elif isinstance(pdu, DeliverSmResp | UnbindResp | GenericNack):
+            pass  # answers to what we sent; nothing waits for them
+        elif isinstance(pdu, Pdu) and pdu.is_response:
+            pass
+        else:
+            self._write(response_to(pdu, ESME_RINVBNDSTS if isinstance(pdu, Pdu) else None))
+        return True
+
+    def _bind(self, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> bool:
+        if self.account is not None:
+            self._write(response_to(pdu, ESME_RALYBND))
+            return True
+        account = self.relay.account(pdu.system_id, pdu.password)
+        if account is None:
+            log.warning("bind_refused", system_id=pdu.system_id)
+            self._write(response_to(pdu, ESME_RINVPASWD))
+            return False
+        self.account = account
+        self.transmits = not isinstance(pdu, BindReceiver)
+        self.receives = not isinstance(pdu, BindTransmitter)
+        self._write(response_to(pdu, ESME_ROK, system_id="filterd"))
+        log.info("bound", system_id=account.system_id, mode=type(pdu).__name__)
+        return True
+
+    def _submit(self, pdu: SubmitSm) -> None:
+        account = self.account
+        if account is None or not self.transmits:
+            self._write(response_to(pdu, ESME_RINVBNDSTS))
+            return
+        if len(self._tasks) >= self.relay.settings.window:
+            self._write(response_to(pdu, ESME_RTHROTTLED))
+            return
+        task = asyncio.get_running_loop().create_task(self._relay(account, pdu))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _relay(self, account: SmppAccount, pdu: SubmitSm) -> None:
+        try:
+            answer = await self.relay.submit(account, pdu)
+        except Exception:
+            log.exception("submit_failed", system_id=account.system_id)
+            answer = response_to(pdu, ESME_RSYSERR)
+        self._write(answer)
+
+    def send_deliver(self, pdu: DeliverSm) -> None:
+        """Pass a deliver_sm (receipt or MO) to this client, with our own sequence number."""
+        sequence = next(self._sequence) & 0x7FFFFFFF
+        self._write(dataclasses.replace(pdu, sequence_number=sequence))
+
+    def close_gracefully(self) -> None:
+        """Send unbind and close (shutdown)."""
+        self._write(Unbind(sequence_number=next(self._sequence) & 0x7FFFFFFF))
+        self.writer.close()
+
+    def _write(self, pdu: Pdu) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(encode(pdu))
+
+    async def _finish(self) -> None:
+        """Let submits in flight get their answers, then close."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._tasks), 30)
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()

@@ -1,0 +1,106 @@
+"""The carrier link (ESME client) against a fake SMSC on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from filterd.config import SmppUpstream
+from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
+from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
+from tests.smsc import FakeSmsc
+
+
+@pytest.fixture
+def smsc() -> Iterator[FakeSmsc]:
+    """A fake carrier SMSC."""
+    server = FakeSmsc().start()
+    yield server
+    server.shutdown()
+
+
+def upstream(port: int, password: str = "secret1") -> SmppUpstream:  # noqa: S107
+    """Link settings for the fake SMSC."""
+    return SmppUpstream("127.0.0.1", port, "filterd", password, window=4)
+
+
+def test_binds_submits_and_answers_deliveries(smsc: FakeSmsc) -> None:
+    """The client binds as a transceiver, submits (many at once, within its window),
+    and answers the carrier's deliver_sm with the handler's status."""
+    delivered: list[DeliverSm] = []
+
+    async def on_deliver(pdu: DeliverSm) -> int:
+        delivered.append(pdu)
+        return 0x58
+
+    async def run() -> tuple[list[SubmitSmResp | object], int]:
+        stop = asyncio.Event()
+        client = CarrierClient(upstream(smsc.port), on_deliver)
+        task = asyncio.create_task(client.run(stop))
+        await asyncio.wait_for(client.wait_bound(), 30)
+        answers = await asyncio.gather(
+            *(
+                client.submit(SubmitSm(sequence_number=0, destination_addr=str(i)))
+                for i in range(10)
+            )
+        )
+        status = await asyncio.to_thread(smsc.send_mo, "8613800138000", "10690001", b"hi")
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        return list(answers), status
+
+    answers, status = asyncio.run(run())
+    assert sorted(a.message_id for a in answers) == sorted(f"c{i}" for i in range(1, 11))  # type: ignore[attr-defined]
+    assert status == 0x58
+    assert [p.short_message for p in delivered] == [b"hi"]
+    assert sorted(p.destination_addr for p in smsc.submits) == sorted(str(i) for i in range(10))
+
+
+def test_unavailable_while_down_and_reconnects(smsc: FakeSmsc) -> None:
+    """With the carrier gone, submit() fails at once with CarrierUnavailable; the client
+    rebinds by itself when the carrier is back."""
+
+    async def no_deliveries(pdu: DeliverSm) -> int:
+        return 0
+
+    async def run() -> str:
+        stop = asyncio.Event()
+        client = CarrierClient(upstream(smsc.port), no_deliveries)
+        task = asyncio.create_task(client.run(stop))
+        await asyncio.wait_for(client.wait_bound(), 30)
+        await asyncio.to_thread(smsc.stop)
+        with pytest.raises(CarrierUnavailable):  # the link is gone: failed at once or in flight
+            await client.submit(SubmitSm(sequence_number=0, destination_addr="1"))
+        await asyncio.to_thread(smsc.start)
+        await asyncio.wait_for(client.wait_bound(), 60)
+        answer = await client.submit(SubmitSm(sequence_number=0, destination_addr="2"))
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert isinstance(answer, SubmitSmResp)
+        return answer.message_id
+
+    assert asyncio.run(run()).startswith("c")
+    assert smsc.binds == 2
+
+
+def test_wrong_password_never_binds(smsc: FakeSmsc) -> None:
+    """A refused bind leaves the link down (submits fail) and is retried, not fatal."""
+
+    async def no_deliveries(pdu: DeliverSm) -> int:
+        return 0
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        client = CarrierClient(upstream(smsc.port, password="wrong"), no_deliveries)  # noqa: S106
+        task = asyncio.create_task(client.run(stop))
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.wait_bound(), 1.5)
+        with pytest.raises(CarrierUnavailable):
+            await client.submit(SubmitSm(sequence_number=0, destination_addr="1"))
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    asyncio.run(run())
+    assert smsc.binds == 0

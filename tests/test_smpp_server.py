@@ -1,0 +1,370 @@
+"""The SMPP relay end to end: `filterd serve` as a real process, smpplib (an
+independent SMPP client) as the marketing tool, a fake carrier SMSC on filterd's
+codec, a real Valkey registry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import smpplib.client
+import smpplib.exceptions
+
+from filterd.identity import ConsumerHasher
+from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
+from filterd.normalize import normalize
+from filterd.redis_registry import RedisRegistry
+from filterd.service import Service
+from filterd.smpp.pdu import Framer, SubmitSm, encode
+from tests.conftest import ServerPool, flush
+from tests.helpers import LogReader, RedisProcess
+from tests.smsc import FakeSmsc
+
+FILTERD = str(Path(sys.executable).parent / "filterd")
+SECRET = "ef" * 32
+NUMBER = "10690001"
+JANE, BOB, CAROL = "8613800138000", "8613800138001", "8613800138002"
+
+
+@dataclass
+class Client:
+    """An smpplib client and the answers it has read."""
+
+    smpp: smpplib.client.Client
+    answers: list[tuple[str, int, Any]] = field(default_factory=list)
+    received: list[Any] = field(default_factory=list)
+
+    def submit(self, destination: str, text: bytes = b"hello", **kw: Any) -> tuple[str, Any]:
+        """One submit_sm; its answer: ("ok", message_id) or ("error", status)."""
+        self.send(destination, text, **kw)
+        return self.answer()
+
+    def send(self, destination: str, text: bytes = b"hello", **kw: Any) -> None:
+        """Send a submit_sm without reading the answer."""
+        self.smpp.send_message(
+            source_addr_ton=0, source_addr=NUMBER, dest_addr_ton=1, dest_addr_npi=1,
+            destination_addr=destination, short_message=text, **kw,
+        )  # fmt: skip
+
+    def answer(self) -> tuple[str, Any]:
+        """Read until the next submit_sm answer."""
+        count = len(self.answers)
+        while len(self.answers) == count:
+            self.smpp.read_once()
+        kind, _, value = self.answers[-1]
+        return kind, value
+
+    def close(self) -> None:
+        """Unbind and disconnect."""
+        with contextlib.suppress(
+            smpplib.exceptions.PDUError, smpplib.exceptions.ConnectionError, OSError
+        ):
+            self.smpp.unbind()
+        self.smpp.disconnect()
+
+
+@dataclass
+class Relay:
+    """A running filterd SMPP relay with its carrier and registry."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    smsc: FakeSmsc
+    registry_server: RedisProcess
+    clients: list[Client] = field(default_factory=list)
+
+    def client(self, system_id: str = "promo", password: str = "chg-me-1",  # noqa: S107
+               mode: str = "transceiver") -> Client:  # fmt: skip
+        """A bound smpplib client."""
+        smpp = smpplib.client.Client(
+            "127.0.0.1", self.port, timeout=20, allow_unknown_opt_params=True
+        )
+        client = Client(smpp)
+        smpp.set_message_sent_handler(  # smpplib calls it for error answers too
+            lambda pdu, **kw: (
+                pdu.status or client.answers.append(("ok", pdu.sequence, pdu.message_id))
+            )
+        )
+        smpp.set_error_pdu_handler(
+            lambda pdu: client.answers.append(("error", pdu.sequence, pdu.status))
+        )
+        smpp.set_message_received_handler(lambda pdu, **kw: client.received.append(pdu))
+        smpp.connect()
+        getattr(smpp, f"bind_{mode}")(system_id=system_id, password=password)
+        self.clients.append(client)
+        return client
+
+    def record(self, number: str, kind: Kind, sender: str = "acme", **kw: Any) -> None:
+        """Write a fact for +number into the registry filterd reads."""
+        asyncio.run(self._record(number, kind, sender, **kw))
+
+    async def _record(self, number: str, kind: Kind, sender: str, **kw: Any) -> None:
+        registry = RedisRegistry.from_url(self.registry_server.url)
+        service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+        channel = None if sender == ALL_SENDERS else Channel.SMS
+        await service.record(
+            FactRequest(normalize("+" + number), kind, sender, channel, "test", **kw),
+            origin="test",
+        )
+        await registry.close()
+
+    def facts(self, number: str) -> list[tuple[str, str, str]]:
+        """(kind, sender, source) of every fact on record for +number."""
+
+        async def read() -> list[tuple[str, str, str]]:
+            registry = RedisRegistry.from_url(self.registry_server.url)
+            hasher = ConsumerHasher(bytes.fromhex(SECRET))
+            facts = await registry.facts(hasher.consumer_id(normalize("+" + number)))
+            await registry.close()
+            return [(f.kind.value, f.sender, f.source) for f in facts]
+
+        return asyncio.run(read())
+
+
+def config(home: Path, registry_url: str, smsc_port: int) -> Path:
+    """The relay config used here."""
+    (home / "secret").write_text(SECRET + "\n")
+    (home / "secret").chmod(0o600)
+    path = home / "filterd.toml"
+    path.write_text(f"""
+[registry]
+url = "{registry_url}"
+secret_file = "secret"
+default_region = "CN"
+
+[smpp]
+listen = "127.0.0.1:0"
+
+[smpp.upstream]
+host = "127.0.0.1"
+port = {smsc_port}
+system_id = "filterd"
+password = "secret1"
+
+[[smpp.accounts]]
+system_id = "promo"
+password = "chg-me-1"
+sender = "acme"
+stream = "commercial"
+
+[[smpp.accounts]]
+system_id = "notify"
+password = "notify-1"
+sender = "acme"
+stream = "transactional"
+
+[[smpp.numbers]]
+address = "{NUMBER}"
+sender = "acme"
+""")
+    return path
+
+
+@pytest.fixture
+def relay(server_pool: ServerPool) -> Iterator[Relay]:
+    """filterd bound to a fresh fake carrier, on a flushed Valkey registry."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="smpp", dir="/tmp"))
+    smsc = FakeSmsc().start()
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config(home, registry_server.url, smsc.port))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+        env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
+    )
+    relay = None
+    try:
+        port = int(LogReader(process).wait_for("listening")["port"])  # type: ignore[call-overload]
+        smsc.wait_bound()
+        relay = Relay(process, port, smsc, registry_server)
+        yield relay
+    finally:
+        for client in relay.clients if relay else []:
+            client.close()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
+        smsc.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    assert process.returncode == 0
+
+
+def test_decisions(relay: Relay) -> None:
+    """Consented → forwarded with a message id; refused → 0x400; no consent → 0x401;
+    nothing undecided reaches the carrier."""
+    relay.record(JANE, Kind.CONSENT)
+    relay.record(BOB, Kind.REFUSAL, ALL_SENDERS)
+    client = relay.client()
+    kind, message_id = client.submit(JANE)
+    assert kind == "ok"
+    assert message_id
+    assert client.submit(BOB) == ("error", 0x400)
+    assert client.submit(CAROL) == ("error", 0x401)
+    [forwarded] = relay.smsc.wait_submits(1)
+    assert (forwarded.destination_addr, forwarded.short_message) == (JANE, b"hello")
+
+
+def test_transactional_and_invalid_destination(relay: Relay) -> None:
+    """A transactional account is forwarded without consent; an invalid number → 0x0B."""
+    client = relay.client("notify", "notify-1")
+    assert client.submit(CAROL)[0] == "ok"
+    assert client.submit("12345") == ("error", 0x0B)
+
+
+def test_wrong_password_is_refused_and_closed(relay: Relay) -> None:
+    """A wrong password gets ESME_RINVPASWD (0x0E) and the connection is closed."""
+    smpp = smpplib.client.Client("127.0.0.1", relay.port, timeout=10, allow_unknown_opt_params=True)
+    smpp.connect()
+    with pytest.raises(smpplib.exceptions.PDUError) as error:
+        smpp.bind_transceiver(system_id="promo", password="wrong")  # noqa: S106
+    assert error.value.args[1] == 0x0E
+    with pytest.raises((smpplib.exceptions.ConnectionError, OSError)):
+        smpp.read_pdu()  # the server has closed the connection
+    smpp.disconnect()
+
+
+def test_submit_before_bind(relay: Relay) -> None:
+    """A submit_sm on an unbound connection gets ESME_RINVBNDSTS (0x04)."""
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        sock.sendall(encode(SubmitSm(sequence_number=7, destination_addr=JANE)))
+        framer = Framer()
+        while (pdu := framer.next_pdu()) is None:
+            framer.feed(sock.recv(4096))
+        assert (pdu.command_status, pdu.sequence_number) == (0x04, 7)
+
+
+def ucs2_parts(text: str, reference: bytes, sixteen_bit: bool = False) -> list[bytes]:
+    """A 3-part UCS2 message with a concatenation UDH (8- or 16-bit reference)."""
+    data = text.encode("utf-16-be")
+    size = -(-len(data) // 3) + (-(-len(data) // 3)) % 2
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    parts = []
+    for seq, chunk in enumerate(chunks, 1):
+        if sixteen_bit:
+            udh = b"\x06\x08\x04" + reference + bytes([len(chunks), seq])
+        else:
+            udh = b"\x05\x00\x03" + reference + bytes([len(chunks), seq])
+        parts.append(udh + chunk)
+    return parts
+
+
+LONG = "尊敬的客户，您好！本店春季大促销活动现已开始，全场商品八折优惠，欢迎光临选购。" * 3
+
+
+@pytest.mark.parametrize("sixteen_bit", [False, True])
+def test_concatenated_ucs2_one_decision(relay: Relay, sixteen_bit: bool) -> None:
+    """All parts of a 3-part UCS2 Chinese message get one decision: all rejected for a
+    refused number; for a consented one all forwarded byte for byte (UDH intact), even
+    when a refusal lands between the parts."""
+    relay.record(BOB, Kind.REFUSAL, ALL_SENDERS)
+    relay.record(JANE, Kind.CONSENT)
+    client = relay.client()
+    reference = b"\x12\x34" if sixteen_bit else b"\x42"
+    refused = [
+        client.submit(BOB, part, esm_class=0x40, data_coding=8)
+        for part in ucs2_parts(LONG, reference, sixteen_bit)
+    ]
+    assert refused == [("error", 0x400)] * 3
+    parts = ucs2_parts(LONG, reference, sixteen_bit)
+    assert client.submit(JANE, parts[0], esm_class=0x40, data_coding=8)[0] == "ok"
+    relay.record(JANE, Kind.REFUSAL, "acme")  # after the first part: same message, same decision
+    for part in parts[1:]:
+        assert client.submit(JANE, part, esm_class=0x40, data_coding=8)[0] == "ok"
+    forwarded = relay.smsc.wait_submits(3)
+    assert [p.short_message for p in forwarded] == parts
+    assert {(p.esm_class, p.data_coding) for p in forwarded} == {(0x40, 8)}
+    assert client.submit(JANE, b"a new message") == ("error", 0x400)
+
+
+@pytest.mark.parametrize(
+    ("text", "coding"),
+    [
+        ("退订", 8),
+        ("ＴＤ", 8),
+        ("td。", 8),
+        ("Stop", 0),
+        ("STOP please", 0),
+    ],
+)
+def test_opt_out_keyword_records_refusal_and_confirms(relay: Relay, text: str, coding: int) -> None:
+    """An opt-out reply records a refusal for the number's sender (channel sms) before the
+    carrier gets its deliver_sm_resp, and a confirmation goes back to the consumer."""
+    relay.record(JANE, Kind.CONSENT)
+    payload = text.encode("utf-16-be") if coding == 8 else text.encode("ascii")
+    assert relay.smsc.send_mo(JANE, NUMBER, payload, data_coding=coding) == 0
+    assert ("refusal", "acme", "sms-keyword") in relay.facts(JANE)
+    [confirmation] = relay.smsc.wait_submits(1)
+    assert (confirmation.source_addr, confirmation.destination_addr) == (NUMBER, JANE)
+    client = relay.client()
+    assert client.submit(JANE) == ("error", 0x400)
+
+
+def test_start_after_stop(relay: Relay) -> None:
+    """START after STOP records a consent (the reply as evidence): sending resumes."""
+    assert relay.smsc.send_mo(BOB, NUMBER, b"STOP") == 0
+    client = relay.client()
+    assert client.submit(BOB) == ("error", 0x400)
+    assert relay.smsc.send_mo(BOB, NUMBER, b"START") == 0
+    assert client.submit(BOB)[0] == "ok"
+
+
+def test_mo_and_receipts_reach_the_client(relay: Relay) -> None:
+    """A receipt comes back to the submitting client with the client's message id;
+    an MO to the account's number is passed on to its receiver bind."""
+    relay.record(JANE, Kind.CONSENT)
+    client = relay.client()
+    _, client_id = client.submit(JANE)
+    relay.smsc.wait_submits(1)
+    assert relay.smsc.send_receipt("c1") == 0
+    while not client.received:
+        client.smpp.read_once()
+    receipt = client.received.pop()
+    assert f"id:{client_id.decode() if isinstance(client_id, bytes) else client_id}".encode() in (
+        receipt.short_message
+    )
+    assert relay.smsc.send_mo(JANE, NUMBER, b"hello there") == 0
+    while not client.received:
+        client.smpp.read_once()
+    assert client.received.pop().short_message == b"hello there"
+
+
+def test_carrier_down_then_up(relay: Relay) -> None:
+    """Carrier down: submits get ESME_RMSGQFUL (0x14), never dropped silently; the relay
+    rebinds by itself when the carrier is back."""
+    relay.record(JANE, Kind.CONSENT)
+    client = relay.client()
+    relay.smsc.stop()
+    assert client.submit(JANE) == ("error", 0x14)
+    relay.smsc.start()
+    relay.smsc.wait_bound(60)
+    assert client.submit(JANE)[0] == "ok"
+
+
+def test_registry_down_throttles(relay: Relay, server_pool: ServerPool) -> None:
+    """Registry down: ESME_RTHROTTLED (0x58) so the client retries; back: decided again."""
+    relay.record(JANE, Kind.CONSENT)
+    client = relay.client()
+    relay.registry_server.kill()
+    assert client.submit(JANE) == ("error", 0x58)
+    server_pool.get("valkey")
+    assert client.submit(JANE)[0] == "ok"
