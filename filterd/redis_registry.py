@@ -10,6 +10,7 @@ fsyncs before it replies) and refuses to write otherwise.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -107,13 +108,18 @@ redis.call('HSET', KEYS[2], id, ARGV[1])
 return id
 """
 
-# Read the facts of many consumers and the sender's id in one command.
-# KEYS[1]: the senders hash, KEYS[2..]: facts keys. ARGV[1]: the sender name,
-# ARGV[2..]: consumer fields. Returns {sender id or nil, value or nil, ...}.
+# Read the facts of many consumers and the ids of their senders in one command.
+# KEYS[1]: the senders hash, KEYS[2..]: facts keys. ARGV[1]: n, the number of
+# sender names; ARGV[2..n+1]: the names; then one consumer field per facts key.
+# Returns {n sender ids or nil, then one value or nil per consumer}.
 _LOOKUP = """
-local out = {redis.call('HGET', KEYS[1], ARGV[1]) or false}
+local n = tonumber(ARGV[1])
+local out = {}
+for i = 1, n do
+  out[i] = redis.call('HGET', KEYS[1], ARGV[1 + i]) or false
+end
 for i = 2, #KEYS do
-  out[i] = redis.call('HGET', KEYS[i], ARGV[i]) or false
+  out[n + i - 1] = redis.call('HGET', KEYS[i], ARGV[n + i]) or false
 end
 return out
 """
@@ -151,6 +157,9 @@ class RedisRegistry:
         self._ids: dict[tuple[str, str], int] = {}
         self._names: dict[tuple[str, int], str] = {}
         self._durability: str | None = None
+        self._lookups: list[tuple[str, Sequence[bytes], asyncio.Future[list[list[Fact]]]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
         self._layout_checked = False
 
     @classmethod
@@ -168,19 +177,62 @@ class RedisRegistry:
     # ---- reads -------------------------------------------------------------
 
     async def lookup(self, sender: str, consumers: Sequence[bytes]) -> list[list[Fact]]:
-        """See Registry.lookup: one command (a read-only script) for all consumers."""
-        key_list = [keys.SENDERS] + [keys.facts_key(c, self._bits) for c in consumers]
-        args = [sender] + [keys.consumer_field(c) for c in consumers]
+        """See Registry.lookup.
+
+        Lookups made while the event loop is busy (other connections' RCPTs,
+        submits, policy requests) are gathered into one script call: each
+        caller still waits for one round trip, and the client's per-command
+        cost is shared.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[list[Fact]]] = loop.create_future()
+        self._lookups.append((sender, consumers, future))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush_lookups())
+            self._flushing.add(self._flusher)
+            self._flusher.add_done_callback(self._flushing.discard)
+        return await future
+
+    async def _flush_lookups(self) -> None:
+        batch, self._lookups, self._flusher = self._lookups, [], None
+        batch = [item for item in batch if not item[2].done()]  # callers gone
+        if not batch:
+            return
+        senders = list(dict.fromkeys(sender for sender, _, _ in batch))
+        key_list = [keys.SENDERS]
+        args: list[Any] = [len(senders), *senders]
+        for _, consumers, _ in batch:
+            key_list += [keys.facts_key(c, self._bits) for c in consumers]
+            args += [keys.consumer_field(c) for c in consumers]
         try:
             replies = await self._evalsha("lookup", key_list, args)
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
-        sender_id = int(replies[0]) if replies[0] else -1
+            error = RegistryUnavailable(f"registry read failed: {exc}")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        ids = {
+            name: int(value) if value else -1 for name, value in zip(senders, replies, strict=False)
+        }
+        values = iter(replies[len(senders) :])
+        for sender, consumers, future in batch:
+            mine = [next(values) for _ in consumers]
+            if future.done():
+                continue
+            try:
+                future.set_result(await self._decode_lookup(sender, ids[sender], mine))
+            except RegistryUnavailable as exc:
+                future.set_exception(exc)
+
+    async def _decode_lookup(
+        self, sender: str, sender_id: int, values: Sequence[Any]
+    ) -> list[list[Fact]]:
         if sender_id > 0:
             self._remember("sender", sender, sender_id)
         scopes = {0: ALL_SENDERS, sender_id: sender}
         out = []
-        for value in replies[1:]:
+        for value in values:
             records = [r for r in _decode(_as_bytes(value)) if r.scope_id in scopes]
             out.append([await self._fact(r, scopes) for r in records])
         return out

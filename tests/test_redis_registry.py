@@ -14,7 +14,16 @@ import redis
 from filterd.embedded import EmbeddedServer
 from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
 from filterd.identity import ConsumerHasher
-from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Fact, FactRequest, Kind, WriteResult
+from filterd.model import (
+    ALL_SENDERS,
+    AuditEntry,
+    BulkRow,
+    Channel,
+    Fact,
+    FactRequest,
+    Kind,
+    WriteResult,
+)
 from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
@@ -268,3 +277,31 @@ def test_many_facts_per_consumer_stay_listpack(event_loop_runner: asyncio.Runner
     finally:
         server.release()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_concurrent_lookups_share_one_command(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """Lookups made at the same time (several senders) go out as one EVALSHA, and each
+    caller gets exactly its own consumers' facts for its own sender."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    run = event_loop_runner.run
+    consumers = [i.to_bytes(2, "big") + bytes(8) for i in range(20)]
+    rows = [
+        BulkRow(c, Kind.CONSENT, f"s{i % 4}", Channel.SMS, 1000 + i, "t")
+        for i, c in enumerate(consumers)
+    ]
+    run(registry.record_many(rows))
+    run(registry.lookup("s0", consumers[:1]))  # warm up: connection and script
+    assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
+
+    async def many() -> list[list[list[Fact]]]:
+        return await asyncio.gather(
+            *(registry.lookup(f"s{i % 4}", [c]) for i, c in enumerate(consumers))
+        )
+
+    results = run(many())
+    for i, [facts] in enumerate(results):
+        assert [(f.sender, f.at_ms) for f in facts] == [(f"s{i % 4}", 1000 + i)]
+    assert _commandstats(valkey_server).get("evalsha") == 1
+    run(registry.close())
