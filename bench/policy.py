@@ -485,8 +485,8 @@ def report(
             "- three policy-server processes (commercial account, transactional account, bare "
             "framing), one loaded at a time; this script is the client (a separate process); "
             "the registry server is another: all share the machine's cores.",
-            "- a drop costs a second round trip: Service.screen appends its audit entry "
-            "durably (WAITAOF / fsync) before the reply; the `deliver` row has no drops.",
+            "- a drop's audit entry is written in the background after the reply (batched); "
+            "the `deliver` row has no drops.",
             "- latency: client side, from writing a request to reading its whole reply; one "
             "request in flight per connection (as Postfix's smtpd does).",
             "- server CPU: user + system time of the policy-server process ÷ wall time "
