@@ -219,6 +219,10 @@ class SmppRelay:
             return ESME_ROK
         try:
             found = await self.registry.find_message(carrier_id)
+            for other in _id_forms(carrier_id) if found is None else ():
+                found = await self.registry.find_message(other)
+                if found is not None:
+                    break
         except RegistryUnavailable:
             return ESME_RTHROTTLED
         if found is None:
@@ -307,6 +311,18 @@ class SmppRelay:
         """Stop: ask every client to unbind, and close."""
         for session in list(self.sessions):
             session.close_gracefully()
+
+
+def _id_forms(carrier_id: str) -> list[str]:
+    """Other spellings of a message id: some SMSCs answer submit_sm with a hex id and
+    write the receipt's id in decimal (or the reverse)."""
+    forms = []
+    if carrier_id.isdecimal():
+        forms.append(format(int(carrier_id), "x"))
+        forms.append(format(int(carrier_id), "X"))
+    with contextlib.suppress(ValueError):
+        forms.append(str(int(carrier_id, 16)))
+    return [f for f in forms if f != carrier_id]
 
 
 class ClientSession:
