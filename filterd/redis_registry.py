@@ -137,6 +137,7 @@ _CODES = {
 _SCRIPT_ITEMS = 1000
 """Items per merge call: ~3 ms of server time, so live lookups are not held up."""
 _WAITAOF_TIMEOUT_MS = 5000
+_MAX_CONNECTIONS = 64
 
 
 class RedisRegistry:
@@ -164,15 +165,21 @@ class RedisRegistry:
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisRegistry:
-        """Connect to redis://, rediss:// or unix:// (lazily: nothing is sent yet)."""
-        client = aioredis.Redis.from_url(
+        """Connect to redis://, rediss:// or unix:// (lazily: nothing is sent yet).
+
+        The pool blocks (up to 5 s) when all its connections are busy, rather
+        than failing: a burst of concurrent commands waits its turn.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=5,
             socket_timeout=5.0,
             socket_connect_timeout=2.0,
             retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
             health_check_interval=30,
         )
-        return cls(client, **options)
+        return cls(aioredis.Redis.from_pool(pool), **options)  # the client owns the pool
 
     # ---- reads -------------------------------------------------------------
 

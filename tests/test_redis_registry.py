@@ -305,3 +305,23 @@ def test_concurrent_lookups_share_one_command(
         assert [(f.sender, f.at_ms) for f in facts] == [(f"s{i % 4}", 1000 + i)]
     assert _commandstats(valkey_server).get("evalsha") == 1
     run(registry.close())
+
+
+def test_bursts_wait_for_a_connection(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """More concurrent commands than pooled connections wait their turn; none fails."""
+
+    async def burst() -> list[object]:
+        registry = RedisRegistry.from_url(valkey_server.url)
+        results = await asyncio.gather(
+            *(registry.remember_message(f"c{i}", "tool", str(i), 60) for i in range(300)),
+            return_exceptions=True,
+        )
+        found = await registry.find_message("c299")
+        await registry.close()
+        return [*results, found]
+
+    results = event_loop_runner.run(burst())
+    assert results[:-1] == [None] * 300
+    assert results[-1] == ("tool", "299")
