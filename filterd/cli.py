@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -21,7 +23,16 @@ from typing import Any, NoReturn, TextIO
 from filterd import config as config_module
 from filterd import logs
 from filterd.bootstrap import Runtime, build
-from filterd.csvimport import BadRow, GoodRow, ImportSpec, read_rows
+from filterd.bulkimport import (
+    ImportJob,
+    Outcome,
+    default_workers,
+    import_lines,
+    import_range,
+    init_worker,
+    new_counter,
+    ranges,
+)
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, UsageError
 from filterd.identity import consumer_hex
 from filterd.model import (
@@ -109,6 +120,21 @@ def _parser() -> argparse.ArgumentParser:
         default="commercial",
         choices=["commercial", "transactional"],
     )
+    _import_parser(sub)
+    c = sub.add_parser("export", help="every fact, consumers by hash")
+    c.add_argument("--sender")
+    c.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    c = sub.add_parser("audit", help="the audit log, newest first")
+    c.add_argument("--to", dest="to", metavar="ADDRESS")
+    c.add_argument("--sender")
+    c.add_argument("--since", help="e.g. 24h (default: everything kept)")
+    c.add_argument("--limit", type=int, default=100)
+    sub.add_parser("stats", help="registry counts and memory")
+    return p
+
+
+def _import_parser(sub: Any) -> None:
+    """The options of `filterctl import`."""
     c = sub.add_parser("import", help="import a CSV: address[,created_at,source,evidence]")
     c.add_argument("file")
     c.add_argument("--action", required=True, choices=["consent", "request", "refuse"])
@@ -120,16 +146,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--source", help="default source for rows without one (default: import:FILENAME)"
     )
-    c = sub.add_parser("export", help="every fact, consumers by hash")
-    c.add_argument("--sender")
-    c.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    c = sub.add_parser("audit", help="the audit log, newest first")
-    c.add_argument("--to", dest="to", metavar="ADDRESS")
-    c.add_argument("--sender")
-    c.add_argument("--since", help="e.g. 24h (default: everything kept)")
-    c.add_argument("--limit", type=int, default=100)
-    sub.add_parser("stats", help="registry counts and memory")
-    return p
+    c.add_argument(
+        "--jobs",
+        type=int,
+        help="processes (default: one per CPU for files over 8 MB without quoted fields)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
@@ -194,12 +215,7 @@ class _Command:
         if getattr(a, "limit", 1) < 1:
             raise UsageError(f"--limit: {a.limit} must be at least 1")
         if a.command == "import":
-            if a.action != "refuse" and a.all_senders:
-                raise UsageError(f"--action {a.action} needs --sender (consent is per sender)")
-            if a.ttl is not None and a.action != "request":
-                raise UsageError("--ttl goes with --action request")
-            if not Path(a.file).is_file():
-                raise UsageError(f"{a.file!r}: no such file")
+            _validate_import(a)
         for name in ("sender",):
             value = getattr(a, name, None)
             if value is not None and (not value.strip() or value == ALL_SENDERS):
@@ -361,114 +377,128 @@ class _Command:
     # ---- import ------------------------------------------------------------
 
     async def cmd_import(self, runtime: Runtime) -> int:
-        """filterctl import: good rows are written, bad rows reported as `line N: reason`."""
+        """filterctl import: good rows are written, bad rows reported as `line N: reason`.
+
+        A large file without quoted fields is imported by several processes
+        (`--jobs`, default one per CPU above 8 MB).
+        """
         a = self.args
         path = Path(a.file)
         kind = {"consent": Kind.CONSENT, "request": Kind.REQUEST, "refuse": Kind.REFUSAL}[a.action]
-        spec = ImportSpec(
+        job = ImportJob(
+            settings=self.settings,
+            path=path,
             kind=kind,
             sender=ALL_SENDERS if a.all_senders else a.sender,
             channel=Channel(a.channel) if a.channel in ("email", "sms") else None,
             all_channels=a.channel == "all",
             source=a.source or f"import:{path.name}",
-            default_region=self.region,
-            ttl_s=parse_duration(a.ttl) if a.ttl else runtime.service.request_ttl_s,
+            ttl_s=parse_duration(a.ttl) if a.ttl else None,
             now_ms=runtime.service.now_ms(),
-            consumer_id=runtime.service.hasher.consumer_id,
         )
-        counts = {"rows": 0, "stored": 0, "superseded": 0, "bad": 0}
         # One-shot CLI: nothing else runs on this loop, so plain file reads are fine.
-        progress = _Progress(self.err, path.stat().st_size)  # noqa: ASYNC240
         try:
-            handle = path.open(encoding="utf-8-sig", newline="")  # noqa: ASYNC230
+            parts = ranges(path, a.jobs or default_workers(path))
         except OSError as exc:
             raise UsageError(f"{a.file!r}: {exc.strerror}") from None
-        with handle:
-            # Parse the next batch while the registry writes the previous one.
-            pending: asyncio.Task[None] | None = None
-            batch: list[GoodRow] = []
-            for item in _tracked(read_rows(handle, spec), handle, progress):
-                counts["rows"] += 1
-                if isinstance(item, BadRow):
-                    self._bad(counts, item.line, item.reason)
-                    continue
-                batch.append(item)
-                if len(batch) >= _IMPORT_BATCH:
-                    if pending is not None:
-                        await pending
-                    pending = asyncio.create_task(self._flush(runtime, batch, counts))
-                    await asyncio.sleep(0)  # let the write go out before parsing on
-                    batch = []
-            if pending is not None:
-                await pending
-            await self._flush(runtime, batch, counts)
-        progress.finish(counts["rows"])
+        progress = _Progress(self.err)
+        if len(parts) == 1:
+            with path.open(encoding="utf-8-sig", newline="") as handle:  # noqa: ASYNC230
+                outcome = await import_lines(runtime, job, handle, 1, progress.add)
+        else:
+            outcome = await self._import_parallel(job, parts, progress)
+        progress.finish()
+        for line, reason in sorted(outcome.bad):
+            self.err.write(f"line {line}: {reason}\n")
+        counts = outcome.counts
         await runtime.registry.append_audit(
             [
                 AuditEntry(
                     at_ms=runtime.service.now_ms(),
                     event="import",
-                    sender=spec.sender,
-                    channel="all" if spec.all_channels else (a.channel or "by-address"),
-                    source=spec.source,
+                    sender=job.sender,
+                    channel="all" if job.all_channels else (a.channel or "by-address"),
+                    source=job.source,
                     origin="cli",
                     detail=f"{kind.value}: " + ", ".join(f"{k}={v}" for k, v in counts.items()),
                 )
             ]
         )
         self.emit(
-            {"file": str(path), "action": a.action, **counts},
+            {"file": str(path), "action": a.action, "processes": len(parts), **counts},
             f"imported {counts['stored'] + counts['superseded']} of {counts['rows']} rows "
             f"(stored {counts['stored']}, older than the registry's {counts['superseded']}), "
             f"{counts['bad']} bad",
         )
         return EXIT_USAGE if counts["bad"] else EXIT_OK
 
-    def _bad(self, counts: dict[str, int], line: int, reason: str) -> None:
-        counts["bad"] += 1
-        self.err.write(f"line {line}: {reason}\n")
+    async def _import_parallel(
+        self, job: ImportJob, parts: list[tuple[int, int, int]], progress: _Progress
+    ) -> Outcome:
+        counter = new_counter()
+        context = multiprocessing.get_context("spawn")
+        outcome = Outcome()
+        with ProcessPoolExecutor(
+            len(parts),
+            mp_context=context,
+            initializer=init_worker,
+            initargs=(counter, os.environ.get("FILTERD_LOG_LEVEL", "WARNING")),
+        ) as pool:
+            futures = [
+                asyncio.wrap_future(pool.submit(import_range, job, start, end, first))
+                for start, end, first in parts
+            ]
+            pending: set[asyncio.Future[Outcome]] = set(futures)
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=0.25)
+                progress.show(counter.value)
+            for future in futures:
+                outcome.add(future.result())
+        return outcome
 
-    async def _flush(self, runtime: Runtime, batch: list[GoodRow], counts: dict[str, int]) -> None:
-        if not batch:
-            return
-        results = await runtime.service.record_bulk([good.row for good in batch])
-        for row, result in zip(batch, results, strict=True):
-            if result is WriteResult.REFUSAL_ON_RECORD:
-                self._bad(counts, row.line, "refusal on record; a consent needs evidence")
-            else:
-                counts[result.value] += 1
 
-
-def _tracked(
-    rows: Iterator[GoodRow | BadRow], handle: TextIO, progress: _Progress
-) -> Iterator[GoodRow | BadRow]:
-    for count, row in enumerate(rows, 1):
-        if count % 10_000 == 0:
-            progress.update(count, handle.buffer.tell() if hasattr(handle, "buffer") else 0)
-        yield row
+def _validate_import(a: argparse.Namespace) -> None:
+    """The import options, checked before the registry is touched."""
+    if a.action != "refuse" and a.all_senders:
+        raise UsageError(f"--action {a.action} needs --sender (consent is per sender)")
+    if a.ttl is not None and a.action != "request":
+        raise UsageError("--ttl goes with --action request")
+    if a.jobs is not None and not 1 <= a.jobs <= 64:
+        raise UsageError(f"--jobs: {a.jobs} is outside 1-64")
+    if not Path(a.file).is_file():
+        raise UsageError(f"{a.file!r}: no such file")
 
 
 class _Progress:
-    """A one-line progress bar on stderr, only when stderr is a terminal."""
+    """A one-line progress display on stderr (rows and rows/s), only on a terminal."""
 
-    def __init__(self, err: TextIO, total_bytes: int) -> None:
+    def __init__(self, err: TextIO) -> None:
         self.err = err
-        self.total = max(total_bytes, 1)
         self.enabled = err.isatty()
         self.started = time.monotonic()
+        self.rows = 0
+        self.shown = 0.0
 
-    def update(self, rows: int, position: int) -> None:
-        if not self.enabled:
+    def add(self, rows: int) -> None:
+        """Count stored rows (single-process import)."""
+        self.show(self.rows + rows)
+
+    def show(self, rows: int) -> None:
+        """Redraw with the rows stored so far (at most 4 times a second)."""
+        self.rows = rows
+        now = time.monotonic()
+        if not self.enabled or now - self.shown < 0.25:
             return
-        share = min(position / self.total, 1.0)
-        rate = rows / max(time.monotonic() - self.started, 1e-6)
-        bar = "#" * int(share * 30)
-        self.err.write(f"\r[{bar:<30}] {share:6.1%} {rows} rows {rate:,.0f} rows/s")
+        self.shown = now
+        rate = rows / max(now - self.started, 1e-6)
+        self.err.write(f"\rimported {rows:,} rows, {rate:,.0f} rows/s")
         self.err.flush()
 
-    def finish(self, rows: int) -> None:
+    def finish(self) -> None:
+        """End the line."""
         if self.enabled:
-            self.update(rows, self.total)
+            self.shown = 0.0
+            self.show(self.rows)
             self.err.write("\n")
 
 

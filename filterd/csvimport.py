@@ -54,15 +54,20 @@ class BadRow:
     reason: str
 
 
-def read_rows(lines: Iterable[str], spec: ImportSpec) -> Iterator[GoodRow | BadRow]:
+def read_rows(
+    lines: Iterable[str], spec: ImportSpec, first_line: int = 1
+) -> Iterator[GoodRow | BadRow]:
     """Parse CSV text lines; yield one result per data row.
 
-    A row's line number is the file line it starts on. A row the CSV reader
+    A row's line number is the file line it starts on (`first_line` is the
+    number of the first line given, for a part of a file). A row the CSV reader
     cannot read (an unclosed quote, a field over the size limit) is a bad row.
+    A header is only recognised on line 1 of the file.
     """
     reader = csv.reader(lines, strict=True)
+    offset = first_line - 1
     while True:
-        line = reader.line_num + 1
+        line = reader.line_num + 1 + offset
         try:
             row = next(reader)
         except StopIteration:

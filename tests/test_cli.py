@@ -266,3 +266,34 @@ def test_shares_a_running_embedded_server_and_stores_no_raw_address(home: Path) 
     finally:
         server.release()
     assert not server.alive()
+
+
+def test_parallel_import_keeps_line_numbers(home: Path) -> None:
+    """With --jobs 2 the file is imported by two processes: every good row lands, bad rows
+    in both halves are reported with their file line numbers, in order."""
+    lines = ["address"] + [f"+86138{i:08d}" for i in range(2000)]
+    lines[7] = "bad-one"
+    lines[1500] = "bad-two"
+    (home / "big.csv").write_text("\n".join(lines) + "\n")
+    result = ctl(home, "import", str(home / "big.csv"), "--action", "refuse", "--sender", "acme",
+                 "--jobs", "2", "--json")  # fmt: skip
+    assert result.returncode == 2
+    summary = json.loads(result.stdout)
+    assert (summary["processes"], summary["rows"], summary["stored"], summary["bad"]) == (
+        2, 2000, 1998, 2,
+    )  # fmt: skip
+    assert [line.split(":")[0] for line in result.stderr.strip().splitlines()] == [
+        "line 8", "line 1501",
+    ]  # fmt: skip
+    assert ctl(home, "check", "+8613800001999", "--sender", "acme").returncode == 1
+    audit = json.loads(ctl(home, "audit", "--json").stdout)
+    assert [e["event"] for e in audit] == ["import"]
+
+
+def test_quoted_file_is_read_by_one_process(home: Path) -> None:
+    """A file with quoted fields (which may span lines) is never cut: one process."""
+    (home / "q.csv").write_text('+8613800138000,,web,"form\nsecond line"\n+8613800138001\n')
+    result = ctl(home, "import", str(home / "q.csv"), "--action", "refuse", "--sender", "acme",
+                 "--jobs", "4", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["processes"] == 1

@@ -35,6 +35,7 @@ LAYERS = {
     "config": {"embedded", "errors", "model", "normalize", "policy", "units"},
     "bootstrap": {"config", "embedded", "identity", "redis_registry", "secret", "service"},
     "accounts": {"config"},
+    "bulkimport": {"bootstrap", "config", "csvimport", "logs", "model"},
     "replies": {"model"},
     "policy_service": {
         "accounts",
