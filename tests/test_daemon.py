@@ -315,3 +315,27 @@ def test_serve_runs_the_policy_service(valkey_server: RedisProcess, short_dir: P
         assert process.wait(30) == 0
         assert process.stdout is not None
         process.stdout.close()
+
+
+def test_listener_port_in_use_exits_1_naming_the_key(
+    valkey_server: RedisProcess, short_dir: Path
+) -> None:
+    """A listen address already in use: filterd logs the key and the reason, exits 1."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = short_dir / "filterd.toml"
+        config.write_text(
+            f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+            f'[policy]\nlisten = "127.0.0.1:{port}"\n'
+        )
+        result = subprocess.run(
+            [FILTERD, "serve", "--config", str(config)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"policy.listen 127.0.0.1:{port}" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
