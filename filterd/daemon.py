@@ -229,9 +229,10 @@ async def _run_smpp(
         default_region=settings.registry.default_region,
     )
     carrier_task = None
+    carrier_stop = asyncio.Event()  # set only once the clients' submits are answered
     if smpp.upstream is not None:
         relay.carrier = CarrierClient(smpp.upstream, relay.from_carrier)
-        carrier_task = asyncio.create_task(relay.carrier.run(stop))
+        carrier_task = asyncio.create_task(relay.carrier.run(carrier_stop))
     try:
         server = await relay.start()
     except OSError as exc:
@@ -246,6 +247,7 @@ async def _run_smpp(
         await relay.unbind_all()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
+        carrier_stop.set()
         if carrier_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(carrier_task, 10)

@@ -223,14 +223,21 @@ class RedisRegistry:
             name: int(value) if value else -1 for name, value in zip(senders, replies, strict=False)
         }
         values = iter(replies[len(senders) :])
-        for sender, consumers, future in batch:
-            mine = [next(values) for _ in consumers]
-            if future.done():
-                continue
-            try:
-                future.set_result(await self._decode_lookup(sender, ids[sender], mine))
-            except RegistryUnavailable as exc:
-                future.set_exception(exc)
+        try:
+            for sender, consumers, future in batch:
+                mine = [next(values) for _ in consumers]
+                try:
+                    facts = await self._decode_lookup(sender, ids[sender], mine)
+                except RegistryUnavailable as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                    continue
+                if not future.done():  # its caller may have gone while names were read
+                    future.set_result(facts)
+        finally:
+            for _, _, future in batch:  # whatever went wrong, nobody waits forever
+                if not future.done():
+                    future.set_exception(RegistryUnavailable("registry lookup interrupted"))
 
     async def _decode_lookup(
         self, sender: str, sender_id: int, values: Sequence[Any]

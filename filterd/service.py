@@ -67,16 +67,16 @@ class AuditBuffer:
 
     async def _write(self) -> None:
         while self._pending:
-            batch = self._pending[:500]
+            # take the batch out first: add() may trim the queue while it is written
+            batch, self._pending = self._pending[:500], self._pending[500:]
             try:
                 await self._registry.append_audit(batch)
             except RegistryUnavailable as exc:
+                self._pending[:0] = batch
                 log.warning("audit_delayed", error=str(exc), entries=len(self._pending))
                 if self._closing:
                     return
                 await asyncio.sleep(self._retry_s)
-                continue
-            del self._pending[: len(batch)]
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written."""

@@ -105,6 +105,15 @@ class FakeSmsc:
         future: Future[Pdu] = asyncio.run_coroutine_threadsafe(self._deliver(pdu), self.loop)
         return future.result(timeout).command_status
 
+    def send_raw(self, data: bytes) -> None:
+        """Write raw bytes to the bound relay (for malformed or unknown PDUs)."""
+
+        def write() -> None:
+            if self._bound is not None:
+                self._bound.write(data)
+
+        self.loop.call_soon_threadsafe(write)
+
     def send_mo(self, source: str, destination: str, text: bytes, data_coding: int = 0,
                 esm_class: int = 0) -> int:  # fmt: skip
         """A consumer's reply (MO) from `source` (international digits) to `destination`."""

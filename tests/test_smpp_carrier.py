@@ -9,7 +9,7 @@ import pytest
 
 from filterd.config import SmppUpstream
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
-from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
+from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp, encode
 from tests.smsc import FakeSmsc
 
 
@@ -104,3 +104,32 @@ def test_wrong_password_never_binds(smsc: FakeSmsc) -> None:
 
     asyncio.run(run())
     assert smsc.binds == 0
+
+
+def test_unknown_response_and_bad_body_keep_the_link(smsc: FakeSmsc) -> None:
+    """An unknown response PDU from the carrier is ignored and a request with a malformed
+    body is answered with an error: the link stays bound and submits keep working."""
+
+    async def no_deliveries(pdu: DeliverSm) -> int:
+        return 0
+
+    async def run() -> SubmitSmResp | object:
+        stop = asyncio.Event()
+        client = CarrierClient(upstream(smsc.port), no_deliveries)
+        task = asyncio.create_task(client.run(stop))
+        await asyncio.wait_for(client.wait_bound(), 30)
+        unknown_response = (16).to_bytes(4, "big") + (0x80000021).to_bytes(4, "big") + bytes(8)
+        # a deliver_sm whose body ends inside its TLV
+        body = encode(DeliverSm(sequence_number=9, short_message=b"x"))[16:] + b"\x04\x24\x00"
+        truncated = (16 + len(body)).to_bytes(4, "big") + (5).to_bytes(4, "big") + bytes(4)
+        truncated += (9).to_bytes(4, "big") + body
+        await asyncio.to_thread(smsc.send_raw, unknown_response + truncated)
+        answer = await client.submit(SubmitSm(sequence_number=0, destination_addr="1"))
+        bound = client.bound
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        assert bound
+        return answer
+
+    assert isinstance(asyncio.run(run()), SubmitSmResp)
+    assert smsc.binds == 1

@@ -27,7 +27,7 @@ from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
 from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
-from filterd.smpp.pdu import Framer, SubmitSm, encode
+from filterd.smpp.pdu import BindTransceiver, EnquireLink, Framer, SubmitSm, encode
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, RedisProcess
 from tests.smsc import FakeSmsc
@@ -368,3 +368,34 @@ def test_registry_down_throttles(relay: Relay, server_pool: ServerPool) -> None:
     assert client.submit(JANE) == ("error", 0x58)
     server_pool.get("valkey")
     assert client.submit(JANE)[0] == "ok"
+
+
+def test_unknown_response_from_client_is_ignored(relay: Relay) -> None:
+    """A client's unknown response PDU does not end its session: enquire_link still answered."""
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
+        bind = BindTransceiver(sequence_number=1, system_id="promo", password="chg-me-1")  # noqa: S106
+        sock.sendall(encode(bind))
+        sock.sendall((16).to_bytes(4, "big") + (0x80000021).to_bytes(4, "big") + bytes(8))
+        sock.sendall(encode(EnquireLink(sequence_number=2)))
+        framer = Framer()
+        answers = []
+        while len(answers) < 2:
+            framer.feed(sock.recv(4096))
+            while (pdu := framer.next_pdu()) is not None:
+                answers.append(pdu)
+        assert [(type(p).__name__, p.command_status) for p in answers] == [
+            ("BindTransceiverResp", 0), ("EnquireLinkResp", 0),
+        ]  # fmt: skip
+
+
+def test_parts_sent_together_share_one_decision(relay: Relay) -> None:
+    """Parts of one message submitted back to back (all in flight at once) get one
+    decision: all forwarded, or all refused."""
+    relay.record(JANE, Kind.CONSENT)
+    client = relay.client()
+    parts = ucs2_parts(LONG, b"\x77")
+    for part in parts:
+        client.send(JANE, part, esm_class=0x40, data_coding=8)
+    answers = [client.answer() for _ in parts]
+    assert [kind for kind, _ in answers] == ["ok"] * 3
+    assert len(relay.smsc.wait_submits(3)) == 3

@@ -489,3 +489,20 @@ def test_client_disconnect_mid_data_relays_nothing(relay: Relay) -> None:
     client.quit()
     assert len(relay.sink.handler.messages) == 1
     assert b"half a message" not in relay.sink.handler.messages[0][2]
+
+
+def test_upgrade_redo_refused_by_upstream_is_not_hidden(relay: Relay) -> None:
+    """When some recipients are dropped at DATA and the upstream then refuses a permitted
+    one on the redone transaction, the client gets that refusal (4xx), not a 250 for a
+    message that silently lost a recipient."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    relay.record("carol@example.com", Kind.CONSENT)
+    client = relay.login("receipts", "pw-tx")
+    client.mail("shop@acme.test")
+    for address in ("jane@example.com", "bob@example.com", "carol@example.com"):
+        assert client.rcpt(address)[0] == 250
+    relay.sink.handler.refuse_rcpt["carol@example.com"] = "451 4.3.2 try again later"
+    code, _ = client.data(b"List-Unsubscribe: <mailto:u@acme.test>\r\n" + MESSAGE)
+    assert code == 451
+    client.quit()
+    assert relay.sink.handler.messages == []

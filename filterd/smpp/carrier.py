@@ -23,9 +23,11 @@ from filterd.errors import FilterdError
 from filterd.logs import get_logger
 from filterd.smpp.pdu import (
     ESME_ROK,
+    RESPONSE_BIT,
     AnyPdu,
     BindTransceiver,
     BindTransceiverResp,
+    DataSm,
     DeliverSm,
     EnquireLink,
     EnquireLinkResp,
@@ -43,7 +45,7 @@ from filterd.smpp.pdu import (
 
 log = get_logger("smpp.carrier")
 
-DeliverHandler = Callable[[DeliverSm], Awaitable[int]]
+DeliverHandler = Callable[[DeliverSm | DataSm], Awaitable[int]]
 _RESPONSE_TIMEOUT_S = 30.0
 _BACKOFF_MAX_S = 30.0
 
@@ -122,15 +124,12 @@ class CarrierClient:
             try:
                 await self._session(stop)
                 backoff = 1.0
-            except (
-                OSError,
-                CarrierUnavailable,
-                SmppProtocolError,
-                asyncio.IncompleteReadError,
-            ) as exc:
-                log.warning("carrier_link_down", error=str(exc) or type(exc).__name__,
-                            retry_in_s=backoff)  # fmt: skip
-            self._down()
+            except Exception as exc:
+                log.warning(
+                    "carrier_link_down", error=str(exc) or type(exc).__name__, retry_in_s=backoff
+                )
+            finally:
+                self._down()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
@@ -212,16 +211,27 @@ class CarrierClient:
             if not data:
                 return
             framer.feed(data)
-            while (pdu := framer.next_pdu()) is not None:
+            while True:
+                try:
+                    pdu = framer.next_pdu()
+                except SmppProtocolError as exc:  # answer a bad PDU; drop the link only if told
+                    reply = exc.reply()
+                    if reply is not None:
+                        self._send(reply)
+                    if exc.close:
+                        raise
+                    continue
+                if pdu is None:
+                    break
                 self._dispatch(pdu)
 
     def _dispatch(self, pdu: AnyPdu) -> None:
-        if isinstance(pdu, Pdu) and (pdu.is_response or isinstance(pdu, GenericNack)):
+        if pdu.command_id & RESPONSE_BIT:  # a response (known or not): match it, never answer
             future = self._pending.get(pdu.sequence_number)
-            if future is not None and not future.done():
+            if isinstance(pdu, Pdu) and future is not None and not future.done():
                 future.set_result(pdu)
             return
-        if isinstance(pdu, DeliverSm):
+        if isinstance(pdu, DeliverSm | DataSm):
             task = asyncio.get_running_loop().create_task(self._deliver(pdu))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -234,7 +244,7 @@ class CarrierClient:
         else:
             self._send(response_to(pdu))
 
-    async def _deliver(self, pdu: DeliverSm) -> None:
+    async def _deliver(self, pdu: DeliverSm | DataSm) -> None:
         try:
             status = await self.on_deliver(pdu)
         except Exception:

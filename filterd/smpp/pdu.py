@@ -955,7 +955,7 @@ def is_receipt(pdu: DeliverSm | DataSm) -> bool:
     return kind in (ESM_DELIVERY_RECEIPT, ESM_INTERMEDIATE_NOTIFICATION)
 
 
-_M = TypeVar("_M", DeliverSm, DataSm)
+_M = TypeVar("_M", bound=DeliverSm | DataSm)
 
 
 def rewrite_receipt(pdu: _M, message_id: str) -> _M:

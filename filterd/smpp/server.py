@@ -59,12 +59,13 @@ from filterd.smpp.pdu import (
     ESME_RTHROTTLED,
     FILTERD_NO_CONSENT,
     FILTERD_REFUSED,
+    RESPONSE_BIT,
     AnyPdu,
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
+    DataSm,
     DeliverSm,
-    DeliverSmResp,
     EnquireLink,
     Framer,
     GenericNack,
@@ -84,6 +85,7 @@ from filterd.smpp.text import SmsTextError, concat_key, message_text, split_sms
 log = get_logger("smpp")
 
 _CONCAT_TTL_S = 600.0
+_DRAIN_S = 30.0
 _CONCAT_MAX = 100_000
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _STATUS = {
@@ -114,7 +116,9 @@ class SmppRelay:
         self.sessions: set[ClientSession] = set()
         self._accounts = {a.system_id: a for a in settings.accounts}
         self._numbers = {n.address: n.sender for n in settings.numbers}
-        self._decisions: OrderedDict[tuple[str, object], tuple[float, Decision]] = OrderedDict()
+        self._decisions: OrderedDict[tuple[str, object], tuple[float, asyncio.Future[Decision]]] = (
+            OrderedDict()
+        )
         self._reference = itertools.count(secrets.randbelow(256))
 
     async def start(self) -> asyncio.Server:
@@ -175,14 +179,33 @@ class SmppRelay:
         return normalize(raw, self.default_region)
 
     async def _decide(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
-        """One decision per message: parts of a concatenated message share the first's."""
+        """One decision per message: parts of a concatenated message share the first's
+        (parts arriving together wait for the one lookup in flight)."""
         key = concat_key(pdu)
+        if key is None:
+            return await self._screen(account, pdu, address)
         cache_key = (account.system_id, key)
         now = time.monotonic()
-        if key is not None:
-            cached = self._decisions.get(cache_key)
-            if cached is not None and now - cached[0] < _CONCAT_TTL_S:
-                return cached[1]
+        cached = self._decisions.get(cache_key)
+        if cached is not None and now - cached[0] < _CONCAT_TTL_S:
+            return await asyncio.shield(cached[1])
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._decisions[cache_key] = (now, future)
+        while len(self._decisions) > _CONCAT_MAX:
+            self._decisions.popitem(last=False)
+        try:
+            decision = await self._screen(account, pdu, address)
+        except BaseException as exc:
+            self._decisions.pop(cache_key, None)
+            future.set_exception(exc)
+            future.exception()  # retrieved: later parts decide afresh
+            raise
+        future.set_result(decision)
+        if decision.action is Action.DEFER:  # not a decision: the next part asks again
+            self._decisions.pop(cache_key, None)
+        return decision
+
+    async def _screen(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
         decisions = await self.service.screen(
             account.sender,
             account.stream,
@@ -190,16 +213,11 @@ class SmppRelay:
             origin="smpp",
             message_id=f"{account.system_id}/{pdu.sequence_number}",
         )
-        decision = decisions[0]
-        if key is not None and decision.action is not Action.DEFER:
-            self._decisions[cache_key] = (now, decision)
-            while len(self._decisions) > _CONCAT_MAX:
-                self._decisions.popitem(last=False)
-        return decision
+        return decisions[0]
 
     # ---- deliver_sm from the carrier --------------------------------------------
 
-    async def from_carrier(self, pdu: DeliverSm) -> int:
+    async def from_carrier(self, pdu: DeliverSm | DataSm) -> int:
         """A deliver_sm from the carrier: a receipt to route, or a consumer's reply (MO).
 
         Returns the deliver_sm_resp status: ESME_RTHROTTLED asks the carrier to
@@ -209,7 +227,7 @@ class SmppRelay:
             return await self._receipt(pdu)
         return await self._mobile_originated(pdu)
 
-    async def _receipt(self, pdu: DeliverSm) -> int:
+    async def _receipt(self, pdu: DeliverSm | DataSm) -> int:
         carrier_id = pdu.receipted_message_id()
         if carrier_id is None:
             parsed = parse_receipt(pdu.payload)
@@ -233,7 +251,7 @@ class SmppRelay:
             log.warning("receipt_undeliverable", system_id=owner, reason="no receiver bind")
         return ESME_ROK
 
-    async def _mobile_originated(self, pdu: DeliverSm) -> int:
+    async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
         sender = self._numbers.get(pdu.destination_addr)
         if sender is None:
             log.info("mo_for_unknown_number")
@@ -270,7 +288,7 @@ class SmppRelay:
         )
         await self.service.record(request, origin="smpp")
 
-    async def _confirm(self, mo: DeliverSm, intent: Intent, text: str) -> None:
+    async def _confirm(self, mo: DeliverSm | DataSm, intent: Intent, text: str) -> None:
         """Send the configured confirmation (never screened: it answers the consumer)."""
         confirmations = self.settings.confirmations
         if not confirmations.enabled or self.carrier is None:
@@ -298,19 +316,19 @@ class SmppRelay:
                 return
         log.info("confirmation_sent", intent=intent.value, consumer=mask("+" + mo.source_addr))
 
-    def _forward(self, system_id: str, pdu: DeliverSm) -> bool:
-        """Send a deliver_sm to one receiver bind of the account; False if none is bound."""
+    def _forward(self, system_id: str, pdu: DeliverSm | DataSm) -> bool:
+        """Send a deliver_sm to one live receiver bind of the account; False if none."""
         for session in self.sessions:
             account = session.account
-            if account is not None and account.system_id == system_id and session.receives:
+            live = session.receives and not session.writer.is_closing()
+            if account is not None and account.system_id == system_id and live:
                 session.send_deliver(pdu)
                 return True
         return False
 
     async def unbind_all(self) -> None:
-        """Stop: ask every client to unbind, and close."""
-        for session in list(self.sessions):
-            session.close_gracefully()
+        """Stop: let every client's submits in flight get their answers, then unbind."""
+        await asyncio.gather(*(session.close_gracefully() for session in list(self.sessions)))
 
 
 def _id_forms(carrier_id: str) -> list[str]:
@@ -354,6 +372,7 @@ class ClientSession:
         except (ConnectionError, OSError):
             pass
         finally:
+            self.transmits = self.receives = False  # no more receipts or MOs to this session
             await self._finish()
 
     async def _drain(self, framer: Framer) -> bool:
@@ -374,6 +393,8 @@ class ClientSession:
                 return False
 
     async def _handle(self, pdu: AnyPdu) -> bool:
+        if pdu.command_id & RESPONSE_BIT:
+            return True  # answers to what we sent (known or not); nothing waits for them
         if isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
             return self._bind(pdu)
         if isinstance(pdu, SubmitSm):
@@ -383,10 +404,6 @@ class ClientSession:
         elif isinstance(pdu, Unbind):
             self._write(UnbindResp(sequence_number=pdu.sequence_number))
             return False
-        elif isinstance(pdu, DeliverSmResp | UnbindResp | GenericNack):
-            pass  # answers to what we sent; nothing waits for them
-        elif isinstance(pdu, Pdu) and pdu.is_response:
-            pass
         else:
             self._write(response_to(pdu, ESME_RINVBNDSTS if isinstance(pdu, Pdu) else None))
         return True
@@ -427,13 +444,17 @@ class ClientSession:
             answer = response_to(pdu, ESME_RSYSERR)
         self._write(answer)
 
-    def send_deliver(self, pdu: DeliverSm) -> None:
+    def send_deliver(self, pdu: DeliverSm | DataSm) -> None:
         """Pass a deliver_sm (receipt or MO) to this client, with our own sequence number."""
         sequence = next(self._sequence) & 0x7FFFFFFF
         self._write(dataclasses.replace(pdu, sequence_number=sequence))
 
-    def close_gracefully(self) -> None:
-        """Send unbind and close (shutdown)."""
+    async def close_gracefully(self) -> None:
+        """Shutdown: take no more submits, answer those in flight (30 s at most), unbind."""
+        self.transmits = self.receives = False
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._tasks), _DRAIN_S)
         self._write(Unbind(sequence_number=next(self._sequence) & 0x7FFFFFFF))
         self.writer.close()
 
@@ -445,7 +466,7 @@ class ClientSession:
         """Let submits in flight get their answers, then close."""
         if self._tasks:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks), 30)
+                await asyncio.wait_for(asyncio.gather(*self._tasks), _DRAIN_S)
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()

@@ -209,12 +209,18 @@ class RelayHandler:
             connection = await self.pool.acquire()
             if isinstance(connection, UpstreamReply):
                 return connection
-            reply = await connection.mail(envelope.mail_from or "", options, relay.utf8)
+            try:
+                reply = await connection.mail(envelope.mail_from or "", options, relay.utf8)
+            except BaseException:
+                connection.close()  # cancelled mid-command: its state is unknown
+                raise
             if reply.ok:
                 relay.upstream = connection
                 return None
+            stale = connection.broken
+            connection.close()  # a refused MAIL may leave a transaction open: never reuse
             await self.pool.release(connection)
-            if not connection.broken:
+            if not stale:
                 return reply
         return reply
 
@@ -225,6 +231,7 @@ class RelayHandler:
         relay = server.relay
         content: bytes = envelope.original_content or b""
         account = relay.account
+        reply: UpstreamReply | None = None
         try:
             if account is not None and account.stream is MessageClass.TRANSACTIONAL:
                 signals = commercial_signals(content)
@@ -241,7 +248,9 @@ class RelayHandler:
                 upstream.close()  # interrupted mid-DATA: never reuse this connection
                 raise
         finally:
-            await self._end_transaction(relay, reset=False)
+            # after a 250 the transaction is over; after a refusal (of the DATA command
+            # itself, say) it may still be open at the upstream: RSET before reuse
+            await self._end_transaction(relay, reset=reply is None or not reply.ok)
         log.info("relayed" if reply.ok else "upstream_refused_message",
                  sender=account.sender if account else None, recipients=len(envelope.rcpt_tos),
                  transaction=relay.transaction, reply=reply.line())  # fmt: skip
@@ -272,18 +281,24 @@ class RelayHandler:
             return replies.ALL_DROPPED
         if len(keep) == len(relay.addresses):
             return None
-        # Some were dropped: redo the upstream transaction with the rest only.
+        # Some were dropped: redo the upstream transaction with the rest only. If the
+        # upstream now refuses one of them, the whole message gets that answer (a 4xx
+        # first), never a 250 that silently leaves a permitted recipient out.
         await self._end_transaction(relay)
         envelope.rcpt_tos = []
         relay.addresses = []
+        failures = []
         for address, recipient in keep:
             reply = await self._upstream_rcpt(relay, envelope, address)
-            if reply.ok:
-                envelope.rcpt_tos.append(address)
-                relay.addresses.append(recipient)
-        if not envelope.rcpt_tos:
+            if not reply.ok:
+                failures.append(reply)
+                break
+            envelope.rcpt_tos.append(address)
+            relay.addresses.append(recipient)
+        if failures:
             await self._end_transaction(relay)
-            return replies.ALL_DROPPED
+            worst = min(failures, key=lambda r: (r.code >= 500, r.code))
+            return worst.line()
         return None
 
     # ---- ending transactions --------------------------------------------------------
@@ -295,14 +310,20 @@ class RelayHandler:
 
     async def _end_transaction(self, relay: RelayState, *, reset: bool = True) -> None:
         """Give the upstream connection back (RSET first unless DATA just ended it)."""
-        connection, relay.upstream = relay.upstream, None
+        connection = relay.upstream
         relay.addresses = []
         if connection is None:
             return
-        if reset and not connection.broken:
-            reply = await connection.rset()
-            if not reply.ok:
-                connection.close()
+        try:
+            if reset and not connection.broken:
+                reply = await connection.rset()
+                if not reply.ok:
+                    connection.close()
+        except BaseException:
+            relay.upstream = None
+            connection.close()  # cancelled mid-RSET: never reuse it
+            raise
+        relay.upstream = None
         await self.pool.release(connection)
         self._ended.set()
 
