@@ -120,6 +120,7 @@ class SmppRelay:
             OrderedDict()
         )
         self._reference = itertools.count(secrets.randbelow(256))
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> asyncio.Server:
         """Listen on smpp.listen."""
@@ -272,7 +273,10 @@ class SmppRelay:
             except RegistryUnavailable as exc:
                 log.warning("mo_deferred", intent=intent.value, error=str(exc))
                 return ESME_RTHROTTLED
-            await self._confirm(pdu, intent, text or "")
+            # the fact is on disk: answer the carrier now, confirm in the background
+            task = asyncio.get_running_loop().create_task(self._confirm(pdu, intent, text or ""))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         for account in self._accounts.values():
             if account.sender == sender:
                 self._forward(account.system_id, pdu)
