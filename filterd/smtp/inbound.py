@@ -378,6 +378,7 @@ async def start_smtp_server(
         return RelaySMTP(
             handler,
             hostname=hostname,
+            ident="filterd ESMTP",
             data_size_limit=settings.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
