@@ -28,12 +28,7 @@ class AccountBook:
         """The account whose login this is, or None (wrong name or password)."""
         account = self._by_name.get(username)
         expected = account.password if account is not None else None
-        # compare even for an unknown user, so timing does not tell which names exist
-        ok = hmac.compare_digest(
-            (expected or "\x00").encode("utf-8", "surrogateescape"),
-            password.encode("utf-8", "surrogateescape"),
-        )
-        return account if account is not None and expected and ok else None
+        return account if password_matches(expected, password) else None
 
     def by_username(self, username: str) -> SmtpAccount | None:
         """The account with this login name, password or not (Postfix has checked it)."""
@@ -51,3 +46,13 @@ class AccountBook:
             if ip.version == network.version and ip in network:
                 return account
         return None
+
+
+def password_matches(expected: str | None, given: str) -> bool:
+    """Constant-time check; False when there is no password to match (an unknown name
+    is compared all the same, so timing does not tell which names exist)."""
+    ok = hmac.compare_digest(
+        (expected or "\x00").encode("utf-8", "surrogateescape"),
+        given.encode("utf-8", "surrogateescape"),
+    )
+    return bool(expected) and ok

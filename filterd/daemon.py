@@ -15,8 +15,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
 
 from filterd import config as config_module
 from filterd import logs
@@ -141,12 +141,9 @@ async def _run_smtp(
         pool,
         default_region=settings.registry.default_region,
     )
-    try:
-        server = await start_smtp_server(smtp, listen, handler, hostname=hostname)
-    except OSError as exc:
-        raise OSError(f"smtp.listen {listen[0]}:{listen[1]}: {exc.strerror}") from exc
-    bound = server.sockets[0].getsockname()
-    log.info("listening", front_end="smtp", host=bound[0], port=bound[1])
+    server = await _listen(
+        "smtp", listen, start_smtp_server(smtp, listen, handler, hostname=hostname)
+    )
     try:
         await stop.wait()
     finally:
@@ -182,6 +179,19 @@ def _start_front_ends(
         group.create_task(_run_policy(settings, settings.policy, runtime, stop))
 
 
+async def _listen(
+    name: str, listen: tuple[str, int], starting: Coroutine[Any, Any, asyncio.Server]
+) -> asyncio.Server:
+    """Await a front end's listener; a bind failure names the key; log the bound address."""
+    try:
+        server = await starting
+    except OSError as exc:
+        raise OSError(f"{name}.listen {listen[0]}:{listen[1]}: {exc.strerror}") from exc
+    bound = server.sockets[0].getsockname()
+    logs.get_logger(name).info("listening", front_end=name, host=bound[0], port=bound[1])
+    return server
+
+
 async def _run_policy(
     settings: config_module.Settings,
     policy: config_module.PolicySettings,
@@ -191,18 +201,13 @@ async def _run_policy(
     """The Postfix policy service until `stop`; then finish the requests in flight."""
     log = logs.get_logger("policy")
     accounts = AccountBook(settings.smtp.accounts if settings.smtp is not None else ())
-    try:
-        server = await start_policy_server(
-            policy.listen,
-            runtime.service,
-            accounts,
-            default_region=settings.registry.default_region,
-        )
-    except OSError as exc:
-        where = f"{policy.listen[0]}:{policy.listen[1]}"
-        raise OSError(f"policy.listen {where}: {exc.strerror}") from exc
-    bound = server.sockets[0].getsockname()
-    log.info("listening", front_end="policy", host=bound[0], port=bound[1])
+    starting = start_policy_server(
+        policy.listen,
+        runtime.service,
+        accounts,
+        default_region=settings.registry.default_region,
+    )
+    server = await _listen("policy", policy.listen, starting)
     try:
         await stop.wait()
     finally:
@@ -233,13 +238,7 @@ async def _run_smpp(
     if smpp.upstream is not None:
         relay.carrier = CarrierClient(smpp.upstream, relay.from_carrier)
         carrier_task = asyncio.create_task(relay.carrier.run(carrier_stop))
-    try:
-        server = await relay.start()
-    except OSError as exc:
-        where = f"{smpp.listen[0]}:{smpp.listen[1]}"
-        raise OSError(f"smpp.listen {where}: {exc.strerror}") from exc
-    bound = server.sockets[0].getsockname()
-    log.info("listening", front_end="smpp", host=bound[0], port=bound[1])
+    server = await _listen("smpp", smpp.listen, relay.start())
     try:
         await stop.wait()
     finally:

@@ -53,6 +53,7 @@ LAYERS = {
     "smpp.text": {"errors", "smpp.pdu"},
     "smpp.carrier": {"config", "errors", "logs", "smpp.pdu"},
     "smpp.server": {
+        "accounts",
         "config",
         "errors",
         "keywords",

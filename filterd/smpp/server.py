@@ -32,13 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import itertools
 import re
 import secrets
 import time
 from collections import OrderedDict
 
+from filterd.accounts import password_matches
 from filterd.config import SmppAccount, SmppSettings
 from filterd.errors import InvalidAddress, RegistryUnavailable
 from filterd.keywords import Intent, Keywords
@@ -138,9 +138,8 @@ class SmppRelay:
     def account(self, system_id: str, password: str) -> SmppAccount | None:
         """The account for a bind, or None (constant-time password check)."""
         account = self._accounts.get(system_id)
-        expected = account.password if account is not None else "\x00"
-        ok = hmac.compare_digest(expected.encode(), password.encode("utf-8", "surrogateescape"))
-        return account if account is not None and ok else None
+        expected = account.password if account is not None else None
+        return account if password_matches(expected, password) else None
 
     # ---- submit_sm ---------------------------------------------------------------
 
