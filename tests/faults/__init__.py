@@ -1,0 +1,1 @@
+"""Fault tests: real filterd, registry, sink and SMSC processes killed and restarted."""
