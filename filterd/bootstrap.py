@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from filterd.config import Settings
 from filterd.embedded import EmbeddedServer
+from filterd.errors import ConfigError
 from filterd.identity import ConsumerHasher
 from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
 from filterd.service import Service
+from filterd.tokens import TokenKeys, derive_key, sender_table
 
 
 @dataclass
@@ -21,6 +23,10 @@ class Runtime:
     service: Service
     registry: RedisRegistry
     embedded: EmbeddedServer | None
+    tokens: TokenKeys | None = None
+    """Unsubscribe token keys, when [http] is configured."""
+    senders: dict[bytes, str] = field(default_factory=dict)
+    """Token sender tag → configured sender name."""
 
     async def close(self) -> None:
         """Close connections; leave the embedded server (if last user, it stops)."""
@@ -57,4 +63,27 @@ def build(settings: Settings) -> Runtime:
         request_ttl_s=reg.request_ttl_s,
         fail_mode=reg.fail_mode,
     )
-    return Runtime(service, registry, embedded)
+    return Runtime(service, registry, embedded, token_keys(settings, secret), senders(settings))
+
+
+def token_keys(settings: Settings, secret: bytes) -> TokenKeys | None:
+    """The unsubscribe token keys [http] asks for (None without [http])."""
+    http = settings.http
+    if http is None:
+        return None
+    current = derive_key(secret)
+    if http.token_secret_file is not None:
+        current = load_or_create(http.token_secret_file, "http.token_secret_file")
+    retired = [
+        load_or_create(path, "http.retired_token_secret_files", create=False)
+        for path in http.retired_token_secret_files
+    ]
+    return TokenKeys(current, retired, max_age_s=http.token_max_age_s)
+
+
+def senders(settings: Settings) -> dict[bytes, str]:
+    """Sender tag → name for every configured sender."""
+    try:
+        return sender_table(settings.senders())
+    except ValueError as exc:
+        raise ConfigError("smtp.accounts", str(exc)) from None

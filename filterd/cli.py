@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TextIO
 
 from filterd import config as config_module
 from filterd import logs
-from filterd.bootstrap import Runtime, build
+from filterd.bootstrap import Runtime, build, token_keys
 from filterd.bulkimport import (
     ImportJob,
     Outcome,
@@ -34,7 +34,7 @@ from filterd.bulkimport import (
     ranges,
 )
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, UsageError
-from filterd.identity import consumer_hex
+from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import (
     ALL_SENDERS,
     Action,
@@ -51,6 +51,7 @@ from filterd.model import (
 from filterd.normalize import mask, normalize
 from filterd.policy import decide
 from filterd.registry import AuditQuery
+from filterd.secret import load_or_create
 from filterd.units import parse_duration
 
 EXIT_OK, EXIT_DROP, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -130,6 +131,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--since", help="e.g. 24h (default: everything kept)")
     c.add_argument("--limit", type=int, default=100)
     sub.add_parser("stats", help="registry counts and memory")
+    c = sub.add_parser("unsubscribe-url", help="a signed RFC 8058 one-click URL")
+    c.add_argument("address")
+    c.add_argument("--sender", required=True)
+    c.add_argument("--channel", choices=["email", "sms"])
     return p
 
 
@@ -223,6 +228,8 @@ class _Command:
 
     async def execute(self) -> int:
         """Open the registry, run the command, release the registry."""
+        if self.args.command == "unsubscribe-url":
+            return self.unsubscribe_url()  # needs the secret only, not the registry
         runtime = await asyncio.to_thread(build, self.settings)
         try:
             handler: Callable[[Runtime], Any] = getattr(self, "cmd_" + self.args.command)
@@ -295,6 +302,27 @@ class _Command:
         if self.address is None:
             raise UsageError("an address is required")
         return self.address
+
+    def unsubscribe_url(self) -> int:
+        """filterctl unsubscribe-url: the bare URL (no registry needed)."""
+        http = self.settings.http
+        if http is None:
+            raise ConfigError("http", "unsubscribe-url needs [http] public_url")
+        sender = self.args.sender
+        if sender not in self.settings.senders():
+            raise UsageError(
+                f"--sender {sender!r} is not a configured sender (smtp/smpp accounts, numbers)"
+            )
+        address = self._address()
+        secret = load_or_create(self.settings.registry.secret_file)
+        keys = token_keys(self.settings, secret)
+        if keys is None:  # [http] is set, so there are keys
+            raise ConfigError("http", "no token keys")
+        consumer = ConsumerHasher(secret).consumer_id(address)
+        token = keys.issue(sender, address.channel, consumer, int(time.time()))
+        url = f"{http.public_url}/unsubscribe/{token}"
+        self.emit({"url": url, "sender": sender, "channel": address.channel.value}, url)
+        return EXIT_OK
 
     # ---- reads -------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from filterd.units import parse_duration, parse_endpoint, parse_size
 
 T = TypeVar("T")
 Endpoint = tuple[str, int]
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ class SmtpSettings:
     """Name in the greeting and EHLO; None: the machine's host name."""
     workers: int = 1
     """Processes serving `listen` together (SO_REUSEPORT)."""
+    unsubscribe_domain: str | None = None
+    """Mail to unsubscribe+TOKEN@this domain is an opt-out (no AUTH needed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +174,21 @@ class HttpSettings:
 
     listen: Endpoint
     public_url: str
+    token_secret_file: Path | None = None
+    """Signing key for unsubscribe tokens; None: derived from the registry secret."""
+    retired_token_secret_files: tuple[Path, ...] = ()
+    """Keys of earlier rotations, still accepted when verifying."""
+    token_max_age_s: int = 400 * 86400
+    """Tokens older than this are refused, whichever key signed them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """[dkim]: sign relayed commercial mail (and add the one-click headers)."""
+
+    selector: str
+    domain: str
+    key_file: Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +209,17 @@ class Settings:
     smpp: SmppSettings | None = None
     http: HttpSettings | None = None
     policy: PolicySettings | None = None
+    dkim: DkimSettings | None = None
+
+    def senders(self) -> list[str]:
+        """Every sender an account or a number names (the ones tokens may carry)."""
+        names: dict[str, None] = {}
+        if self.smtp is not None:
+            names.update(dict.fromkeys(a.sender for a in self.smtp.accounts))
+        if self.smpp is not None:
+            names.update(dict.fromkeys(a.sender for a in self.smpp.accounts))
+            names.update(dict.fromkeys(n.sender for n in self.smpp.numbers))
+        return list(names)
 
 
 _TOML_TYPES = {
@@ -287,10 +317,16 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     keywords = _keywords(root)
     smtp = _section(root, "smtp", lambda t: _smtp(t, base))
     smpp = _section(root, "smpp", _smpp)
-    http = _section(root, "http", _http)
+    http = _section(root, "http", lambda t: _http(t, base))
     policy = _section(root, "policy", lambda t: PolicySettings(_endpoint(t, "listen")))
+    dkim = _section(root, "dkim", lambda t: _dkim(t, base))
     root.done()
-    return Settings(path, registry, keywords, smtp, smpp, http, policy)
+    settings = Settings(path, registry, keywords, smtp, smpp, http, policy, dkim)
+    if dkim is not None and (smtp is None or smtp.listen is None):
+        raise ConfigError("dkim", "needs the SMTP relay ([smtp] listen)")
+    if smtp is not None and smtp.unsubscribe_domain and http is None:
+        raise ConfigError("smtp.unsubscribe_domain", "needs [http] (its token settings)")
+    return settings
 
 
 def _section(root: _Table, name: str, build: Callable[[_Table], T]) -> T | None:
@@ -457,7 +493,17 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         accounts=tuple(accounts),
         hostname=t.take("hostname", str, "") or None,
         workers=_workers(t, listen),
+        unsubscribe_domain=_unsubscribe_domain(t),
     )
+
+
+def _unsubscribe_domain(t: _Table) -> str | None:
+    domain: str = t.take("unsubscribe_domain", str, "")
+    if not domain:
+        return None
+    if not all(_DNS_LABEL.fullmatch(label) for label in domain.split(".")):
+        raise ConfigError(t.key("unsubscribe_domain"), f"{domain!r} is not a DNS name")
+    return domain.lower()
 
 
 def _workers(t: _Table, listen: Endpoint | None) -> int:
@@ -545,12 +591,37 @@ def _confirmations(t: _Table) -> Confirmations:
     return Confirmations(enabled, texts)
 
 
-def _http(t: _Table) -> HttpSettings:
+def _http(t: _Table, base: Path) -> HttpSettings:
     public_url = t.take("public_url", str, required=True)
     parts = urlsplit(public_url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise ConfigError("http.public_url", f"{public_url!r} is not an http(s) URL")
-    return HttpSettings(_endpoint(t, "listen"), public_url.rstrip("/"))
+    token_file = t.take("token_secret_file", str, "") or None
+    max_age = t.parse("token_max_age", parse_duration, 400 * 86400)
+    if max_age < 86400:
+        raise ConfigError("http.token_max_age", "must be at least 1d")
+    return HttpSettings(
+        listen=_endpoint(t, "listen"),
+        public_url=public_url.rstrip("/"),
+        token_secret_file=base / token_file if token_file else None,
+        retired_token_secret_files=tuple(
+            base / name for name in t.strings("retired_token_secret_files")
+        ),
+        token_max_age_s=max_age,
+    )
+
+
+def _dkim(t: _Table, base: Path) -> DkimSettings:
+    selector = t.take("selector", str, required=True)
+    domain = t.take("domain", str, required=True)
+    for key, value in (("selector", selector), ("domain", domain)):
+        labels = value.split(".")
+        if not all(_DNS_LABEL.fullmatch(label) for label in labels):
+            raise ConfigError(f"dkim.{key}", f"{value!r} is not a DNS name")
+    key_file = base / t.take("key_file", str, required=True)
+    if not key_file.is_file():
+        raise ConfigError("dkim.key_file", f"{key_file}: no such file")
+    return DkimSettings(selector, domain.lower(), key_file)
 
 
 def default_path(explicit: str | None, environ: dict[str, str]) -> Path:

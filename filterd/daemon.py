@@ -30,11 +30,11 @@ from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.server import SmppRelay
 from filterd.smtp.inbound import RelayHandler, start_smtp_server
 from filterd.smtp.outbound import UpstreamPool
+from filterd.web import HttpFrontEnd, UnsubscribeSite
 
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _SUPERVISE_INTERVAL_S = 1.0
 _DRAIN_TIMEOUT_S = 30.0
-_NOT_BUILT = ("http",)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,9 +100,6 @@ async def serve(settings: config_module.Settings, worker: str | None = None) -> 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    for name in _NOT_BUILT:
-        if getattr(settings, name) is not None and worker is None:
-            log.warning("front_end_not_in_this_build", front_end=name)
     code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as group:
@@ -177,6 +174,8 @@ def _start_front_ends(
         group.create_task(_run_smpp(settings, settings.smpp, runtime, stop))
     if settings.policy is not None and worker is None:
         group.create_task(_run_policy(settings, settings.policy, runtime, stop))
+    if settings.http is not None and worker is None:
+        group.create_task(_run_http(settings.http, runtime, stop))
 
 
 async def _listen(
@@ -215,6 +214,23 @@ async def _run_policy(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
         log.info("drained", front_end="policy")
+
+
+async def _run_http(
+    http: config_module.HttpSettings, runtime: Runtime, stop: asyncio.Event
+) -> None:
+    """The HTTP front end (unsubscribe, health, metrics) until `stop`."""
+    log = logs.get_logger("http")
+    if runtime.tokens is None:  # build() makes the keys whenever [http] is set
+        raise ConfigError("http", "no token keys")
+    front_end = HttpFrontEnd(UnsubscribeSite(runtime.service, runtime.tokens, runtime.senders))
+    server = await _listen("http", http.listen, front_end.start(http.listen))
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await front_end.close()
+        log.info("drained", front_end="http")
 
 
 async def _run_smpp(

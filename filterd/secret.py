@@ -16,16 +16,20 @@ from filterd.errors import ConfigError
 from filterd.identity import MIN_SECRET_BYTES
 
 
-def load_or_create(path: Path) -> bytes:
-    """Return the secret in `path`, creating it (0600) when it does not exist."""
+def load_or_create(path: Path, key: str = "registry.secret_file", *, create: bool = True) -> bytes:
+    """Return the secret in `path`, creating it (0600) when it does not exist.
+
+    `key` names the config key in errors; with `create` False a missing file
+    is an error (retired token keys must not be made up).
+    """
     try:
-        return _load_or_create(path)
+        return _load_or_create(path, key, create)
     except OSError as exc:
-        raise ConfigError("registry.secret_file", f"{path}: {exc.strerror or exc}") from None
+        raise ConfigError(key, f"{path}: {exc.strerror or exc}") from None
 
 
-def _load_or_create(path: Path) -> bytes:
-    if not path.exists():
+def _load_or_create(path: Path, key: str, create: bool) -> bytes:
+    if create and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -36,16 +40,12 @@ def _load_or_create(path: Path) -> bytes:
                 handle.write(secrets.token_hex(MIN_SECRET_BYTES) + "\n")
     mode = stat.S_IMODE(path.stat().st_mode)
     if mode & 0o077:
-        raise ConfigError(
-            "registry.secret_file", f"{path} has mode {mode:04o}; it must be 0600 (chmod 600)"
-        )
+        raise ConfigError(key, f"{path} has mode {mode:04o}; it must be 0600 (chmod 600)")
     text = path.read_bytes().strip()
     try:
         secret = bytes.fromhex(text.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         secret = text
     if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            "registry.secret_file", f"{path} holds fewer than {MIN_SECRET_BYTES} bytes"
-        )
+        raise ConfigError(key, f"{path} holds fewer than {MIN_SECRET_BYTES} bytes")
     return secret

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from filterd.errors import RegistryUnavailable
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.logs import get_logger
+from filterd.metrics import Metrics
 from filterd.model import (
     Action,
     Address,
@@ -103,11 +104,13 @@ class Service:
         request_ttl_s: int,
         fail_mode: FailMode = FailMode.CLOSED,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.hasher = hasher
         self.request_ttl_s = request_ttl_s
         self.fail_mode = fail_mode
+        self.metrics = metrics or Metrics()
         self._clock = clock
         self._audit = AuditBuffer(registry)
 
@@ -128,10 +131,14 @@ class Service:
         ids = [self.hasher.consumer_id(a) for a in addresses]
         facts: list[list[Fact]] | None = None
         if message_class is MessageClass.COMMERCIAL:
+            started = time.perf_counter()
             try:
                 facts = await self.registry.lookup(sender, ids)
             except RegistryUnavailable as exc:
+                self.metrics.registry_error("lookup")
                 log.warning("registry_unavailable", error=str(exc), origin=origin)
+            else:
+                self.metrics.registry_latency("lookup", time.perf_counter() - started)
         now = self.now_ms()
         decisions = []
         audit = []
@@ -142,6 +149,7 @@ class Service:
             )
             decisions.append(decision)
             reason = decision.reason.value if decision.reason else None
+            self.metrics.decision(origin, decision.action.value, reason)
             log.info(
                 "decision",
                 origin=origin,
@@ -197,6 +205,16 @@ class Service:
         """Write one fact durably with its audit entry; log it."""
         fact = self.build_fact(request)
         consumer = self.hasher.consumer_id(request.address)
+        return await self._write(consumer, fact, origin, mask(request.address.canonical))
+
+    async def record_consumer(self, consumer: bytes, fact: Fact, *, origin: str) -> WriteResult:
+        """Write a fact for a consumer known only by its id (a signed unsubscribe token).
+
+        The caller builds the fact; its source and evidence must hold no address.
+        """
+        return await self._write(consumer, fact, origin, "consumer:" + consumer_hex(consumer))
+
+    async def _write(self, consumer: bytes, fact: Fact, origin: str, shown: str) -> WriteResult:
         entry = AuditEntry(
             at_ms=fact.at_ms,
             event=fact.kind.value,
@@ -207,13 +225,21 @@ class Service:
             origin=origin,
             message_id=fact.message_id,
         )
-        result = await self.registry.record(consumer, fact, audit=entry)
+        started = time.perf_counter()
+        try:
+            result = await self.registry.record(consumer, fact, audit=entry)
+        except RegistryUnavailable:
+            self.metrics.registry_error("record")
+            raise
+        self.metrics.registry_latency("record", time.perf_counter() - started)
+        if fact.kind is Kind.REFUSAL:
+            self.metrics.optout(origin)
         log.info(
             "fact",
             origin=origin,
             kind=fact.kind.value,
             sender=fact.sender,
-            recipient=mask(request.address.canonical),
+            recipient=shown,
             channel=entry.channel,
             result=result.value,
         )

