@@ -76,6 +76,9 @@ ROUNDS = max(1, int(os.environ.get("FILTERD_FAULT_ROUNDS", "5")))
 LONG = ROUNDS >= 20
 OUTAGE_S = float(os.environ.get("FILTERD_FAULT_OUTAGE_S", "5" if LONG else "2"))
 
+RETRY_PACE_S = 0.05
+"""How long a load client waits after a temporary failure before its next message."""
+
 _COUNTS: list[str] = []
 
 
@@ -597,7 +600,10 @@ class SmtpLoad:
                 continue
             try:
                 while not self.stopping.is_set() and client.sock is not None:
-                    self.ledger.add(self._send(client))
+                    attempt = self._send(client)
+                    self.ledger.add(attempt)
+                    if attempt.outcome == "temporary":
+                        self.stopping.wait(RETRY_PACE_S)  # a client backs off on 4xx
             finally:
                 with contextlib.suppress(OSError, smtplib.SMTPException):
                     client.quit()
@@ -710,6 +716,8 @@ class SmppLoad:
                         self.ledger.add(
                             Attempt(ident, started, time.monotonic(), outcome, f"{status:#x}")
                         )
+                        if status != 0:
+                            self.stopping.wait(RETRY_PACE_S)  # an ESME backs off on errors
                     elif isinstance(pdu, EnquireLink | DeliverSm):
                         sock.sendall(encode(response_to(pdu)))
         except (OSError, SmppProtocolError) as exc:
