@@ -19,10 +19,14 @@ class AccountBook:
     """Look-ups over the configured `[[smtp.accounts]]`."""
 
     def __init__(self, accounts: Sequence[SmtpAccount]) -> None:
-        self._by_name = {a.username: a for a in accounts}
+        self.replace(accounts)
+
+    def replace(self, accounts: Sequence[SmtpAccount]) -> None:
+        """Use a new set of accounts from now on (a reload); sessions keep theirs."""
         networks = [(net, a) for a in accounts for net in a.networks]
         # most specific first: a /32 beats the /24 around it
         self._networks = sorted(networks, key=lambda item: -item[0].prefixlen)
+        self._by_name = {a.username: a for a in accounts}
 
     def authenticate(self, username: str, password: str) -> SmtpAccount | None:
         """The account whose login this is, or None (wrong name or password)."""

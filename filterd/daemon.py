@@ -11,19 +11,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from filterd import config as config_module
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build
+from filterd.bootstrap import senders as token_senders
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
 from filterd.keywords import Keywords
+from filterd.notify import Notifier
 from filterd.policy_service import start_policy_server
 from filterd.secret import load_or_create
 from filterd.smpp.carrier import CarrierClient
@@ -35,6 +39,7 @@ from filterd.web import HttpFrontEnd, UnsubscribeSite
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _SUPERVISE_INTERVAL_S = 1.0
 _DRAIN_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         if name == "serve":
             # internal: a worker process started by `filterd serve` for smtp.workers > 1
             c.add_argument("--worker", choices=["smtp"], help=argparse.SUPPRESS)
+            c.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -70,7 +76,20 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         sys.stderr.write(f"filterd: {exc}\n")
         sys.exit(EXIT_CONFIG)
     logs.configure(sys.stdout, os.environ.get("FILTERD_LOG_LEVEL", "INFO"), cache=True)
-    sys.exit(asyncio.run(serve(settings, worker=getattr(args, "worker", None))))
+    worker = getattr(args, "worker", None)
+    notifier = Notifier(None if worker else os.environ.get("NOTIFY_SOCKET"))
+    watchdog = _watchdog_interval(os.environ)
+    parent = getattr(args, "parent", None)
+    sys.exit(asyncio.run(serve(settings, worker, notifier, watchdog, parent=parent)))
+
+
+def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
+    """Half of systemd's WatchdogSec (WATCHDOG_USEC), when it is meant for this process."""
+    usec = environ.get("WATCHDOG_USEC", "")
+    pid = environ.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000
 
 
 def load_or_create_check(settings: config_module.Settings) -> None:
@@ -79,14 +98,46 @@ def load_or_create_check(settings: config_module.Settings) -> None:
         load_or_create(settings.registry.secret_file)
 
 
-async def serve(settings: config_module.Settings, worker: str | None = None) -> int:
-    """Run until SIGTERM/SIGINT; return the exit code.
+@dataclass
+class _Live:
+    """What one serving process holds: the objects a reload updates, start-up progress."""
+
+    settings: config_module.Settings
+    runtime: Runtime
+    stop: asyncio.Event
+    notifier: Notifier
+    accounts: AccountBook
+    relay: SmppRelay | None = None
+    workers: list[asyncio.subprocess.Process] = field(default_factory=list)
+    expected: int = 0
+    listening: int = 0
+    all_listening: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def listened(self) -> None:
+        """One more front end listens; all of them: set `all_listening`."""
+        self.listening += 1
+        if self.listening >= self.expected:
+            self.all_listening.set()
+
+
+async def serve(
+    settings: config_module.Settings,
+    worker: str | None = None,
+    notifier: Notifier | None = None,
+    watchdog_s: float | None = None,
+    *,
+    parent: int | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; return the exit code. SIGHUP reloads (see `_reload`).
 
     `worker="smtp"`: run only the SMTP front end (an extra process of a
     `smtp.workers > 1` set-up; the parent supervises the registry and workers).
+    `notifier` tells systemd READY/RELOADING/STOPPING; with `watchdog_s` it also
+    sends WATCHDOG at that interval. A worker stops when `parent` is gone.
     """
     log = logs.get_logger("daemon")
     logs.bind(pid=os.getpid(), role=f"{worker}-worker" if worker else "main")
+    notifier = notifier or Notifier(None)
     try:
         runtime = await asyncio.to_thread(build, settings)
         await runtime.registry.check_layout()
@@ -96,16 +147,27 @@ async def serve(settings: config_module.Settings, worker: str | None = None) -> 
     except (RegistryUnavailable, FilterdError) as exc:
         log.error("registry_unavailable", error=str(exc))
         return EXIT_UNAVAILABLE
-    stop = asyncio.Event()
+    live = _Live(settings, runtime, asyncio.Event(), notifier, _accounts(settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, live.stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: _reload(live))
+    if worker is not None:
+        _die_with_parent()
+        if parent is None:
+            parent = os.getppid()
     code = EXIT_OK
     try:
         async with asyncio.TaskGroup() as group:
-            _start_front_ends(group, settings, runtime, stop, worker)
-            log.info("started", config=str(settings.path), registry=settings.registry.url)
-            await stop.wait()
+            _start_front_ends(group, live, worker, parent)
+            if watchdog_s:
+                group.create_task(_watchdog(live, watchdog_s))
+            await _wait_ready(live)
+            if not live.stop.is_set():
+                log.info("started", config=str(settings.path), registry=settings.registry.url)
+                notifier.ready(f"serving {live.listening} front end(s)")
+            await live.stop.wait()
+            notifier.stopping()
             log.info("stopping", drain_timeout_s=_DRAIN_TIMEOUT_S)
     except* OSError as group_error:
         for error in group_error.exceptions:
@@ -117,11 +179,76 @@ async def serve(settings: config_module.Settings, worker: str | None = None) -> 
     return code
 
 
+def _accounts(settings: config_module.Settings) -> AccountBook:
+    return AccountBook(settings.smtp.accounts if settings.smtp is not None else ())
+
+
+async def _wait_ready(live: _Live) -> None:
+    """Return once every front end listens (or stop is set)."""
+    if live.expected == 0:
+        return
+    ready = asyncio.ensure_future(live.all_listening.wait())
+    stopping = asyncio.ensure_future(live.stop.wait())
+    await asyncio.wait([ready, stopping], return_when=asyncio.FIRST_COMPLETED)
+    ready.cancel()
+    stopping.cancel()
+
+
+def _reload(live: _Live) -> None:
+    """SIGHUP: re-read the config; take new accounts, numbers and keywords.
+
+    Connections stay up; sessions keep the account they logged in with. A
+    config that does not load is logged and the running one kept. Changes
+    that need a restart (listen addresses, upstreams, registry) are named in
+    the log. SMTP workers get the SIGHUP too and reload their own copy.
+    """
+    log = logs.get_logger("daemon")
+    live.notifier.reloading()
+    try:
+        new = config_module.load(live.settings.path)
+        senders = token_senders(new)
+    except ConfigError as exc:
+        log.error("reload_failed", error=str(exc))
+        live.notifier.ready("reload failed; running with the previous config")
+        return
+    old = live.settings
+    restart = [name for name in _RESTART_KEYS if _part(old, name) != _part(new, name)]
+    live.accounts.replace(new.smtp.accounts if new.smtp is not None else ())
+    if live.relay is not None and new.smpp is not None:
+        kw = new.keywords
+        live.relay.reload(new.smpp, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))
+    live.runtime.senders.clear()
+    live.runtime.senders.update(senders)
+    live.settings = new
+    for process in live.workers:
+        if process.returncode is None:
+            process.send_signal(signal.SIGHUP)
+    log.info("reloaded", config=str(new.path), restart_needed=restart or None)
+    live.notifier.ready("reloaded")
+
+
+_RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
+                 "http", "policy", "dkim", "smtp.workers")  # fmt: skip
+
+
+def _part(settings: config_module.Settings, name: str) -> object:
+    value: object = settings
+    for attribute in name.split("."):
+        value = getattr(value, attribute, None)
+    return value
+
+
+async def _watchdog(live: _Live, interval_s: float) -> None:
+    """WATCHDOG=1 every `interval_s` while the event loop runs."""
+    while not live.stop.is_set():
+        live.notifier.watchdog()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.stop.wait(), interval_s)
+
+
 async def _run_smtp(
-    settings: config_module.Settings,
+    live: _Live,
     smtp: config_module.SmtpSettings,
-    runtime: Runtime,
-    stop: asyncio.Event,
     *,
     listen: tuple[str, int],
     upstream: tuple[str, int],
@@ -133,16 +260,16 @@ async def _run_smtp(
     pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=hostname)
     handler = RelayHandler(
         smtp,
-        runtime.service,
-        AccountBook(smtp.accounts),
+        live.runtime.service,
+        live.accounts,
         pool,
-        default_region=settings.registry.default_region,
+        default_region=live.settings.registry.default_region,
     )
     server = await _listen(
-        "smtp", listen, start_smtp_server(smtp, listen, handler, hostname=hostname)
+        live, "smtp", listen, start_smtp_server(smtp, listen, handler, hostname=hostname)
     )
     try:
-        await stop.wait()
+        await live.stop.wait()
     finally:
         server.close()
         with contextlib.suppress(TimeoutError):
@@ -154,32 +281,36 @@ async def _run_smtp(
 
 
 def _start_front_ends(
-    group: asyncio.TaskGroup,
-    settings: config_module.Settings,
-    runtime: Runtime,
-    stop: asyncio.Event,
-    worker: str | None,
+    group: asyncio.TaskGroup, live: _Live, worker: str | None, parent: int | None
 ) -> None:
     """Create a task for each configured front end (a worker runs only its own)."""
+    settings = live.settings
     if worker is None:
-        group.create_task(_supervise(runtime, stop))
+        group.create_task(_supervise(live))
+    if parent is not None:
+        group.create_task(_watch_parent(parent, live.stop))
     smtp = settings.smtp
+    tasks: list[Coroutine[Any, Any, None]] = []
     if smtp is not None and smtp.listen is not None and smtp.upstream is not None:
-        group.create_task(
-            _run_smtp(settings, smtp, runtime, stop, listen=smtp.listen, upstream=smtp.upstream)
-        )
+        tasks.append(_run_smtp(live, smtp, listen=smtp.listen, upstream=smtp.upstream))
         if worker is None and smtp.workers > 1:
-            group.create_task(_run_workers(settings, smtp.workers - 1, stop))
+            group.create_task(_run_workers(live, smtp.workers - 1))
     if settings.smpp is not None and worker is None:
-        group.create_task(_run_smpp(settings, settings.smpp, runtime, stop))
+        tasks.append(_run_smpp(live, settings.smpp))
     if settings.policy is not None and worker is None:
-        group.create_task(_run_policy(settings, settings.policy, runtime, stop))
+        tasks.append(_run_policy(live, settings.policy))
     if settings.http is not None and worker is None:
-        group.create_task(_run_http(settings.http, runtime, stop))
+        tasks.append(_run_http(live, settings.http))
+    live.expected = len(tasks)
+    for task in tasks:
+        group.create_task(task)
 
 
 async def _listen(
-    name: str, listen: tuple[str, int], starting: Coroutine[Any, Any, asyncio.Server]
+    live: _Live,
+    name: str,
+    listen: tuple[str, int],
+    starting: Coroutine[Any, Any, asyncio.Server],
 ) -> asyncio.Server:
     """Await a front end's listener; a bind failure names the key; log the bound address."""
     try:
@@ -188,27 +319,22 @@ async def _listen(
         raise OSError(f"{name}.listen {listen[0]}:{listen[1]}: {exc.strerror}") from exc
     bound = server.sockets[0].getsockname()
     logs.get_logger(name).info("listening", front_end=name, host=bound[0], port=bound[1])
+    live.listened()
     return server
 
 
-async def _run_policy(
-    settings: config_module.Settings,
-    policy: config_module.PolicySettings,
-    runtime: Runtime,
-    stop: asyncio.Event,
-) -> None:
+async def _run_policy(live: _Live, policy: config_module.PolicySettings) -> None:
     """The Postfix policy service until `stop`; then finish the requests in flight."""
     log = logs.get_logger("policy")
-    accounts = AccountBook(settings.smtp.accounts if settings.smtp is not None else ())
     starting = start_policy_server(
         policy.listen,
-        runtime.service,
-        accounts,
-        default_region=settings.registry.default_region,
+        live.runtime.service,
+        live.accounts,
+        default_region=live.settings.registry.default_region,
     )
-    server = await _listen("policy", policy.listen, starting)
+    server = await _listen(live, "policy", policy.listen, starting)
     try:
-        await stop.wait()
+        await live.stop.wait()
     finally:
         server.close()
         with contextlib.suppress(TimeoutError):
@@ -216,47 +342,42 @@ async def _run_policy(
         log.info("drained", front_end="policy")
 
 
-async def _run_http(
-    http: config_module.HttpSettings, runtime: Runtime, stop: asyncio.Event
-) -> None:
+async def _run_http(live: _Live, http: config_module.HttpSettings) -> None:
     """The HTTP front end (unsubscribe, health, metrics) until `stop`."""
     log = logs.get_logger("http")
+    runtime = live.runtime
     if runtime.tokens is None:  # build() makes the keys whenever [http] is set
         raise ConfigError("http", "no token keys")
     front_end = HttpFrontEnd(UnsubscribeSite(runtime.service, runtime.tokens, runtime.senders))
-    server = await _listen("http", http.listen, front_end.start(http.listen))
+    server = await _listen(live, "http", http.listen, front_end.start(http.listen))
     try:
-        await stop.wait()
+        await live.stop.wait()
     finally:
         server.close()
         await front_end.close()
         log.info("drained", front_end="http")
 
 
-async def _run_smpp(
-    settings: config_module.Settings,
-    smpp: config_module.SmppSettings,
-    runtime: Runtime,
-    stop: asyncio.Event,
-) -> None:
+async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
     """The SMPP relay and its carrier link until `stop`; then unbind both sides."""
     log = logs.get_logger("smpp")
-    kw = settings.keywords
+    kw = live.settings.keywords
     relay = SmppRelay(
         smpp,
-        runtime.service,
-        runtime.registry,
+        live.runtime.service,
+        live.runtime.registry,
         Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
-        default_region=settings.registry.default_region,
+        default_region=live.settings.registry.default_region,
     )
+    live.relay = relay
     carrier_task = None
     carrier_stop = asyncio.Event()  # set only once the clients' submits are answered
     if smpp.upstream is not None:
         relay.carrier = CarrierClient(smpp.upstream, relay.from_carrier)
         carrier_task = asyncio.create_task(relay.carrier.run(carrier_stop))
-    server = await _listen("smpp", smpp.listen, relay.start())
+    server = await _listen(live, "smpp", smpp.listen, relay.start())
     try:
-        await stop.wait()
+        await live.stop.wait()
     finally:
         server.close()
         await relay.unbind_all()
@@ -269,12 +390,13 @@ async def _run_smpp(
         log.info("drained", front_end="smpp")
 
 
-async def _run_workers(settings: config_module.Settings, count: int, stop: asyncio.Event) -> None:
+async def _run_workers(live: _Live, count: int) -> None:
     """Keep `count` extra SMTP worker processes running; on stop, SIGTERM and wait for them."""
     log = logs.get_logger("daemon")
-    command = [sys.executable, "-m", "filterd", "serve", "--config", str(settings.path),
-               "--worker", "smtp"]  # fmt: skip
-    workers: list[asyncio.subprocess.Process] = []
+    stop = live.stop
+    command = [sys.executable, "-m", "filterd", "serve", "--config", str(live.settings.path),
+               "--worker", "smtp", "--parent", str(os.getpid())]  # fmt: skip
+    workers = live.workers
     for _ in range(count):
         workers.append(await asyncio.create_subprocess_exec(*command))
     log.info("workers_started", front_end="smtp", pids=[w.pid for w in workers])
@@ -302,9 +424,28 @@ async def _run_workers(settings: config_module.Settings, count: int, stop: async
             await process.wait()
 
 
-async def _supervise(runtime: Runtime, stop: asyncio.Event) -> None:
+def _die_with_parent() -> None:
+    """A worker gets SIGTERM (so it drains) when `filterd serve` dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop a worker whose parent is gone (the fallback where prctl is not available)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            logs.get_logger("daemon").error("parent_gone", parent=parent)
+            stop.set()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), _SUPERVISE_INTERVAL_S)
+
+
+async def _supervise(live: _Live) -> None:
     """Keep the embedded registry server running; note when the registry is unreachable."""
     log = logs.get_logger("daemon")
+    runtime, stop = live.runtime, live.stop
     healthy = True
     while not stop.is_set():
         if runtime.embedded is not None:

@@ -33,6 +33,7 @@ LAYERS = {
     "redis_registry": {"keys", "errors", "model", "records", "registry"},
     "tokens": {"identity", "model"},
     "metrics": set(),
+    "notify": set(),
     "signing": set(),
     "service": {
         "errors",

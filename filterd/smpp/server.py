@@ -122,6 +122,23 @@ class SmppRelay:
         self._reference = itertools.count(secrets.randbelow(256))
         self._background: set[asyncio.Task[None]] = set()
 
+    def reload(self, settings: SmppSettings, keywords: Keywords) -> None:
+        """Take new accounts, numbers, keywords and confirmation texts (SIGHUP).
+
+        Bound sessions keep the account they bound with; listen, upstream and
+        window changes need a restart.
+        """
+        self.settings = dataclasses.replace(
+            self.settings,
+            accounts=settings.accounts,
+            numbers=settings.numbers,
+            receipt_ttl_s=settings.receipt_ttl_s,
+            confirmations=settings.confirmations,
+        )
+        self.keywords = keywords
+        self._accounts = {a.system_id: a for a in settings.accounts}
+        self._numbers = {n.address: n.sender for n in settings.numbers}
+
     async def start(self) -> asyncio.Server:
         """Listen on smpp.listen."""
         host, port = self.settings.listen
