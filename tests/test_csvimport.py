@@ -13,6 +13,8 @@ import io
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from filterd.csvimport import BadRow, GoodRow, ImportSpec, parse_time, read_rows
 from filterd.model import BulkRow, Channel, Kind
@@ -308,3 +310,76 @@ def test_unclosed_quote_is_a_bad_row() -> None:
 def test_compact_iso_date() -> None:
     """`20240101` is the ISO 8601 basic date, not Unix seconds."""
     assert parse_time("20240101") == ms(2024, 1, 1)
+
+
+# ---- fuzzing (issue 6; the long run is bench/fuzz.py) -------------------------------------
+
+FUZZ_CELLS = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from([
+        PHONE, "13800138000", "+1 202 555 0143", "user@example.com", " User@Bücher.Example ",
+        "2024-01-01T00:00:00Z", "2024-01-01T08:00:00+08:00", "20250102", "1700000000",
+        "1700000000.5", "-1", "9" * 30, "inf", "nan", "2024-13-01", "", " ", '"', '""',
+        "a\x00b", "x" * 5000, "line\nbreak",
+    ]),
+)  # fmt: skip
+FUZZ_ROWS = st.lists(FUZZ_CELLS, max_size=6).map(",".join)
+FUZZ_LINES = st.lists(st.one_of(FUZZ_ROWS, st.text(max_size=60)), max_size=6)
+
+
+def fuzz_spec(kind: Kind, all_channels: bool) -> ImportSpec:
+    """SPEC with another kind and channel rule."""
+    return dataclasses.replace(SPEC, kind=kind, all_channels=all_channels)
+
+
+@given(FUZZ_LINES, st.sampled_from(list(Kind)), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_fuzz_rows_are_good_or_bad_never_an_exception(
+    lines: list[str], kind: Kind, all_channels: bool
+) -> None:
+    """Any text: read_rows() yields only GoodRow/BadRow with line numbers that rise and lie
+    within the text; a good row carries a valid time, bounded evidence without NUL; a bad
+    row a reason."""
+    text = "\n".join(lines) + "\n"
+    results = list(read_rows(io.StringIO(text, newline=""), fuzz_spec(kind, all_channels)))
+    physical_lines = text.count("\n") + text.count("\r")
+    numbers = [r.line for r in results]
+    assert numbers == sorted(numbers)
+    assert all(1 <= n <= physical_lines for n in numbers)
+    for result in results:
+        if isinstance(result, GoodRow):
+            row = result.row
+            assert 0 <= row.at_ms <= NOW_MS + 86_400_000
+            assert row.evidence is None or (
+                "\x00" not in row.evidence and len(row.evidence.encode()) <= 4096
+            )
+            assert (row.expires_ms is not None) is (kind is Kind.REQUEST)
+        else:
+            assert isinstance(result, BadRow)
+            assert result.reason
+
+
+@given(st.lists(FUZZ_ROWS.filter(lambda r: '"' not in r and r.strip(",").strip()), max_size=8))
+@settings(max_examples=200, deadline=None)
+def test_fuzz_unquoted_rows_one_result_per_line(rows: list[str]) -> None:
+    """Without quotes, every non-blank line after line 1 gives exactly one result, numbered
+    with its own line."""
+    rows = [r for r in rows if "\n" not in r and "\r" not in r and "\x00" not in r]
+    text = "".join(f"{r}\n" for r in ["+8613800138000", *rows])
+    results = read(text)
+    expected = [n for n, r in enumerate(["+8613800138000", *rows], 1) if "".join(r.split(","))]
+    assert [r.line for r in results] == expected
+
+
+@given(st.one_of(st.text(max_size=40), FUZZ_CELLS))
+@settings(max_examples=300)
+def test_fuzz_parse_time(text: str) -> None:
+    """parse_time() of any text is a time in 1970..9999 in ms, or a ValueError naming it."""
+    try:
+        outcome: int | str = parse_time(text)
+    except ValueError as exc:
+        outcome = str(exc)
+    if isinstance(outcome, str):
+        assert repr(text) in outcome
+    else:
+        assert 0 <= outcome <= 253_402_300_799_999

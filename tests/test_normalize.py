@@ -379,3 +379,41 @@ def test_scrub_masks_email_in_any_case() -> None:
     """An email written in upper case in the evidence is still masked."""
     email = Address("john@example.com", Channel.EMAIL)
     assert "john@example.com" not in (scrub("from JOHN@EXAMPLE.COM", email) or "").lower()
+
+
+# --- fuzzing (issue 6; the long run is bench/fuzz.py) -------------------------------------
+
+E164_FORM = re.compile(r"^\+[1-9][0-9]{5,14}$")
+FUZZ_ALPHABET = st.sampled_from(list("+0123456789 ().-@abzAZé.中-ａ０١\x00\t_[]<>\"'\\"))
+FUZZ_ADDRESSES = st.one_of(
+    st.text(max_size=60),
+    st.text(alphabet=FUZZ_ALPHABET, max_size=40),
+    st.builds(lambda a, b: f"{a}@{b}", st.text(max_size=70), st.text(max_size=260)),
+    st.builds(lambda a, b: f"{a}@{b}", LOCALS, st.text(alphabet=FUZZ_ALPHABET, max_size=30)),
+    PHONES,
+    EMAILS,
+)
+
+
+@given(FUZZ_ADDRESSES, st.sampled_from([None, "CN", "US", "GB", "DE"]))
+@settings(max_examples=600, deadline=None)
+def test_fuzz_any_text_normalises_or_raises_invalid_address(raw: str, region: str | None) -> None:
+    """normalize() of any string returns a well-formed Address (E.164, or a lower-case email
+    of at most 254 octets) that normalises to itself, or raises InvalidAddress naming the
+    value; never any other exception."""
+    error: InvalidAddress | None = None
+    try:
+        address = normalize(raw, region)
+    except InvalidAddress as exc:
+        error = exc
+    if error is not None:
+        assert error.value == raw
+        return
+    if address.channel is Channel.SMS:
+        assert E164_FORM.match(address.canonical)
+    else:
+        assert address.canonical == address.canonical.lower()
+        assert "@" in address.canonical
+        assert len(address.canonical.encode()) <= 254
+    assert normalize(address.canonical, region) == address
+    assert address.canonical not in mask(address.canonical)

@@ -878,3 +878,53 @@ def test_rewrite_receipt_leaves_a_plain_message_alone() -> None:
 def test_is_receipt(esm_class: int, expected: bool) -> None:
     """esm_class message type 0x04 (receipt) or 0x20 (intermediate notification) is a receipt."""
     assert is_receipt(DeliverSm(sequence_number=1, esm_class=esm_class)) is expected
+
+
+# -- fuzzing the decoder on whole frames (issue 6; the long run is bench/fuzz.py) ------------
+
+FUZZ_IDS = st.one_of(st.sampled_from(sorted(KNOWN_IDS)), U32)
+
+
+@st.composite
+def fuzz_frames(draw: st.DrawFn) -> bytes:
+    """A frame with a plausible header and a random body; its command_length is usually
+    right, sometimes random."""
+    body = draw(st.binary(max_size=300))
+    length = draw(st.one_of(st.just(16 + len(body)), U32))
+    return struct.pack(">IIII", length, draw(FUZZ_IDS), draw(U32), draw(U32)) + body
+
+
+@given(st.one_of(st.binary(max_size=400), fuzz_frames()))
+@settings(max_examples=1000)
+def test_fuzz_decode_any_frame(data: bytes) -> None:
+    """decode() of any bytes returns a PDU that re-encodes to the same value, or raises
+    SmppProtocolError (with a status and a valid reply); never any other exception."""
+    try:
+        outcome: AnyPdu | SmppProtocolError = decode(data)
+    except SmppProtocolError as exc:
+        outcome = exc
+    check_outcomes([outcome])
+
+
+@given(st.lists(st.one_of(st.binary(max_size=60), fuzz_frames()), max_size=6))
+@settings(max_examples=300)
+def test_fuzz_framer_stream_of_frames(chunks: list[bytes]) -> None:
+    """A stream of random and plausible frames fed in pieces: PDUs or SmppProtocolError
+    only, and once the framing is lost (close=True) every later call raises again."""
+    framer = Framer(max_length=4096)
+    outcomes: list[AnyPdu | SmppProtocolError] = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        outcomes += drain(framer)
+    check_outcomes(outcomes)
+    if any(isinstance(o, SmppProtocolError) and o.close for o in outcomes):
+        with pytest.raises(SmppProtocolError):
+            framer.next_pdu()
+
+
+@given(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)))
+@settings(max_examples=500)
+def test_fuzz_receipt_parser(data: bytes) -> None:
+    """parse_receipt() of any bytes returns a Receipt or None, never raises."""
+    receipt = smpp.parse_receipt(data)
+    assert receipt is None or isinstance(receipt, Receipt)
