@@ -84,6 +84,8 @@ class Relay:
     smsc: FakeSmsc
     registry_server: RedisProcess
     clients: list[Client] = field(default_factory=list)
+    home: Path | None = None
+    log: LogReader | None = None
 
     def client(self, system_id: str = "promo", password: str = "chg-me-1",  # noqa: S107
                mode: str = "transceiver") -> Client:  # fmt: skip
@@ -188,9 +190,10 @@ def relay(server_pool: ServerPool) -> Iterator[Relay]:
     )
     relay = None
     try:
-        port = int(LogReader(process).wait_for("listening")["port"])  # type: ignore[call-overload]
+        log = LogReader(process)
+        port = int(log.wait_for("listening")["port"])  # type: ignore[call-overload]
         smsc.wait_bound()
-        relay = Relay(process, port, smsc, registry_server)
+        relay = Relay(process, port, smsc, registry_server, home=home, log=log)
         yield relay
     finally:
         for client in relay.clients if relay else []:
@@ -241,6 +244,51 @@ def test_wrong_password_is_refused_and_closed(relay: Relay) -> None:
     with pytest.raises((smpplib.exceptions.ConnectionError, OSError)):
         smpp.read_pdu()  # the server has closed the connection
     smpp.disconnect()
+
+
+def _wrong_bind(relay: Relay) -> None:
+    """One bind with a wrong password, answered 0x0E."""
+    smpp = smpplib.client.Client("127.0.0.1", relay.port, timeout=40, allow_unknown_opt_params=True)
+    smpp.connect()
+    try:
+        with pytest.raises(smpplib.exceptions.PDUError) as error:
+            smpp.bind_transmitter(system_id="promo", password="guess")  # noqa: S106
+        assert error.value.args[1] == 0x0E
+    finally:
+        smpp.disconnect()
+
+
+def test_failed_binds_from_one_peer_are_answered_ever_slower(relay: Relay) -> None:
+    """Each wrong password from a peer doubles the wait before its ESME_RINVPASWD
+    (0.5 s, 1 s, ...); a successful bind clears the peer's record."""
+    assert relay.log is not None
+    delays = []
+    for _ in range(2):
+        _wrong_bind(relay)
+        delays.append(relay.log.wait_for("bind_refused")["delay_s"])
+    assert delays == [0.5, 1.0]
+    relay.client()  # the right password: accepted, and the record is cleared
+    relay.log.wait_for("bound")
+    _wrong_bind(relay)
+    assert relay.log.wait_for("bind_refused")["delay_s"] == 0.5
+
+
+def test_sighup_reloads_accounts_without_dropping_binds(relay: Relay) -> None:
+    """A new [[smpp.accounts]] entry works after SIGHUP, and a client bound before
+    the reload stays bound and keeps submitting."""
+    assert relay.home is not None and relay.log is not None
+    before = relay.client()
+    config_path = relay.home / "filterd.toml"
+    config_path.write_text(
+        config_path.read_text() + '\n[[smpp.accounts]]\nsystem_id = "late"\npassword = "late-pw1"\n'
+        'sender = "acme"\nstream = "transactional"\n'
+    )
+    relay.process.send_signal(signal.SIGHUP)
+    assert relay.log.wait_for("reloaded")["restart_needed"] is None
+    after = relay.client(system_id="late", password="late-pw1")  # noqa: S106
+    assert after.submit(JANE)[0] == "ok"  # transactional: delivered
+    assert before.submit(JANE) == ("error", 0x401)  # still bound: decided (no consent)
+    assert relay.process.poll() is None
 
 
 def test_submit_before_bind(relay: Relay) -> None:

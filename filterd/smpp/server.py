@@ -1,7 +1,8 @@
 """The SMPP 3.4 server that marketing tools bind to, and the relay logic.
 
 Clients bind (transmitter, receiver or transceiver) with a `[[smpp.accounts]]`
-system_id and password; a wrong one gets ESME_RINVPASWD and the connection is
+system_id and password; a wrong one gets ESME_RINVPASWD (after a per-peer
+delay that doubles with each failure, up to 30 s) and the connection is
 closed (an unknown system_id gets the same answer, so names cannot be probed).
 Each submit_sm is decided (one registry read) and, if delivered, forwarded to
 the carrier as received; the client gets the carrier's status, or:
@@ -38,7 +39,7 @@ import secrets
 import time
 from collections import OrderedDict
 
-from filterd.accounts import password_matches
+from filterd.accounts import FailureBackoff, password_matches
 from filterd.config import SmppAccount, SmppSettings
 from filterd.errors import InvalidAddress, RegistryUnavailable
 from filterd.keywords import Intent, Keywords
@@ -121,6 +122,8 @@ class SmppRelay:
         )
         self._reference = itertools.count(secrets.randbelow(256))
         self._background: set[asyncio.Task[None]] = set()
+        self.backoff = FailureBackoff()
+        """Per-peer delay of failed binds."""
 
     def reload(self, settings: SmppSettings, keywords: Keywords) -> None:
         """Take new accounts, numbers, keywords and confirmation texts (SIGHUP).
@@ -378,6 +381,11 @@ class ClientSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count(1)
 
+    def peer(self) -> str:
+        """The client's IP address (the back-off key)."""
+        info = self.writer.get_extra_info("peername")
+        return str(info[0]) if isinstance(info, tuple) and info else "unknown"
+
     async def serve(self) -> None:
         """Read PDUs until the client leaves (or breaks the framing)."""
         framer = Framer()
@@ -416,7 +424,7 @@ class ClientSession:
         if pdu.command_id & RESPONSE_BIT:
             return True  # answers to what we sent (known or not); nothing waits for them
         if isinstance(pdu, BindTransmitter | BindReceiver | BindTransceiver):
-            return self._bind(pdu)
+            return await self._bind(pdu)
         if isinstance(pdu, SubmitSm):
             self._submit(pdu)
         elif isinstance(pdu, EnquireLink):
@@ -428,15 +436,19 @@ class ClientSession:
             self._write(response_to(pdu, ESME_RINVBNDSTS if isinstance(pdu, Pdu) else None))
         return True
 
-    def _bind(self, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> bool:
+    async def _bind(self, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> bool:
         if self.account is not None:
             self._write(response_to(pdu, ESME_RALYBND))
             return True
         account = self.relay.account(pdu.system_id, pdu.password)
+        peer = self.peer()
         if account is None:
-            log.warning("bind_refused", system_id=pdu.system_id)
+            delay = self.relay.backoff.failed(peer, time.monotonic())
+            log.warning("bind_refused", system_id=pdu.system_id, peer=peer, delay_s=delay)
+            await asyncio.sleep(delay)  # guessing passwords costs the guesser time
             self._write(response_to(pdu, ESME_RINVPASWD))
             return False
+        self.relay.backoff.succeeded(peer)
         self.account = account
         self.transmits = not isinstance(pdu, BindReceiver)
         self.receives = not isinstance(pdu, BindTransmitter)
