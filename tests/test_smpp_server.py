@@ -276,7 +276,8 @@ def test_failed_binds_from_one_peer_are_answered_ever_slower(relay: Relay) -> No
 def test_sighup_reloads_accounts_without_dropping_binds(relay: Relay) -> None:
     """A new [[smpp.accounts]] entry works after SIGHUP, and a client bound before
     the reload stays bound and keeps submitting."""
-    assert relay.home is not None and relay.log is not None
+    assert relay.home is not None
+    assert relay.log is not None
     before = relay.client()
     config_path = relay.home / "filterd.toml"
     config_path.write_text(
