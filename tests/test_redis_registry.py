@@ -4,6 +4,7 @@ audit retention and recovery, each against a real server process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from filterd import redis_registry
 from filterd.embedded import EmbeddedServer
 from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
 from filterd.identity import ConsumerHasher
@@ -325,3 +327,128 @@ def test_bursts_wait_for_a_connection(
     results = event_loop_runner.run(burst())
     assert results[:-1] == [None] * 300
     assert results[-1] == ("tool", "299")
+
+
+def test_lookup_connection_reopened_after_it_is_killed(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """Lookups have a connection of their own; when the server drops it (CLIENT KILL,
+    a restart), the next lookup opens a new one and gets its answer."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    run = event_loop_runner.run
+    run(registry.record(A, refusal()))
+    assert len(run(registry.lookup("acme", [A]))[0]) == 1
+    assert (valkey_server.command(b"CLIENT KILL TYPE normal") or b"").startswith(b":")
+    assert len(run(registry.lookup("acme", [A]))[0]) == 1
+    run(registry.close())
+
+
+def test_lookup_connection_authenticates_and_selects_db(
+    tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """The lookup connection sends the URL's password and db like the pool does: facts
+    written through the pool are read back; a wrong password is RegistryUnavailable."""
+    binary = SERVERS["valkey"] or SERVERS["redis"]
+    if binary is None:
+        pytest.skip("no server binary installed")
+    server = RedisProcess(binary, tmp_path / "auth", aof_args(binary)).start()
+    try:
+        assert server.command(b"CONFIG SET requirepass s3cret") == b"+OK"
+        run = event_loop_runner.run
+        registry = RedisRegistry.from_url(f"{server.url}?password=s3cret&db=3")
+        run(registry.record(A, refusal()))
+        assert [f.kind for f in run(registry.lookup("acme", [A]))[0]] == [Kind.REFUSAL]
+        run(registry.close())
+        other_db = RedisRegistry.from_url(f"{server.url}?password=s3cret&db=0")
+        assert run(other_db.lookup("acme", [A])) == [[]]
+        run(other_db.close())
+        wrong = RedisRegistry.from_url(f"{server.url}?password=wrong")
+        with pytest.raises(RegistryUnavailable):
+            run(wrong.lookup("acme", [A]))
+        run(wrong.close())
+    finally:
+        server.kill()
+
+
+class _StubServer:
+    """A unix-socket server: connection n reads one command, then writes answers[n]
+    (None: closes without answering; past the list: never answers)."""
+
+    def __init__(self, path: Path, answers: list[bytes | None]) -> None:
+        self.path = path
+        self.answers = answers
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> _StubServer:
+        self.server = await asyncio.start_unix_server(self._serve, str(self.path))
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        index = len(self.writers)
+        self.writers.append(writer)
+        await reader.read(65536)
+        if index < len(self.answers):
+            answer = self.answers[index]
+            if answer is None:
+                writer.close()
+                return
+            writer.write(answer)
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def test_lookup_in_flight_on_a_lost_connection_is_sent_once_more(
+    tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """A lookup whose connection closes before the answer is sent again on a new
+    connection (reads are idempotent); the caller gets that answer."""
+
+    async def scenario() -> list[list[Fact]]:
+        path = tmp_path / "stub.sock"
+        server = await _StubServer(path, [None, b"*2\r\n:1\r\n$-1\r\n"]).start()
+        registry = RedisRegistry.from_url(f"unix://{path}")
+        try:
+            return await registry.lookup("acme", [A])
+        finally:
+            await registry.close()
+            await server.close()
+
+    assert event_loop_runner.run(scenario()) == [[]]
+
+
+def test_lookup_without_answer_is_unavailable_after_the_deadline(
+    tmp_path: Path, event_loop_runner: asyncio.Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that takes a lookup and never answers makes it RegistryUnavailable (so the
+    front ends fail closed) once the deadline passes, instead of holding the RCPT."""
+    monkeypatch.setattr(redis_registry, "_LOOKUP_TIMEOUT_S", 0.05)
+
+    async def scenario() -> None:
+        path = tmp_path / "stub.sock"
+        server = await _StubServer(path, []).start()
+        registry = RedisRegistry.from_url(f"unix://{path}")
+        try:
+            with pytest.raises(RegistryUnavailable, match="timed out"):
+                await registry.lookup("acme", [A])
+        finally:
+            await registry.close()
+            await server.close()
+
+    event_loop_runner.run(scenario())
+
+
+def test_lookup_with_nothing_listening_is_unavailable(
+    tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """No server on the socket: the lookup fails at once with RegistryUnavailable."""
+    registry = RedisRegistry.from_url(f"unix://{tmp_path / 'none.sock'}")
+    with pytest.raises(RegistryUnavailable):
+        event_loop_runner.run(registry.lookup("acme", [A]))
+    event_loop_runner.run(registry.close())
