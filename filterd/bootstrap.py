@@ -78,6 +78,8 @@ def token_keys(settings: Settings, secret: bytes) -> TokenKeys | None:
         load_or_create(path, "http.retired_token_secret_files", create=False)
         for path in http.retired_token_secret_files
     ]
+    if http.retired_derived_key and http.token_secret_file is not None:
+        retired.append(derive_key(secret))
     return TokenKeys(current, retired, max_age_s=http.token_max_age_s)
 
 

@@ -178,6 +178,9 @@ class HttpSettings:
     """Signing key for unsubscribe tokens; None: derived from the registry secret."""
     retired_token_secret_files: tuple[Path, ...] = ()
     """Keys of earlier rotations, still accepted when verifying."""
+    retired_derived_key: bool = False
+    """`"derived"` listed among the retired keys: the key derived from the
+    registry secret (the default before a first rotation) is still accepted."""
     token_max_age_s: int = 400 * 86400
     """Tokens older than this are refused, whichever key signed them."""
 
@@ -597,6 +600,7 @@ def _http(t: _Table, base: Path) -> HttpSettings:
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise ConfigError("http.public_url", f"{public_url!r} is not an http(s) URL")
     token_file = t.take("token_secret_file", str, "") or None
+    retired = t.strings("retired_token_secret_files")
     max_age = t.parse("token_max_age", parse_duration, 400 * 86400)
     if max_age < 86400:
         raise ConfigError("http.token_max_age", "must be at least 1d")
@@ -604,9 +608,8 @@ def _http(t: _Table, base: Path) -> HttpSettings:
         listen=_endpoint(t, "listen"),
         public_url=public_url.rstrip("/"),
         token_secret_file=base / token_file if token_file else None,
-        retired_token_secret_files=tuple(
-            base / name for name in t.strings("retired_token_secret_files")
-        ),
+        retired_token_secret_files=tuple(base / name for name in retired if name != "derived"),
+        retired_derived_key="derived" in retired,
         token_max_age_s=max_age,
     )
 
