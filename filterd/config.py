@@ -327,6 +327,8 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     settings = Settings(path, registry, keywords, smtp, smpp, http, policy, dkim)
     if dkim is not None and (smtp is None or smtp.listen is None):
         raise ConfigError("dkim", "needs the SMTP relay ([smtp] listen)")
+    if dkim is not None and http is None:
+        raise ConfigError("dkim", "needs [http] (public_url, for the List-Unsubscribe URL)")
     if smtp is not None and smtp.unsubscribe_domain and http is None:
         raise ConfigError("smtp.unsubscribe_domain", "needs [http] (its token settings)")
     return settings

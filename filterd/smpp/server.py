@@ -175,13 +175,16 @@ class SmppRelay:
             status = _STATUS[decision.reason or Reason.NO_CONSENT]
             return response_to(pdu, status)
         if self.carrier is None:
+            self.service.metrics.upstream_error("smpp", "no_carrier")
             return response_to(pdu, ESME_RMSGQFUL)
         try:
             answer = await self.carrier.submit(pdu)
         except CarrierUnavailable as exc:
             log.warning("carrier_unavailable", error=str(exc), system_id=account.system_id)
+            self.service.metrics.upstream_error("smpp", "unavailable")
             return response_to(pdu, ESME_RMSGQFUL)
         if answer.command_status != ESME_ROK or isinstance(answer, GenericNack):
+            self.service.metrics.upstream_error("smpp", "refused")
             return response_to(pdu, answer.command_status or ESME_RSYSERR)
         client_id = secrets.token_hex(8)
         try:
