@@ -57,6 +57,7 @@ LAYERS = {
         "tokens",
     },
     "web": {"errors", "logs", "metrics", "model", "service", "tokens"},
+    "smtp.oneclick": {"logs", "model", "service", "signing", "tokens"},
     "accounts": {"config"},
     "bulkimport": {"bootstrap", "config", "csvimport", "logs", "model"},
     "replies": {"model"},
@@ -103,6 +104,7 @@ LAYERS = {
         "smtp.signals",
         "signing",
         "tokens",
+        "smtp.oneclick",
     },
 }
 FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "subprocess",

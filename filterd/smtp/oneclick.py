@@ -1,0 +1,116 @@
+"""Email opt-outs on the SMTP side: `unsubscribe+TOKEN@…` intake, and the
+RFC 8058 headers and DKIM signature of relayed commercial mail.
+
+- Intake: a recipient `unsubscribe+TOKEN@{smtp.unsubscribe_domain}` is not
+  relayed; its signed token (filterd/tokens.py) is checked at RCPT (bad →
+  550 5.1.1) and the refusal is recorded durably at DATA, before the 250. No
+  login is needed for these recipients, and only for them.
+- Signing (with `[dkim]`): a commercial message that is not DKIM-signed yet
+  gets `List-Unsubscribe: <https…>, <mailto:…>` and `List-Unsubscribe-Post`
+  when it has no List-Unsubscribe of its own and exactly one recipient (the
+  token names one consumer), then filterd's signature covering both. A
+  message with a DKIM-Signature is passed on byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+from filterd.logs import get_logger
+from filterd.model import Address, Channel, Fact, Kind
+from filterd.service import Service
+from filterd.signing import DkimSigner, add_one_click, is_signed
+from filterd.tokens import TokenError, TokenKeys, Unsubscribe
+
+log = get_logger("smtp")
+
+LOCAL_PREFIX = "unsubscribe+"
+BAD_UNSUBSCRIBE_ADDRESS = "550 5.1.1 <{address}>: invalid or expired unsubscribe address"
+UNSUBSCRIBED = "250 2.0.0 unsubscribed"
+
+
+class OneClick:
+    """Token checks, refusal records and header signing for one SMTP relay."""
+
+    def __init__(
+        self,
+        service: Service,
+        tokens: TokenKeys,
+        senders: Mapping[bytes, str],
+        *,
+        public_url: str,
+        domain: str | None,
+        signer: DkimSigner | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.service = service
+        self.tokens = tokens
+        self.senders = senders
+        self.public_url = public_url
+        self.domain = domain
+        self.signer = signer
+        self._clock = clock
+
+    # ---- intake ---------------------------------------------------------------------
+
+    def intake_token(self, address: str) -> str | None:
+        """The token when `address` is `unsubscribe+TOKEN@{unsubscribe_domain}`, else None."""
+        if self.domain is None:
+            return None
+        local, at, domain = address.rpartition("@")
+        if not at or domain.lower().rstrip(".") != self.domain:
+            return None
+        if not local.lower().startswith(LOCAL_PREFIX):
+            return None
+        return local[len(LOCAL_PREFIX) :]
+
+    def verify(self, token: str) -> Unsubscribe | None:
+        """The opt-out a token asks for, or None when it must be refused."""
+        try:
+            return self.tokens.verify(token, self.senders, int(self._clock()))
+        except TokenError as exc:
+            log.info("unsubscribe_token_refused", reason=exc.reason, origin="mailto")
+            return None
+
+    async def record(self, wanted: Unsubscribe, peer: str) -> None:
+        """Write the refusal durably (raises RegistryUnavailable when it cannot)."""
+        now = self._clock()
+        when = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
+        fact = Fact(
+            kind=Kind.REFUSAL,
+            sender=wanted.sender,
+            channel=wanted.channel,
+            at_ms=int(now * 1000),
+            source="mailto",
+            evidence=f"mailto unsubscribe at {when} from {peer or 'unknown'}",
+        )
+        await self.service.record_consumer(wanted.consumer, fact, origin="mailto")
+
+    # ---- signing --------------------------------------------------------------------
+
+    @property
+    def signs(self) -> bool:
+        """True when relayed commercial mail is DKIM-signed."""
+        return self.signer is not None
+
+    def headers_for(self, sender: str, recipient: Address) -> tuple[str, str | None]:
+        """The https and mailto one-click targets for one recipient of `sender`."""
+        consumer = self.service.hasher.consumer_id(recipient)
+        token = self.tokens.issue(sender, Channel.EMAIL, consumer, int(self._clock()))
+        mailto = f"{LOCAL_PREFIX}{token}@{self.domain}" if self.domain else None
+        return f"{self.public_url}/unsubscribe/{token}", mailto
+
+    async def sign(self, content: bytes, sender: str, recipients: list[Address]) -> bytes:
+        """The message as it goes upstream: untouched if already signed, else
+        (one recipient, no List-Unsubscribe) with the one-click headers, signed."""
+        if self.signer is None or is_signed(content):
+            return content
+        if len(recipients) == 1:
+            url, mailto = self.headers_for(sender, recipients[0])
+            content = add_one_click(content, url, mailto)
+        else:
+            log.info("one_click_not_added", reason="several recipients", sender=sender)
+        return await asyncio.to_thread(self.signer.sign, content)
