@@ -202,6 +202,14 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """[daemon]: process-wide behaviour of `filterd serve`."""
+
+    drain_timeout_s: float = 30.0
+    """On SIGTERM, how long transactions in flight may take before connections are cut."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration. An absent section is None: that front end is off."""
 
@@ -213,6 +221,7 @@ class Settings:
     http: HttpSettings | None = None
     policy: PolicySettings | None = None
     dkim: DkimSettings | None = None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
 
     def senders(self) -> list[str]:
         """Every sender an account or a number names (the ones tokens may carry)."""
@@ -323,8 +332,9 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     http = _section(root, "http", lambda t: _http(t, base))
     policy = _section(root, "policy", lambda t: PolicySettings(_endpoint(t, "listen")))
     dkim = _section(root, "dkim", lambda t: _dkim(t, base))
+    daemon = _section(root, "daemon", _daemon) or DaemonSettings()
     root.done()
-    settings = Settings(path, registry, keywords, smtp, smpp, http, policy, dkim)
+    settings = Settings(path, registry, keywords, smtp, smpp, http, policy, dkim, daemon)
     if dkim is not None and (smtp is None or smtp.listen is None):
         raise ConfigError("dkim", "needs the SMTP relay ([smtp] listen)")
     if dkim is not None and http is None:
@@ -614,6 +624,13 @@ def _http(t: _Table, base: Path) -> HttpSettings:
         retired_derived_key="derived" in retired,
         token_max_age_s=max_age,
     )
+
+
+def _daemon(t: _Table) -> DaemonSettings:
+    drain = t.parse("drain_timeout", parse_duration, 30)
+    if not 1 <= drain <= 3600:
+        raise ConfigError("daemon.drain_timeout", f"{drain}s is outside 1s-1h")
+    return DaemonSettings(float(drain))
 
 
 def _dkim(t: _Table, base: Path) -> DkimSettings:

@@ -38,7 +38,6 @@ from filterd.web import HttpFrontEnd, UnsubscribeSite
 
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 _SUPERVISE_INTERVAL_S = 1.0
-_DRAIN_TIMEOUT_S = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
@@ -168,7 +167,7 @@ async def serve(
                 notifier.ready(f"serving {live.listening} front end(s)")
             await live.stop.wait()
             notifier.stopping()
-            log.info("stopping", drain_timeout_s=_DRAIN_TIMEOUT_S)
+            log.info("stopping", drain_timeout_s=live.settings.daemon.drain_timeout_s)
     except* OSError as group_error:
         for error in group_error.exceptions:
             log.error("front_end_failed", error=str(error))
@@ -228,7 +227,7 @@ def _reload(live: _Live) -> None:
 
 
 _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
-                 "http", "policy", "dkim", "smtp.workers")  # fmt: skip
+                 "http", "policy", "dkim", "smtp.workers", "daemon")  # fmt: skip
 
 
 def _part(settings: config_module.Settings, name: str) -> object:
@@ -273,7 +272,7 @@ async def _run_smtp(
     finally:
         server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(handler.drained(), _DRAIN_TIMEOUT_S)
+            await asyncio.wait_for(handler.drained(), live.settings.daemon.drain_timeout_s)
         handler.close_all()
         await server.wait_closed()
         await pool.close()
@@ -338,7 +337,7 @@ async def _run_policy(live: _Live, policy: config_module.PolicySettings) -> None
     finally:
         server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
+            await asyncio.wait_for(server.wait_closed(), live.settings.daemon.drain_timeout_s)
         log.info("drained", front_end="policy")
 
 
@@ -368,6 +367,7 @@ async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
         live.runtime.registry,
         Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
         default_region=live.settings.registry.default_region,
+        drain_s=live.settings.daemon.drain_timeout_s,
     )
     live.relay = relay
     carrier_task = None
@@ -382,7 +382,7 @@ async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
         server.close()
         await relay.unbind_all()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), _DRAIN_TIMEOUT_S)
+            await asyncio.wait_for(server.wait_closed(), live.settings.daemon.drain_timeout_s)
         carrier_stop.set()
         if carrier_task is not None:
             with contextlib.suppress(TimeoutError):
@@ -418,7 +418,7 @@ async def _run_workers(live: _Live, count: int) -> None:
             process.terminate()
     for process in workers:
         try:
-            await asyncio.wait_for(process.wait(), _DRAIN_TIMEOUT_S + 5)
+            await asyncio.wait_for(process.wait(), live.settings.daemon.drain_timeout_s + 5)
         except TimeoutError:
             process.kill()
             await process.wait()

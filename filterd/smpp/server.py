@@ -86,7 +86,6 @@ from filterd.smpp.text import SmsTextError, concat_key, message_text, split_sms
 log = get_logger("smpp")
 
 _CONCAT_TTL_S = 600.0
-_DRAIN_S = 30.0
 _CONCAT_MAX = 100_000
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 _STATUS = {
@@ -107,11 +106,14 @@ class SmppRelay:
         keywords: Keywords,
         *,
         default_region: str | None,
+        drain_s: float = 30.0,
     ) -> None:
         self.settings = settings
         self.service = service
         self.registry = registry
         self.keywords = keywords
+        self.drain_s = drain_s
+        """How long submits in flight may take at shutdown or disconnect."""
         self.default_region = default_region
         self.carrier: CarrierClient | None = None
         self.sessions: set[ClientSession] = set()
@@ -485,11 +487,11 @@ class ClientSession:
         self._write(dataclasses.replace(pdu, sequence_number=sequence))
 
     async def close_gracefully(self) -> None:
-        """Shutdown: take no more submits, answer those in flight (30 s at most), unbind."""
+        """Shutdown: take no more submits, answer those in flight (drain_s at most), unbind."""
         self.transmits = self.receives = False
         if self._tasks:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks), _DRAIN_S)
+                await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         self._write(Unbind(sequence_number=next(self._sequence) & 0x7FFFFFFF))
         self.writer.close()
 
@@ -501,7 +503,7 @@ class ClientSession:
         """Let submits in flight get their answers, then close."""
         if self._tasks:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks), _DRAIN_S)
+                await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()
