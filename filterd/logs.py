@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import TextIO
+import time
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -31,7 +33,7 @@ def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool 
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _timestamp,
     ]
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
@@ -52,6 +54,28 @@ def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool 
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+class _Clock:
+    """ISO 8601 UTC timestamps with microseconds, as structlog's TimeStamper(fmt="iso",
+    utc=True) writes them, with the date and time of day formatted once per second
+    (a third of the cost of a decision line was the timestamp)."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def __call__(self, _logger: Any, _name: str, event: MutableMapping[str, Any]) -> Any:
+        now = time.time()
+        second = int(now)
+        if second != self.second:
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.second = second
+        event["timestamp"] = f"{self.prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event
+
+
+_timestamp = _Clock()
 
 
 def _dumps(event: object, **_: object) -> str:

@@ -7,9 +7,11 @@ logs recipients at INFO, is held at WARNING.
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,3 +147,18 @@ def test_stdlib_records_are_json_lines() -> None:
     entries = json_lines(stream)
     assert len(entries) == 2
     assert entries[1]["level"] == "warning"
+
+
+def test_timestamp_is_iso_utc_with_microseconds() -> None:
+    """The timestamp is ISO 8601 UTC with microseconds and a Z, like structlog's
+    TimeStamper(fmt="iso", utc=True), and falls between the times read around the call."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    before = datetime.datetime.now(datetime.UTC)
+    logs.get_logger("smtp").info("first")
+    logs.get_logger("smtp").info("second")
+    after = datetime.datetime.now(datetime.UTC)
+    stamps = [entry["timestamp"] for entry in json_lines(stream)]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", s) for s in stamps)
+    parsed = [datetime.datetime.fromisoformat(s) for s in stamps]
+    assert before - datetime.timedelta(microseconds=1) <= parsed[0] <= parsed[1] <= after
