@@ -136,12 +136,6 @@ def test_kill9_during_smpp_loses_no_acknowledged_submit(
     assert set(outcomes) <= {"delivered", "cut", "status 0x58", "status 0x14"}, line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="filterd bug: a SIGKILLed `filterd serve` leaves its smtp.workers children "
-    "running (no parent-death signal, no watch on the parent), still accepting on "
-    "smtp.listen with nobody supervising them",
-)
 def test_kill9_of_parent_leaves_no_smtp_worker(
     home: Path, valkey: RedisProcess, sink: SinkServer, reaper: Reaper
 ) -> None:

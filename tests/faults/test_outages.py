@@ -125,6 +125,7 @@ def test_registry_outage_gives_temporary_failures_then_recovers(
         outage_s=OUTAGE_S,
         smtp=smtp.ledger.summary(),
         smtp_during_outage=smtp_counts(during_smtp),
+        smtp_failures=dict(smtp.ledger.details("temporary") + smtp.ledger.details("permanent")),
         smpp=smpp.ledger.summary(),
         smpp_during_outage=smtp_counts(during_smpp),
         refused_rcpt_accepted=accepted_bob,
