@@ -8,7 +8,9 @@
 - `GET /unsubscribe/{token}` shows a page (Chinese and English) whose button
   posts that form; the GET itself writes nothing. No cookies, no script.
 - A forged, altered or expired token: 400; a token for a sender not in the
-  config: 404. Nothing is written for either.
+  config: 404. A POST body that is not the one-click form (another content
+  type, field or value; undecodable, malformed multipart, an unknown
+  charset): 400; over MAX_BODY_BYTES: 413. Nothing is written for any of these.
 - `GET /healthz`: 200 when the registry answers a PING, else 503; JSON body.
 - `GET /metrics`: the Prometheus text exposition.
 
@@ -24,7 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
-from aiohttp import web
+from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
@@ -40,6 +43,13 @@ MAX_BODY_BYTES = 16 * 1024
 _HEALTH_TIMEOUT_S = 2.0
 _RETRY_AFTER_S = "30"
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_UNREADABLE_FORM = (
+    ValueError,  # bad percent-encoding or UTF-8, a multipart body without a boundary
+    LookupError,  # a charset Python does not know (whole body or one multipart part)
+    HttpProcessingError,  # malformed multipart part headers, undecodable Content-Encoding
+    web.RequestPayloadError,  # the body stream itself failed (bad encoding, cut short)
+)
+_PLAIN_TRANSFER = ("", "7bit", "8bit", "binary")
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
@@ -179,15 +189,57 @@ async def _check_form(request: web.Request) -> web.Response | None:
     """None when the body is the RFC 8058 one-click form, else the error to answer."""
     if request.content_type not in _FORM_TYPES:
         return _error(400, "the body must be a form (List-Unsubscribe=One-Click)")
+    value: object
     try:
-        form = await request.post()
-    except web.HTTPRequestEntityTooLarge:
+        if request.content_type == "multipart/form-data":
+            value = await _multipart_field(request, "List-Unsubscribe")
+        else:
+            value = (await request.post()).get("List-Unsubscribe")
+    except (web.HTTPRequestEntityTooLarge, _TooLarge):
         return _error(413, "request body too large")
-    except ValueError:
+    except _UNREADABLE_FORM:
         return _error(400, "unreadable form body")
-    if form.get("List-Unsubscribe") != "One-Click":
+    if value != "One-Click":
         return _error(400, "the form must carry List-Unsubscribe=One-Click")
     return None
+
+
+class _TooLarge(Exception):
+    """The request body passed MAX_BODY_BYTES."""
+
+
+async def _multipart_field(request: web.Request, name: str) -> str | None:
+    """The first plain text field `name` of a multipart/form-data body, or None.
+
+    Not `request.post()`: that spools every file part to a temporary file and
+    leaks those files when a later part is malformed. Here every other part,
+    and any file part (never the field), is read into memory and dropped;
+    the whole body, part headers included, stays within MAX_BODY_BYTES.
+    """
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise _TooLarge
+    reader = await request.multipart()
+    value: str | None = None
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            return None  # a nested multipart is no form field
+        data = bytearray()
+        while chunk := await part.read_chunk():
+            if request.content.total_bytes > MAX_BODY_BYTES:
+                raise _TooLarge
+            data += chunk
+        if value is not None or part.name != name or part.filename is not None:
+            continue
+        encoding = part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING, "").lower()
+        if encoding not in _PLAIN_TRANSFER or hdrs.CONTENT_ENCODING in part.headers:
+            return None  # RFC 7578: a form field is sent as it is
+        content_type = part.headers.get(hdrs.CONTENT_TYPE, "text/plain")
+        if not content_type.lower().startswith("text/"):
+            return None
+        value = bytes(data).decode(part.get_charset(default="utf-8"))
+    if request.content.total_bytes > MAX_BODY_BYTES:
+        raise _TooLarge
+    return value
 
 
 def _error(status: int, reason: str) -> web.Response:

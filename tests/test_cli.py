@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,11 @@ import pytest
 import redis
 
 from filterd.embedded import EmbeddedServer
+from filterd.identity import ConsumerHasher
+from filterd.model import Channel
+from filterd.normalize import normalize
+from filterd.secret import load_or_create
+from filterd.tokens import TokenError, TokenKeys, Unsubscribe, derive_key, sender_table
 
 FILTERCTL = str(Path(sys.executable).parent / "filterctl")
 PHONE_RAW = "+86 138 0013 8000"
@@ -298,3 +304,136 @@ def test_quoted_file_is_read_by_one_process(home: Path) -> None:
                  "--jobs", "4", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["processes"] == 1
+
+
+# ---- unsubscribe-url ------------------------------------------------------------------
+
+HTTP_SECTIONS = (
+    '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://unsub.acme.test/base/"\n'
+    '[[smtp.accounts]]\nusername = "mta"\nsender = "acme"\nstream = "commercial"\n'
+)
+
+
+@pytest.fixture
+def http_home(home: Path) -> Path:
+    """The home config plus [http] and an account naming the sender acme."""
+    with (home / "filterd.toml").open("a") as config:
+        config.write(HTTP_SECTIONS)
+    return home
+
+
+def verify_url(home: Path, url: str, key: bytes | None = None) -> Unsubscribe:
+    """The request the URL's token carries, checked with the home's secret (or `key`)."""
+    prefix = "https://unsub.acme.test/base/unsubscribe/"
+    assert url.startswith(prefix)
+    secret = load_or_create(home / "var" / "secret")
+    keys = TokenKeys(key or derive_key(secret), max_age_s=400 * 86400)
+    return keys.verify(url.removeprefix(prefix), sender_table(["acme"]), int(time.time()))
+
+
+def consumer_of(home: Path, address: str) -> bytes:
+    """The consumer id of `address` under the home's secret."""
+    secret = load_or_create(home / "var" / "secret")
+    return ConsumerHasher(secret).consumer_id(normalize(address, "CN"))
+
+
+def test_unsubscribe_url_prints_only_the_url(http_home: Path) -> None:
+    """unsubscribe-url prints the bare URL under public_url and nothing else; its token
+    verifies with the registry secret to (acme, email, the consumer's hash) and holds no
+    raw address; the registry server is never started."""
+    result = ctl(http_home, "unsubscribe-url", "Jane.Doe@Example.com", "--sender", "acme")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("\n")
+    url = result.stdout.removesuffix("\n")
+    assert "\n" not in url
+    assert " " not in url
+    wanted = verify_url(http_home, url)
+    assert (wanted.sender, wanted.channel) == ("acme", Channel.EMAIL)
+    assert wanted.consumer == consumer_of(http_home, "jane.doe@example.com")
+    assert "jane" not in url.lower()
+    assert "example" not in url.lower()
+    assert not EmbeddedServer(http_home / "var").alive()
+    assert not (http_home / "var" / "registry.sock").exists()
+
+
+def test_unsubscribe_url_for_a_phone_number(http_home: Path) -> None:
+    """A national number (default region CN) gets an sms token for its E.164 consumer."""
+    result = ctl(http_home, "unsubscribe-url", PHONE_NATIONAL, "--sender", "acme",
+                 "--channel", "sms")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    wanted = verify_url(http_home, result.stdout.strip())
+    assert wanted.channel is Channel.SMS
+    assert wanted.consumer == consumer_of(http_home, "+8613800138000")
+    assert PHONE_NATIONAL not in result.stdout
+
+
+def test_unsubscribe_url_json(http_home: Path) -> None:
+    """--json prints one object whose "url" is the URL."""
+    result = ctl(http_home, "--json", "unsubscribe-url", "jane@example.com", "--sender", "acme")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert verify_url(http_home, document["url"]).sender == "acme"
+    assert document["sender"] == "acme"
+    assert document["channel"] == "email"
+
+
+def test_unsubscribe_url_unknown_sender_exits_2(http_home: Path) -> None:
+    """A sender no account or number names: exit 2, the name on stderr, nothing on stdout."""
+    result = ctl(http_home, "unsubscribe-url", "jane@example.com", "--sender", "gamma")
+    assert result.returncode == 2
+    assert "'gamma'" in result.stderr
+    assert result.stdout == ""
+
+
+def test_unsubscribe_url_without_http_exits_2(home: Path) -> None:
+    """Without an [http] section (no public_url) unsubscribe-url exits 2 naming [http]."""
+    result = ctl(home, "unsubscribe-url", "jane@example.com", "--sender", "acme")
+    assert result.returncode == 2
+    assert "http" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["jane@", "--sender", "acme"],
+        ["12345", "--sender", "acme"],
+        ["jane@example.com", "--sender", "acme", "--channel", "sms"],
+        ["jane@example.com"],
+    ],
+    ids=["bad-email", "bad-phone", "channel-mismatch", "no-sender"],
+)
+def test_unsubscribe_url_bad_input_exits_2(http_home: Path, args: list[str]) -> None:
+    """An invalid address, a --channel that does not fit it or no --sender: exit 2, one
+    diagnostic on stderr, nothing on stdout."""
+    result = ctl(http_home, "unsubscribe-url", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip()
+    if args[0] in ("jane@", "12345"):
+        assert repr(args[0]) in result.stderr
+
+
+def test_unsubscribe_url_needs_no_registry_server(http_home: Path) -> None:
+    """With the registry URL pointing nowhere, unsubscribe-url still works (secret only)."""
+    config = http_home / "filterd.toml"
+    config.write_text(config.read_text().replace('url = "embedded"', 'url = "redis://127.0.0.1:1"'))
+    result = ctl(http_home, "unsubscribe-url", "jane@example.com", "--sender", "acme")
+    assert result.returncode == 0, result.stderr
+    assert verify_url(http_home, result.stdout.strip()).sender == "acme"
+
+
+def test_unsubscribe_url_signs_with_token_secret_file(http_home: Path) -> None:
+    """With [http] token_secret_file, that key (created 0600 on first use) signs the token,
+    not the key derived from the registry secret."""
+    config = http_home / "filterd.toml"
+    config.write_text(
+        config.read_text().replace("[http]\n", '[http]\ntoken_secret_file = "var/token.key"\n')
+    )
+    result = ctl(http_home, "unsubscribe-url", "jane@example.com", "--sender", "acme")
+    assert result.returncode == 0, result.stderr
+    token_key = load_or_create(http_home / "var" / "token.key")
+    assert (http_home / "var" / "token.key").stat().st_mode & 0o777 == 0o600
+    assert verify_url(http_home, result.stdout.strip(), key=token_key).sender == "acme"
+    with pytest.raises(TokenError):
+        verify_url(http_home, result.stdout.strip())

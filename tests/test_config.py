@@ -15,6 +15,7 @@ import pytest
 
 from filterd import config
 from filterd.config import (
+    DkimSettings,
     HttpSettings,
     KeywordSettings,
     PolicySettings,
@@ -480,3 +481,172 @@ def test_smtp_accounts_only_for_the_policy_service(tmp_path: Path) -> None:
     assert settings.smtp is not None
     assert (settings.smtp.listen, settings.smtp.upstream) == (None, None)
     assert settings.smtp.accounts[0].username == "u"
+
+
+# ---- [http] tokens, [dkim], unsubscribe_domain, senders --------------------------------
+
+HTTP_HEAD = '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "https://unsub.example.com/"\n'
+DKIM_HEAD = '[dkim]\nselector = "mail"\ndomain = "Example.COM"\nkey_file = "dkim.key"\n'
+
+
+def test_reference_http_token_defaults_and_no_dkim(reference: config.Settings) -> None:
+    """The reference config: tokens signed with the derived key, no retired keys, 400d
+    max age; [dkim] and unsubscribe_domain are commented out."""
+    assert reference.http is not None
+    assert reference.http.token_secret_file is None
+    assert reference.http.retired_token_secret_files == ()
+    assert reference.http.token_max_age_s == 400 * 86400
+    assert reference.dkim is None
+    assert reference.smtp is not None
+    assert reference.smtp.unsubscribe_domain is None
+
+
+def test_http_token_keys_parse(tmp_path: Path) -> None:
+    """token_secret_file and retired_token_secret_files resolve against the config's
+    directory; token_max_age is a duration; public_url loses its trailing slash."""
+    path = write(
+        tmp_path,
+        HTTP_HEAD + 'token_secret_file = "keys/token"\n'
+        'retired_token_secret_files = ["keys/old1", "/abs/old2"]\ntoken_max_age = "30d"\n',
+    )
+    http = config.load(path).http
+    assert http is not None
+    assert http.public_url == "https://unsub.example.com"
+    assert http.token_secret_file == tmp_path.resolve() / "keys" / "token"
+    assert http.retired_token_secret_files == (
+        tmp_path.resolve() / "keys" / "old1",
+        Path("/abs/old2"),
+    )
+    assert http.token_max_age_s == 30 * 86400
+    assert http.retired_derived_key is False
+
+
+def test_derived_among_retired_keys(tmp_path: Path) -> None:
+    """ "derived" in retired_token_secret_files names the key derived from the registry
+    secret (kept after a first rotation), not a file called derived."""
+    path = write(
+        tmp_path,
+        HTTP_HEAD + 'token_secret_file = "token"\n'
+        'retired_token_secret_files = ["derived", "old"]\n',
+    )
+    http = config.load(path).http
+    assert http is not None
+    assert http.retired_derived_key is True
+    assert http.retired_token_secret_files == (tmp_path.resolve() / "old",)
+
+
+def test_dkim_and_unsubscribe_domain_parse(tmp_path: Path) -> None:
+    """[dkim] selector, domain (lower-cased) and key_file (relative to the config);
+    smtp.unsubscribe_domain lower-cased."""
+    write(tmp_path, "-----BEGIN PRIVATE KEY-----\n", name="dkim.key")
+    path = write(
+        tmp_path,
+        SMTP_HEAD + 'unsubscribe_domain = "Unsub.Example.com"\n' + HTTP_HEAD + DKIM_HEAD,
+    )
+    settings = config.load(path)
+    assert settings.dkim == DkimSettings("mail", "example.com", tmp_path.resolve() / "dkim.key")
+    assert settings.smtp is not None
+    assert settings.smtp.unsubscribe_domain == "unsub.example.com"
+
+
+def test_senders_lists_every_configured_sender_once(tmp_path: Path) -> None:
+    """Settings.senders(): the senders of SMTP accounts, SMPP accounts and SMPP numbers,
+    each once, in config order."""
+    path = write(
+        tmp_path,
+        '[[smtp.accounts]]\nusername = "a"\nsender = "acme"\nstream = "commercial"\n'
+        '[[smtp.accounts]]\nusername = "b"\nsender = "beta"\nstream = "transactional"\n'
+        '[[smtp.accounts]]\nusername = "c"\nsender = "acme"\nstream = "transactional"\n'
+        + SMPP_HEAD
+        + '[[smpp.accounts]]\nsystem_id = "promo"\npassword = "p"\nsender = "gamma"\n'
+        'stream = "commercial"\n'
+        '[[smpp.numbers]]\naddress = "10690001"\nsender = "delta"\n'
+        '[[smpp.numbers]]\naddress = "10690002"\nsender = "beta"\n',
+    )
+    assert config.load(path).senders() == ["acme", "beta", "gamma", "delta"]
+    assert config.load(write(tmp_path, "", name="empty.toml")).senders() == []
+
+
+NEW_BAD_VALUES = [
+    pytest.param(HTTP_HEAD + 'token_max_age = "23h"\n', "http.token_max_age", id="max-age-23h"),
+    pytest.param(HTTP_HEAD + 'token_max_age = "soon"\n', "http.token_max_age", id="max-age-text"),
+    pytest.param(HTTP_HEAD + "token_max_age = 30\n", "http.token_max_age", id="max-age-int"),
+    pytest.param(
+        HTTP_HEAD + 'retired_token_secret_files = "old"\n',
+        "http.retired_token_secret_files",
+        id="retired-not-a-list",
+    ),
+    pytest.param(HTTP_HEAD + "token_secret_file = 5\n", "http.token_secret_file", id="token-file"),
+    pytest.param(
+        '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "https://x.example/?a=1"\n',
+        "http.public_url",
+        id="public-url-query",
+    ),
+    pytest.param(
+        SMTP_HEAD + DKIM_HEAD.replace("Example.COM", "exa mple.com"),
+        "dkim.domain",
+        id="dkim-domain-space",
+    ),
+    pytest.param(
+        SMTP_HEAD + DKIM_HEAD.replace("Example.COM", "-bad.example"),
+        "dkim.domain",
+        id="dkim-domain-hyphen",
+    ),
+    pytest.param(
+        SMTP_HEAD + DKIM_HEAD.replace("Example.COM", "example..com"),
+        "dkim.domain",
+        id="dkim-domain-empty-label",
+    ),
+    pytest.param(
+        SMTP_HEAD + DKIM_HEAD.replace('"mail"', '"mail_2024"'), "dkim.selector", id="dkim-selector"
+    ),
+    pytest.param(
+        SMTP_HEAD + DKIM_HEAD.replace("dkim.key", "absent.key"),
+        "dkim.key_file",
+        id="dkim-key-file-missing",
+    ),
+    pytest.param(
+        SMTP_HEAD + '[dkim]\nselector = "mail"\nkey_file = "dkim.key"\n',
+        "dkim.domain",
+        id="dkim-domain-required",
+    ),
+    pytest.param(SMTP_HEAD + DKIM_HEAD + 'canon = "simple"\n', "dkim.canon", id="dkim-unknown-key"),
+    pytest.param(DKIM_HEAD, "dkim", id="dkim-without-smtp"),
+    pytest.param(
+        '[[smtp.accounts]]\nusername = "u"\nsender = "acme"\nstream = "commercial"\n' + DKIM_HEAD,
+        "dkim",
+        id="dkim-without-smtp-listen",
+    ),
+    pytest.param(SMTP_HEAD + DKIM_HEAD, "dkim", id="dkim-without-http"),
+    pytest.param(
+        SMTP_HEAD + 'unsubscribe_domain = "unsub.example.com"\n',
+        "smtp.unsubscribe_domain",
+        id="unsubscribe-domain-without-http",
+    ),
+    pytest.param(
+        SMTP_HEAD + 'unsubscribe_domain = "not a domain"\n' + HTTP_HEAD,
+        "smtp.unsubscribe_domain",
+        id="unsubscribe-domain-not-dns",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "key"), NEW_BAD_VALUES)
+def test_bad_token_dkim_and_unsubscribe_values_name_the_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """Bad [http] token settings, [dkim] values and unsubscribe_domain raise ConfigError
+    naming the dotted key (a DKIM key file exists unless the case is about it)."""
+    write(tmp_path, "-----BEGIN PRIVATE KEY-----\n", name="dkim.key")
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config: {key}: ")
+    assert info.value.reason
+
+
+def test_token_max_age_of_one_day_is_accepted(tmp_path: Path) -> None:
+    """The 1-day minimum is inclusive."""
+    http = config.load(write(tmp_path, HTTP_HEAD + 'token_max_age = "24h"\n')).http
+    assert http is not None
+    assert http.token_max_age_s == 86400

@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -339,3 +341,65 @@ def test_listener_port_in_use_exits_1_naming_the_key(
     assert result.returncode == 1
     assert f"policy.listen 127.0.0.1:{port}" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: Path) -> None:
+    """`filterd serve` with [http] listens (port from the OS), answers /healthz 200 with a
+    JSON body, records a one-click refusal for a URL filterctl made, serves /metrics, and
+    on SIGTERM drains the HTTP front end and exits 0."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+    config = short_dir / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://unsub.acme.test"\n'
+        '[[smtp.accounts]]\nusername = "mta"\nsender = "acme"\nstream = "commercial"\n'
+    )
+    made = subprocess.run(
+        [FILTERD.parent / "filterctl", "--config", str(config), "unsubscribe-url",
+         "jane@example.com", "--sender", "acme"],
+        capture_output=True, text=True, timeout=60, check=False, env=environment(),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    path = urllib.parse.urlsplit(made.stdout.strip()).path
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=environment(),
+        bufsize=0,
+    )
+    try:
+        log = LogReader(process)
+        listening = log.wait_for("listening")
+        assert listening["front_end"] == "http"
+        base = f"http://127.0.0.1:{listening['port']}"
+        with urllib.request.urlopen(f"{base}/healthz", timeout=30) as response:  # noqa: S310
+            assert response.status == 200
+            assert json.loads(response.read()) == {"status": "ok", "registry": "ok"}
+        one_click = urllib.request.Request(  # noqa: S310 - a loopback URL the test built
+            base + path, data=b"List-Unsubscribe=One-Click", method="POST"
+        )
+        with urllib.request.urlopen(one_click, timeout=30) as response:  # noqa: S310
+            assert response.status == 200
+        fact = log.wait_for("fact")
+        assert (fact["origin"], fact["sender"], fact["result"]) == ("one-click", "acme", "stored")
+        with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:  # noqa: S310
+            assert b'filterd_optouts_total{origin="one-click"} 1.0' in response.read()
+        process.send_signal(signal.SIGTERM)
+        assert log.wait_for("drained")["front_end"] == "http"
+        assert process.wait(STOP_TIMEOUT_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT_S)
+        assert process.stdout is not None
+        process.stdout.close()
+    status = subprocess.run(
+        [FILTERD.parent / "filterctl", "--config", str(config), "--json", "status",
+         "jane@example.com"],
+        capture_output=True, text=True, timeout=60, check=False, env=environment(),
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    [entry] = json.loads(status.stdout)
+    assert (entry["fact"], entry["sender"], entry["source"]) == ("refusal", "acme", "one-click")

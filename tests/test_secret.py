@@ -108,3 +108,42 @@ def test_unusable_path_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_or_create(blocker / "secret")
     assert info.value.key == "registry.secret_file"
+
+
+def test_config_key_is_named_in_errors(tmp_path: Path) -> None:
+    """load_or_create names the config key it is given (e.g. a token secret file) in its
+    errors."""
+    path = tmp_path / "token"
+    load_or_create(path, "http.token_secret_file")
+    path.chmod(0o644)
+    with pytest.raises(ConfigError) as info:
+        load_or_create(path, "http.token_secret_file")
+    assert info.value.key == "http.token_secret_file"
+
+
+def test_create_false_refuses_a_missing_file(tmp_path: Path) -> None:
+    """With create=False a missing file is a ConfigError naming the key, and no file or
+    directory is made (a retired key is never invented)."""
+    path = tmp_path / "keys" / "old"
+    with pytest.raises(ConfigError) as info:
+        load_or_create(path, "http.retired_token_secret_files", create=False)
+    assert info.value.key == "http.retired_token_secret_files"
+    assert str(path) in str(info.value)
+    assert not path.parent.exists()
+
+
+def test_create_false_reads_an_existing_file(tmp_path: Path) -> None:
+    """With create=False an existing private secret is read like any other."""
+    path = tmp_path / "old"
+    secret = load_or_create(path)
+    assert load_or_create(path, "http.retired_token_secret_files", create=False) == secret
+
+
+def test_create_false_still_checks_mode_and_length(tmp_path: Path) -> None:
+    """create=False applies the same checks: a short secret is refused with the given key."""
+    path = tmp_path / "old"
+    path.write_text("ab" * 8 + "\n")
+    path.chmod(0o600)
+    with pytest.raises(ConfigError, match="fewer than 32 bytes") as info:
+        load_or_create(path, "http.retired_token_secret_files", create=False)
+    assert info.value.key == "http.retired_token_secret_files"

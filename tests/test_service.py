@@ -8,13 +8,18 @@ import io
 import json
 import sys
 
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from filterd import logs
+from filterd.errors import RegistryUnavailable
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import (
     ALL_SENDERS,
     Action,
     BulkRow,
     Channel,
+    Fact,
     FactRequest,
     Kind,
     MessageClass,
@@ -149,3 +154,120 @@ def test_one_masked_log_line_per_decision() -> None:
     assert {d["reason"] for d in decisions} == {"no_consent"}
     assert "13800138000" not in stream.getvalue()
     assert "jane@" not in stream.getvalue()
+
+
+# ---- record_consumer and metrics (one-click unsubscribe) ---------------------------
+
+
+def metric(service: Service, name: str, **labels: str) -> float | None:
+    """A sample of the service's metrics, or None when absent."""
+    for family in text_string_to_metric_families(service.metrics.render().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return None
+
+
+def one_click_refusal(sender: str = "acme") -> Fact:
+    """The fact the HTTP front end builds from a verified token."""
+    return Fact(
+        kind=Kind.REFUSAL,
+        sender=sender,
+        channel=Channel.EMAIL,
+        at_ms=int(NOW * 1000),
+        source="one-click",
+        evidence="one-click POST at 2023-11-14T22:13:20+00:00 from 192.0.2.7",
+    )
+
+
+def test_record_consumer_writes_fact_and_audit_entry() -> None:
+    """record_consumer stores the caller's fact for a consumer known only by its id, with
+    an audit entry (event refusal, hash, channel, source, origin); the consumer is refused."""
+    service, registry = make()
+    consumer = service.hasher.consumer_id(EMAIL)
+    result = asyncio.run(service.record_consumer(consumer, one_click_refusal(), origin="one-click"))
+    assert result is WriteResult.STORED
+    [fact] = asyncio.run(registry.facts(consumer))
+    assert fact == one_click_refusal()
+    [entry] = asyncio.run(registry.read_audit(AuditQuery()))
+    assert (entry.event, entry.sender, entry.consumer, entry.channel) == (
+        "refusal", "acme", consumer_hex(consumer), "email",
+    )  # fmt: skip
+    assert (entry.source, entry.origin, entry.at_ms) == ("one-click", "one-click", int(NOW * 1000))
+    [decision] = asyncio.run(service.screen("acme", MessageClass.COMMERCIAL, [EMAIL], origin="t"))
+    assert decision.reason is Reason.REFUSED
+
+
+def test_record_consumer_logs_the_hash_not_an_address() -> None:
+    """The fact log line names the consumer by `consumer:<hash>` (the service never saw an
+    address), with origin, sender and result."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    try:
+        service, _ = make()
+        consumer = service.hasher.consumer_id(EMAIL)
+        asyncio.run(service.record_consumer(consumer, one_click_refusal(), origin="one-click"))
+    finally:
+        logs.configure(sys.stderr, "WARNING")
+    [line] = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line["event"] == "fact"
+    assert line["recipient"] == "consumer:" + consumer_hex(consumer)
+    assert (line["origin"], line["sender"], line["result"]) == ("one-click", "acme", "stored")
+    assert "jane" not in stream.getvalue()
+
+
+def test_record_consumer_registry_down_raises_and_counts() -> None:
+    """With the registry down, record_consumer raises RegistryUnavailable (nothing to
+    acknowledge), counts a registry error and no opt-out."""
+    service, registry = make()
+    registry.available = False
+    consumer = service.hasher.consumer_id(EMAIL)
+    with pytest.raises(RegistryUnavailable):
+        asyncio.run(service.record_consumer(consumer, one_click_refusal(), origin="one-click"))
+    assert metric(service, "filterd_registry_errors_total", operation="record") == 1
+    assert metric(service, "filterd_optouts_total", origin="one-click") is None
+    assert metric(service, "filterd_registry_seconds_count", operation="record") is None
+
+
+def test_refusals_count_as_optouts_by_origin() -> None:
+    """Each refusal written one by one counts one opt-out for its origin; a consent does
+    not; each write is one observation of the record latency."""
+    service, _ = make()
+    consumer = service.hasher.consumer_id(EMAIL)
+    asyncio.run(service.record_consumer(consumer, one_click_refusal(), origin="one-click"))
+    asyncio.run(service.record(request(Kind.REFUSAL), origin="smpp"))
+    asyncio.run(service.record(request(Kind.CONSENT, "beta"), origin="cli"))
+    assert metric(service, "filterd_optouts_total", origin="one-click") == 1
+    assert metric(service, "filterd_optouts_total", origin="smpp") == 1
+    assert metric(service, "filterd_optouts_total", origin="cli") is None
+    assert metric(service, "filterd_registry_seconds_count", operation="record") == 3
+
+
+def test_screen_counts_decisions_and_lookup_latency() -> None:
+    """screen counts each recipient's decision by origin, decision and reason, and observes
+    one lookup per commercial message (none for transactional); an outage counts a
+    lookup error and deferrals."""
+    service, registry = make()
+    asyncio.run(service.record(request(Kind.CONSENT), origin="cli"))
+    asyncio.run(service.screen("acme", MessageClass.COMMERCIAL, [PHONE, EMAIL], origin="smtp"))
+    asyncio.run(service.screen("acme", MessageClass.TRANSACTIONAL, [EMAIL], origin="smtp"))
+    name = "filterd_decisions_total"
+    assert metric(service, name, front_end="smtp", decision="deliver", reason="none") == 2
+    assert metric(service, name, front_end="smtp", decision="drop", reason="no_consent") == 1
+    assert metric(service, "filterd_registry_seconds_count", operation="lookup") == 1
+    registry.available = False
+    asyncio.run(service.screen("acme", MessageClass.COMMERCIAL, [PHONE], origin="smpp"))
+    labels = {"front_end": "smpp", "decision": "defer", "reason": "registry_unavailable"}
+    assert metric(service, name, **labels) == 1
+    assert metric(service, "filterd_registry_errors_total", operation="lookup") == 1
+    assert metric(service, "filterd_registry_seconds_count", operation="lookup") == 1
+
+
+def test_each_service_has_its_own_metrics() -> None:
+    """Two services without a Metrics argument do not share counters."""
+    first, _ = make()
+    second, _ = make()
+    asyncio.run(first.screen("acme", MessageClass.COMMERCIAL, [PHONE], origin="smtp"))
+    labels = {"front_end": "smtp", "decision": "drop", "reason": "no_consent"}
+    assert metric(first, "filterd_decisions_total", **labels) == 1
+    assert metric(second, "filterd_decisions_total", **labels) is None
