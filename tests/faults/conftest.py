@@ -330,8 +330,12 @@ sender = "acme"
 class LogTail:
     """filterd's JSON log lines, read by a thread as they come (the pipe never fills)."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(
+        self, stream: IO[bytes], keep: Callable[[dict[str, Any]], bool] | None = None
+    ) -> None:
         self.records: list[dict[str, Any]] = []
+        self._keep = keep
+        """Which records to keep (default: all); a long run keeps few."""
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
@@ -343,7 +347,7 @@ class LogTail:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                if isinstance(record, dict):
+                if isinstance(record, dict) and (self._keep is None or self._keep(record)):
                     with self._changed:
                         self.records.append(record)
                         self._changed.notify_all()
@@ -380,8 +384,15 @@ def _listening(front_end: str) -> Callable[[dict[str, Any]], bool]:
 class Daemon:
     """`filterd serve` in a session of its own; killable and restartable."""
 
-    def __init__(self, config: Path, reaper: Reaper, front_ends: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        config: Path,
+        reaper: Reaper,
+        front_ends: tuple[str, ...],
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> None:
         self.config = config
+        self.keep = keep
         self.reaper = reaper
         self.front_ends = front_ends
         self.process: subprocess.Popen[bytes] | None = None
@@ -404,7 +415,7 @@ class Daemon:
         self.starts += 1
         self.reaper.track(self.process)
         assert self.process.stdout is not None
-        self.log = LogTail(self.process.stdout)
+        self.log = LogTail(self.process.stdout, self.keep)
         self.ports = {}
         for name in self.front_ends:
             record = self.log.wait_for(_listening(name))
