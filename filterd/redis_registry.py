@@ -149,7 +149,7 @@ _Lookup = tuple[str, Sequence[bytes], asyncio.Future[tuple[int, list[Any]]]]
 class _Batch:
     """Lookups sent as one script call: the callers, their senders, the command bytes."""
 
-    __slots__ = ("attempt", "command", "lookups", "senders", "timer")
+    __slots__ = ("attempt", "command", "lookups", "senders", "sent_at")
 
     def __init__(self, lookups: list[_Lookup], bits: int) -> None:
         self.lookups = lookups
@@ -162,7 +162,7 @@ class _Batch:
         self.command: tuple[Any, ...] = ("EVALSHA", _SCRIPTS["lookup"][1], len(key_list),
                                          *key_list, *args)  # fmt: skip
         self.attempt = 1
-        self.timer: asyncio.TimerHandle | None = None
+        self.sent_at = 0.0  # loop.time() when (last) written
 
     def answer(self, replies: Sequence[Any]) -> None:
         """Give each caller its sender's id and its consumers' values."""
@@ -197,11 +197,28 @@ class _LookupLink(asyncio.Protocol):
         self.batches: set[_Batch] = set()  # sent, not answered yet
         self.closed = False
         self._on_lost = on_lost
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport."""
+        """Keep the transport; start the deadline check."""
         assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream transport
         self.transport = transport
+        self._check_deadlines()
+
+    def _check_deadlines(self) -> None:
+        """Every 1/5 of the deadline: a lookup unanswered past it fails, and the link
+        is closed (its later replies could no longer be matched). One timer per link
+        instead of one per lookup."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = [b for b in self.batches if now - b.sent_at >= _LOOKUP_TIMEOUT_S]
+        if late:
+            for batch in late:
+                self.batches.discard(batch)
+                batch.fail(RegistryUnavailable("registry read timed out"))
+            self.abort()
+            return
+        self._watchdog = loop.call_later(_LOOKUP_TIMEOUT_S / 5, self._check_deadlines)
 
     def send(self, command: tuple[Any, ...], callback: Callable[[Any], None]) -> None:
         """Write one command; `callback` gets its reply (a ReplyError for an error)."""
@@ -227,6 +244,8 @@ class _LookupLink(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Tell the registry (it fails or resends what was waiting)."""
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._on_lost(self, exc)
 
 
@@ -295,6 +314,9 @@ class RedisRegistry:
             self._flush_due = True
             loop.call_soon(self._flush_lookups)
         sender_id, values = await future
+        known = self._decode_known(sender, sender_id, values)
+        if known is not None:
+            return known
         return await self._decode_lookup(sender, sender_id, values)
 
     def _flush_lookups(self) -> None:
@@ -328,9 +350,8 @@ class RedisRegistry:
 
     def _transmit(self, link: _LookupLink, batch: _Batch) -> None:
         link.batches.add(batch)
-        if batch.timer is None:
-            loop = asyncio.get_running_loop()
-            batch.timer = loop.call_later(_LOOKUP_TIMEOUT_S, self._timed_out, link, batch)
+        if batch.attempt == 1 or not batch.sent_at:
+            batch.sent_at = asyncio.get_running_loop().time()  # a resend keeps its deadline
 
         def on_reply(reply: Any) -> None:
             link.batches.discard(batch)
@@ -340,7 +361,6 @@ class RedisRegistry:
                 link.send(("SCRIPT", "LOAD", _SCRIPTS["lookup"][0]), _ignore)
                 self._transmit(link, batch)
                 return
-            self._settle(batch)
             if isinstance(reply, Exception) or not isinstance(reply, list):
                 batch.fail(RegistryUnavailable(f"registry read failed: {reply}"))
             else:
@@ -348,29 +368,16 @@ class RedisRegistry:
 
         link.send(batch.command, on_reply)
 
-    @staticmethod
-    def _settle(batch: _Batch) -> None:
-        if batch.timer is not None:
-            batch.timer.cancel()
-            batch.timer = None
-
-    def _timed_out(self, link: _LookupLink, batch: _Batch) -> None:
-        batch.timer = None
-        link.batches.discard(batch)
-        batch.fail(RegistryUnavailable("registry read timed out"))
-        link.abort()  # the replies on this link can no longer be matched
-
     def _link_lost(self, link: _LookupLink, exc: Exception | None) -> None:
         if self._link is link:
             self._link = None
         waiting, link.batches = list(link.batches), set()
         retry = self._link_loop is not None  # not after close()
         for batch in waiting:
-            if retry and batch.attempt == 1 and batch.timer is not None:
+            if retry and batch.attempt == 1:
                 batch.attempt += 1  # sent once more on a new connection
                 self._dispatch(batch)
             else:
-                self._settle(batch)
                 batch.fail(RegistryUnavailable(f"registry connection lost: {exc}"))
 
     async def _open_link(self) -> None:
@@ -383,7 +390,6 @@ class RedisRegistry:
                 self._connecting = None
                 unsent, self._unsent = self._unsent, []
                 for batch in unsent:
-                    self._settle(batch)
                     batch.fail(RegistryUnavailable(f"registry unavailable: {exc}"))
             return
         if self._link_loop is not loop:  # superseded (the registry was closed)
@@ -452,6 +458,25 @@ class RedisRegistry:
                 if record.scope_id in scopes:
                     fact = self._known_fact(record, scopes)
                     facts.append(fact if fact is not None else await self._fact(record, scopes))
+            out.append(facts)
+        return out
+
+    def _decode_known(
+        self, sender: str, sender_id: int, values: Sequence[Any]
+    ) -> list[list[Fact]] | None:
+        """The facts when every name in them is cached (the usual case); else None."""
+        if sender_id > 0 and self._ids.get(("sender", sender)) != sender_id:
+            self._remember("sender", sender, sender_id)
+        scopes = {0: ALL_SENDERS, sender_id: sender}
+        out = []
+        for value in values:
+            facts = []
+            for record in _decode(_as_bytes(value)):
+                if record.scope_id in scopes:
+                    fact = self._known_fact(record, scopes)
+                    if fact is None:
+                        return None
+                    facts.append(fact)
             out.append(facts)
         return out
 
