@@ -193,7 +193,7 @@ def reaper(request: pytest.FixtureRequest) -> Iterator[Reaper]:
     finally:
         tracker.reap()
         if tracker.leftovers:
-            report(request.node.name, leftovers=";".join(tracker.leftovers))
+            report(request.node.name, killed_at_teardown=";".join(tracker.leftovers))
 
 
 @pytest.fixture
@@ -273,8 +273,11 @@ def write_config(
     smtp_listen: str = "127.0.0.1:0",
     workers: int = 1,
     smsc_port: int | None = None,
+    http: bool = False,
 ) -> Path:
-    """A config with the SMTP relay (if `smtp_upstream`) and the SMPP relay (if `smsc_port`)."""
+    """A config with the SMTP relay (if `smtp_upstream`), the SMPP relay (if `smsc_port`)
+    and the HTTP front end (if `http`; port chosen by the OS, so unsubscribe URLs name
+    port 0 and the caller puts in the port the daemon logged)."""
     secret = home / "secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
@@ -321,6 +324,12 @@ stream = "commercial"
 [[smpp.numbers]]
 address = "{NUMBER}"
 sender = "acme"
+"""
+    if http:
+        text += """
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:0"
 """
     path = home / "filterd.toml"
     path.write_text(text)

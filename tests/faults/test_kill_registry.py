@@ -1,6 +1,7 @@
 """kill -9 the registry server right after an opt-out was acknowledged, restart it on the
 same data directory: the refusal is there. Acknowledged means `filterctl refuse` exited 0,
-or the SMPP relay answered the carrier's deliver_sm and sent the consumer's confirmation."""
+the SMPP relay answered the carrier's deliver_sm and sent the consumer's confirmation, or
+the one-click unsubscribe POST got 200."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -42,6 +45,25 @@ def answers_ping(path: Path) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def filterctl(config: Path, *args: str) -> str:
+    """Run filterctl; its stdout (exit 0 required)."""
+    done = subprocess.run(
+        [FILTERCTL, "--config", str(config), *args], capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()
+
+
+def one_click(url: str) -> int:
+    """RFC 8058 one-click POST; the HTTP status."""
+    request = urllib.request.Request(  # noqa: S310 - a loopback http:// URL from filterctl
+        url, data=b"List-Unsubscribe=One-Click", method="POST",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        return int(response.status)
 
 
 class Registry:
@@ -82,32 +104,33 @@ class Registry:
 
 @pytest.mark.parametrize("kind", ["embedded", "valkey", "redis"])
 def test_refusal_survives_kill9_of_registry(kind: str, home: Path, reaper: Reaper) -> None:
-    """ROUNDS trials, alternating `filterctl refuse` (exit 0) and an SMS STOP (deliver_sm
-    answered ESME_ROK, confirmation sent): right after the acknowledgement the registry
-    server gets SIGKILL and is restarted on its data directory; every refusal is there.
+    """ROUNDS trials, in turn `filterctl refuse` (exit 0), an SMS STOP (deliver_sm answered
+    ESME_ROK, confirmation sent) and an RFC 8058 one-click POST (HTTP 200): right after
+    the acknowledgement the registry server gets SIGKILL and is restarted on its data
+    directory; every refusal is there.
     Servers: the embedded Valkey (appendfsync always + WAITAOF), an external Valkey
     (AOF everysec + WAITAOF) and Debian's Redis 7.0 (appendfsync always)."""
     registry = Registry(kind, home, reaper)
     smsc = FakeSmsc().start()
     reaper.finalizers.append(smsc.shutdown)
-    config = write_config(home, registry.config_url, smsc_port=smsc.port)
-    daemon = Daemon(config, reaper, ("smpp",)).start()
+    config = write_config(home, registry.config_url, smsc_port=smsc.port, http=True)
+    daemon = Daemon(config, reaper, ("smpp", "http")).start()
     smsc.wait_bound()
     lost: list[str] = []
-    cli_trials = sms_trials = throttled = 0
+    trials: Counter[str] = Counter()
+    throttled = 0
     for trial in range(ROUNDS):
+        way = ("cli", "sms", "http")[trial % 3]
+        trials[way] += 1
         number = f"86138001{trial:05d}"
-        if trial % 2 == 0:
-            cli_trials += 1
-            done = subprocess.run(
-                [FILTERCTL, "--config", str(config), "refuse", "+" + number, "--sender", "acme"],
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr.decode()
+        address = f"user{trial}@example.com" if way == "http" else "+" + number
+        if way == "cli":
+            filterctl(config, "refuse", address, "--sender", "acme")
+        elif way == "http":
+            url = filterctl(config, "unsubscribe-url", address, "--sender", "acme").strip()
+            url = url.replace("127.0.0.1:0/", f"127.0.0.1:{daemon.ports['http']}/", 1)
+            assert one_click(url) == 200
         else:
-            sms_trials += 1
             confirmations = len(smsc.submits)
             while (status := smsc.send_mo(number, NUMBER, b"STOP")) == ESME_RTHROTTLED:
                 throttled += 1  # the registry is not back yet for the daemon: the carrier retries
@@ -116,17 +139,17 @@ def test_refusal_survives_kill9_of_registry(kind: str, home: Path, reaper: Reape
             confirmation = smsc.wait_submits(confirmations + 1)[-1]
             assert confirmation.destination_addr == number
         registry.kill9_and_restart()
-        facts = facts_of(registry.url, "+" + number)
+        facts = facts_of(registry.url, address)
         if ("refusal", "acme") not in {(k, s) for k, s, _ in facts}:
-            lost.append(number)
+            lost.append(f"{way}:{address}")
     assert daemon.alive()
     assert daemon.stop() == 0
     line = report(
         f"registry_kill9[{kind}]",
         trials=ROUNDS,
-        cli=cli_trials,
-        sms=sms_trials,
+        by_way=dict(trials),
         mo_throttled_then_retried=throttled,
         lost=len(lost),
+        lost_addresses=",".join(lost) or "-",
     )
     assert not lost, line
