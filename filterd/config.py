@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -305,8 +306,37 @@ class _Table:
             raise ConfigError(self.key(unknown), "unknown key")
 
 
+_LOOSE = 0o026
+"""Mode bits a file holding a secret must not have: group write, other read or write."""
+
+
+def check_private(path: Path, key: str) -> None:
+    """Refuse a file holding a secret that others may read or anyone but its owner write."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(key, f"{path}: {exc.strerror}") from None
+    if mode & _LOOSE:
+        raise ConfigError(
+            key,
+            f"{path} has mode {mode:04o}: others may read or write it (chmod 600, or 640)",
+        )
+
+
 def load(path: Path) -> Settings:
-    """Read and validate the config file at `path`."""
+    """Read and validate the config file at `path`.
+
+    A config file that others than its owner (and group) may write is refused:
+    whoever can write it can name the upstream and the accounts.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0
+    if mode & 0o022:
+        raise ConfigError(
+            "--config", f"{path} has mode {mode:04o}: others may write it (chmod 644 or 640)"
+        )
     try:
         with path.open("rb") as handle:
             data = tomllib.load(handle)
@@ -447,6 +477,7 @@ def _password(t: _Table, base: Path, *, required: bool) -> str | None:
     if password is not None and password_file is not None:
         raise ConfigError(t.key("password_file"), "give password or password_file, not both")
     if password_file is not None:
+        check_private(base / password_file, t.key("password_file"))
         try:
             password = (base / password_file).read_text().strip()
         except OSError as exc:
@@ -497,6 +528,8 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         raise ConfigError("smtp.listen", "is required when smtp.upstream is set")
     listen = _endpoint(t, "listen") if "listen" in t.data else None
     upstream = _endpoint(t, "upstream") if listen is not None else None
+    if key is not None and (base / key).exists():
+        check_private(base / key, "smtp.tls_key")
     return SmtpSettings(
         listen=listen,
         upstream=upstream,
@@ -643,6 +676,7 @@ def _dkim(t: _Table, base: Path) -> DkimSettings:
     key_file = base / t.take("key_file", str, required=True)
     if not key_file.is_file():
         raise ConfigError("dkim.key_file", f"{key_file}: no such file")
+    check_private(key_file, "dkim.key_file")
     return DkimSettings(selector, domain.lower(), key_file)
 
 

@@ -37,10 +37,12 @@ SMPP_HEAD = '[smpp]\nlisten = "127.0.0.1:2775"\n'
 
 
 def write(directory: Path, text: str, name: str = "filterd.toml") -> Path:
-    """Write a config file and return its path."""
+    """Write a config file (or, under another name, a private file beside it: 0600)."""
     path = directory / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+    if name != "filterd.toml":
+        path.chmod(0o600)
     return path
 
 
@@ -650,3 +652,50 @@ def test_token_max_age_of_one_day_is_accepted(tmp_path: Path) -> None:
     http = config.load(write(tmp_path, HTTP_HEAD + 'token_max_age = "24h"\n')).http
     assert http is not None
     assert http.token_max_age_s == 86400
+
+
+@pytest.mark.parametrize(
+    ("name", "section", "key"),
+    [
+        ("smtp.pass", SMTP_HEAD + SMTP_ACCOUNT + 'password_file = "smtp.pass"\n',
+         "smtp.accounts[0].password_file"),
+        ("tls.key", SMTP_HEAD + 'tls_cert = "tls.crt"\ntls_key = "tls.key"\n', "smtp.tls_key"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("mode", [0o644, 0o620, 0o602])
+def test_secret_files_others_may_read_or_write_are_refused(
+    tmp_path: Path, name: str, section: str, key: str, mode: int
+) -> None:
+    """A password file or TLS key that others may read, or group/others may write,
+    is refused with the key and the mode; 0600 and 0640 are accepted."""
+    secret = write(tmp_path, "hunter2\n", name=name)
+    path = write(tmp_path, section)
+    secret.chmod(mode)
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert error.value.key == key
+    assert f"{mode:04o}" in error.value.reason
+    for fine in (0o600, 0o640):
+        secret.chmod(fine)
+        config.load(path)
+
+
+def test_loose_dkim_key_is_refused(tmp_path: Path) -> None:
+    """A DKIM private key readable by others is refused (dkim.key_file)."""
+    key = write(tmp_path, "-----BEGIN PRIVATE KEY-----\n", name="dkim.key")
+    key.chmod(0o644)
+    path = write(tmp_path, SMTP_HEAD + HTTP_HEAD + DKIM_HEAD)
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert error.value.key == "dkim.key_file"
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o664, 0o646])
+def test_config_file_others_may_write_is_refused(tmp_path: Path, mode: int) -> None:
+    """A config file that group or others may write is refused before it is read."""
+    path = write(tmp_path, "")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as error:
+        config.load(path)
+    assert error.value.key == "--config"
+    assert "others may write" in error.value.reason
