@@ -699,3 +699,14 @@ def test_config_file_others_may_write_is_refused(tmp_path: Path, mode: int) -> N
         config.load(path)
     assert error.value.key == "--config"
     assert "others may write" in error.value.reason
+
+
+def test_daemon_drain_timeout(tmp_path: Path) -> None:
+    """[daemon] drain_timeout is a duration (default 30 s); outside 1s-1h it is refused."""
+    assert config.load(write(tmp_path, "")).daemon.drain_timeout_s == 30.0
+    settings = config.load(write(tmp_path, '[daemon]\ndrain_timeout = "90s"\n'))
+    assert settings.daemon.drain_timeout_s == 90.0
+    for bad in ('"0s"', '"2h"', '"soon"'):
+        with pytest.raises(ConfigError) as error:
+            config.load(write(tmp_path, f"[daemon]\ndrain_timeout = {bad}\n"))
+        assert error.value.key == "daemon.drain_timeout"
