@@ -165,8 +165,17 @@ class _Batch:
         self.sent_at = 0.0  # loop.time() when (last) written
 
     def answer(self, replies: Sequence[Any]) -> None:
-        """Give each caller its sender's id and its consumers' values."""
-        ids = [int(v) if v else -1 for v in replies[: len(self.senders)]]
+        """Give each caller its sender's id and its consumers' values (an answer of
+        the wrong shape fails them all: nobody is left waiting)."""
+        wanted = len(self.senders) + sum(len(consumers) for _, consumers, _ in self.lookups)
+        if len(replies) != wanted:
+            self.fail(RegistryUnavailable("registry lookup answered with the wrong shape"))
+            return
+        try:
+            ids = [int(v) if v else -1 for v in replies[: len(self.senders)]]
+        except (TypeError, ValueError):
+            self.fail(RegistryUnavailable("registry lookup answered with a bad sender id"))
+            return
         by_sender = dict(zip(self.senders, ids, strict=True))
         at = len(self.senders)
         for sender, consumers, future in self.lookups:
@@ -844,6 +853,9 @@ class RedisRegistry:
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
+        unsent, self._unsent = self._unsent, []
+        for batch in unsent:
+            batch.fail(RegistryUnavailable("registry closed"))
         if link is not None:
             link.abort()
         await self._r.aclose()

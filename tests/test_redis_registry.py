@@ -452,3 +452,23 @@ def test_lookup_with_nothing_listening_is_unavailable(
     with pytest.raises(RegistryUnavailable):
         event_loop_runner.run(registry.lookup("acme", [A]))
     event_loop_runner.run(registry.close())
+
+
+def test_lookup_answer_of_the_wrong_shape_is_unavailable(
+    tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """An answer with fewer values than the lookup asked for fails the lookup with
+    RegistryUnavailable (fail closed) rather than leaving its caller waiting."""
+
+    async def scenario() -> None:
+        path = tmp_path / "stub.sock"
+        server = await _StubServer(path, [b"*1\r\n:1\r\n"]).start()
+        registry = RedisRegistry.from_url(f"unix://{path}")
+        try:
+            with pytest.raises(RegistryUnavailable, match="wrong shape"):
+                await registry.lookup("acme", [A])
+        finally:
+            await registry.close()
+            await server.close()
+
+    event_loop_runner.run(scenario())
