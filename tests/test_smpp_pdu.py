@@ -923,7 +923,7 @@ def test_fuzz_framer_stream_of_frames(chunks: list[bytes]) -> None:
 
 
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=200).map(str.encode)))
-@settings(max_examples=500)
+@settings(max_examples=300)
 def test_fuzz_receipt_parser(data: bytes) -> None:
     """parse_receipt() of any bytes returns a Receipt or None, never raises."""
     receipt = smpp.parse_receipt(data)
