@@ -6,7 +6,7 @@ Run from the repository root:
                                    [--seconds T]
 
 `--quick`: M = 2,000 messages per side, 4 s of paced load per side (~1 min).
-Default: M = 20,000 messages per side, 10 s per side (~7 min on a 2-core VM).
+Default: M = 20,000 messages per side, 10 s per side (6 to 11 min on a 2-core VM).
 M is split over R alternating rounds (default 2): each smtp-source run sends M/R.
 
 Everything runs on loopback against processes this script starts itself, in a
