@@ -312,7 +312,9 @@ class SmtpTarget:
             try:
                 session = smtpfuzz.run(self.port, script)
             except smtpfuzz.BadReply as exc:
-                kind = re.sub(r"b'.*", "...", str(exc))[:80]
+                text = str(exc)
+                error = re.search(r"500 Error: \((\w+)\)", text)
+                kind = f"handler crash ({error.group(1)})" if error else re.sub(r"b'.*", "", text)
                 outcome.fail(kind, script)
                 return lines
             self.codes.update(session.codes)

@@ -104,10 +104,11 @@ def test_null_reverse_path_is_relayed(smtp_port: int) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="filterd bug: a MAIL FROM address that aiosmtpd accepts but aiosmtplib refuses "
-    "(spaces, control characters) makes the next permitted RCPT answer `500 Error: "
-    "(ValueError) Address ... contains characters not permitted in an SMTP mailbox`",
+    "(spaces, quotes, control characters) makes the next permitted RCPT answer `500 Error: "
+    "(ValueError) Address ... contains characters not permitted in an SMTP mailbox` or "
+    "`500 Error: (ValueError) Command arg contains a prohibited control character`",
 )
-@pytest.mark.parametrize("sender", [b"\xc2\xa7\x1f", b"  \xd8\xa7 \xd9\x81"])
+@pytest.mark.parametrize("sender", [b"\xc2\xa7\x1f", b"  \xd8\xa7 \xd9\x81", b'  1"d\x02d'])
 def test_odd_sender_is_not_a_crash(smtp_port: int, sender: bytes) -> None:
     """A MAIL FROM address with a control character or a space is either refused at MAIL
     with a 5xx of filterd's own or relayed; no exception text reaches the client."""
@@ -148,6 +149,29 @@ def test_undecodable_address_gets_a_553(smtp_port: int, mail: bytes, rcpt: bytes
         assert session.command(b"AUTH PLAIN AG5ld3NsZXR0ZXIAcHctbmV3cw==") == 235
         session.command(b"MAIL FROM:" + mail)
         code = session.command(b"RCPT TO:" + rcpt)
+        assert code is not None
+        assert 500 <= code < 600
+        assert not session.known_crashes
+    finally:
+        session.close()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="aiosmtpd/stdlib bug passed through by filterd: `MAIL FROM:  a@` + U+00A0 makes "
+    "email._header_value_parser raise IndexError inside aiosmtpd's smtp_MAIL (a bare "
+    "aiosmtpd server does the same); the client gets `500 Error: (IndexError) string index "
+    "out of range`. filterd could answer 501 through a handle_exception on its handler",
+)
+def test_mail_from_nbsp_domain_is_a_syntax_error(smtp_port: int) -> None:
+    """A MAIL FROM whose domain is a no-break space gets a syntax error reply (5xx) that
+    carries no exception text."""
+    session = smtpfuzz.Session(smtp_port)
+    try:
+        assert session.reply() == 220
+        session.command(b"EHLO nbsp.test")
+        assert session.command(b"AUTH PLAIN AG5ld3NsZXR0ZXIAcHctbmV3cw==") == 235
+        code = session.command(b"MAIL FROM:  a@\xc2\xa0")
         assert code is not None
         assert 500 <= code < 600
         assert not session.known_crashes
