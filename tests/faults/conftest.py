@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import smtplib
@@ -125,6 +126,19 @@ def group_members(pgid: int) -> list[tuple[int, str]]:
         if fields[0] != "Z" and int(fields[2]) == pgid:
             found.append((int(entry.name), cmdline))
     return found
+
+
+def await_group_exit(pgid: int, timeout: float = 10) -> list[tuple[int, str]]:
+    """Wait (pidfd, no polling) for the members of a process group to exit, `timeout`
+    seconds at most each; the members still alive then."""
+    for pid, _ in group_members(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            pidfd = os.pidfd_open(pid)
+            try:
+                select.select([pidfd], [], [], timeout)
+            finally:
+                os.close(pidfd)
+    return group_members(pgid)
 
 
 def pid_alive(pid: int) -> bool:

@@ -3,9 +3,6 @@ saw acknowledged (SMTP 250 after DATA, SMPP ESME_ROK) is at the upstream, zero l
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
 import time
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from tests.faults.conftest import (
     SmppLoad,
     SmtpLoad,
     Target,
+    await_group_exit,
     free_port,
     group_members,
     record_fact,
@@ -52,13 +50,19 @@ def smsc(reaper: Reaper) -> FakeSmsc:
     return server
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_kill9_during_smtp_loses_no_acknowledged_message(
-    home: Path, valkey: RedisProcess, sink: SinkServer, reaper: Reaper
+    home: Path, valkey: RedisProcess, sink: SinkServer, reaper: Reaper, workers: int
 ) -> None:
-    """ROUNDS times: wait for a few more 250s, SIGKILL filterd mid-stream, start it again.
-    Every message the SMTP clients saw accepted is at the sink; none is lost."""
+    """ROUNDS times: wait for a few more 250s, SIGKILL filterd (the main process) mid-stream,
+    start it again. Every message the SMTP clients saw accepted is at the sink; none is
+    lost. With smtp.workers = 2 the orphaned worker must exit by itself (10 s at most)."""
     record_fact(valkey.url, JANE, Kind.CONSENT)
-    daemon = Daemon(write_config(home, valkey.url, smtp_upstream=sink.port), reaper, ("smtp",))
+    listen = f"127.0.0.1:{free_port()}" if workers > 1 else "127.0.0.1:0"
+    config = write_config(
+        home, valkey.url, smtp_upstream=sink.port, smtp_listen=listen, workers=workers
+    )
+    daemon = Daemon(config, reaper, ("smtp",))
     target = Target()
     target.set(daemon.start().ports["smtp"])
     load = SmtpLoad(target, [JANE], threads=2).start()
@@ -67,7 +71,9 @@ def test_kill9_during_smtp_loses_no_acknowledged_message(
         for _ in range(ROUNDS):
             load.ledger.wait("delivered", NEW_ACKS_BEFORE_KILL, since=time.monotonic())
             target.set(None)
-            leftovers += [f"{pid}:{cmd}" for pid, cmd in daemon.kill9()]
+            pgid = daemon.pid
+            daemon.kill9()
+            leftovers += [f"{pid}:{cmd}" for pid, cmd in await_group_exit(pgid)]
             target.set(daemon.start().ports["smtp"])
         load.ledger.wait("delivered", NEW_ACKS_BEFORE_KILL, since=time.monotonic())
     finally:
@@ -77,7 +83,7 @@ def test_kill9_during_smtp_loses_no_acknowledged_message(
     at_sink = sink_idents(sink.handler.messages)
     lost = acknowledged - set(at_sink)
     line = report(
-        "smtp_kill9",
+        f"smtp_kill9[workers={workers}]",
         kills=ROUNDS,
         outcomes=load.ledger.summary(),
         acknowledged=len(acknowledged),
@@ -139,23 +145,20 @@ def test_kill9_during_smpp_loses_no_acknowledged_submit(
 def test_kill9_of_parent_leaves_no_smtp_worker(
     home: Path, valkey: RedisProcess, sink: SinkServer, reaper: Reaper
 ) -> None:
-    """With smtp.workers = 2, SIGKILL of the main process leaves no worker behind: the
-    worker notices its parent is gone and exits (checked within 10 s)."""
+    """With smtp.workers = 2, SIGKILL of the main process once its worker is serving leaves
+    no worker behind: the worker notices its parent is gone and exits (within 10 s)."""
     config = write_config(
         home, valkey.url, smtp_upstream=sink.port, smtp_listen=f"127.0.0.1:{free_port()}",
         workers=2,
     )  # fmt: skip
     daemon = Daemon(config, reaper, ("smtp",)).start()
-    daemon.log.wait_for(lambda r: r.get("event") == "workers_started")  # type: ignore[union-attr]
+    assert daemon.log is not None
+    daemon.log.wait_for(  # the worker itself is up and serving
+        lambda r: r.get("event") == "listening" and r.get("role") == "smtp-worker"
+    )
     pgid = daemon.pid
+    assert len(group_members(pgid)) == 2
     daemon.kill9()
-    for pid, _ in group_members(pgid):  # await each survivor's exit (pidfd), 10 s at most
-        with contextlib.suppress(ProcessLookupError):
-            pidfd = os.pidfd_open(pid)
-            try:
-                select.select([pidfd], [], [], 10)
-            finally:
-                os.close(pidfd)
-    left = group_members(pgid)
+    left = await_group_exit(pgid)
     report("smtp_workers_kill9", leftovers=len(left), processes=";".join(c for _, c in left))
     assert not left
