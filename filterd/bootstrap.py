@@ -13,6 +13,7 @@ from filterd.identity import ConsumerHasher
 from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
 from filterd.service import Service
+from filterd.signing import DkimSigner, SigningError
 from filterd.tokens import TokenKeys, derive_key, sender_table
 
 
@@ -27,6 +28,8 @@ class Runtime:
     """Unsubscribe token keys, when [http] is configured."""
     senders: dict[bytes, str] = field(default_factory=dict)
     """Token sender tag → configured sender name."""
+    signer: DkimSigner | None = None
+    """DKIM signer of relayed commercial mail, when [dkim] is configured."""
 
     async def close(self) -> None:
         """Close connections; leave the embedded server (if last user, it stops)."""
@@ -63,7 +66,27 @@ def build(settings: Settings) -> Runtime:
         request_ttl_s=reg.request_ttl_s,
         fail_mode=reg.fail_mode,
     )
-    return Runtime(service, registry, embedded, token_keys(settings, secret), senders(settings))
+    return Runtime(
+        service,
+        registry,
+        embedded,
+        token_keys(settings, secret),
+        senders(settings),
+        dkim_signer(settings),
+    )
+
+
+def dkim_signer(settings: Settings) -> DkimSigner | None:
+    """The [dkim] signer, its key checked by signing a test message (ConfigError if bad)."""
+    dkim = settings.dkim
+    if dkim is None:
+        return None
+    try:
+        return DkimSigner(dkim.selector, dkim.domain, dkim.key_file.read_bytes())
+    except OSError as exc:
+        raise ConfigError("dkim.key_file", f"{dkim.key_file}: {exc.strerror}") from None
+    except SigningError as exc:
+        raise ConfigError("dkim.key_file", f"{dkim.key_file}: {exc}") from None
 
 
 def token_keys(settings: Settings, secret: bytes) -> TokenKeys | None:

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 from filterd import config as config_module
 from filterd import logs
 from filterd.accounts import AccountBook
-from filterd.bootstrap import Runtime, build
+from filterd.bootstrap import Runtime, build, dkim_signer
 from filterd.bootstrap import senders as token_senders
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
 from filterd.keywords import Keywords
@@ -33,6 +33,7 @@ from filterd.secret import load_or_create
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.server import SmppRelay
 from filterd.smtp.inbound import RelayHandler, start_smtp_server
+from filterd.smtp.oneclick import OneClick
 from filterd.smtp.outbound import UpstreamPool
 from filterd.web import HttpFrontEnd, UnsubscribeSite
 
@@ -92,9 +93,11 @@ def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
 
 
 def load_or_create_check(settings: config_module.Settings) -> None:
-    """check-config: an existing secret file must be private and long enough."""
+    """check-config: an existing secret file must be private and long enough; a DKIM
+    key must sign."""
     if settings.registry.secret_file.exists():
         load_or_create(settings.registry.secret_file)
+    dkim_signer(settings)
 
 
 @dataclass
@@ -263,6 +266,7 @@ async def _run_smtp(
         live.accounts,
         pool,
         default_region=live.settings.registry.default_region,
+        oneclick=_oneclick(live, smtp),
     )
     server = await _listen(
         live, "smtp", listen, start_smtp_server(smtp, listen, handler, hostname=hostname)
@@ -277,6 +281,23 @@ async def _run_smtp(
         await server.wait_closed()
         await pool.close()
         log.info("drained", front_end="smtp")
+
+
+def _oneclick(live: _Live, smtp: config_module.SmtpSettings) -> OneClick | None:
+    """Opt-out intake and signing for the SMTP relay, when configured ([http] needed)."""
+    runtime, http = live.runtime, live.settings.http
+    if http is None or runtime.tokens is None:
+        return None
+    if smtp.unsubscribe_domain is None and runtime.signer is None:
+        return None
+    return OneClick(
+        runtime.service,
+        runtime.tokens,
+        runtime.senders,
+        public_url=http.public_url,
+        domain=smtp.unsubscribe_domain,
+        signer=runtime.signer,
+    )
 
 
 def _start_front_ends(

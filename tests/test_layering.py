@@ -54,6 +54,7 @@ LAYERS = {
         "redis_registry",
         "secret",
         "service",
+        "signing",
         "tokens",
     },
     "web": {"errors", "logs", "metrics", "model", "service", "tokens"},

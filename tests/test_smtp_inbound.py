@@ -5,7 +5,9 @@ Valkey registry."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dkim
 import pytest
 
 from filterd.identity import ConsumerHasher
@@ -506,3 +509,162 @@ def test_upgrade_redo_refused_by_upstream_is_not_hidden(relay: Relay) -> None:
     assert code == 451
     client.quit()
     assert relay.sink.handler.messages == []
+
+
+# ---- opt-outs by mail and DKIM signing ([http] + unsubscribe_domain + [dkim]) ------------
+
+UNSIGNED = b"From: shop@acme.test\r\nTo: you@example.com\r\nSubject: sale\r\n\r\nOffer\r\n"
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """An RSA key file (0600) for [dkim] and the TXT record that publishes it."""
+    path = tmp_path_factory.mktemp("dkim") / "dkim.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    path.chmod(0o600)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout  # fmt: skip
+    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+@pytest.fixture
+def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Iterator[Relay]:
+    """filterd with an unsubscribe domain, [http] and [dkim], relaying to a fresh sink."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
+    sink = SinkServer().start()
+    extra = (
+        'unsubscribe_domain = "unsub.test"\n'
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://u.acme.test"\n'
+        f'[dkim]\nselector = "mail"\ndomain = "acme.test"\nkey_file = "{dkim_key[0]}"\n'
+    )
+    config = write_config(home, registry_server.url, sink.port, extra)
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        bufsize=0,
+        env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
+    )
+    reader = LogReader(process)
+    try:
+        ports = {}
+        for _ in range(2):
+            record = reader.wait_for("listening")
+            ports[record["front_end"]] = int(record["port"])  # type: ignore[call-overload]
+        yield Relay(process, reader, ports["smtp"], sink, registry_server, home)
+    finally:
+        code = stop_filterd(process)
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    assert code == 0
+
+
+def unsubscribe_token(relay: Relay, address: str) -> str:
+    """The token of `filterctl unsubscribe-url ADDRESS --sender acme` for this relay."""
+    done = subprocess.run(
+        [str(Path(FILTERD).parent / "filterctl"), "--config", str(relay.home / "filterd.toml"),
+         "unsubscribe-url", address, "--sender", "acme"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().rsplit("/", 1)[1]
+
+
+def _token_bytes(token: str) -> bytes:
+    """A token's 32 bytes."""
+    return base64.urlsafe_b64decode(token + "=")
+
+
+def facts_of(relay: Relay, address: str) -> list[tuple[Kind, str, str]]:
+    """(kind, sender, source) of every fact on record for an address."""
+
+    async def read() -> list[tuple[Kind, str, str]]:
+        registry = RedisRegistry.from_url(relay.registry_server.url)
+        hasher = ConsumerHasher(bytes.fromhex(SECRET))
+        facts = await registry.facts(hasher.consumer_id(normalize(address)))
+        await registry.close()
+        return [(f.kind, f.sender, f.source) for f in facts]
+
+    return asyncio.run(read())
+
+
+def test_mail_to_an_unsubscribe_address_records_the_refusal_without_login(
+    optout_relay: Relay,
+) -> None:
+    """A client with no login may mail unsubscribe+TOKEN@unsub.test: 250 at RCPT, the
+    refusal is on record (source mailto) when DATA answers 250, nothing is relayed."""
+    relay = optout_relay
+    token = unsubscribe_token(relay, "jane@example.com")
+    client = relay.smtp()
+    assert client.mail("jane@example.com")[0] == 250
+    assert client.rcpt(f"unsubscribe+{token}@unsub.test")[0] == 250
+    assert client.data(b"Subject: unsubscribe\r\n\r\nplease\r\n") == (
+        250, b"2.0.0 unsubscribed",
+    )  # fmt: skip
+    client.quit()
+    assert facts_of(relay, "jane@example.com") == [(Kind.REFUSAL, "acme", "mailto")]
+    assert relay.sink.handler.messages == []
+
+
+def test_without_login_only_valid_unsubscribe_addresses_are_taken(optout_relay: Relay) -> None:
+    """No login: any other recipient gets 530 5.7.0 (never an open relay); an altered
+    token gets 550 5.1.1; nothing is written."""
+    relay = optout_relay
+    token = unsubscribe_token(relay, "jane@example.com")
+    altered = token[:5] + ("B" if token[5] == "A" else "A") + token[6:]
+    client = relay.smtp()
+    assert client.mail("x@example.com")[0] == 250
+    assert client.rcpt("jane@example.com")[0] == 530
+    code, text = client.rcpt(f"unsubscribe+{altered}@unsub.test")
+    assert (code, text.split(b" ", 1)[0]) == (550, b"5.1.1")
+    assert client.rcpt(f"unsubscribe+{token}@elsewhere.test")[0] == 530
+    client.quit()
+    assert facts_of(relay, "jane@example.com") == []
+
+
+def test_commercial_mail_is_signed_with_one_click_headers(
+    optout_relay: Relay, dkim_key: tuple[Path, bytes]
+) -> None:
+    """With [dkim], a commercial message arrives upstream with List-Unsubscribe (https
+    and mailto, carrying the recipient's token) and List-Unsubscribe-Post, signed by a
+    DKIM signature that verifies and covers both headers."""
+    relay = optout_relay
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], UNSIGNED) == {}
+    client.quit()
+    [(_, _, content)] = relay.sink.handler.messages
+    head = content.split(b"\r\n\r\n", 1)[0].decode()
+    found = re.search(
+        r"List-Unsubscribe: <https://u\.acme\.test/unsubscribe/([\w-]{43})>, "
+        r"<mailto:unsubscribe\+([\w-]{43})@unsub\.test>", head,
+    )  # fmt: skip
+    assert found is not None, head
+    assert found.group(1) == found.group(2)
+    expected = unsubscribe_token(relay, "jane@example.com")
+    # same consumer and sender (bytes 6-19 of the token; the issue minute may differ)
+    assert _token_bytes(found.group(1))[6:20] == _token_bytes(expected)[6:20]
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in head
+    assert dkim.verify(content, dnsfunc=lambda name, timeout=5: dkim_key[1])
+
+
+def test_signed_commercial_mail_takes_one_recipient_per_message(optout_relay: Relay) -> None:
+    """With [dkim], a second recipient in a commercial transaction gets 452 4.5.3 (the
+    client sends it in another message); a message already DKIM-signed passes unchanged."""
+    relay = optout_relay
+    relay.record("jane@example.com", Kind.CONSENT)
+    relay.record("joe@example.com", Kind.CONSENT)
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt("jane@example.com")[0] == 250
+    code, text = client.rcpt("joe@example.com")
+    assert (code, text.split(b" ", 1)[0]) == (452, b"4.5.3")
+    assert client.data(MESSAGE)[0] == 250
+    client.quit()
+    [(_, recipients, content)] = relay.sink.handler.messages
+    assert recipients == ["jane@example.com"]
+    assert content.replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")

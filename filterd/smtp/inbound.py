@@ -13,6 +13,18 @@ A transactional account's message with commercial signals (signals.py) is
 upgraded at DATA: all its recipients are judged at once; those without
 permission are dropped (and audited), the upstream transaction is redone for
 the rest, and if none remain the message is refused with 550 5.7.1.
+
+Email opt-outs (oneclick.py): recipients `unsubscribe+TOKEN@{unsubscribe_domain}`
+are taken from anyone (no login needed for them, and only for them), never
+relayed, and their refusals written durably before DATA's 250. With `[dkim]`,
+commercial mail is signed (and given one-click headers) before it goes
+upstream; a commercial transaction then carries one recipient (452 4.5.3 for
+more: the client sends the rest in another transaction), because the
+one-click token names one consumer.
+
+Addresses are checked before anything uses them: bytes that are not UTF-8,
+spaces or control characters get 553 (never a crash or a 500), and the null
+reverse-path `<>` is passed upstream as such.
 """
 
 from __future__ import annotations
@@ -29,13 +41,16 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from filterd import replies
 from filterd.accounts import AccountBook
 from filterd.config import SmtpAccount, SmtpSettings
-from filterd.errors import InvalidAddress
+from filterd.errors import InvalidAddress, RegistryUnavailable
 from filterd.logs import get_logger
 from filterd.model import Action, Address, MessageClass
 from filterd.normalize import mask, normalize
 from filterd.service import Service
+from filterd.signing import SigningError
+from filterd.smtp.oneclick import BAD_UNSUBSCRIBE_ADDRESS, UNSUBSCRIBED, OneClick
 from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
 from filterd.smtp.signals import commercial_signals
+from filterd.tokens import Unsubscribe
 
 log = get_logger("smtp")
 
@@ -47,6 +62,7 @@ class RelayState:
     account: SmtpAccount | None = None
     upstream: UpstreamConnection | None = None
     addresses: list[Address] = field(default_factory=list)
+    optouts: list[Unsubscribe] = field(default_factory=list)
     utf8: bool = False
     transaction: str = ""
 
@@ -82,17 +98,30 @@ class RelayHandler:
         pool: UpstreamPool,
         *,
         default_region: str | None,
+        oneclick: OneClick | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
         self.accounts = accounts
         self.pool = pool
         self.default_region = default_region
+        self.oneclick = oneclick
+        """Opt-out intake and DKIM signing; None when neither is configured."""
         self.connections: set[RelaySMTP] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._ended = asyncio.Event()
 
     # ---- session -------------------------------------------------------------
+
+    async def handle_exception(self, error: Exception) -> str:
+        """A command aiosmtpd (or the library under it) could not handle: a syntax
+        error for malformed input, a temporary failure otherwise; never the
+        exception's text (it may hold an address)."""
+        if isinstance(error, (ValueError, IndexError, UnicodeError)):
+            log.info("smtp_command_unparsable", error=type(error).__name__)
+            return "501 5.5.4 syntax error in parameters"
+        log.error("smtp_internal_error", error=type(error).__name__)
+        return "451 4.3.0 internal error, try again later"
 
     def authenticate(
         self,
@@ -127,13 +156,21 @@ class RelayHandler:
         self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
         mail_options: list[str],
     ) -> str:  # fmt: skip
-        """Choose the account (login or network) or refuse with 530 5.7.0."""
+        """Choose the account (login or network) or refuse with 530 5.7.0.
+
+        With an unsubscribe domain, a client without an account may go on: its
+        RCPTs are then taken only for unsubscribe addresses.
+        """
         relay = server.relay
         account = session.auth_data if session.authenticated else None
         if not isinstance(account, SmtpAccount):
             account = self.accounts.by_address(_peer(session))
-        if account is None:
+        intake = self.oneclick is not None and self.oneclick.domain is not None
+        if account is None and not intake:
             return replies.AUTH_REQUIRED
+        problem = _unusable(address, reverse_path=True)
+        if problem is not None:
+            return f"553 5.1.7 sender address not accepted: {problem}"
         await self._end_transaction(relay)
         relay.account = account
         relay.utf8 = "SMTPUTF8" in mail_options
@@ -150,11 +187,16 @@ class RelayHandler:
     ) -> str:  # fmt: skip
         """Decide this recipient; if delivered, open it at the upstream too."""
         relay = server.relay
+        if self.oneclick is not None and relay.transaction:
+            token = self.oneclick.intake_token(address)
+            if token is not None:
+                return self._take_optout(relay, envelope, address, token)
         recipient = await self._admit(relay, envelope, address)
         if isinstance(recipient, str):
             return recipient
         reply = await self._upstream_rcpt(relay, envelope, address)
         if not reply.ok:
+            self.service.metrics.upstream_error("smtp", f"rcpt_{reply.code // 100}xx")
             log.info(
                 "upstream_refused_recipient",
                 recipient=mask(recipient.canonical),
@@ -166,15 +208,26 @@ class RelayHandler:
         relay.addresses.append(recipient)
         return "250 2.1.5 OK"
 
+    def _take_optout(self, relay: RelayState, envelope: Envelope, address: str, token: str) -> str:
+        """An unsubscribe recipient: check its token now, record it at DATA."""
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        assert self.oneclick is not None  # noqa: S101 - the caller checked
+        wanted = self.oneclick.verify(token)
+        if wanted is None:
+            return BAD_UNSUBSCRIBE_ADDRESS.format(address=_printable(address))
+        relay.optouts.append(wanted)
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
     async def _admit(self, relay: RelayState, envelope: Envelope, address: str) -> Address | str:
         """The normalised recipient if it may be sent to, else the reply that refuses it."""
         account = relay.account
         if account is None:
             return replies.AUTH_REQUIRED
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS
-        if "@" not in address:
-            return replies.BAD_ADDRESS.format(address=address, reason="not an email address")
+        refused = self._envelope_limit(relay, envelope, account) or _malformed(address)
+        if refused is not None:
+            return refused
         try:
             recipient = normalize(address, self.default_region)
         except InvalidAddress as exc:
@@ -191,6 +244,17 @@ class RelayHandler:
             if refusal is not None:
                 return refusal
         return recipient
+
+    def _envelope_limit(
+        self, relay: RelayState, envelope: Envelope, account: SmtpAccount
+    ) -> str | None:
+        """452 when this transaction may take no more recipients, else None."""
+        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        signing = self.oneclick is not None and self.oneclick.signs
+        if signing and account.stream is MessageClass.COMMERCIAL and relay.addresses:
+            return _ONE_PER_SIGNED_MESSAGE
+        return None
 
     async def _upstream_rcpt(
         self, relay: RelayState, envelope: Envelope, address: str
@@ -209,8 +273,9 @@ class RelayHandler:
             connection = await self.pool.acquire()
             if isinstance(connection, UpstreamReply):
                 return connection
+            sender = "" if envelope.mail_from in (None, "<>") else envelope.mail_from
             try:
-                reply = await connection.mail(envelope.mail_from or "", options, relay.utf8)
+                reply = await connection.mail(sender, options, relay.utf8)
             except BaseException:
                 connection.close()  # cancelled mid-command: its state is unknown
                 raise
@@ -227,21 +292,29 @@ class RelayHandler:
     # ---- DATA --------------------------------------------------------------------
 
     async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
-        """Relay the message; answer with the upstream's reply."""
+        """Record opt-outs, then relay the message; answer with the upstream's reply."""
         relay = server.relay
         content: bytes = envelope.original_content or b""
         account = relay.account
         reply: UpstreamReply | None = None
         try:
+            if relay.optouts:
+                taken = await self._record_optouts(relay, _peer(session))
+                if taken is not None:
+                    return taken
+            commercial = account is not None and account.stream is MessageClass.COMMERCIAL
             if account is not None and account.stream is MessageClass.TRANSACTIONAL:
                 signals = commercial_signals(content)
                 if signals:
                     refusal = await self._upgrade(relay, envelope, account, signals)
                     if refusal is not None:
                         return refusal
+                    commercial = True
             upstream = relay.upstream
             if upstream is None:
                 return "451 4.3.0 no open upstream transaction, try again"
+            if commercial and account is not None and self.oneclick is not None:
+                content = await self._signed(content, account.sender, relay.addresses)
             try:
                 reply = await upstream.data(content)
             except BaseException:
@@ -251,10 +324,40 @@ class RelayHandler:
             # after a 250 the transaction is over; after a refusal (of the DATA command
             # itself, say) it may still be open at the upstream: RSET before reuse
             await self._end_transaction(relay, reset=reply is None or not reply.ok)
+        if not reply.ok:
+            self.service.metrics.upstream_error("smtp", f"data_{reply.code // 100}xx")
         log.info("relayed" if reply.ok else "upstream_refused_message",
                  sender=account.sender if account else None, recipients=len(envelope.rcpt_tos),
                  transaction=relay.transaction, reply=reply.line())  # fmt: skip
         return reply.line()
+
+    async def _record_optouts(self, relay: RelayState, peer: str) -> str | None:
+        """Write every unsubscribe of this transaction durably; the reply that ends
+        the transaction (250 when nothing is left to relay, 451 when the registry
+        cannot take them), or None to go on relaying."""
+        assert self.oneclick is not None  # noqa: S101 - optouts need it
+        try:
+            for wanted in relay.optouts:
+                await self.oneclick.record(wanted, peer)
+        except RegistryUnavailable as exc:
+            log.warning("unsubscribe_deferred", error=str(exc), origin="mailto")
+            await self._end_transaction(relay)
+            return replies.UNAVAILABLE
+        relay.optouts = []
+        if relay.upstream is None and not relay.addresses:
+            await self._end_transaction(relay)
+            return UNSUBSCRIBED
+        return None
+
+    async def _signed(self, content: bytes, sender: str, recipients: list[Address]) -> bytes:
+        """The message signed (with one-click headers) when [dkim] is set; as it was
+        if signing fails (logged), since refusing it would not help the consumer."""
+        assert self.oneclick is not None  # noqa: S101 - the caller checked
+        try:
+            return await self.oneclick.sign(content, sender, recipients)
+        except SigningError as exc:
+            log.warning("dkim_not_signed", sender=sender, error=str(exc))
+            return content
 
     async def _upgrade(
         self, relay: RelayState, envelope: Envelope, account: SmtpAccount, signals: list[str]
@@ -312,6 +415,7 @@ class RelayHandler:
         """Give the upstream connection back (RSET first unless DATA just ended it)."""
         connection = relay.upstream
         relay.addresses = []
+        relay.optouts = []
         if connection is None:
             return
         try:
@@ -393,6 +497,40 @@ async def start_smtp_server(
     return await asyncio.get_running_loop().create_server(
         factory, host, port, reuse_port=settings.workers > 1 or None
     )
+
+
+_ONE_PER_SIGNED_MESSAGE = "452 4.5.3 one recipient per message: send the others separately"
+_FORBIDDEN = frozenset(chr(c) for c in [*range(0x21), 0x7F])
+"""Spaces and control characters: not in an address aiosmtpd hands over, nor upstream."""
+
+
+def _unusable(address: str, *, reverse_path: bool) -> str | None:
+    """Why an address cannot be used at all (relayed, echoed), or None."""
+    if reverse_path and address in ("<>", ""):
+        return None  # the null reverse-path (bounces, RFC 5321 4.5.5)
+    try:
+        address.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if not address or any(c in _FORBIDDEN for c in address):
+        return "empty, or has spaces or control characters"
+    return None
+
+
+def _malformed(address: str) -> str | None:
+    """The 553 reply for a recipient that is not an email address at all, or None."""
+    problem = _unusable(address, reverse_path=False)
+    if problem is not None:
+        return replies.BAD_ADDRESS.format(address=_printable(address), reason=problem)
+    if "@" not in address:
+        return replies.BAD_ADDRESS.format(address=address, reason="not an email address")
+    return None
+
+
+def _printable(address: str) -> str:
+    """The address as it may be echoed in a reply (bad bytes and controls as '?')."""
+    text = address.encode("utf-8", "replace").decode("utf-8")
+    return "".join("?" if c in _FORBIDDEN else c for c in text)
 
 
 def _peer(session: Session) -> str:

@@ -79,6 +79,10 @@ class UpstreamConnection:
             self.broken = True
             log.warning("upstream_error", error=str(exc) or type(exc).__name__)
             return UpstreamReply(*LOST)
+        except (ValueError, UnicodeError):
+            # an address the client library will not write (checked before sending):
+            # nothing went out, the connection stays usable
+            return UpstreamReply(553, "5.1.3 address not accepted for relaying")
         return UpstreamReply(int(response.code), str(response.message))
 
     def close(self) -> None:
