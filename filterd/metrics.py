@@ -61,6 +61,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, str, str], Counter] = {}
+        self._latency_children: dict[str, Histogram] = {}
 
     def decision(self, front_end: str, decision: str, reason: str | None) -> None:
         """Count one recipient decision."""
@@ -73,7 +74,10 @@ class Metrics:
 
     def registry_latency(self, operation: str, seconds: float) -> None:
         """Observe one registry round trip."""
-        self._latency.labels(operation).observe(seconds)
+        child = self._latency_children.get(operation)
+        if child is None:
+            child = self._latency_children[operation] = self._latency.labels(operation)
+        child.observe(seconds)
 
     def registry_error(self, operation: str) -> None:
         """Count one failed registry operation."""
