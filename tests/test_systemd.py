@@ -12,49 +12,55 @@ from pathlib import Path
 
 import pytest
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "filterd.service"
+SYSTEMD = Path(__file__).resolve().parent.parent / "systemd"
+UNIT = SYSTEMD / "filterd.service"
+UNITS = {"filterd.service": UNIT, "filterd@relay.service": SYSTEMD / "filterd@.service"}
+"""Unit name to check → file it comes from (the template checked as one instance)."""
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
 
 
-def _local_copy(tmp_path: Path) -> Path:
+def _local_copy(tmp_path: Path, name: str) -> Path:
     """The unit with ExecStart pointing at this environment's `filterd` (verify checks it)."""
     filterd = Path(sys.executable).parent / "filterd"
-    text = UNIT.read_text().replace("/opt/filterd/bin/filterd", str(filterd))
-    copy = tmp_path / "filterd.service"
+    text = UNITS[name].read_text().replace("/opt/filterd/bin/filterd", str(filterd))
+    copy = tmp_path / name
     copy.write_text(text)
     return copy
 
 
 @needs_analyze
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
-    """`systemd-analyze verify` accepts the unit without a single complaint."""
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, name: str) -> None:
+    """`systemd-analyze verify` accepts the unit (and an instance of the template)
+    without a single complaint."""
     assert ANALYZE is not None
     done = subprocess.run(
-        [ANALYZE, "verify", "--man=no", str(_local_copy(tmp_path))],
+        [ANALYZE, "verify", "--man=no", str(_local_copy(tmp_path, name))],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "filterd.service" not in done.stderr, done.stderr
+    assert "filterd" not in done.stderr, done.stderr
 
 
 @needs_analyze
-def test_unit_exposure_score_is_at_most_two(tmp_path: Path) -> None:
-    """`systemd-analyze security --offline` rates the unit's exposure 2.0 or lower."""
+@pytest.mark.parametrize("name", sorted(UNITS))
+def test_unit_exposure_score_is_at_most_two(tmp_path: Path, name: str) -> None:
+    """`systemd-analyze security --offline` rates the exposure 2.0 or lower."""
     assert ANALYZE is not None
     done = subprocess.run(
-        [ANALYZE, "security", "--offline=true", "--no-pager", str(_local_copy(tmp_path))],
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(_local_copy(tmp_path, name))],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
-    found = re.search(r"Overall exposure level for filterd\.service: (\d+\.\d+)", done.stdout)
+    found = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d+)", done.stdout)
     assert found is not None, done.stdout + done.stderr
-    print(f"systemd-analyze security exposure: {found.group(1)}")
+    print(f"systemd-analyze security exposure of {name}: {found.group(1)}")
     assert float(found.group(1)) <= 2.0
 
 
@@ -73,3 +79,14 @@ def test_unit_matches_how_the_daemon_runs() -> None:
     assert settings["StateDirectory"] == "filterd"
     assert settings["ProtectSystem"] == "strict"
     assert settings["NoNewPrivileges"] == "yes"
+
+
+def test_privileged_port_drop_in_grants_only_net_bind_service() -> None:
+    """The port-25 drop-in adds CAP_NET_BIND_SERVICE and bounds the set to it alone."""
+    text = (SYSTEMD / "filterd.service.d" / "bind-privileged-port.conf").read_text()
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines == [
+        "[Service]",
+        "AmbientCapabilities=CAP_NET_BIND_SERVICE",
+        "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+    ]
