@@ -6,6 +6,11 @@ On servers with WAITAOF (Redis ≥ 7.2, Valkey) each write is followed, in the
 same round trip, by `WAITAOF 1 0` and the reply is checked. On older servers
 the adapter requires `appendonly yes` + `appendfsync always` (then Redis
 fsyncs before it replies) and refuses to write otherwise.
+
+With `min_replicas` = N > 0 (the default under Sentinel, see from_url) a write
+is also confirmed by N replicas before it is acknowledged: `WAITAOF 1 N` (on
+their disks too), or on older servers `WAIT N` (in their memory) on top of the
+primary's fsync-always. Fewer confirmations than asked: NotDurable.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 
 from filterd import keys
 from filterd.errors import ConfigError, NotDurable, RegistryUnavailable
@@ -139,11 +147,73 @@ _CODES = {
 _SCRIPT_ITEMS = 1000
 """Items per merge call: ~3 ms of server time, so live lookups are not held up."""
 _WAITAOF_TIMEOUT_MS = 5000
+_REPLICA_WAIT_MS = 3000
+"""How long a write waits for its replicas (below the 5 s socket timeout)."""
+_SENTINEL_TIMEOUT_S = 1.0
+SENTINEL_SCHEME = "redis+sentinel"
 _MAX_CONNECTIONS = 64
 _LOOKUP_TIMEOUT_S = 5.0
 _CONNECT_TIMEOUT_S = 2.0
 
 _Lookup = tuple[str, Sequence[bytes], asyncio.Future[tuple[int, list[Any]]]]
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """What a redis+sentinel:// URL names: the sentinels, the service (the name the
+    sentinels monitor the primary under), the db, and the primary's credentials."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """Split `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]`.
+
+    ConfigError (naming registry.url) when it is malformed.
+    """
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError("registry.url", f"{url!r}: {reason}")
+
+    scheme, sep, rest = url.partition("://")
+    if scheme != SENTINEL_SCHEME or not sep:
+        raise bad(f"a sentinel url starts with {SENTINEL_SCHEME}://")
+    if "?" in rest or "#" in rest:
+        raise bad("a sentinel url takes no query or fragment")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        if not colon or not secret:
+            raise bad("credentials are written :password@ or user:password@")
+        username, password = unquote(user) or None, unquote(secret)
+    nodes = []
+    for node in hosts.split(","):
+        host, colon, port_text = node.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise bad(f"sentinel {node!r} is not host:port (port 1-65535)")
+        nodes.append((host, int(port_text)))
+    parts = path.split("/") if path else []
+    if not parts or not parts[0] or len(parts) > 2:
+        raise bad("name the monitored service: .../SERVICE or .../SERVICE/db")
+    db = 0
+    if len(parts) == 2:
+        if not parts[1].isdigit():
+            raise bad(f"the db {parts[1]!r} is not a number")
+        db = int(parts[1])
+    return SentinelTarget(tuple(nodes), unquote(parts[0]), db, username, password)
+
+
+class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """Connections to the primary the sentinels name (asked again for every new
+    connection; a READONLY reply closes the connection), waiting when all are busy
+    like the pool of a plain URL."""
 
 
 class _Batch:
@@ -268,8 +338,16 @@ class RedisRegistry:
         bucket_bits: int = 16,
         audit_max_entries: int = 1_000_000,
         audit_retention_ms: int = 400 * 86_400_000,
+        min_replicas: int = 0,
+        sentinel: Sentinel | None = None,
+        service: str = "",
     ) -> None:
+        if min_replicas < 0:
+            raise ConfigError("registry.min_replicas", f"{min_replicas} is negative")
         self._r = client
+        self._replicas = min_replicas
+        self._sentinel = sentinel
+        self._service = service
         self._bits = bucket_bits
         self._audit_max = audit_max_entries
         self._audit_retention_ms = audit_retention_ms
@@ -280,29 +358,62 @@ class RedisRegistry:
         self._flush_due = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._layout_checked = False
-        self._endpoint = _endpoint(client)
+        self._endpoint = _endpoint(client, sentinel is not None)
         self._link: _LookupLink | None = None
         self._link_loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._unsent: list[_Batch] = []
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisRegistry:
-        """Connect to redis://, rediss:// or unix:// (lazily: nothing is sent yet).
+    def from_url(
+        cls, url: str, *, min_replicas: int | None = None, **options: Any
+    ) -> RedisRegistry:
+        """Connect to redis://, rediss://, unix:// or redis+sentinel:// (lazily:
+        nothing is sent yet).
 
         The pool blocks (up to 5 s) when all its connections are busy, rather
         than failing: a burst of concurrent commands waits its turn.
+        `min_replicas` (default: 1 with Sentinel, else 0) replicas must confirm
+        every write before it is acknowledged.
         """
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=_MAX_CONNECTIONS,
-            timeout=5,
-            socket_timeout=5.0,
-            socket_connect_timeout=2.0,
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-            health_check_interval=30,
-        )
-        return cls(aioredis.Redis.from_pool(pool), **options)  # the client owns the pool
+        common: dict[str, Any] = {
+            "max_connections": _MAX_CONNECTIONS,
+            "timeout": 5,
+            "socket_timeout": 5.0,
+            "socket_connect_timeout": 2.0,
+            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+            "health_check_interval": 30,
+        }
+        if url.startswith(SENTINEL_SCHEME + ":"):
+            target = parse_sentinel_url(url)
+            make: Any = Sentinel  # untyped in redis-py
+            sentinel: Sentinel = make(
+                list(target.sentinels),
+                sentinel_kwargs={
+                    "socket_timeout": _SENTINEL_TIMEOUT_S,
+                    "socket_connect_timeout": _SENTINEL_TIMEOUT_S,
+                },
+            )
+            client = sentinel.master_for(
+                target.service,
+                redis_class=aioredis.Redis,
+                connection_pool_class=_SentinelPool,
+                db=target.db,
+                username=target.username,
+                password=target.password,
+                **common,
+            )
+            replicas = 1 if min_replicas is None else min_replicas
+            return cls(
+                client,
+                min_replicas=replicas,
+                sentinel=sentinel,
+                service=target.service,
+                **options,
+            )
+        pool = aioredis.BlockingConnectionPool.from_url(url, **common)
+        client = aioredis.Redis.from_pool(pool)  # the client owns the pool
+        return cls(client, min_replicas=min_replicas or 0, **options)
 
     # ---- reads -------------------------------------------------------------
 
@@ -416,6 +527,9 @@ class RedisRegistry:
         def factory() -> _LookupLink:
             return _LookupLink(self._link_lost)
 
+        if self._sentinel is not None:  # the primary the sentinels name now
+            host, port = await self._sentinel.discover_master(self._service)
+            endpoint = endpoint | {"host": host, "port": port}
         if "path" in endpoint:
             _, link = await loop.create_unix_connection(factory, str(endpoint["path"]))
         else:
@@ -429,6 +543,8 @@ class RedisRegistry:
             hello.append(auth)
         if endpoint.get("db"):
             hello.append(("SELECT", endpoint["db"]))
+        if self._sentinel is not None:
+            hello.append(("ROLE",))
         for command in hello:
             done: asyncio.Future[Any] = loop.create_future()
             link.send(command, done.set_result)
@@ -440,6 +556,9 @@ class RedisRegistry:
             if isinstance(reply, Exception):
                 link.abort()
                 raise RedisError(f"{command[0]}: {reply}")
+            if command[0] == "ROLE" and not (isinstance(reply, list) and reply[:1] == [b"master"]):
+                link.abort()  # the sentinels' answer is stale (a failover under way)
+                raise RedisError(f"{endpoint['host']}:{endpoint['port']} is not the primary")
         return link
 
     async def _lookup_via_pool(self, batch: _Batch) -> None:
@@ -528,8 +647,9 @@ class RedisRegistry:
         for attempt in (1, 2):
             pipe = self._r.pipeline(transaction=False)
             build(pipe)
-            if durable and self._durability == "waitaof":
-                pipe.execute_command("WAITAOF", 1, 0, _WAITAOF_TIMEOUT_MS)
+            wait = self._wait_command() if durable else None
+            if wait is not None:
+                pipe.execute_command(*wait)
             try:
                 replies: list[Any] = await pipe.execute()
             except NoScriptError:
@@ -538,14 +658,57 @@ class RedisRegistry:
                 for source, _ in _SCRIPTS.values():
                     await self._r.script_load(source)
                 continue
-            except ResponseError as exc:
-                if durable and ("WAITAOF" in str(exc) or "appendonly" in str(exc)):
-                    raise NotDurable(f"registry write not confirmed durable: {exc}") from exc
+            except (RedisError, OSError) as exc:
+                await self._write_failed(exc, durable=durable)
                 raise
-            if durable and self._durability == "waitaof" and int(replies[-1][0]) < 1:
-                raise NotDurable("registry write not confirmed on disk (WAITAOF timed out)")
+            if wait is not None:
+                self._check_confirmed(wait[0], replies[-1])
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _write_failed(self, exc: RedisError | OSError, *, durable: bool) -> None:
+        """After a failed pipeline: forget what was learnt of the server (a failover
+        may bring another one), and raise the error it means, if more specific."""
+        if durable:
+            self._durability = None
+        if isinstance(exc, ReadOnlyError) or "READONLY" in str(exc):  # a replica now
+            await self._r.connection_pool.disconnect()  # new connections ask the sentinels
+            raise RegistryUnavailable(f"registry write reached a replica: {exc}") from exc
+        if (
+            durable
+            and isinstance(exc, ResponseError)
+            and ("WAIT" in str(exc) or "appendonly" in str(exc))
+        ):
+            raise NotDurable(f"registry write not confirmed durable: {exc}") from exc
+
+    def _wait_command(self) -> tuple[Any, ...] | None:
+        """What ends a durable write pipeline (see the module doc), or None."""
+        if self._durability == "waitaof":
+            timeout = _REPLICA_WAIT_MS if self._replicas else _WAITAOF_TIMEOUT_MS
+            return ("WAITAOF", 1, self._replicas, timeout)
+        if self._replicas:  # fsync-always on the primary, checked by _prepare_writes
+            return ("WAIT", self._replicas, _REPLICA_WAIT_MS)
+        return None
+
+    def _check_confirmed(self, command: str, reply: Any) -> None:
+        """NotDurable unless the disk and replicas confirmed as many as asked."""
+        try:
+            if command == "WAITAOF":
+                local, replicas = int(reply[0]), int(reply[1])
+            else:
+                local, replicas = 1, int(reply)
+        except (TypeError, ValueError, IndexError):
+            self._durability = None
+            raise NotDurable(f"registry write: unexpected {command} reply {reply!r}") from None
+        if local < 1:
+            self._durability = None
+            raise NotDurable("registry write not confirmed on disk (WAITAOF timed out)")
+        if replicas < self._replicas:
+            self._durability = None
+            raise NotDurable(
+                f"registry write confirmed by {replicas} of the {self._replicas} replicas "
+                f"required ({command} timed out)"
+            )
 
     async def facts(self, consumer: bytes) -> list[Fact]:
         """See Registry.facts."""
@@ -859,6 +1022,8 @@ class RedisRegistry:
         if link is not None:
             link.abort()
         await self._r.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
 
 class _BulkEncoder:
@@ -905,12 +1070,15 @@ def _ignore(_reply: Any) -> None:
     """A reply nobody needs (SCRIPT LOAD before a retried lookup: the retry tells)."""
 
 
-def _endpoint(client: aioredis.Redis) -> dict[str, Any] | None:
+def _endpoint(client: aioredis.Redis, sentinel: bool = False) -> dict[str, Any] | None:
     """Where the lookup connection goes (path or host/port, credentials, db);
-    None for TLS, whose lookups go through redis-py's pool instead."""
+    None for TLS, whose lookups go through redis-py's pool instead. Under
+    Sentinel only the credentials and db: the host is asked at each connect."""
     pool = client.connection_pool
     params = pool.connection_kwargs
     wanted = ("path", "host", "port", "username", "password", "db")
+    if sentinel:
+        return {k: params[k] for k in ("username", "password", "db") if k in params}
     if pool.connection_class is aioredis.UnixDomainSocketConnection:
         return {k: params[k] for k in wanted if k in params}
     if pool.connection_class is aioredis.Connection:
