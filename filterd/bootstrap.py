@@ -59,6 +59,7 @@ def build(settings: Settings) -> Runtime:
         bucket_bits=reg.bucket_bits,
         audit_max_entries=reg.audit_max_entries,
         audit_retention_ms=reg.audit_retention_s * 1000,
+        min_replicas=reg.min_replicas,
     )
     service = Service(
         registry,

@@ -46,6 +46,8 @@ class RegistrySettings:
     bucket_bits: int = 16
     audit_max_entries: int = 1_000_000
     audit_retention_s: int = 400 * 86400
+    min_replicas: int = 0
+    """Replicas that must confirm each write (default 1 with a redis+sentinel:// url)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,8 +396,19 @@ def _endpoint(table: _Table, key: str) -> Endpoint:
 def _registry(root: _Table, base: Path) -> RegistrySettings:
     t = _Table(root.take("registry", dict, {}), "registry")
     url = t.take("url", str, "embedded")
-    if url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("registry.url", f"{url!r}: use embedded, redis://, rediss:// or unix://")
+    sentinel = url.startswith(_SENTINEL_SCHEME + ":")
+    if sentinel:
+        _check_sentinel_url(url)
+    elif url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(
+            "registry.url",
+            f"{url!r}: use embedded, redis://, rediss://, unix:// or redis+sentinel://",
+        )
+    min_replicas = t.take("min_replicas", int, 1 if sentinel else 0)
+    if min_replicas < 0:
+        raise ConfigError("registry.min_replicas", f"{min_replicas} is negative")
+    if url == "embedded" and min_replicas:
+        raise ConfigError("registry.min_replicas", "the embedded server has no replicas (use 0)")
     region = t.take("default_region", str, "") or None
     if region is not None and not is_region(region.upper()):
         raise ConfigError("registry.default_region", f"{region!r} is not a region code")
@@ -420,6 +433,7 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
         bucket_bits=bits,
         audit_max_entries=max_entries,
         audit_retention_s=t.parse("audit_retention", parse_duration, 400 * 86400),
+        min_replicas=min_replicas,
     )
     socket_path = settings.data_dir / "registry.sock"
     if url == "embedded" and len(str(socket_path)) > MAX_SOCKET_PATH:
@@ -434,6 +448,39 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
         )
     t.done()
     return settings
+
+
+_SENTINEL_SCHEME = "redis+sentinel"
+_SENTINEL_FORM = "redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]"
+
+
+def _check_sentinel_url(url: str) -> None:
+    """ConfigError naming registry.url unless `url` has the form of _SENTINEL_FORM."""
+
+    def bad(reason: str) -> ConfigError:
+        return ConfigError("registry.url", f"{url!r}: {reason} (use {_SENTINEL_FORM})")
+
+    rest = url.removeprefix(_SENTINEL_SCHEME + ":")
+    if not rest.startswith("//"):
+        raise bad("no // after the scheme")
+    netloc, _, path = rest[2:].partition("/")
+    if "?" in rest or "#" in rest:
+        raise bad("a query or fragment is not allowed")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and (":" not in userinfo or not userinfo.partition(":")[2]):
+        raise bad("credentials are written :password@")
+    if not hosts:
+        raise bad("no sentinel named")
+    for node in hosts.split(","):
+        try:
+            parse_endpoint(node)
+        except ValueError as exc:
+            raise bad(f"sentinel {node!r}: {exc}") from None
+    parts = path.split("/") if path else []
+    if not parts or not parts[0]:
+        raise bad("no service name")
+    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+        raise bad("after the service only a db number may follow")
 
 
 def _check_url(url: str) -> None:

@@ -710,3 +710,69 @@ def test_daemon_drain_timeout(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as error:
             config.load(write(tmp_path, f"[daemon]\ndrain_timeout = {bad}\n"))
         assert error.value.key == "daemon.drain_timeout"
+
+
+# ---- Redis Sentinel -----------------------------------------------------------
+
+
+def test_sentinel_url_accepted_with_one_replica_by_default(tmp_path: Path) -> None:
+    """A redis+sentinel:// url (sentinels, service, db, password) is accepted, and each
+    write then needs 1 replica's confirmation unless min_replicas says otherwise."""
+    url = "redis+sentinel://:s3cret@10.0.0.1:26379,[::1]:26380,sentinel.example:26381/filterd/2"
+    settings = config.load(write(tmp_path, f'[registry]\nurl = "{url}"\n'))
+    assert (settings.registry.url, settings.registry.min_replicas) == (url, 1)
+    settings = config.load(write(tmp_path, f'[registry]\nurl = "{url}"\nmin_replicas = 2\n'))
+    assert settings.registry.min_replicas == 2
+    plain = "redis+sentinel://127.0.0.1:26379/filterd"
+    settings = config.load(write(tmp_path, f'[registry]\nurl = "{plain}"\nmin_replicas = 0\n'))
+    assert settings.registry.min_replicas == 0
+
+
+def test_min_replicas_defaults_to_zero_without_sentinel(tmp_path: Path) -> None:
+    """Without Sentinel no replica is required by default; a plain url may ask for some."""
+    assert config.load(write(tmp_path, "")).registry.min_replicas == 0
+    text = '[registry]\nurl = "redis://10.0.0.1:6379/0"\nmin_replicas = 1\n'
+    assert config.load(write(tmp_path, text)).registry.min_replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis+sentinel://10.0.0.1:26379", "no service name"),
+        ("redis+sentinel://10.0.0.1:26379/", "no service name"),
+        ("redis+sentinel:///filterd", "no sentinel named"),
+        ("redis+sentinel://10.0.0.1/filterd", "is not host:port"),
+        ("redis+sentinel://10.0.0.1:99999/filterd", "out of range"),
+        ("redis+sentinel://10.0.0.1:26379,/filterd", "is not host:port"),
+        ("redis+sentinel://10.0.0.1:26379/filterd/x", "only a db number"),
+        ("redis+sentinel://10.0.0.1:26379/filterd/1/2", "only a db number"),
+        ("redis+sentinel://pw@10.0.0.1:26379/filterd", ":password@"),
+        ("redis+sentinel://10.0.0.1:26379/filterd?db=1", "query"),
+        ("redis+sentinel:10.0.0.1:26379/filterd", "no //"),
+    ],
+)
+def test_bad_sentinel_url_names_registry_url(tmp_path: Path, url: str, reason: str) -> None:
+    """A malformed sentinel url is a ConfigError on registry.url that says what is wrong
+    and shows the expected form."""
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, f'[registry]\nurl = "{url}"\n'))
+    assert error.value.key == "registry.url"
+    assert reason in error.value.reason
+    assert "redis+sentinel://[:password@]host:port" in error.value.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'url = "redis+sentinel://10.0.0.1:26379/filterd"\nmin_replicas = -1\n',
+        'url = "redis://10.0.0.1:6379"\nmin_replicas = -2\n',
+        'url = "embedded"\nmin_replicas = 1\n',
+        'url = "redis://10.0.0.1:6379"\nmin_replicas = "1"\n',
+    ],
+)
+def test_bad_min_replicas_names_the_key(tmp_path: Path, text: str) -> None:
+    """Negative, non-integer, or (for the embedded server, which has no replicas)
+    non-zero min_replicas is a ConfigError naming registry.min_replicas."""
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, "[registry]\n" + text))
+    assert error.value.key == "registry.min_replicas"
