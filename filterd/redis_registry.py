@@ -147,8 +147,8 @@ _CODES = {
 _SCRIPT_ITEMS = 1000
 """Items per merge call: ~3 ms of server time, so live lookups are not held up."""
 _WAITAOF_TIMEOUT_MS = 5000
-_REPLICA_WAIT_MS = 3000
-"""How long a write waits for its replicas (below the 5 s socket timeout)."""
+_REPLICA_WAIT_MS = 2000
+"""How long WAIT and WAITAOF each wait for replicas (each below the 5 s socket timeout)."""
 _SENTINEL_TIMEOUT_S = 1.0
 SENTINEL_SCHEME = "redis+sentinel"
 _MAX_CONNECTIONS = 64
@@ -647,8 +647,8 @@ class RedisRegistry:
         for attempt in (1, 2):
             pipe = self._r.pipeline(transaction=False)
             build(pipe)
-            wait = self._wait_command() if durable else None
-            if wait is not None:
+            waits = self._wait_commands() if durable else []
+            for wait in waits:
                 pipe.execute_command(*wait)
             try:
                 replies: list[Any] = await pipe.execute()
@@ -661,8 +661,8 @@ class RedisRegistry:
             except (RedisError, OSError) as exc:
                 await self._write_failed(exc, durable=durable)
                 raise
-            if wait is not None:
-                self._check_confirmed(wait[0], replies[-1])
+            if waits:
+                self._check_confirmed(waits[-1][0], replies[-1])
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -681,14 +681,23 @@ class RedisRegistry:
         ):
             raise NotDurable(f"registry write not confirmed durable: {exc}") from exc
 
-    def _wait_command(self) -> tuple[Any, ...] | None:
-        """What ends a durable write pipeline (see the module doc), or None."""
+    def _wait_commands(self) -> list[tuple[Any, ...]]:
+        """What ends a durable write pipeline (see the module doc); the last one's
+        reply decides."""
+        if self._durability == "waitaof" and not self._replicas:
+            return [("WAITAOF", 1, 0, _WAITAOF_TIMEOUT_MS)]
         if self._durability == "waitaof":
-            timeout = _REPLICA_WAIT_MS if self._replicas else _WAITAOF_TIMEOUT_MS
-            return ("WAITAOF", 1, self._replicas, timeout)
+            # WAIT first: a replica answers the primary's GETACK sent with the write
+            # before its own fsync, and would only report it a second later; once
+            # WAIT returns, the replica has fsynced (appendfsync always) and the
+            # GETACK of WAITAOF gets the fresh offset at once
+            return [
+                ("WAIT", self._replicas, _REPLICA_WAIT_MS),
+                ("WAITAOF", 1, self._replicas, _REPLICA_WAIT_MS),
+            ]
         if self._replicas:  # fsync-always on the primary, checked by _prepare_writes
-            return ("WAIT", self._replicas, _REPLICA_WAIT_MS)
-        return None
+            return [("WAIT", self._replicas, _REPLICA_WAIT_MS)]
+        return []
 
     def _check_confirmed(self, command: str, reply: Any) -> None:
         """NotDurable unless the disk and replicas confirmed as many as asked."""

