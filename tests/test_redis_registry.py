@@ -693,3 +693,89 @@ def test_too_few_replicas_is_not_acknowledged(
     with pytest.raises(NotDurable, match="1 of the 2 replicas"):
         event_loop_runner.run(registry.record(bytes(10), refusal()))
     event_loop_runner.run(registry.close())
+
+
+def test_failover_loses_no_acknowledged_refusal(event_loop_runner: asyncio.Runner) -> None:
+    """A write loop records refusals through one RedisRegistry while the primary is
+    killed (-9): from the kill until the sentinels have promoted the replica and the
+    old primary is back as its replica, every write fails (no false ack); then the
+    loop succeeds again by itself; every acknowledged refusal is readable afterwards
+    (zero lost), through the same registry's lookups and through a new one."""
+    with _sentinel_set() as group:
+        event_loop_runner.run(_failover_scenario(group))
+
+
+async def _until(what: str, condition: Callable[[], bool]) -> None:
+    """Poll `condition` inside the event loop (bounded: 60 s)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def _failover_scenario(group: SentinelSet) -> None:
+    registry = RedisRegistry.from_url(group.url)
+    acked: list[tuple[bytes, int, float]] = []  # consumer, at_ms, when acknowledged
+    failures: list[float] = []
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            consumer = n.to_bytes(4, "big") + bytes(6)
+            try:
+                result = await registry.record(consumer, refusal(1000 + n))
+            except RegistryUnavailable:
+                failures.append(time.monotonic())
+                await asyncio.sleep(0.01)  # pace the retries; not synchronisation
+                continue
+            assert result is WriteResult.STORED
+            acked.append((consumer, 1000 + n, time.monotonic()))
+
+    task = asyncio.create_task(writer())
+    try:
+        await _until("200 acknowledged writes", lambda: len(acked) >= 200)
+        old = group.primary_port()
+        assert old is not None
+        victim = group.nodes[group.ports.index(old)]
+        killed_at = time.monotonic()
+        victim.kill()
+        before_kill = len(acked)
+        promoted: list[int | None] = [None]
+
+        async def promotion() -> bool:
+            promoted[0] = await asyncio.to_thread(group.primary_port)
+            return promoted[0] not in (None, old)
+
+        deadline = time.monotonic() + 60
+        while not await promotion():
+            assert time.monotonic() < deadline, "the sentinels did not promote the replica"
+            await asyncio.sleep(0.05)
+        rejoin_at = time.monotonic()
+        await asyncio.to_thread(victim.start)  # back as a replica of the new primary
+        await _until("writes acknowledged again", lambda: len(acked) >= before_kill + 100)
+    finally:
+        stop.set()
+        await task
+    # the loop is sequential: at most the one write whose reply the server sent before
+    # it died is taken after the kill (and it must be readable, below)
+    early = [at for _, _, at in acked if killed_at < at < rejoin_at]
+    assert len(early) <= 1, "writes were acknowledged while no replica could confirm them"
+    assert [at for at in failures if at > killed_at], "the kill went unnoticed"
+    consumers = [consumer for consumer, _, _ in acked]
+    found = await registry.lookup("acme", consumers)  # the same object, no restart
+    lost = [c for (c, at_ms, _), facts in zip(acked, found, strict=True)
+            if [f.at_ms for f in facts] != [at_ms]]  # fmt: skip
+    fresh = RedisRegistry.from_url(group.url)
+    again = await fresh.lookup("acme", consumers)
+    lost += [c for c, facts in zip(consumers, again, strict=True) if not facts]
+    await fresh.close()
+    await registry.close()
+    print(
+        f"\nfailover: acknowledged={len(acked)} failed={len(failures)} lost={len(lost)} "
+        f"new primary={promoted[0]} (was {old})"
+    )
+    assert lost == []
+    assert _ask(int(promoted[0] or 0), "ROLE") is not None
