@@ -328,14 +328,14 @@ def check_private(path: Path, key: str) -> None:
 def load(path: Path) -> Settings:
     """Read and validate the config file at `path`.
 
-    A config file that others than its owner (and group) may write is refused:
-    whoever can write it can name the upstream and the accounts.
+    A config file that anyone may write is refused: whoever can write it can
+    name the upstream and the accounts.
     """
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
     except OSError:
         mode = 0
-    if mode & 0o022:
+    if mode & 0o002:
         raise ConfigError(
             "--config", f"{path} has mode {mode:04o}: others may write it (chmod 644 or 640)"
         )
