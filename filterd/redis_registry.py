@@ -671,6 +671,9 @@ class RedisRegistry:
         may bring another one), and raise the error it means, if more specific."""
         if durable:
             self._durability = None
+            # ids learnt from this server may not be on the next one: ask again
+            self._ids.clear()
+            self._names.clear()
         if isinstance(exc, ReadOnlyError) or "READONLY" in str(exc):  # a replica now
             await self._r.connection_pool.disconnect()  # new connections ask the sentinels
             raise RegistryUnavailable(f"registry write reached a replica: {exc}") from exc
@@ -841,13 +844,24 @@ class RedisRegistry:
         return _encode_item(consumer, fact.kind, bool(fact.evidence), record, side)
 
     async def _id(self, space: str, name: str) -> int:
+        """The id of a sender or source name, interning it if new.
+
+        The interning is a durable write like a fact's: an id is cached (and
+        used in facts) only once the server has confirmed its name on disk
+        (and on the required replicas), so a crash or failover cannot lose the
+        name and hand its id to another one while this process still uses it.
+        """
         ident = self._ids.get((space, name))
         if ident is None:
             names = (keys.SENDERS, keys.SENDER_NAMES)
             if space == "source":
                 names = (keys.SOURCES, keys.SOURCE_NAMES)
+
+            def build(pipe: Any) -> None:
+                self._queue(pipe, "intern", names, [name])
+
             try:
-                ident = int(await self._evalsha("intern", names, [name]))
+                ident = int((await self._run(build, durable=True))[0])
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(f"registry write failed: {exc}") from exc
             self._remember(space, name, ident)

@@ -252,6 +252,25 @@ def test_lookup_and_write_are_one_command_each(
     run(registry.close())
 
 
+def test_a_new_name_is_interned_durably_before_it_is_used(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """A fact for a sender (and source) never seen before costs an intern of each name,
+    each confirmed on disk (WAITAOF) before its id is cached and written into a fact:
+    a crash cannot lose the name and give its id to another sender while a process
+    still uses it."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    run = event_loop_runner.run
+    run(registry.record(A, refusal()))  # warm: connection, scripts, durability check
+    assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
+    fresh = Fact(Kind.REFUSAL, "brand-new-sender", None, 5000, "brand-new-source")
+    assert run(registry.record(A, fresh)) is WriteResult.STORED
+    stats = _commandstats(valkey_server)
+    # two interns (sender, source) and the merge, each ended by its own WAITAOF
+    assert (stats.get("evalsha"), stats.get("waitaof")) == (3, 3)
+    run(registry.close())
+
+
 def test_scripts_reloaded_after_script_flush(
     valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
 ) -> None:
