@@ -691,6 +691,12 @@ def _http(t: _Table, base: Path) -> HttpSettings:
     parts = urlsplit(public_url)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
         raise ConfigError("http.public_url", f"{public_url!r} is not an http(s) URL")
+    if not public_url.isascii() or any(c.isspace() or not c.isprintable() for c in public_url):
+        raise ConfigError(
+            "http.public_url",
+            f"{public_url!r}: use ASCII without spaces (an international host name "
+            "in its xn-- form); it goes into List-Unsubscribe headers",
+        )
     token_file = t.take("token_secret_file", str, "") or None
     retired = t.strings("retired_token_secret_files")
     max_age = t.parse("token_max_age", parse_duration, 400 * 86400)

@@ -209,8 +209,8 @@ def _reload(live: _Live) -> None:
     try:
         new = config_module.load(live.settings.path)
         senders = token_senders(new)
-    except ConfigError as exc:
-        log.error("reload_failed", error=str(exc))
+    except Exception as exc:  # a reload must never leave systemd waiting in RELOADING
+        log.error("reload_failed", error=str(exc) or type(exc).__name__)
         live.notifier.ready("reload failed; running with the previous config")
         return
     old = live.settings
@@ -221,7 +221,7 @@ def _reload(live: _Live) -> None:
         live.relay.reload(new.smpp, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))
     live.runtime.senders.clear()
     live.runtime.senders.update(senders)
-    live.settings = new
+    # live.settings stays the start-up config: what needs a restart keeps its old value
     for process in live.workers:
         if process.returncode is None:
             process.send_signal(signal.SIGHUP)

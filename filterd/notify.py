@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 
 
 class Notifier:
@@ -42,8 +43,9 @@ class Notifier:
         self.send("READY=1", f"STATUS={status}")
 
     def reloading(self) -> None:
-        """A reload (SIGHUP) starts."""
-        self.send("RELOADING=1", "STATUS=reloading")
+        """A reload (SIGHUP) starts (with the monotonic time newer systemd asks for)."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", "STATUS=reloading")
 
     def stopping(self) -> None:
         """Draining before exit."""

@@ -3,8 +3,9 @@
 A token names one sender, one channel and one consumer (by its registry hash,
 never the address) and when it was issued; an HMAC-SHA256 tag truncated to 96
 bits makes it unforgeable. 32 bytes in all, base64url without padding: 43
-characters, short enough for `unsubscribe+TOKEN@domain` (a local part holds at
-most 64 octets).
+characters; in a mailto local part it is spelt in lower-case base32 (52
+characters, `mailto_form`), so `unsubscribe+TOKEN@domain` fits the 64 octets of
+a local part and survives mail systems that change its case.
 
 Layout (big-endian):
 
@@ -65,6 +66,31 @@ class Unsubscribe:
     channel: Channel
     consumer: bytes
     issued_s: int
+
+
+MAILTO_CHARS = 52
+"""A token spelt for a mailto local part: base32, lower case, no padding (52 characters),
+so that mail systems that change the case of local parts cannot break it."""
+
+
+def mailto_form(token: str) -> str:
+    """The case-insensitive spelling of a (base64url) token, for `unsubscribe+…@`."""
+    raw = _decode(token)
+    return base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def from_mailto_form(text: str) -> str | None:
+    """The base64url token a mailto spelling stands for (any case), or None if it is none."""
+    if len(text) != MAILTO_CHARS or not text.isascii():
+        return None
+    upper = text.upper()
+    try:
+        raw = base64.b32decode(upper + "====")
+    except binascii.Error:
+        return None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != upper:
+        return None  # one spelling per token (the last character's spare bits are zero)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def derive_key(secret: bytes) -> bytes:

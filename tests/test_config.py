@@ -779,3 +779,18 @@ def test_bad_min_replicas_names_the_key(tmp_path: Path, text: str) -> None:
     with pytest.raises(ConfigError) as error:
         config.load(write(tmp_path, "[registry]\n" + text))
     assert error.value.key == "registry.min_replicas"
+
+
+@pytest.mark.parametrize(
+    "url", ["https://例え.jp", "https://u.example.com/a b", "https://u.example/\\u0007"]
+)
+def test_public_url_must_be_plain_ascii(tmp_path: Path, url: str) -> None:
+    """A public_url with non-ASCII, spaces or control characters is refused at load (it
+    goes into List-Unsubscribe headers); the xn-- form of the same host is accepted."""
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, f'[http]\nlisten = "127.0.0.1:0"\npublic_url = "{url}"\n'))
+    assert error.value.key == "http.public_url"
+    good = '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://xn--r8jz45g.jp"\n'
+    settings = config.load(write(tmp_path, good))
+    assert settings.http is not None
+    assert settings.http.public_url == "https://xn--r8jz45g.jp"

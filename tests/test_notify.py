@@ -30,7 +30,10 @@ def test_ready_stopping_and_watchdog_reach_the_socket(tmp_path: Path) -> None:
         notifier.watchdog()
         assert sock.recv(4096) == b"WATCHDOG=1"
         notifier.reloading()
-        assert sock.recv(4096).startswith(b"RELOADING=1")
+        lines = sock.recv(4096).split(b"\n")
+        assert lines[0] == b"RELOADING=1"
+        assert lines[1].startswith(b"MONOTONIC_USEC=")
+        assert int(lines[1].split(b"=")[1]) > 0
 
 
 def test_abstract_socket_address_is_supported() -> None:

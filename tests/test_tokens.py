@@ -15,7 +15,7 @@ import hashlib
 import hmac
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from filterd.identity import CONSUMER_ID_BYTES
@@ -28,6 +28,8 @@ from filterd.tokens import (
     TokenKeys,
     Unsubscribe,
     derive_key,
+    from_mailto_form,
+    mailto_form,
     sender_table,
     sender_tag,
 )
@@ -341,3 +343,18 @@ def test_token_error_is_a_value_error_with_status() -> None:
     assert isinstance(error, ValueError)
     assert (error.reason, error.status, str(error)) == ("invalid token", 400, "invalid token")
     assert TokenError("unknown sender", status=404).status == 404
+
+
+@given(st.binary(min_size=10, max_size=10), st.sampled_from(list(Channel)))
+@settings(max_examples=200)
+def test_mailto_spelling_round_trips_in_any_case(consumer: bytes, channel: Channel) -> None:
+    """mailto_form spells a token in 52 lower-case base32 characters; from_mailto_form
+    gives the same token back from any case, and None for anything that is not one."""
+    token = TokenKeys(bytes(32), max_age_s=DAY).issue("acme", channel, consumer, 1_790_000_000)
+    spelt = mailto_form(token)
+    assert len(spelt) == 52
+    assert spelt == spelt.lower()
+    assert from_mailto_form(spelt) == from_mailto_form(spelt.upper()) == token
+    assert from_mailto_form(spelt[:-1]) is None
+    assert from_mailto_form(spelt[:-1] + "9") is None  # not base32
+    assert from_mailto_form(token) is None  # the base64url spelling is not a mailto one

@@ -33,7 +33,9 @@ import asyncio
 import contextlib
 import secrets
 import ssl
+import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -114,10 +116,15 @@ class RelayHandler:
     # ---- session -------------------------------------------------------------
 
     async def handle_exception(self, error: Exception) -> str:
-        """A command aiosmtpd (or the library under it) could not handle: a syntax
-        error for malformed input, a temporary failure otherwise; never the
-        exception's text (it may hold an address)."""
-        if isinstance(error, (ValueError, IndexError, UnicodeError)):
+        """A command that raised: 501 when aiosmtpd (or the email parser under it)
+        could not parse the client's input, 451 when filterd's own code failed
+        (a fault of ours must not bounce mail); never the exception's text (it
+        may hold an address)."""
+        ours = any(
+            frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+            for frame, _ in traceback.walk_tb(error.__traceback__)
+        )
+        if not ours and isinstance(error, (ValueError, IndexError, UnicodeError)):
             log.info("smtp_command_unparsable", error=type(error).__name__)
             return "501 5.5.4 syntax error in parameters"
         log.error("smtp_internal_error", error=type(error).__name__)
@@ -357,7 +364,9 @@ class RelayHandler:
             return await self.oneclick.sign(content, sender, recipients)
         except SigningError as exc:
             log.warning("dkim_not_signed", sender=sender, error=str(exc))
-            return content
+        except Exception as exc:  # a signing fault must not lose the message
+            log.error("dkim_not_signed", sender=sender, error=type(exc).__name__)
+        return content
 
     async def _upgrade(
         self, relay: RelayState, envelope: Envelope, account: SmtpAccount, signals: list[str]
@@ -417,6 +426,7 @@ class RelayHandler:
         relay.addresses = []
         relay.optouts = []
         if connection is None:
+            self._ended.set()
             return
         try:
             if reset and not connection.broken:
@@ -443,8 +453,9 @@ class RelayHandler:
             task.add_done_callback(self._cleanups.discard)
 
     def busy(self) -> int:
-        """Connections with an upstream transaction open (for draining)."""
-        return sum(1 for c in self.connections if c.relay.upstream is not None)
+        """Connections with a transaction open: an upstream one, or opt-outs not yet
+        written (for draining)."""
+        return sum(1 for c in self.connections if c.relay.upstream is not None or c.relay.optouts)
 
     async def drained(self) -> None:
         """Return once no transaction is open (new ones cannot start: listener closed)."""
@@ -499,6 +510,8 @@ async def start_smtp_server(
     )
 
 
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
+"""filterd's own source directory (to tell our faults from the client's bad input)."""
 _ONE_PER_SIGNED_MESSAGE = "452 4.5.3 one recipient per message: send the others separately"
 _FORBIDDEN = frozenset(chr(c) for c in [*range(0x21), 0x7F])
 """Spaces and control characters: not in an address aiosmtpd hands over, nor upstream."""

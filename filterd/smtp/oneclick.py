@@ -23,7 +23,7 @@ from filterd.logs import get_logger
 from filterd.model import Address, Channel, Fact, Kind
 from filterd.service import Service
 from filterd.signing import DkimSigner, add_one_click, is_signed
-from filterd.tokens import TokenError, TokenKeys, Unsubscribe
+from filterd.tokens import TokenError, TokenKeys, Unsubscribe, from_mailto_form, mailto_form
 
 log = get_logger("smtp")
 
@@ -68,7 +68,9 @@ class OneClick:
         return local[len(LOCAL_PREFIX) :]
 
     def verify(self, token: str) -> Unsubscribe | None:
-        """The opt-out a token asks for, or None when it must be refused."""
+        """The opt-out a token asks for (base64url, or its base32 mailto spelling in
+        any case), or None when it must be refused."""
+        token = from_mailto_form(token) or token
         try:
             return self.tokens.verify(token, self.senders, int(self._clock()))
         except TokenError as exc:
@@ -100,7 +102,7 @@ class OneClick:
         """The https and mailto one-click targets for one recipient of `sender`."""
         consumer = self.service.hasher.consumer_id(recipient)
         token = self.tokens.issue(sender, Channel.EMAIL, consumer, int(self._clock()))
-        mailto = f"{LOCAL_PREFIX}{token}@{self.domain}" if self.domain else None
+        mailto = f"{LOCAL_PREFIX}{mailto_form(token)}@{self.domain}" if self.domain else None
         return f"{self.public_url}/unsubscribe/{token}", mailto
 
     async def sign(self, content: bytes, sender: str, recipients: list[Address]) -> bytes:
