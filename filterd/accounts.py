@@ -95,6 +95,13 @@ class FailureBackoff:
             del self._failures[next(iter(self._failures))]
         return float(min(self.first_s * 2 ** (count - 1), self.max_s))
 
+    def delay(self, peer: str, now: float) -> float:
+        """How long to wait before taking the peer's next attempt (0 without failures)."""
+        count, last = self._failures.get(peer, (0, now))
+        if count == 0 or now - last > self.forget_s:
+            return 0.0
+        return float(min(self.first_s * 2 ** (count - 1), self.max_s))
+
     def succeeded(self, peer: str) -> None:
         """Forget the peer's failures."""
         self._failures.pop(peer, None)

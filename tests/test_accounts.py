@@ -170,3 +170,15 @@ def test_backoff_remembers_a_bounded_number_of_peers() -> None:
     for index in range(5):
         backoff.failed(f"peer{index}", now=float(index))
     assert [backoff.failures(f"peer{i}") for i in range(5)] == [0, 0, 1, 1, 1]
+
+
+def test_backoff_delay_reads_without_counting() -> None:
+    """delay() tells the wait a peer's next attempt gets, without counting a failure:
+    0 for a peer without failures, the current step after failures, 0 once forgotten."""
+    backoff = FailureBackoff(first_s=0.5, forget_s=60.0)
+    assert backoff.delay("peer", now=0.0) == 0.0
+    backoff.failed("peer", now=0.0)
+    backoff.failed("peer", now=1.0)
+    assert backoff.delay("peer", now=2.0) == backoff.delay("peer", now=3.0) == 1.0
+    assert backoff.failures("peer") == 2
+    assert backoff.delay("peer", now=100.0) == 0.0

@@ -417,6 +417,27 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def test_failed_logins_slow_down_the_next_auth_from_that_peer(relay: Relay) -> None:
+    """Each wrong password from a peer makes its next AUTH wait longer before it is
+    taken (0.5 s, then 1 s, ...); a right password clears the record (the next
+    failure starts again at 0.5 s)."""
+
+    def wrong() -> None:  # one AUTH PLAIN (login() would also try LOGIN)
+        client = relay.smtp()
+        client.user, client.password = "newsletter", "wrong"
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.auth("PLAIN", client.auth_plain)
+        client.close()
+
+    wrong()
+    wrong()  # waits 0.5 s
+    relay.login().quit()  # waits 1 s, then succeeds and clears
+    wrong()
+    wrong()  # waits 0.5 s again
+    delays = [relay.log.wait_for("auth_delayed")["delay_s"] for _ in range(3)]
+    assert delays == [0.5, 1.0, 0.5]
+
+
 def test_starttls_required_before_auth(server_pool: ServerPool) -> None:
     """With TLS configured: no AUTH offered before STARTTLS, MAIL refused before it;
     after STARTTLS, AUTH works and mail flows."""

@@ -2,7 +2,8 @@
 module that imports aiosmtpd).
 
 Per connection: the account comes from AUTH (PLAIN/LOGIN; after STARTTLS when
-TLS is configured) or from the client's address in an account's `networks`;
+TLS is configured; after failed logins a peer's next AUTH waits 0.5 s,
+doubling to 30 s) or from the client's address in an account's `networks`;
 otherwise MAIL gets 530 5.7.0. Per recipient, at RCPT: the consent decision
 (one registry read), then the same RCPT at the upstream, in real time, so an
 upstream refusal reaches the client as that recipient's reply. At DATA the
@@ -33,15 +34,16 @@ import asyncio
 import contextlib
 import secrets
 import ssl
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from filterd import replies
-from filterd.accounts import AccountBook
+from filterd.accounts import AccountBook, FailureBackoff
 from filterd.config import SmtpAccount, SmtpSettings
 from filterd.errors import InvalidAddress, RegistryUnavailable
 from filterd.logs import get_logger
@@ -77,6 +79,16 @@ class RelaySMTP(SMTP):
         self.relay = RelayState()
         self.relay_handler = handler
 
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:
+        """AUTH, taken only after the back-off this peer's failed logins earned."""
+        peer = _peer(self.session) if self.session is not None else ""
+        delay = self.relay_handler.backoff.delay(peer, time.monotonic())
+        if delay:
+            log.info("auth_delayed", peer=peer, delay_s=delay)
+            await asyncio.sleep(delay)  # guessing passwords costs the guesser time
+        await super().smtp_AUTH(arg)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection for draining."""
         super().connection_made(transport)
@@ -109,6 +121,8 @@ class RelayHandler:
         self.default_region = default_region
         self.oneclick = oneclick
         """Opt-out intake and DKIM signing; None when neither is configured."""
+        self.backoff = FailureBackoff()
+        """Per-peer delay of AUTH attempts after failed logins."""
         self.connections: set[RelaySMTP] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._ended = asyncio.Event()
@@ -145,9 +159,12 @@ class RelayHandler:
         account = self.accounts.authenticate(
             username, auth_data.password.decode("utf-8", "replace")
         )
-        log.info("auth", username=username, ok=account is not None, peer=_peer(session))
+        peer = _peer(session)
+        log.info("auth", username=username, ok=account is not None, peer=peer)
         if account is None:
+            self.backoff.failed(peer, time.monotonic())
             return AuthResult(success=False, handled=False)
+        self.backoff.succeeded(peer)
         return AuthResult(success=True, auth_data=account)
 
     async def handle_EHLO(
