@@ -35,10 +35,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
-import os
-import platform
 import re
-import shlex
 import shutil
 import struct
 import sys
@@ -50,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import _common
 import hypothesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -418,12 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {target} | {count:,} | {seconds:.1f} | {rate:,.0f} | {baseline:,.0f} | {failures} |"
         )
     print()
-    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-    print(
-        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}, Hypothesis {hypothesis.__version__}, "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    print(f"command: {_common.full_command()}")
+    print(_common.brief_machine(f"Hypothesis {hypothesis.__version__}"))
     for note in notes:
         print(f"- {note}")
     return 1 if failed else 0

@@ -58,15 +58,11 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import importlib.metadata
+import functools
 import os
-import platform
 import random
 import select
-import shlex
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,10 +71,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import _common
+
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.config import SmtpAccount
-from filterd.embedded import SOCKET_NAME, ServerBinary, find_binary, server_config
+from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Kind, MessageClass
 from filterd.policy_service import PolicyParser, serialize_reply, start_policy_server
@@ -100,12 +98,7 @@ CASES = (
     ("framing", "framing", "baseline B: framing only (parser → DUNNO)"),
 )
 """(case, child kind, label): what each table row measures."""
-_STARTED = time.monotonic()
-
-
-def progress(message: str) -> None:
-    """One progress line on stderr, with the elapsed time."""
-    print(f"[{time.monotonic() - _STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
+progress = functools.partial(_common.progress, width=6)
 
 
 def postfix_request(recipient: str) -> bytes:
@@ -196,51 +189,16 @@ def child_main(kind: str, url: str, secret_file: str) -> int:
 # ---- parent: registry, servers, clients --------------------------------------------------
 
 
-def _ping(path: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM it when this process dies (Linux prctl)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-@dataclass
-class Cleanup:
-    """Everything to undo at exit, in reverse order."""
-
-    temp_dir: Path | None = None
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def run(self) -> None:
-        """Stop every child (SIGTERM, then SIGKILL), remove the temp dir."""
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def start_registry(binary: ServerBinary, directory: Path, cleanup: Cleanup) -> str:
+def start_registry(binary: ServerBinary, directory: Path, cleanup: _common.Cleanup) -> str:
     """A private server with the embedded registry's config; its unix:// URL."""
-    directory.mkdir(mode=0o700)
-    conf = directory / "registry.conf"
-    conf.write_text(server_config(directory, binary))
     process = subprocess.Popen(
-        [binary.path, str(conf)],
+        _common.server_command(binary, directory),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -248,15 +206,8 @@ def start_registry(binary: ServerBinary, directory: Path, cleanup: Cleanup) -> s
         start_new_session=True,
         preexec_fn=_die_with_parent,  # noqa: PLW1509 - no threads run yet
     )
-    cleanup.processes.append(process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{binary.path} exited ({process.returncode})")
-        if _ping(directory / SOCKET_NAME):
-            return f"unix://{directory / SOCKET_NAME}"
-        time.sleep(0.01)
-    raise RuntimeError(f"{binary.path} did not answer PING")
+    cleanup.children.append(process)
+    return _common.wait_for_server(process, binary, directory)
 
 
 @dataclass(frozen=True)
@@ -321,11 +272,10 @@ class PolicyChild:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the server process so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _common.cpu_seconds([self.process.pid])
 
 
-def start_child(kind: str, url: str, secret_file: Path, cleanup: Cleanup) -> PolicyChild:
+def start_child(kind: str, url: str, secret_file: Path, cleanup: _common.Cleanup) -> PolicyChild:
     """Spawn `bench/policy.py --serve KIND` and read the port it listens on."""
     process = subprocess.Popen(
         [
@@ -342,7 +292,7 @@ def start_child(kind: str, url: str, secret_file: Path, cleanup: Cleanup) -> Pol
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
-    cleanup.processes.append(process)
+    cleanup.children.append(process)
     if process.stdout is None:
         raise RuntimeError("no pipe to the policy server")
     ready, _, _ = select.select([process.stdout], [], [], 30)
@@ -368,8 +318,7 @@ class Result:
 
     def percentile_us(self, share: float) -> float:
         """Latency at `share` (0..1), µs."""
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / 1000 if ordered else 0
+        return _common.percentile(self.latencies, share, 1000, empty=0.0)
 
 
 async def drive(
@@ -473,11 +422,7 @@ def report(
     wrong = sum(r.wrong for r in results.values())
     return "\n".join(
         [
-            "# filterd policy-service benchmark",
-            "",
-            f"command: `{command}`",
-            "",
-            *header,
+            *_common.report_head("filterd policy-service benchmark", command, header),
             "",
             *lines,
             "",
@@ -500,25 +445,12 @@ def report(
 
 def machine_facts(binary: ServerBinary) -> list[str]:
     """nproc, CPU, Python, library versions, registry server."""
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}"
-        for name in ("redis", "hiredis", "structlog", "filterd")
-    )
-    version = subprocess.run(
-        [binary.path, "--version"], capture_output=True, text=True, timeout=10, check=True
-    ).stdout.strip()
+    libraries = ("redis", "hiredis", "structlog", "filterd")
     return [
-        f"- machine: {platform.machine()}, nproc {os.cpu_count()} "
-        f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu}, {platform.platform()}",
-        f"- python: {sys.version.split()[0]}; {versions}",
-        f"- registry server: {binary.path} ({version.splitlines()[0]})",
-        f"- load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        _common.machine_line(node=False),
+        _common.python_line(libraries, executable=False),
+        f"- registry server: {binary.path} ({_common.server_version(binary)})",
+        _common.loadavg_line("start"),
     ]
 
 
@@ -551,10 +483,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(raw_argv)
     if args.serve:
         return child_main(args.serve, args.url, args.secret_file)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
-    cleanup = Cleanup()
+    _common.sigterm_as_interrupt()
+    cleanup = _common.Cleanup(stop_timeout=20)
     wall = time.monotonic()
-    try:
+    with _common.cleaning_up(cleanup.run, progress):
         binary = find_binary(args.server)
         header = machine_facts(binary)
         cleanup.temp_dir = Path(tempfile.mkdtemp(prefix="fdp-", dir="/tmp"))
@@ -566,19 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = asyncio.run(load_facts(url, secret_file, args.recipients))
         children = {kind: start_child(kind, url, secret_file, cleanup) for kind in KINDS}
         results = asyncio.run(measure(children, work, args.levels, args.seconds))
-        command = shlex.join([os.path.relpath(sys.executable), "bench/policy.py", *raw_argv])
-        header.append(f"- wall time: {time.monotonic() - wall:.1f} s")
-        header.append(f"- load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        command = _common.bench_command("bench/policy.py", raw_argv)
+        header += [_common.wall_line(wall), _common.loadavg_line("end")]
         print(report(results, args.levels, command, header), flush=True)
         return 0
-    finally:
-        progress("cleaning up ...")
-        cleanup.run()
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped and temp files removed", file=sys.stderr)
-        sys.exit(130)
+    _common.run_main(main, "servers stopped and temp files removed")

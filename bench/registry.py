@@ -31,9 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
-import importlib.metadata
 import os
-import platform
 import random
 import re
 import shlex
@@ -49,13 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _common
 import phonenumbers
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from filterd.csvimport import GoodRow, ImportSpec, read_rows
-from filterd.embedded import SOCKET_NAME, EmbeddedServer, ServerBinary, find_binary, server_config
+from filterd.embedded import SOCKET_NAME, EmbeddedServer, ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Fact, Kind, MessageClass, Submission
 from filterd.policy import decide
@@ -74,27 +73,10 @@ LOOKUP_ROUNDS = 2
 _IMPORTED = re.compile(r"imported (\d+) of (\d+) rows \(stored (\d+), .*?(\d+)\), (\d+) bad")
 
 
-def progress(message: str) -> None:
-    """One progress line on stderr, with the elapsed time."""
-    print(f"[{time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-_STARTED = time.monotonic()
+progress = _common.progress
 
 
 # ---- servers ----------------------------------------------------------------------
-
-
-def _ping(path: Path) -> bool:
-    """True when a server answers PING on the unix socket `path`."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 @dataclass
@@ -117,36 +99,21 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> Server:
         """Write the embedded config, start the binary, wait for PING."""
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        conf = self.directory / "registry.conf"
-        conf.write_text(server_config(self.directory, self.binary))
         self.process = subprocess.Popen(
-            [self.binary.path, str(conf)],
+            _common.server_command(self.binary, self.directory),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=self.directory,
             start_new_session=True,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"{self.binary.path} exited ({self.process.returncode})")
-            if _ping(self.socket_path):
-                return self
-            time.sleep(0.01)
-        raise RuntimeError(f"{self.binary.path} did not answer PING in {timeout:.0f}s")
+        _common.wait_for_server(self.process, self.binary, self.directory, timeout)
+        return self
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it does not exit; remove its data."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        if self.process is not None:
+            _common.stop_child(self.process, 30)
         self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -204,14 +171,6 @@ def _release_embedded(embedded: EmbeddedServer) -> None:
     os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, 0)
-
-
-def server_version(binary: ServerBinary) -> str:
-    """The first line of `BINARY --version`."""
-    out = subprocess.run(
-        [binary.path, "--version"], capture_output=True, text=True, timeout=10, check=True
-    ).stdout
-    return out.strip().splitlines()[0]
 
 
 # ---- data ------------------------------------------------------------------------
@@ -436,10 +395,7 @@ class Timing:
 
     def percentile_us(self, share: float) -> float:
         """The latency at `share` (0..1) in µs."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / 1000
+        return _common.percentile(self.latencies, share, 1000)
 
 
 Call = Callable[[list[bytes]], Awaitable[object]]
@@ -519,59 +475,15 @@ def decide_cost_us(facts: list[Fact], loops: int) -> float:
 # ---- report ------------------------------------------------------------------------
 
 
-@dataclass
-class Table:
-    """Rows of figure | filterd | baseline | ratio | target."""
-
-    rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
-
-    def add(
-        self,
-        figure: str,
-        ours: float | None,
-        base: float | None,
-        target: str = "—",
-        digits: int = 0,
-    ) -> None:
-        """A row; the ratio is filterd ÷ baseline."""
-        ratio = f"{ours / base:.2f}×" if ours is not None and base else "—"
-        self.rows.append((figure, _num(ours, digits), _num(base, digits), ratio, target))
-
-    def markdown(self) -> str:
-        """The table as GitHub markdown."""
-        head = ("figure", "filterd", "baseline", "ratio", "target")
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines)
-
-
-def _num(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
 def machine_facts(binary: ServerBinary) -> list[str]:
     """nproc, CPU, Python, libraries, server binary and version."""
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = ", ".join(
-        f"{name} {importlib.metadata.version(name)}" for name in ("redis", "hiredis", "filterd")
-    )
     return [
-        f"- machine: {platform.node()} {platform.machine()}, nproc {os.cpu_count()} "
-        f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu}, {platform.platform()}",
-        f"- python: {sys.version.split()[0]} ({sys.executable}); {versions}",
+        _common.machine_line(),
+        _common.python_line(("redis", "hiredis", "filterd")),
         f"- server: {binary.path}",
-        f"- server version: {server_version(binary)}",
-        f"- load average at start: {_loadavg()}",
+        f"- server version: {_common.server_version(binary)}",
+        _common.loadavg_line("start"),
     ]
-
-
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # ---- main --------------------------------------------------------------------------
@@ -697,10 +609,10 @@ def phase_parse(data: Dataset, res: Results) -> None:
     )
 
 
-def build_table(res: Results) -> Table:
+def build_table(res: Results) -> _common.Table:
     """The final table from the measured values."""
     v = res.values
-    t = Table()
+    t = _common.Table()
     n = f"{res.facts:,}"
     t.add(
         f"1. Import end to end: `filterctl import`, {n} rows, rows/s "
@@ -783,10 +695,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run every phase, print the report on stdout, clean up whatever happens."""
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    _common.sigterm_as_interrupt()
     cleanup = Cleanup()
     wall = time.monotonic()
-    try:
+    with _common.cleaning_up(cleanup.run):
         binary = find_binary(args.server)
         header = machine_facts(binary)
         cleanup.temp_dir = Path(tempfile.mkdtemp(prefix="fdb-", dir="/tmp"))
@@ -798,15 +710,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         phase_lookups(filterd_url, naive_url, data, args.seconds, res)
         phase_parse(data, res)
         table = build_table(res)
-        command = shlex.join([os.path.relpath(sys.executable), "bench/registry.py", *raw_argv])
+        command = _common.bench_command("bench/registry.py", raw_argv)
         out = [
-            "# filterd registry benchmark",
-            "",
-            f"command: `{command}`",
-            "",
-            *header,
-            f"- load average at end: {_loadavg()}",
-            f"- wall time: {time.monotonic() - wall:.1f} s",
+            *_common.report_head(
+                "filterd registry benchmark",
+                command,
+                [*header, _common.loadavg_line("end"), _common.wall_line(wall)],
+            ),
             "",
             table.markdown(),
             "",
@@ -825,14 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         print("\n".join(out), flush=True)
         return 0
-    finally:
-        progress("cleaning up ...")
-        cleanup.run()
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; servers stopped and temp files removed", file=sys.stderr)
-        sys.exit(130)
+    _common.run_main(main, "servers stopped and temp files removed")

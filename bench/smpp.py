@@ -96,15 +96,7 @@ import functools
 import importlib.metadata
 import itertools
 import json
-import os
-import platform
 import random
-import resource
-import secrets
-import shlex
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -116,12 +108,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
+import _common
 import smpplib.client  # type: ignore[import-untyped]
 
 from filterd import logs
-from filterd.embedded import SOCKET_NAME, ServerBinary, find_binary, server_config
+from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
@@ -171,45 +164,10 @@ SIDES = ("commercial", "reference")
 UPSTREAM_IDS = {"commercial": "fd-commercial", "reference": "fd-reference"}
 DIRECT_ID = "direct"
 FILTERD = str(Path(sys.executable).parent / "filterd")
-_TICKS = os.sysconf("SC_CLK_TCK")
-_STARTED = time.monotonic()
-
-
-def progress(message: str) -> None:
-    """One progress line on stderr, with the elapsed time."""
-    print(f"[{time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
-def _mark(ok: bool) -> str:
-    return "✔" if ok else "✘"
+progress = _common.progress
 
 
 # ---- CPU accounting ------------------------------------------------------------------
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time used so far by `pids` (their own, not their children's)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / _TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU time the whole machine spent busy (user..steal, all cores) so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / _TICKS  # minus idle, iowait
-
-
-def own_seconds() -> float:
-    """CPU time of this process (the client) and its reaped children."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
 @dataclass
@@ -243,12 +201,12 @@ class Meter:
     def _snapshot(self) -> tuple[float, ...]:
         return (
             time.perf_counter(),
-            cpu_seconds(self.relay_pids),
-            cpu_seconds([self.registry_pid]),
-            cpu_seconds([self.carrier_pid]),
-            own_seconds(),
-            cpu_seconds(self.ours),
-            machine_busy_seconds(),
+            _common.cpu_seconds(self.relay_pids),
+            _common.cpu_seconds([self.registry_pid]),
+            _common.cpu_seconds([self.carrier_pid]),
+            _common.own_cpu_seconds(),
+            _common.cpu_seconds(self.ours),
+            _common.machine_busy_seconds(),
         )
 
     def stop(self) -> Usage:
@@ -261,87 +219,6 @@ class Meter:
 
 
 # ---- children ----------------------------------------------------------------------
-
-
-@dataclass
-class Cleanup:
-    """Every child process and the temp dir, undone in reverse order."""
-
-    temp_dir: Path | None = None
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def spawn(
-        self, command: list[str], *, log: Path | None, cwd: Path, pipes: bool = False
-    ) -> subprocess.Popen[bytes]:
-        """Start a child in its own session; output appended to `log`, or piped."""
-        with contextlib.ExitStack() as stack:
-            out: IO[bytes] | int = subprocess.PIPE
-            if log is not None:
-                out = stack.enter_context(log.open("ab"))
-            child = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT if log is not None else None,
-                cwd=cwd,
-                start_new_session=True,
-                env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
-            )
-        self.children.append(child)
-        return child
-
-    @staticmethod
-    def stop(child: subprocess.Popen[bytes], timeout: float = 40.0) -> int:
-        """SIGTERM, then SIGKILL if it lingers; its exit code."""
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout)
-            except subprocess.TimeoutExpired:
-                progress(f"pid {child.pid} did not stop in {timeout:.0f}s: SIGKILL")
-                child.kill()
-                child.wait(10)
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
-        return child.returncode
-
-    def run(self) -> None:
-        """Stop every child (newest first), remove the temp dir."""
-        for child in reversed(self.children):
-            self.stop(child)
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def _ping(path: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def start_registry(
-    binary: ServerBinary, directory: Path, cleanup: Cleanup
-) -> tuple[str, subprocess.Popen[bytes]]:
-    """A private server with the embedded registry's config; its unix:// URL and process."""
-    directory.mkdir(mode=0o700)
-    conf = directory / "registry.conf"
-    conf.write_text(server_config(directory, binary))
-    child = cleanup.spawn([binary.path, str(conf)], log=directory / "stdout.log", cwd=directory)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{binary.path} exited ({child.returncode})")
-        if _ping(directory / SOCKET_NAME):
-            return f"unix://{directory / SOCKET_NAME}", child
-        time.sleep(0.01)
-    raise RuntimeError(f"{binary.path} did not answer PING in 30s")
 
 
 # ---- the fake carrier SMSC (child process) -------------------------------------------
@@ -500,7 +377,7 @@ class Carrier:
     port: int
 
     @classmethod
-    def start(cls, directory: Path, cleanup: Cleanup) -> Carrier:
+    def start(cls, directory: Path, cleanup: _common.Cleanup) -> Carrier:
         """`python bench/smpp.py --carrier`; returns once it listens."""
         command = [sys.executable, str(Path(__file__).resolve()), "--carrier"]
         child = cleanup.spawn(command, log=None, cwd=directory, pipes=True)
@@ -754,10 +631,7 @@ class ClientRun:
 
     def percentile_ms(self, share: float) -> float:
         """The latency at `share` (0..1), in ms."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / 1e6
+        return _common.percentile(self.latencies, share, 1e6)
 
 
 async def _sessions(port: int, system_id: str, password: str, count: int) -> list[Session]:
@@ -996,7 +870,7 @@ class Relay:
 
 def start_relay(
     name: str, stream: str, *, carrier: Carrier, registry_url: str, secret_file: Path,
-    cleanup: Cleanup,
+    cleanup: _common.Cleanup,
 ) -> Relay:  # fmt: skip
     """`filterd serve --config CFG`; returns once it listens and is bound to the carrier."""
     directory = cleanup.temp_dir
@@ -1278,30 +1152,9 @@ def phase_latency(bench: Bench, seconds: float, rounds: int, res: Results) -> No
 # ---- report ----------------------------------------------------------------------
 
 
-@dataclass
-class Table:
-    """Rows of figure | filterd | baseline | ratio | target."""
-
-    rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
-
-    def add(
-        self, figure: str, ours: float, base: float, target_text: str = "—", digits: int = 0
-    ) -> None:
-        """A row; the ratio is filterd ÷ baseline."""
-        ratio = f"{ours / base:.2f}×" if base else "—"
-        self.rows.append((figure, f"{ours:,.{digits}f}", f"{base:,.{digits}f}", ratio, target_text))
-
-    def markdown(self) -> str:
-        """The table as GitHub markdown."""
-        head = ("figure", "filterd", "baseline", "ratio", "target")
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines)
-
-
-def build_table(bench: Bench, res: Results, per_run: int, rounds: int) -> Table:
+def build_table(bench: Bench, res: Results, per_run: int, rounds: int) -> _common.Table:
     """The final table from the measurements."""
-    t = Table()
+    t = _common.Table()
     com, ref, direct = (res.rates[s] for s in ("commercial", "reference", DIRECT_ID))
     load = (
         f"window {bench.window} × {bench.connections} connection(s), "
@@ -1313,14 +1166,14 @@ def build_table(bench: Bench, res: Results, per_run: int, rounds: int) -> Table:
         "no registry read)",
         com.run.rate,
         ref.run.rate,
-        f"≥ {TARGET_RATIO}× {_mark(ratio_ok)}",
+        f"≥ {TARGET_RATIO}× {_common.mark(ratio_ok)}",
     )
     t.add(
         "1. submit_sm/s end to end (baseline: harness limit = the same client straight into "
         "the fake carrier)",
         com.run.rate,
         direct.run.rate,
-        f"≥ {TARGET_RATE:,.0f}/s {_mark(com.run.rate >= TARGET_RATE)}",
+        f"≥ {TARGET_RATE:,.0f}/s {_common.mark(com.run.rate >= TARGET_RATE)}",
     )
     t.add(
         "1. CPU µs/submit of filterd + registry (baseline: reference)",
@@ -1388,39 +1241,12 @@ def diagnostics(res: Results) -> list[str]:
     return lines
 
 
-def _version(command: list[str]) -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    return "?"
-
-
 def smpplib_version() -> str:
     """The installed smpplib version."""
     try:
         return importlib.metadata.version("smpplib")
     except importlib.metadata.PackageNotFoundError:
         return "?"
-
-
-def _code_version() -> str:
-    """The git commit of the checkout, and which files under filterd/ differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    commit = _version(["git", "-C", str(root), "log", "-1", "--format=%h %cI %s"])
-    try:
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "filterd"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.split("\n")  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return f"git commit {commit}"
-    changed = [line[3:] for line in status if line.strip()]
-    local = f"; uncommitted under filterd/: {', '.join(changed)}" if changed else ""
-    return f"git commit {commit}{local}"
-
-
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def _filesystem(path: Path) -> str:
@@ -1436,25 +1262,16 @@ def _filesystem(path: Path) -> str:
 
 def machine_facts(binary: ServerBinary) -> list[str]:
     """nproc, CPU, Python, libraries, server version, file system of the AOF."""
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     names = ("filterd", "redis", "hiredis", "structlog", "smpplib")
-    versions = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
-    unbuffered = os.environ.get("PYTHONUNBUFFERED", "unset")
+    version = _common.command_version([binary.path, "--version"])
     return [
-        f"- code: {_code_version()}",
-        f"- machine: {platform.node()} {platform.machine()}, nproc {os.cpu_count()} "
-        f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu}, {platform.platform()}",
-        f"- python: {sys.version.split()[0]} ({sys.executable}); {versions}",
-        f"- registry server: {binary.path} ({_version([binary.path, '--version'])}); AOF "
+        f"- code: {_common.code_version()}",
+        _common.machine_line(),
+        _common.python_line(names),
+        f"- registry server: {binary.path} ({version}); AOF "
         f"with appendfsync always on {_filesystem(Path(tempfile.gettempdir()))}",
-        f"- filterd environment: FILTERD_LOG_LEVEL=INFO, PYTHONUNBUFFERED={unbuffered}; "
-        "logs to a file",
-        f"- load average at start: {_loadavg()}",
+        _common.environment_line(),
+        _common.loadavg_line("start"),
     ]
 
 
@@ -1495,17 +1312,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: Cleanup) -> Bench:
+def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Cleanup) -> Bench:
     """Registry, consent, carrier, relays, then the checks."""
     temp = cleanup.temp_dir
     if temp is None:
         raise RuntimeError("no temp dir yet")
     progress(f"temp dir {temp}; registry server ...")
-    url, registry = start_registry(binary, temp / "r", cleanup)
-    secret = secrets.token_bytes(32)
+    url, registry = _common.start_registry(binary, temp / "r", cleanup)
     secret_file = temp / "secret"
-    secret_file.write_text(secret.hex() + "\n")
-    secret_file.chmod(0o600)
+    secret = _common.write_secret(secret_file)
     load = Load.build(NUMBERS)
     taken = set(load.numbers)
     extra = {"no_consent": "8613900000000", "refused": "8613900000001"}
@@ -1537,11 +1352,11 @@ def stop_relays(bench: Bench) -> None:
     """SIGTERM each relay; note its exit code and drain time, and the carrier's unbinds."""
     for relay in bench.relays.values():
         started = time.perf_counter()
-        code = Cleanup.stop(relay.process)
+        code = _common.stop_child(relay.process)
         seconds = time.perf_counter() - started
         unbinds = bench.carrier.account(relay.upstream_id).unbinds
         bench.notes.append(
-            f"- {_mark(code == 0)} `filterd serve` {relay.name}: SIGTERM → exit {code} in "
+            f"- {_common.mark(code == 0)} `filterd serve` {relay.name}: SIGTERM → exit {code} in "
             f"{seconds:.2f} s; unbinds at the carrier: {unbinds}"
         )
 
@@ -1553,16 +1368,14 @@ def report(
     """The whole report."""
     per_run = args.submits // args.rounds
     table = build_table(bench, res, per_run, args.rounds)
-    command = shlex.join([os.path.relpath(sys.executable), "bench/smpp.py", *raw_argv])
+    command = _common.bench_command("bench/smpp.py", raw_argv)
     return "\n".join(
         [
-            "# filterd SMPP relay benchmark",
-            "",
-            f"command: `{command}`",
-            "",
-            *header,
-            f"- load average at end: {_loadavg()}",
-            f"- wall time: {time.monotonic() - wall:.1f} s",
+            *_common.report_head(
+                "filterd SMPP relay benchmark",
+                command,
+                [*header, _common.loadavg_line("end"), _common.wall_line(wall)],
+            ),
             "",
             table.markdown(),
             "",
@@ -1604,11 +1417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(carrier_main())
         return 0
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    _common.sigterm_as_interrupt()
     logs.configure(sys.stderr, "WARNING")  # this process's own filterd calls stay quiet
-    cleanup = Cleanup()
+    cleanup = _common.Cleanup()
     wall = time.monotonic()
-    try:
+    with _common.cleaning_up(cleanup.run):
         binary = find_binary()
         header = machine_facts(binary)
         cleanup.temp_dir = Path(tempfile.mkdtemp(prefix="fdp-", dir="/tmp"))
@@ -1628,14 +1441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_relays(bench)
         print(report(args, raw_argv, header=header, bench=bench, res=res, wall=wall), flush=True)
         return 0
-    finally:
-        progress("cleaning up ...")
-        cleanup.run()
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped and temp files removed", file=sys.stderr)
-        sys.exit(130)
+    _common.run_main(main, "processes stopped and temp files removed")

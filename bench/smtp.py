@@ -86,14 +86,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.metadata
 import json
 import os
-import platform
 import pwd
 import re
-import resource
-import secrets
 import shlex
 import shutil
 import signal
@@ -108,10 +104,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _common
 from aiosmtpd.smtp import SMTP
 
 from filterd import logs
-from filterd.embedded import SOCKET_NAME, ServerBinary, find_binary, server_config
+from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, Kind, MessageClass
 from filterd.normalize import normalize
@@ -138,13 +135,7 @@ SIDES = ("commercial", "reference", "plain", "commercial-w2")
 FILTERD = str(Path(sys.executable).parent / "filterd")
 _COUNTERS = re.compile(rb"sess=(\d+) quit=\d+ mesg=(\d+)\r")
 _RCPT_ARG = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
-_TICKS = os.sysconf("SC_CLK_TCK")
-_STARTED = time.monotonic()
-
-
-def progress(message: str) -> None:
-    """One progress line on stderr, with the elapsed time."""
-    print(f"[{time.monotonic() - _STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
+progress = _common.progress
 
 
 def tool(name: str) -> str:
@@ -168,31 +159,6 @@ def recipient(sequence: int) -> str:
 
 
 # ---- CPU accounting ------------------------------------------------------------------
-
-
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """User + system CPU time used so far by `pids` (their own, not their children's)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
-    return total / _TICKS
-
-
-def machine_busy_seconds() -> float:
-    """CPU time the whole machine spent busy (user..steal, all cores) so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / _TICKS  # minus idle, iowait
-
-
-def own_children_seconds() -> float:
-    """CPU time of this process and its reaped children (smtp-source runs)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
 
 
 @dataclass
@@ -224,10 +190,10 @@ class Meter:
     def _snapshot(self) -> tuple[float, float, float, float, float]:
         return (
             time.perf_counter(),
-            cpu_seconds(self.relay_pids),
-            cpu_seconds([self.registry_pid]),
-            cpu_seconds(self.ours) + own_children_seconds(),
-            machine_busy_seconds(),
+            _common.cpu_seconds(self.relay_pids),
+            _common.cpu_seconds([self.registry_pid]),
+            _common.cpu_seconds(self.ours) + _common.own_cpu_seconds(),
+            _common.machine_busy_seconds(),
         )
 
     def stop(self) -> Usage:
@@ -239,78 +205,6 @@ class Meter:
 
 
 # ---- children ----------------------------------------------------------------------
-
-
-@dataclass
-class Cleanup:
-    """Every child process and the temp dir, undone in reverse order."""
-
-    temp_dir: Path | None = None
-    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def spawn(self, command: list[str], *, log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-        """Start a child in its own session, stdout and stderr appended to `log`."""
-        with log.open("ab") as out:
-            child = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                start_new_session=True,
-                env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
-            )
-        self.children.append(child)
-        return child
-
-    @staticmethod
-    def stop(child: subprocess.Popen[bytes], timeout: float = 40.0) -> int:
-        """SIGTERM, then SIGKILL if it lingers; its exit code."""
-        if child.poll() is None:
-            child.terminate()
-            try:
-                child.wait(timeout)
-            except subprocess.TimeoutExpired:
-                progress(f"pid {child.pid} did not stop in {timeout:.0f}s: SIGKILL")
-                child.kill()
-                child.wait(10)
-        return child.returncode
-
-    def run(self) -> None:
-        """Stop every child (newest first), remove the temp dir."""
-        for child in reversed(self.children):
-            self.stop(child)
-        if self.temp_dir is not None:
-            shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def _ping(path: Path) -> bool:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-def start_registry(
-    binary: ServerBinary, directory: Path, cleanup: Cleanup
-) -> tuple[str, subprocess.Popen[bytes]]:
-    """A private server with the embedded registry's config; its unix:// URL and process."""
-    directory.mkdir(mode=0o700)
-    conf = directory / "registry.conf"
-    conf.write_text(server_config(directory, binary))
-    child = cleanup.spawn([binary.path, str(conf)], log=directory / "stdout.log", cwd=directory)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{binary.path} exited ({child.returncode})")
-        if _ping(directory / SOCKET_NAME):
-            return f"unix://{directory / SOCKET_NAME}", child
-        time.sleep(0.01)
-    raise RuntimeError(f"{binary.path} did not answer PING in 30s")
 
 
 def _wait_banner(port: int, child: subprocess.Popen[bytes], what: str) -> None:
@@ -335,7 +229,9 @@ class Sink:
     dump: Path | None = None
 
     @classmethod
-    def start(cls, name: str, directory: Path, cleanup: Cleanup, *, dump: bool = False) -> Sink:
+    def start(
+        cls, name: str, directory: Path, cleanup: _common.Cleanup, *, dump: bool = False
+    ) -> Sink:
         """`smtp-sink -c [-D FILE] 127.0.0.1:PORT 1000` on a free port."""
         port = free_port()
         output = directory / f"{name}.out"
@@ -487,7 +383,7 @@ stream = "{stream}"
 
 def start_relay(
     name: str, stream: str, workers: int, *, upstream: int, registry_url: str,
-    secret_file: Path, cleanup: Cleanup,
+    secret_file: Path, cleanup: _common.Cleanup,
 ) -> Relay:  # fmt: skip
     """`filterd serve --config CFG`; returns once every process logged `listening`."""
     directory = cleanup.temp_dir
@@ -773,10 +669,7 @@ class Paced:
 
     def percentile_ms(self, share: float) -> float:
         """The latency at `share` (0..1) in ms."""
-        ordered = sorted(self.latencies)
-        if not ordered:
-            return float("nan")
-        return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / 1e6
+        return _common.percentile(self.latencies, share, 1e6)
 
 
 class SmtpError(RuntimeError):
@@ -975,34 +868,9 @@ def phase_latency(bench: Bench, rounds: int, seconds: float, res: Results) -> No
 # ---- report ----------------------------------------------------------------------
 
 
-@dataclass
-class Table:
-    """Rows of figure | filterd | baseline | ratio | target."""
-
-    rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
-
-    def add(
-        self, figure: str, ours: float, base: float, target: str = "—", digits: int = 0
-    ) -> None:
-        """A row; the ratio is filterd ÷ baseline."""
-        ratio = f"{ours / base:.2f}×" if base else "—"
-        self.rows.append((figure, f"{ours:,.{digits}f}", f"{base:,.{digits}f}", ratio, target))
-
-    def markdown(self) -> str:
-        """The table as GitHub markdown."""
-        head = ("figure", "filterd", "baseline", "ratio", "target")
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
-        return "\n".join(lines)
-
-
-def _mark(ok: bool) -> str:
-    return "✔" if ok else "✘"
-
-
-def build_table(bench: Bench, res: Results, rounds: int) -> Table:
+def build_table(bench: Bench, res: Results, rounds: int) -> _common.Table:
     """The final table from the measurements."""
-    t = Table()
+    t = _common.Table()
     for rcpts in RCPT_COUNTS:
         com, ref = res.rates[("commercial", rcpts)], res.rates[("reference", rcpts)]
         sink = res.rates[("sink", rcpts)]
@@ -1012,7 +880,7 @@ def build_table(bench: Bench, res: Results, rounds: int) -> Table:
             "account, no registry read)",
             com.rate,
             ref.rate,
-            f"≥ {TARGET_RATIO}× {_mark(com.rate / ref.rate >= TARGET_RATIO)}",
+            f"≥ {TARGET_RATIO}× {_common.mark(com.rate / ref.rate >= TARGET_RATIO)}",
         )
         plain = res.rates[("plain", rcpts)]
         t.add(
@@ -1020,7 +888,7 @@ def build_table(bench: Bench, res: Results, rounds: int) -> Table:
             "filterd's UpstreamPool, nothing else)",
             com.rate,
             plain.rate,
-            f"≥ {TARGET_RATIO}× {_mark(com.rate / plain.rate >= TARGET_RATIO)}",
+            f"≥ {TARGET_RATIO}× {_common.mark(com.rate / plain.rate >= TARGET_RATIO)}",
         )
         t.add(
             f"1. msg/s, {rcpts} rcpt/msg (baseline: limit = smtp-source → smtp-sink directly)",
@@ -1048,7 +916,7 @@ def build_table(bench: Bench, res: Results, rounds: int) -> Table:
                 target = f"added {added:+.2f} ms"
                 if label == "p99":
                     ok = added <= TARGET_ADDED_P99_MS
-                    target = f"added ≤ {TARGET_ADDED_P99_MS:g} ms: {added:+.2f} {_mark(ok)}"
+                    target = f"added ≤ {TARGET_ADDED_P99_MS:g} ms: {added:+.2f} {_common.mark(ok)}"
                 t.add(
                     f"2. latency {label}, ms, MAIL → 250 after DATA, {rcpts} rcpt/msg at "
                     f"{rate:,.0f} msg/s over {PACED_CONNECTIONS} connections, "
@@ -1065,7 +933,7 @@ def build_table(bench: Bench, res: Results, rounds: int) -> Table:
             f"3. msg/s, {rcpts} rcpt/msg, commercial, `workers = 2` (baseline: `workers = 1`)",
             w2,
             w1,
-            f"≥ {TARGET_WORKERS}× {_mark(w2 / w1 >= TARGET_WORKERS)}",
+            f"≥ {TARGET_WORKERS}× {_common.mark(w2 / w1 >= TARGET_WORKERS)}",
         )
     return t
 
@@ -1106,55 +974,18 @@ def diagnostics(bench: Bench, res: Results) -> list[str]:
     return lines
 
 
-def _version(command: list[str]) -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
-        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
-        return (out.stdout or out.stderr).strip().splitlines()[0]
-    return "?"
-
-
-def _code_version() -> str:
-    """The git commit of the checkout, and which files under filterd/ differ from it."""
-    root = Path(__file__).resolve().parent.parent
-    commit = _version(["git", "-C", str(root), "log", "-1", "--format=%h %cI %s"])
-    try:
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "filterd"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.split("\n")  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return f"git commit {commit}"
-    changed = [line[3:] for line in status if line.strip()]
-    local = f"; uncommitted under filterd/: {', '.join(changed)}" if changed else ""
-    return f"git commit {commit}{local}"
-
-
-def _loadavg() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def machine_facts(binary: ServerBinary) -> list[str]:
     """nproc, CPU, Python, libraries, server and Postfix versions, environment."""
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     names = ("filterd", "aiosmtpd", "aiosmtplib", "redis", "hiredis", "structlog")
-    versions = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in names)
-    unbuffered = os.environ.get("PYTHONUNBUFFERED", "unset")
+    postfix = _common.command_version(["postconf", "-d", "mail_version"])
     return [
-        f"- code: {_code_version()}",
-        f"- machine: {platform.node()} {platform.machine()}, nproc {os.cpu_count()} "
-        f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu}, {platform.platform()}",
-        f"- python: {sys.version.split()[0]} ({sys.executable}); {versions}",
-        f"- registry server: {binary.path} ({_version([binary.path, '--version'])})",
-        f"- postfix tools: {tool('smtp-source')}, {tool('smtp-sink')} "
-        f"({_version(['postconf', '-d', 'mail_version'])})",
-        f"- filterd environment: FILTERD_LOG_LEVEL=INFO, PYTHONUNBUFFERED={unbuffered}; "
-        "logs to a file",
-        f"- load average at start: {_loadavg()}",
+        f"- code: {_common.code_version()}",
+        _common.machine_line(),
+        _common.python_line(names),
+        f"- registry server: {binary.path} ({_common.command_version([binary.path, '--version'])})",
+        f"- postfix tools: {tool('smtp-source')}, {tool('smtp-sink')} ({postfix})",
+        _common.environment_line(),
+        _common.loadavg_line("start"),
     ]
 
 
@@ -1179,17 +1010,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
-def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: Cleanup) -> Bench:
+def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Cleanup) -> Bench:
     """Registry, consent, sink, relays, then the verification pass."""
     temp = cleanup.temp_dir
     if temp is None:
         raise RuntimeError("no temp dir yet")
     progress(f"temp dir {temp}; registry server ...")
-    url, registry = start_registry(binary, temp / "r", cleanup)
-    secret = secrets.token_bytes(32)
+    url, registry = _common.start_registry(binary, temp / "r", cleanup)
     secret_file = temp / "secret"
-    secret_file.write_text(secret.hex() + "\n")
-    secret_file.chmod(0o600)
+    secret = _common.write_secret(secret_file)
     per_run = args.messages // args.rounds
     consented = max(per_run, VERIFY_MESSAGES, WARMUP_MESSAGES) * MAX_RCPTS
     progress(f"consent for {consented:,} recipients ...")
@@ -1225,8 +1054,8 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: Cleanup) -> B
         secret_file=secret_file, cleanup=cleanup,
     )  # fmt: skip
     verify(bench, dump_sink, checker)
-    Cleanup.stop(checker.process)
-    Cleanup.stop(dump_sink.process)
+    _common.stop_child(checker.process)
+    _common.stop_child(dump_sink.process)
     return bench
 
 
@@ -1234,13 +1063,13 @@ def stop_relays(bench: Bench) -> None:
     """SIGTERM each relay; note its exit code, drain time and any worker left running."""
     for relay in bench.relays.values():
         started = time.perf_counter()
-        code = Cleanup.stop(relay.process)
+        code = _common.stop_child(relay.process)
         seconds = time.perf_counter() - started
         left = [p for p in relay.worker_pids if Path(f"/proc/{p}").exists()]
         ok = code == 0 and not left
         bench.notes.append(
-            f"- {_mark(ok)} `filterd serve` {relay.name}: SIGTERM → exit {code} in {seconds:.2f} s"
-            + (f"; worker processes still there: {left}" if left else "")
+            f"- {_common.mark(ok)} `filterd serve` {relay.name}: SIGTERM → exit {code} in "
+            f"{seconds:.2f} s" + (f"; worker processes still there: {left}" if left else "")
         )
 
 
@@ -1250,11 +1079,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raw_argv[:1] == ["plain-relay"]:  # a child of the bench: the plain relay
         return run_plain_relay(int(raw_argv[1]), int(raw_argv[2]))
     args = parse_args(raw_argv)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up as on Ctrl-C
+    _common.sigterm_as_interrupt()
     logs.configure(sys.stderr, "WARNING")  # this process's own filterd calls stay quiet
-    cleanup = Cleanup()
+    cleanup = _common.Cleanup()
     wall = time.monotonic()
-    try:
+    with _common.cleaning_up(cleanup.run):
         binary = find_binary()
         header = machine_facts(binary)
         cleanup.temp_dir = Path(tempfile.mkdtemp(prefix="fds-", dir="/tmp"))
@@ -1267,17 +1096,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         phase_latency(bench, args.rounds, args.seconds, res)
         stop_relays(bench)
         table = build_table(bench, res, args.rounds)
-        command = shlex.join([os.path.relpath(sys.executable), "bench/smtp.py", *raw_argv])
+        command = _common.bench_command("bench/smtp.py", raw_argv)
         port = bench.relays["commercial"].port
         example = source_command(port, args.sessions, bench.per_run, MAX_RCPTS)
         out = [
-            "# filterd SMTP relay benchmark",
-            "",
-            f"command: `{command}`",
-            "",
-            *header,
-            f"- load average at end: {_loadavg()}",
-            f"- wall time: {time.monotonic() - wall:.1f} s",
+            *_common.report_head(
+                "filterd SMTP relay benchmark",
+                command,
+                [*header, _common.loadavg_line("end"), _common.wall_line(wall)],
+            ),
             "",
             table.markdown(),
             "",
@@ -1306,14 +1133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         print("\n".join(out), flush=True)
         return 0
-    finally:
-        progress("cleaning up ...")
-        cleanup.run()
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted; processes stopped and temp files removed", file=sys.stderr)
-        sys.exit(130)
+    _common.run_main(main, "processes stopped and temp files removed")

@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
-import shlex
 import shutil
 import signal
 import sys
@@ -45,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import _common
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.*
 
@@ -278,10 +278,8 @@ class Soak:
             print(f"| open fds first → end | {first.loaded_fds} → {end.loaded_fds} | "
                   f"{first.idle_fds} → {end.idle_fds} |")  # fmt: skip
             print()
-        print(f"command: {shlex.join([sys.executable, *sys.argv])}")
-        print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-              f"Python {platform.python_version()}, load average "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        print(f"command: {_common.full_command()}")
+        print(_common.brief_machine())
         t = totals
         print(f"- SMTP: {t.smtp_acked:,} messages acknowledged (250), {t.at_sink:,} at the sink; "
               f"SMPP: {t.smpp_acked:,} submit_sm ESME_ROK, {t.at_smsc:,} at the SMSC")  # fmt: skip

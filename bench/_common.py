@@ -1,0 +1,370 @@
+"""What the benchmark scripts in bench/ share: progress lines, machine facts, the
+figures table, CPU accounting from /proc, and starting and cleaning up the
+processes and temp dir of a run.
+
+Imported by the scripts as `import _common` (a script run as `python bench/X.py`
+has bench/ first on its path). Nothing here measures anything by itself; every
+figure is still taken by the script that prints it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+import platform
+import resource
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, NoReturn
+
+from filterd.embedded import SOCKET_NAME, ServerBinary, server_config
+
+_STARTED = time.monotonic()
+_TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root (the checkout whose git commit the reports name)."""
+
+
+def progress(message: str, *, width: int = 7) -> None:
+    """One progress line on stderr, with the time elapsed since the bench started."""
+    print(f"[{time.monotonic() - _STARTED:{width}.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def mark(ok: bool) -> str:
+    """✔ or ✘, for the target column."""
+    return "✔" if ok else "✘"
+
+
+def run_main(main: Callable[[], int], interrupted: str) -> NoReturn:
+    """`sys.exit(main())`; on Ctrl-C (or SIGTERM, see `sigterm_as_interrupt`), say
+    `interrupted; {interrupted}` on stderr and exit 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print(f"interrupted; {interrupted}", file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def cleaning_up(
+    cleanup: Callable[[], None], say: Callable[[str], None] = progress
+) -> Iterator[None]:
+    """Run the body; whatever happens (an error, Ctrl-C, SIGTERM), then say
+    "cleaning up ..." and call `cleanup`."""
+    try:
+        yield
+    finally:
+        say("cleaning up ...")
+        cleanup()
+
+
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so the bench cleans up as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+# ---- machine facts -------------------------------------------------------------------
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, two decimals each."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def loadavg_line(when: str) -> str:
+    """`- load average at {when}: ...` (when: "start" or "end")."""
+    return f"- load average at {when}: {loadavg()}"
+
+
+def wall_line(started: float) -> str:
+    """`- wall time: N s` since `started` (a time.monotonic() value)."""
+    return f"- wall time: {time.monotonic() - started:.1f} s"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or "?"."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "?"
+
+
+def library_versions(names: Sequence[str]) -> str:
+    """`name version, ...` of installed distributions, in the order given."""
+    return ", ".join(f"{name} {importlib.metadata.version(name)}" for name in names)
+
+
+def machine_line(*, node: bool = True) -> str:
+    """`- machine: [HOST] ARCH, nproc N (usable U), CPU MODEL, PLATFORM`."""
+    host = f"{platform.node()} " if node else ""
+    return (
+        f"- machine: {host}{platform.machine()}, nproc {os.cpu_count()} "
+        f"(usable {len(os.sched_getaffinity(0))}), CPU {cpu_model()}, {platform.platform()}"
+    )
+
+
+def python_line(libraries: Sequence[str], *, executable: bool = True) -> str:
+    """`- python: VERSION [(EXECUTABLE)]; library versions`."""
+    where = f" ({sys.executable})" if executable else ""
+    return f"- python: {sys.version.split()[0]}{where}; {library_versions(libraries)}"
+
+
+def brief_machine(*extras: str) -> str:
+    """The one-line machine facts of the fuzz and soak reports, `extras` before the load."""
+    parts = [
+        f"{platform.node()} {platform.machine()}",
+        f"{os.cpu_count()} CPUs",
+        f"Python {platform.python_version()}",
+        *extras,
+        f"load average {loadavg()}",
+    ]
+    return "machine: " + ", ".join(parts)
+
+
+def command_version(command: list[str]) -> str:
+    """The first line `command` prints (stdout, else stderr), or "?" if it cannot run."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError, IndexError):
+        out = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    return "?"
+
+
+def server_version(binary: ServerBinary) -> str:
+    """The first line of `BINARY --version`; raises if the binary does not run."""
+    out = subprocess.run(
+        [binary.path, "--version"], capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    return out.strip().splitlines()[0]
+
+
+def code_version() -> str:
+    """The git commit of the checkout, and which files under filterd/ differ from it."""
+    commit = command_version(["git", "-C", str(ROOT), "log", "-1", "--format=%h %cI %s"])
+    try:
+        status = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "filterd"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.split("\n")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return f"git commit {commit}"
+    changed = [line[3:] for line in status if line.strip()]
+    local = f"; uncommitted under filterd/: {', '.join(changed)}" if changed else ""
+    return f"git commit {commit}{local}"
+
+
+def environment_line() -> str:
+    """The environment `Cleanup.spawn` gives filterd (log level, PYTHONUNBUFFERED)."""
+    unbuffered = os.environ.get("PYTHONUNBUFFERED", "unset")
+    return (
+        f"- filterd environment: FILTERD_LOG_LEVEL=INFO, PYTHONUNBUFFERED={unbuffered}; "
+        "logs to a file"
+    )
+
+
+def bench_command(script: str, argv: Sequence[str]) -> str:
+    """The command line to print: `.venv/bin/python bench/SCRIPT ARGS` (relative python)."""
+    return shlex.join([os.path.relpath(sys.executable), script, *argv])
+
+
+def full_command() -> str:
+    """This process's command line as run: absolute python, then sys.argv."""
+    return shlex.join([sys.executable, *sys.argv])
+
+
+def report_head(title: str, command: str, facts: Sequence[str]) -> list[str]:
+    """`# title`, the command line and the machine facts, as the report's first lines."""
+    return [f"# {title}", "", f"command: `{command}`", "", *facts]
+
+
+# ---- the figures table ---------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    """Rows of figure | filterd | baseline | ratio | target."""
+
+    rows: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+
+    def add(
+        self,
+        figure: str,
+        ours: float | None,
+        base: float | None,
+        target: str = "—",
+        digits: int = 0,
+    ) -> None:
+        """A row; the ratio is filterd ÷ baseline ("—" where either is missing or 0)."""
+        ratio = f"{ours / base:.2f}×" if ours is not None and base else "—"
+        self.rows.append((figure, _num(ours, digits), _num(base, digits), ratio, target))
+
+    def markdown(self) -> str:
+        """The table as GitHub markdown."""
+        head = ("figure", "filterd", "baseline", "ratio", "target")
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def percentile(
+    latencies: Sequence[int], share: float, unit: float, empty: float = math.nan
+) -> float:
+    """The latency at `share` (0..1) of `latencies` (ns), divided by `unit`; `empty` if none."""
+    ordered = sorted(latencies)
+    if not ordered:
+        return empty
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] / unit
+
+
+# ---- CPU accounting ------------------------------------------------------------------
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time used so far by `pids` (their own, not their children's)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / _TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (user..steal, all cores) so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / _TICKS  # minus idle, iowait
+
+
+def own_cpu_seconds() -> float:
+    """CPU time of this process and its reaped children."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+# ---- processes and clean-up ----------------------------------------------------------
+
+
+def ping(path: Path) -> bool:
+    """True when a server answers PING on the unix socket `path`."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            sock.connect(str(path))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def server_command(binary: ServerBinary, directory: Path) -> list[str]:
+    """Make `directory` (0700), write the embedded registry's server config there; the
+    command line that starts the server on it (run it with cwd=directory)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    conf = directory / "registry.conf"
+    conf.write_text(server_config(directory, binary))
+    return [binary.path, str(conf)]
+
+
+def wait_for_server(
+    process: subprocess.Popen[bytes], binary: ServerBinary, directory: Path, timeout: float = 30.0
+) -> str:
+    """Wait until the server started on `directory` answers PING; its unix:// URL."""
+    path = directory / SOCKET_NAME
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{binary.path} exited ({process.returncode})")
+        if ping(path):
+            return f"unix://{path}"
+        time.sleep(0.01)
+    raise RuntimeError(f"{binary.path} did not answer PING in {timeout:.0f}s")
+
+
+def stop_child(child: subprocess.Popen[bytes], timeout: float = 40.0) -> int:
+    """SIGTERM, then SIGKILL if it lingers; close its pipes; its exit code."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            progress(f"pid {child.pid} did not stop in {timeout:.0f}s: SIGKILL")
+            child.kill()
+            child.wait(10)
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):
+                pipe.close()
+    return child.returncode
+
+
+@dataclass
+class Cleanup:
+    """Every child process and the temp dir, undone in reverse order."""
+
+    temp_dir: Path | None = None
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    stop_timeout: float = 40.0
+
+    def spawn(
+        self, command: list[str], *, log: Path | None, cwd: Path, pipes: bool = False
+    ) -> subprocess.Popen[bytes]:
+        """Start a child in its own session, FILTERD_LOG_LEVEL=INFO; output appended to
+        `log`, or piped (stdin too with `pipes`)."""
+        with contextlib.ExitStack() as stack:
+            out: IO[bytes] | int = subprocess.PIPE
+            if log is not None:
+                out = stack.enter_context(log.open("ab"))
+            child = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if log is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+                env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
+            )
+        self.children.append(child)
+        return child
+
+    def run(self) -> None:
+        """Stop every child (newest first), remove the temp dir."""
+        for child in reversed(self.children):
+            stop_child(child, self.stop_timeout)
+        if self.temp_dir is not None:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def start_registry(
+    binary: ServerBinary, directory: Path, cleanup: Cleanup
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """A private server with the embedded registry's config, its output logged in
+    `directory`; its unix:// URL and process."""
+    command = server_command(binary, directory)
+    child = cleanup.spawn(command, log=directory / "stdout.log", cwd=directory)
+    return wait_for_server(child, binary, directory), child
+
+
+def write_secret(path: Path) -> bytes:
+    """A fresh 32-byte secret, written hex to `path` (0600) as filterd reads it."""
+    secret = secrets.token_bytes(32)
+    path.write_text(secret.hex() + "\n")
+    path.chmod(0o600)
+    return secret
