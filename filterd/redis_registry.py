@@ -148,6 +148,9 @@ _SCRIPT_ITEMS = 1000
 """Items per merge call: ~3 ms of server time, so live lookups are not held up."""
 _WAITAOF_TIMEOUT_MS = 5000
 _REPLICA_WAIT_MS = 2000
+_ROLE_CHECK_S = 1.0
+"""Under Sentinel, how often the lookup connection asks its server whether it is
+still the primary."""
 """How long WAIT and WAITAOF each wait for replicas (each below the 5 s socket timeout)."""
 _SENTINEL_TIMEOUT_S = 1.0
 SENTINEL_SCHEME = "redis+sentinel"
@@ -275,6 +278,8 @@ class _LookupLink(asyncio.Protocol):
         self.waiting: deque[Callable[[Any], None]] = deque()
         self.batches: set[_Batch] = set()  # sent, not answered yet
         self.closed = False
+        self.role_checked = 0.0
+        """When ROLE last said this server is the primary (Sentinel only)."""
         self._on_lost = on_lost
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -309,6 +314,8 @@ class _LookupLink(asyncio.Protocol):
         """Hand each complete reply to the callback of the command it answers."""
         self.reader.feed(data)
         while (reply := self.reader.gets()) is not False:
+            if self.closed:  # aborted by a callback: the rest is not trusted
+                return
             if not self.waiting:  # a reply nobody asked for: the stream is out of step
                 self.abort()
                 return
@@ -469,6 +476,8 @@ class RedisRegistry:
         return task
 
     def _transmit(self, link: _LookupLink, batch: _Batch) -> None:
+        if self._sentinel is not None:
+            self._check_role(link)
         link.batches.add(batch)
         if batch.attempt == 1 or not batch.sent_at:
             batch.sent_at = asyncio.get_running_loop().time()  # a resend keeps its deadline
@@ -487,6 +496,23 @@ class RedisRegistry:
                 batch.answer(reply)
 
         link.send(batch.command, on_reply)
+
+    @staticmethod
+    def _check_role(link: _LookupLink) -> None:
+        """Under Sentinel, at most once a second: ROLE ahead of the next lookup; a server
+        that is no longer the primary (a failover the link did not see, as in a network
+        partition) has the link dropped, so the lookups behind it are resent to the
+        primary the sentinels name, never answered from a demoted server."""
+        now = asyncio.get_running_loop().time()
+        if now - link.role_checked < _ROLE_CHECK_S:
+            return
+        link.role_checked = now
+
+        def on_role(reply: Any) -> None:
+            if not (isinstance(reply, list) and reply[:1] == [b"master"]):
+                link.abort()
+
+        link.send(("ROLE",), on_role)
 
     def _link_lost(self, link: _LookupLink, exc: Exception | None) -> None:
         if self._link is link:
@@ -559,6 +585,7 @@ class RedisRegistry:
             if command[0] == "ROLE" and not (isinstance(reply, list) and reply[:1] == [b"master"]):
                 link.abort()  # the sentinels' answer is stale (a failover under way)
                 raise RedisError(f"{endpoint['host']}:{endpoint['port']} is not the primary")
+        link.role_checked = loop.time()
         return link
 
     async def _lookup_via_pool(self, batch: _Batch) -> None:

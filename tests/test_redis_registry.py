@@ -798,3 +798,31 @@ async def _failover_scenario(group: SentinelSet) -> None:
     )
     assert lost == []
     assert _ask(int(promoted[0] or 0), "ROLE") is not None
+
+
+def test_lookups_leave_a_demoted_primary(event_loop_runner: asyncio.Runner) -> None:
+    """Under Sentinel the lookup connection asks ROLE at most once a second: when its
+    server has become a replica without the connection being cut (as in a network
+    partition), the lookups behind the check are not answered from it, and no later
+    lookup is sent to it (they fail as unavailable until a primary answers)."""
+    with _sentinel_set() as group:
+        registry = RedisRegistry.from_url(group.url)
+        run = event_loop_runner.run
+        assert run(registry.lookup("acme", [A])) == [[]]
+        old = group.primary_port()
+        assert old is not None
+        other = next(port for port in group.ports if port != old)
+        # swap the roles behind the sentinels' back; client connections stay open
+        assert _ask(other, "REPLICAOF", "NO", "ONE") == b"OK"
+        assert _ask(old, "REPLICAOF", "127.0.0.1", str(other)) == b"OK"
+        assert _ask(old, "CONFIG", "RESETSTAT") == b"OK"
+        time.sleep(1.1)  # past the ROLE check interval: the point of this test
+        for _ in range(3):  # answered by the new primary, or unavailable: either is right
+            with contextlib.suppress(RegistryUnavailable):
+                run(registry.lookup("acme", [A]))
+        stats = _ask(old, "INFO", "commandstats")
+        assert isinstance(stats, dict)
+        # at most the one lookup written right behind the ROLE check reached the old
+        # primary (its reply was dropped with the connection); none after it
+        assert stats.get("cmdstat_evalsha", {}).get("calls", 0) <= 1, stats
+        run(registry.close())
