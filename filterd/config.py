@@ -79,7 +79,9 @@ class SmtpSettings:
     workers: int = 1
     """Processes serving `listen` together (SO_REUSEPORT)."""
     unsubscribe_domain: str | None = None
-    """Mail to unsubscribe+TOKEN@this domain is an opt-out (no AUTH needed)."""
+    """Mail to unsubscribe+TOKEN@this domain is an opt-out."""
+    unsubscribe_listen: Endpoint | None = None
+    """A listener that takes such mail from anyone (no AUTH) and nothing else."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +375,10 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
         raise ConfigError("dkim", "needs [http] (public_url, for the List-Unsubscribe URL)")
     if smtp is not None and smtp.unsubscribe_domain and http is None:
         raise ConfigError("smtp.unsubscribe_domain", "needs [http] (its token settings)")
+    if smtp is not None and smtp.unsubscribe_listen and not smtp.unsubscribe_domain:
+        raise ConfigError("smtp.unsubscribe_listen", "needs smtp.unsubscribe_domain")
+    if smtp is not None and smtp.unsubscribe_listen and smtp.listen is None:
+        raise ConfigError("smtp.unsubscribe_listen", "needs the relay (smtp.listen)")
     return settings
 
 
@@ -388,7 +394,7 @@ def _section(root: _Table, name: str, build: Callable[[_Table], T]) -> T | None:
 
 def _endpoint(table: _Table, key: str) -> Endpoint:
     """A required host:port; for `listen`, port 0 (any free port, logged at start) is allowed."""
-    parser = functools.partial(parse_endpoint, any_port=key == "listen")
+    parser = functools.partial(parse_endpoint, any_port=key.endswith("listen"))
     result: Endpoint = table.parse(key, parser, ("", 0), required=True)
     return result
 
@@ -589,6 +595,9 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         hostname=t.take("hostname", str, "") or None,
         workers=_workers(t, listen),
         unsubscribe_domain=_unsubscribe_domain(t),
+        unsubscribe_listen=_endpoint(t, "unsubscribe_listen")
+        if "unsubscribe_listen" in t.data
+        else None,
     )
 
 

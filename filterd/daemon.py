@@ -254,31 +254,51 @@ async def _run_smtp(
     *,
     listen: tuple[str, int],
     upstream: tuple[str, int],
+    intake: tuple[str, int] | None = None,
 ) -> None:
-    """The SMTP relay until `stop`; then drain: no new connections, finish transactions."""
+    """The SMTP relay (and, with `intake`, the unsubscribe listener) until `stop`;
+    then drain: no new connections, finish transactions."""
     log = logs.get_logger("smtp")
     host, port = upstream
     hostname = smtp.hostname or socket.gethostname()
     pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=hostname)
-    handler = RelayHandler(
-        smtp,
-        live.runtime.service,
-        live.accounts,
-        pool,
-        default_region=live.settings.registry.default_region,
-        oneclick=_oneclick(live, smtp),
-    )
-    server = await _listen(
-        live, "smtp", listen, start_smtp_server(smtp, listen, handler, hostname=hostname)
-    )
+    oneclick = _oneclick(live, smtp)
+    handlers = [
+        RelayHandler(
+            smtp,
+            live.runtime.service,
+            live.accounts,
+            pool,
+            default_region=live.settings.registry.default_region,
+            oneclick=oneclick,
+            intake_only=only,
+        )
+        for only in ([False, True] if intake is not None else [False])
+    ]
+    servers = [
+        await _listen(
+            live,
+            "smtp.unsubscribe" if handler.intake_only else "smtp",
+            where,
+            start_smtp_server(smtp, where, handler, hostname=hostname),
+        )
+        for handler, where in zip(handlers, [listen, intake], strict=False)
+        if where is not None
+    ]
     try:
         await live.stop.wait()
     finally:
-        server.close()
+        for server in servers:
+            server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(handler.drained(), live.settings.daemon.drain_timeout_s)
-        handler.close_all()
-        await server.wait_closed()
+            await asyncio.wait_for(
+                asyncio.gather(*(h.drained() for h in handlers)),
+                live.settings.daemon.drain_timeout_s,
+            )
+        for handler in handlers:
+            handler.close_all()
+        for server in servers:
+            await server.wait_closed()
         await pool.close()
         log.info("drained", front_end="smtp")
 
@@ -311,8 +331,13 @@ def _start_front_ends(
         group.create_task(_watch_parent(parent, live.stop))
     smtp = settings.smtp
     tasks: list[Coroutine[Any, Any, None]] = []
+    listeners = 0
     if smtp is not None and smtp.listen is not None and smtp.upstream is not None:
-        tasks.append(_run_smtp(live, smtp, listen=smtp.listen, upstream=smtp.upstream))
+        intake = smtp.unsubscribe_listen if worker is None else None
+        tasks.append(
+            _run_smtp(live, smtp, listen=smtp.listen, upstream=smtp.upstream, intake=intake)
+        )
+        listeners += 1 if intake is None else 2
         if worker is None and smtp.workers > 1:
             group.create_task(_run_workers(live, smtp.workers - 1))
     if settings.smpp is not None and worker is None:
@@ -321,7 +346,7 @@ def _start_front_ends(
         tasks.append(_run_policy(live, settings.policy))
     if settings.http is not None and worker is None:
         tasks.append(_run_http(live, settings.http))
-    live.expected = len(tasks)
+    live.expected = listeners + len(tasks) - (1 if listeners else 0)
     for task in tasks:
         group.create_task(task)
 

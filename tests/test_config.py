@@ -794,3 +794,20 @@ def test_public_url_must_be_plain_ascii(tmp_path: Path, url: str) -> None:
     settings = config.load(write(tmp_path, good))
     assert settings.http is not None
     assert settings.http.public_url == "https://xn--r8jz45g.jp"
+
+
+def test_unsubscribe_listen(tmp_path: Path) -> None:
+    """smtp.unsubscribe_listen is an endpoint (port 0 allowed) that needs
+    smtp.unsubscribe_domain; without it, or as a bad endpoint, it names the key."""
+    domain = 'unsubscribe_domain = "unsub.example.com"\n'
+    good = SMTP_HEAD + domain + 'unsubscribe_listen = "127.0.0.1:0"\n' + HTTP_HEAD
+    settings = config.load(write(tmp_path, good))
+    assert settings.smtp is not None
+    assert settings.smtp.unsubscribe_listen == ("127.0.0.1", 0)
+    for text in (
+        SMTP_HEAD + 'unsubscribe_listen = "127.0.0.1:2526"\n' + HTTP_HEAD,
+        SMTP_HEAD + domain + 'unsubscribe_listen = "nowhere"\n' + HTTP_HEAD,
+    ):
+        with pytest.raises(ConfigError) as error:
+            config.load(write(tmp_path, text))
+        assert error.value.key == "smtp.unsubscribe_listen"

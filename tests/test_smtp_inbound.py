@@ -53,11 +53,19 @@ class Relay:
     sink: SinkServer
     registry_server: RedisProcess
     home: Path
+    intake_port: int = 0
+    """smtp.unsubscribe_listen's port, when configured."""
 
     def smtp(self, source: str = "127.0.0.1") -> smtplib.SMTP:
         """A client connection (EHLO done)."""
         client = smtplib.SMTP("127.0.0.1", self.port, timeout=30, source_address=(source, 0))
         client.ehlo("tool.test")
+        return client
+
+    def intake(self) -> smtplib.SMTP:
+        """A client connection to the unsubscribe listener (EHLO done)."""
+        client = smtplib.SMTP("127.0.0.1", self.intake_port, timeout=30)
+        client.ehlo("mx.mailbox.test")
         return client
 
     def login(self, user: str = "newsletter", password: str = "pw-news") -> smtplib.SMTP:  # noqa: S107
@@ -560,7 +568,7 @@ def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Itera
     home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
     sink = SinkServer().start()
     extra = (
-        'unsubscribe_domain = "unsub.test"\n'
+        'unsubscribe_domain = "unsub.test"\nunsubscribe_listen = "127.0.0.1:0"\n'
         '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://u.acme.test"\n'
         f'[dkim]\nselector = "mail"\ndomain = "acme.test"\nkey_file = "{dkim_key[0]}"\n'
     )
@@ -575,10 +583,13 @@ def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Itera
     reader = LogReader(process)
     try:
         ports = {}
-        for _ in range(2):
+        for _ in range(3):
             record = reader.wait_for("listening")
             ports[record["front_end"]] = int(record["port"])  # type: ignore[call-overload]
-        yield Relay(process, reader, ports["smtp"], sink, registry_server, home)
+        yield Relay(
+            process, reader, ports["smtp"], sink, registry_server, home,
+            intake_port=ports["smtp.unsubscribe"],
+        )  # fmt: skip
     finally:
         code = stop_filterd(process)
         sink.shutdown()
@@ -617,11 +628,13 @@ def facts_of(relay: Relay, address: str) -> list[tuple[Kind, str, str]]:
 def test_mail_to_an_unsubscribe_address_records_the_refusal_without_login(
     optout_relay: Relay,
 ) -> None:
-    """A client with no login may mail unsubscribe+TOKEN@unsub.test: 250 at RCPT, the
-    refusal is on record (source mailto) when DATA answers 250, nothing is relayed."""
+    """On the unsubscribe listener a client with no login (a mailbox provider) may mail
+    unsubscribe+TOKEN@unsub.test: 250 at RCPT, the refusal is on record (source mailto)
+    when DATA answers 250, nothing is relayed; no AUTH is offered there."""
     relay = optout_relay
     token = unsubscribe_token(relay, "jane@example.com")
-    client = relay.smtp()
+    client = relay.intake()
+    assert not client.has_extn("auth")
     assert client.mail("jane@example.com")[0] == 250
     assert client.rcpt(f"unsubscribe+{token}@unsub.test")[0] == 250
     assert client.data(b"Subject: unsubscribe\r\n\r\nplease\r\n") == (
@@ -637,7 +650,7 @@ def test_mailto_spelling_of_the_token_works_in_any_case(optout_relay: Relay) -> 
     or upper case (mail systems may change a local part's case)."""
     relay = optout_relay
     spelt = mailto_form(unsubscribe_token(relay, "joe@example.com"))
-    client = relay.smtp()
+    client = relay.intake()
     assert client.mail("joe@example.com")[0] == 250
     assert client.rcpt(f"UNSUBSCRIBE+{spelt.upper()}@UNSUB.TEST")[0] == 250
     assert client.data(b"Subject: stop\r\n\r\n\r\n")[0] == 250
@@ -646,19 +659,40 @@ def test_mailto_spelling_of_the_token_works_in_any_case(optout_relay: Relay) -> 
 
 
 def test_without_login_only_valid_unsubscribe_addresses_are_taken(optout_relay: Relay) -> None:
-    """No login: any other recipient gets 530 5.7.0 (never an open relay); an altered
-    token gets 550 5.1.1; nothing is written."""
+    """The relay listener still answers MAIL without a login with 530 5.7.0 (SPEC §4).
+    The unsubscribe listener takes nothing but valid unsubscribe addresses: any other
+    recipient 550 5.7.1 (never a relay), an altered token 550 5.1.1; nothing written."""
     relay = optout_relay
     token = unsubscribe_token(relay, "jane@example.com")
     altered = token[:5] + ("B" if token[5] == "A" else "A") + token[6:]
-    client = relay.smtp()
+    relay_client = relay.smtp()
+    assert relay_client.mail("x@example.com")[0] == 530
+    relay_client.quit()
+    client = relay.intake()
     assert client.mail("x@example.com")[0] == 250
-    assert client.rcpt("jane@example.com")[0] == 530
+    assert client.rcpt("jane@example.com")[:1] == (550,)
     code, text = client.rcpt(f"unsubscribe+{altered}@unsub.test")
     assert (code, text.split(b" ", 1)[0]) == (550, b"5.1.1")
-    assert client.rcpt(f"unsubscribe+{token}@elsewhere.test")[0] == 530
+    assert client.rcpt(f"unsubscribe+{token}@elsewhere.test")[0] == 550
     client.quit()
     assert facts_of(relay, "jane@example.com") == []
+    assert relay.sink.handler.messages == []
+
+
+def test_logged_in_client_may_send_to_an_unsubscribe_address(optout_relay: Relay) -> None:
+    """On the relay listener a logged-in client's unsubscribe recipient is taken as an
+    opt-out too (not relayed), beside ordinary recipients that are relayed."""
+    relay = optout_relay
+    relay.record("joe@example.com", Kind.CONSENT)
+    token = unsubscribe_token(relay, "jane@example.com")
+    client = relay.login()
+    client.mail("shop@acme.test")
+    assert client.rcpt(f"unsubscribe+{token}@unsub.test")[0] == 250
+    assert client.rcpt("joe@example.com")[0] == 250
+    assert client.data(MESSAGE)[0] == 250
+    client.quit()
+    assert facts_of(relay, "jane@example.com") == [(Kind.REFUSAL, "acme", "mailto")]
+    assert [m[1] for m in relay.sink.handler.messages] == [["joe@example.com"]]
 
 
 def test_commercial_mail_is_signed_with_one_click_headers(

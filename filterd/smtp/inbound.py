@@ -16,8 +16,10 @@ permission are dropped (and audited), the upstream transaction is redone for
 the rest, and if none remain the message is refused with 550 5.7.1.
 
 Email opt-outs (oneclick.py): recipients `unsubscribe+TOKEN@{unsubscribe_domain}`
-are taken from anyone (no login needed for them, and only for them), never
-relayed, and their refusals written durably before DATA's 250. With `[dkim]`,
+are never relayed; their refusals are written durably before DATA's 250. On
+the relay listener they are taken from logged-in clients like any recipient
+(MAIL without an account is 530, SPEC §4); on `smtp.unsubscribe_listen` from
+anyone, and nothing else is taken there. With `[dkim]`,
 commercial mail is signed (and given one-click headers) before it goes
 upstream; a commercial transaction then carries one recipient (452 4.5.3 for
 more: the client sends the rest in another transaction), because the
@@ -113,6 +115,7 @@ class RelayHandler:
         *,
         default_region: str | None,
         oneclick: OneClick | None = None,
+        intake_only: bool = False,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -121,6 +124,8 @@ class RelayHandler:
         self.default_region = default_region
         self.oneclick = oneclick
         """Opt-out intake and DKIM signing; None when neither is configured."""
+        self.intake_only = intake_only
+        """The `smtp.unsubscribe_listen` listener: no login, only unsubscribe recipients."""
         self.backoff = FailureBackoff()
         """Per-peer delay of AUTH attempts after failed logins."""
         self.connections: set[RelaySMTP] = set()
@@ -174,23 +179,24 @@ class RelayHandler:
         """Advertise PIPELINING too; a new EHLO ends any open transaction."""
         session.host_name = hostname  # the 5-argument hook must record it itself
         await self._end_transaction(server.relay)
+        if self.intake_only:  # no login there: do not advertise one
+            responses = [line for line in responses if not line[4:].upper().startswith("AUTH")]
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
         self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
         mail_options: list[str],
     ) -> str:  # fmt: skip
-        """Choose the account (login or network) or refuse with 530 5.7.0.
-
-        With an unsubscribe domain, a client without an account may go on: its
-        RCPTs are then taken only for unsubscribe addresses.
-        """
+        """Choose the account (login or network) or refuse with 530 5.7.0; on the
+        unsubscribe listener anyone may go on (its RCPTs take only unsubscribe
+        addresses)."""
         relay = server.relay
         account = session.auth_data if session.authenticated else None
         if not isinstance(account, SmtpAccount):
             account = self.accounts.by_address(_peer(session))
-        intake = self.oneclick is not None and self.oneclick.domain is not None
-        if account is None and not intake:
+        if self.intake_only:
+            account = None  # nothing is relayed from this listener, login or not
+        elif account is None:
             return replies.AUTH_REQUIRED
         problem = _unusable(address, reverse_path=True)
         if problem is not None:
@@ -215,6 +221,8 @@ class RelayHandler:
             token = self.oneclick.intake_token(address)
             if token is not None:
                 return self._take_optout(relay, envelope, address, token)
+        if self.intake_only:
+            return f"550 5.7.1 <{_printable(address)}>: this address takes unsubscribe mail only"
         recipient = await self._admit(relay, envelope, address)
         if isinstance(recipient, str):
             return recipient
@@ -502,9 +510,12 @@ async def start_smtp_server(
     """Listen on `listen`; every connection gets a RelaySMTP.
 
     With several workers every process listens on the same port (SO_REUSEPORT)
-    and the kernel spreads connections over them.
+    and the kernel spreads connections over them. The unsubscribe listener
+    (`handler.intake_only`) offers no AUTH and needs no STARTTLS (mailbox
+    providers deliver there as to any MX; STARTTLS is still offered).
     """
     context = tls_context(settings)
+    intake = handler.intake_only
 
     def factory() -> RelaySMTP:
         return RelaySMTP(
@@ -515,10 +526,11 @@ async def start_smtp_server(
             enable_SMTPUTF8=True,
             decode_data=False,
             tls_context=context,
-            require_starttls=context is not None,
+            require_starttls=context is not None and not intake,
             auth_required=False,
             auth_require_tls=context is not None,
-            authenticator=handler.authenticate,
+            authenticator=None if intake else handler.authenticate,
+            auth_exclude_mechanism=["LOGIN", "PLAIN"] if intake else None,
         )
 
     host, port = listen
