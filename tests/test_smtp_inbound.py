@@ -737,3 +737,28 @@ def test_signed_commercial_mail_takes_one_recipient_per_message(optout_relay: Re
     [(_, recipients, content)] = relay.sink.handler.messages
     assert recipients == ["jane@example.com"]
     assert content.replace(b"\r\n", b"\n") == MESSAGE.replace(b"\r\n", b"\n")
+
+
+def test_sighup_reloads_smtp_accounts_without_dropping_connections(relay: Relay) -> None:
+    """A new [[smtp.accounts]] login works after SIGHUP, a removed one no longer does,
+    and a client logged in before the reload keeps its session and sends."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    before = relay.login()
+    config_path = relay.home / "filterd.toml"
+    text = config_path.read_text().replace('username = "receipts"', 'username = "receipts2"')
+    config_path.write_text(
+        text + '\n[[smtp.accounts]]\nusername = "late"\npassword = "pw-late"\n'
+        'sender = "acme"\nstream = "commercial"\n'
+    )
+    relay.process.send_signal(signal.SIGHUP)
+    assert relay.log.wait_for("reloaded")["restart_needed"] is None
+    late = relay.login("late", "pw-late")
+    assert late.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    late.quit()
+    gone = relay.smtp()
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        gone.login("receipts", "pw-tx")
+    gone.close()
+    assert before.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    before.quit()
+    assert len(relay.sink.handler.messages) == 2
