@@ -18,13 +18,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -36,6 +34,7 @@ from filterd.errors import ConfigError, NotDurable, RegistryUnavailable
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
 from filterd.records import MAX_SIDE_BYTES, Record, pack, pack_side, unpack, unpack_side
 from filterd.registry import AuditQuery
+from filterd.resp_link import RespLink, is_error
 
 # Merge facts into buckets atomically. ARGV[1]: bucket_bits; ARGV[2]: the
 # items, concatenated, each:
@@ -264,77 +263,6 @@ class _Batch:
                 future.set_exception(error)
 
 
-class _LookupLink(asyncio.Protocol):
-    """One connection that carries only lookups: pipelined commands written as raw
-    RESP, replies parsed by hiredis and handed, in order, to per-command callbacks.
-
-    redis-py costs ~100 µs of client CPU per command (connection pool, retry
-    wrapper, parser layers); this costs a few µs, and needs no task per call.
-    """
-
-    def __init__(self, on_lost: Callable[[_LookupLink, Exception | None], None]) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.reader = hiredis.Reader()
-        self.waiting: deque[Callable[[Any], None]] = deque()
-        self.batches: set[_Batch] = set()  # sent, not answered yet
-        self.closed = False
-        self.role_checked = 0.0
-        """When ROLE last said this server is the primary (Sentinel only)."""
-        self._on_lost = on_lost
-        self._watchdog: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport; start the deadline check."""
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream transport
-        self.transport = transport
-        self._check_deadlines()
-
-    def _check_deadlines(self) -> None:
-        """Every 1/5 of the deadline: a lookup unanswered past it fails, and the link
-        is closed (its later replies could no longer be matched). One timer per link
-        instead of one per lookup."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        late = [b for b in self.batches if now - b.sent_at >= _LOOKUP_TIMEOUT_S]
-        if late:
-            for batch in late:
-                self.batches.discard(batch)
-                batch.fail(RegistryUnavailable("registry read timed out"))
-            self.abort()
-            return
-        self._watchdog = loop.call_later(_LOOKUP_TIMEOUT_S / 5, self._check_deadlines)
-
-    def send(self, command: tuple[Any, ...], callback: Callable[[Any], None]) -> None:
-        """Write one command; `callback` gets its reply (a ReplyError for an error)."""
-        assert self.transport is not None  # noqa: S101 - connected
-        self.waiting.append(callback)
-        self.transport.write(hiredis.pack_command(command))
-
-    def data_received(self, data: bytes) -> None:
-        """Hand each complete reply to the callback of the command it answers."""
-        self.reader.feed(data)
-        while (reply := self.reader.gets()) is not False:
-            if self.closed:  # aborted by a callback: the rest is not trusted
-                return
-            if not self.waiting:  # a reply nobody asked for: the stream is out of step
-                self.abort()
-                return
-            self.waiting.popleft()(reply)
-
-    def abort(self) -> None:
-        """Close at once (connection_lost follows)."""
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the registry (it fails or resends what was waiting)."""
-        self.closed = True
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        self._on_lost(self, exc)
-
-
 class RedisRegistry:
     """The registry on a Redis (or Valkey) server."""
 
@@ -366,7 +294,7 @@ class RedisRegistry:
         self._tasks: set[asyncio.Task[None]] = set()
         self._layout_checked = False
         self._endpoint = _endpoint(client, sentinel is not None)
-        self._link: _LookupLink | None = None
+        self._link: RespLink | None = None
         self._link_loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._unsent: list[_Batch] = []
@@ -431,7 +359,7 @@ class RedisRegistry:
         submits, policy requests) are sent as one script call at the end of
         the turn: each caller still waits for one round trip, and the
         per-command cost is shared. They travel on a connection of their own
-        (_LookupLink), pipelined, with a 5 s deadline; a connection lost with
+        (RespLink), pipelined, with a 5 s deadline; a connection lost with
         lookups in flight is re-opened and they are sent once more.
         """
         loop = asyncio.get_running_loop()
@@ -475,7 +403,7 @@ class RedisRegistry:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _transmit(self, link: _LookupLink, batch: _Batch) -> None:
+    def _transmit(self, link: RespLink, batch: _Batch) -> None:
         if self._sentinel is not None:
             self._check_role(link)
         link.batches.add(batch)
@@ -484,7 +412,7 @@ class RedisRegistry:
 
         def on_reply(reply: Any) -> None:
             link.batches.discard(batch)
-            noscript = isinstance(reply, hiredis.ReplyError) and str(reply).startswith("NOSCRIPT")
+            noscript = is_error(reply) and str(reply).startswith("NOSCRIPT")
             if noscript and batch.attempt == 1:  # load it and go again, in order on this link
                 batch.attempt += 1
                 link.send(("SCRIPT", "LOAD", _SCRIPTS["lookup"][0]), _ignore)
@@ -498,7 +426,7 @@ class RedisRegistry:
         link.send(batch.command, on_reply)
 
     @staticmethod
-    def _check_role(link: _LookupLink) -> None:
+    def _check_role(link: RespLink) -> None:
         """Under Sentinel, at most once a second: ROLE ahead of the next lookup; a server
         that is no longer the primary (a failover the link did not see, as in a network
         partition) has the link dropped, so the lookups behind it are resent to the
@@ -514,7 +442,7 @@ class RedisRegistry:
 
         link.send(("ROLE",), on_role)
 
-    def _link_lost(self, link: _LookupLink, exc: Exception | None) -> None:
+    def _link_lost(self, link: RespLink, exc: Exception | None) -> None:
         if self._link is link:
             self._link = None
         waiting, link.batches = list(link.batches), set()
@@ -546,12 +474,12 @@ class RedisRegistry:
         for batch in unsent:
             self._transmit(link, batch)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> _LookupLink:
+    async def _connect(self, loop: asyncio.AbstractEventLoop) -> RespLink:
         endpoint = self._endpoint
         assert endpoint is not None  # noqa: S101 - checked by _dispatch
 
-        def factory() -> _LookupLink:
-            return _LookupLink(self._link_lost)
+        def factory() -> RespLink:
+            return RespLink(self._link_lost, timeout_s=_LOOKUP_TIMEOUT_S)
 
         if self._sentinel is not None:  # the primary the sentinels name now
             host, port = await self._sentinel.discover_master(self._service)

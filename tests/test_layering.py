@@ -30,7 +30,8 @@ LAYERS = {
     "logs": set(),
     "secret": {"errors", "identity"},
     "embedded": {"errors"},
-    "redis_registry": {"keys", "errors", "model", "records", "registry"},
+    "resp_link": {"errors"},
+    "redis_registry": {"keys", "errors", "model", "records", "registry", "resp_link"},
     "tokens": {"identity", "model"},
     "metrics": set(),
     "notify": set(),
@@ -119,6 +120,7 @@ OWNERS = {
     "aiosmtpd": "smtp.inbound",
     "aiosmtplib": "smtp.outbound",
     "aiohttp": "web",
+    "hiredis": "resp_link",
     "prometheus_client": "metrics",
     "dkim": "signing",
 }
