@@ -605,9 +605,14 @@ def _unsubscribe_domain(t: _Table) -> str | None:
     domain: str = t.take("unsubscribe_domain", str, "")
     if not domain:
         return None
-    if not all(_DNS_LABEL.fullmatch(label) for label in domain.split(".")):
-        raise ConfigError(t.key("unsubscribe_domain"), f"{domain!r} is not a DNS name")
-    return domain.lower()
+    return _dns_name(t, "unsubscribe_domain", domain).lower()
+
+
+def _dns_name(t: _Table, key: str, value: str) -> str:
+    """`value` when it is a DNS name (labels of letters, digits, inner hyphens)."""
+    if not all(_DNS_LABEL.fullmatch(label) for label in value.split(".")):
+        raise ConfigError(t.key(key), f"{value!r} is not a DNS name")
+    return value
 
 
 def _workers(t: _Table, listen: Endpoint | None) -> int:
@@ -731,10 +736,8 @@ def _daemon(t: _Table) -> DaemonSettings:
 def _dkim(t: _Table, base: Path) -> DkimSettings:
     selector = t.take("selector", str, required=True)
     domain = t.take("domain", str, required=True)
-    for key, value in (("selector", selector), ("domain", domain)):
-        labels = value.split(".")
-        if not all(_DNS_LABEL.fullmatch(label) for label in labels):
-            raise ConfigError(f"dkim.{key}", f"{value!r} is not a DNS name")
+    _dns_name(t, "selector", selector)
+    _dns_name(t, "domain", domain)
     key_file = base / t.take("key_file", str, required=True)
     if not key_file.is_file():
         raise ConfigError("dkim.key_file", f"{key_file}: no such file")

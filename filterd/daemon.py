@@ -149,7 +149,9 @@ async def serve(
     except (RegistryUnavailable, FilterdError) as exc:
         log.error("registry_unavailable", error=str(exc))
         return EXIT_UNAVAILABLE
-    live = _Live(settings, runtime, asyncio.Event(), notifier, _accounts(settings))
+    live = _Live(
+        settings, runtime, asyncio.Event(), notifier, AccountBook(_smtp_accounts(settings))
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, live.stop.set)
@@ -181,8 +183,8 @@ async def serve(
     return code
 
 
-def _accounts(settings: config_module.Settings) -> AccountBook:
-    return AccountBook(settings.smtp.accounts if settings.smtp is not None else ())
+def _smtp_accounts(settings: config_module.Settings) -> tuple[config_module.SmtpAccount, ...]:
+    return settings.smtp.accounts if settings.smtp is not None else ()
 
 
 async def _wait_ready(live: _Live) -> None:
@@ -215,7 +217,7 @@ def _reload(live: _Live) -> None:
         return
     old = live.settings
     restart = [name for name in _RESTART_KEYS if _part(old, name) != _part(new, name)]
-    live.accounts.replace(new.smtp.accounts if new.smtp is not None else ())
+    live.accounts.replace(_smtp_accounts(new))
     if live.relay is not None and new.smpp is not None:
         kw = new.keywords
         live.relay.reload(new.smpp, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))

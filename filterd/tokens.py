@@ -31,9 +31,10 @@ import hmac
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from filterd.identity import CONSUMER_ID_BYTES
-from filterd.model import Channel
+from filterd.model import Channel, Fact, Kind
 
 VERSION = 1
 TOKEN_BYTES = 32
@@ -66,6 +67,19 @@ class Unsubscribe:
     channel: Channel
     consumer: bytes
     issued_s: int
+
+    def refusal(self, *, source: str, how: str, peer: str | None, now_s: float) -> Fact:
+        """The refusal this opt-out records: scope the sender, the token's channel;
+        evidence is how and when it came, and from which client address."""
+        when = datetime.fromtimestamp(now_s, UTC).isoformat(timespec="seconds")
+        return Fact(
+            kind=Kind.REFUSAL,
+            sender=self.sender,
+            channel=self.channel,
+            at_ms=int(now_s * 1000),
+            source=source,
+            evidence=f"{how} at {when} from {peer or 'unknown'}",
+        )
 
 
 MAILTO_CHARS = 52

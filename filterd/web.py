@@ -24,7 +24,6 @@ import asyncio
 import html
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -32,7 +31,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
 from filterd.metrics import CONTENT_TYPE
-from filterd.model import Fact, Kind
 from filterd.service import Service
 from filterd.tokens import TokenError, TokenKeys, Unsubscribe
 
@@ -124,14 +122,8 @@ class UnsubscribeSite:
         refused = await _check_form(request)
         if refused is not None:
             return refused
-        now = self._clock()
-        fact = Fact(
-            kind=Kind.REFUSAL,
-            sender=wanted.sender,
-            channel=wanted.channel,
-            at_ms=int(now * 1000),
-            source="one-click",
-            evidence=f"one-click POST at {_iso(now)} from {request.remote or 'unknown'}",
+        fact = wanted.refusal(
+            source="one-click", how="one-click POST", peer=request.remote, now_s=self._clock()
         )
         try:
             await self.service.record_consumer(wanted.consumer, fact, origin="one-click")
@@ -244,10 +236,6 @@ async def _multipart_field(request: web.Request, name: str) -> str | None:
 
 def _error(status: int, reason: str) -> web.Response:
     return _page(status, str(status), f"<p>{html.escape(reason)}</p>")
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 class HttpFrontEnd:

@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 
 from filterd.logs import get_logger
-from filterd.model import Address, Channel, Fact, Kind
+from filterd.model import Address, Channel
 from filterd.service import Service
 from filterd.signing import DkimSigner, add_one_click, is_signed
 from filterd.tokens import TokenError, TokenKeys, Unsubscribe, from_mailto_form, mailto_form
@@ -79,15 +78,8 @@ class OneClick:
 
     async def record(self, wanted: Unsubscribe, peer: str) -> None:
         """Write the refusal durably (raises RegistryUnavailable when it cannot)."""
-        now = self._clock()
-        when = datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")
-        fact = Fact(
-            kind=Kind.REFUSAL,
-            sender=wanted.sender,
-            channel=wanted.channel,
-            at_ms=int(now * 1000),
-            source="mailto",
-            evidence=f"mailto unsubscribe at {when} from {peer or 'unknown'}",
+        fact = wanted.refusal(
+            source="mailto", how="mailto unsubscribe", peer=peer, now_s=self._clock()
         )
         await self.service.record_consumer(wanted.consumer, fact, origin="mailto")
 
