@@ -8,6 +8,7 @@ server it did not start.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -226,3 +227,17 @@ class LogReader:
             if not chunk:
                 raise AssertionError(f"filterd did not log {event!r} in time")
             self.pending += chunk
+
+
+def dkim_key(directory: Path) -> tuple[Path, bytes]:
+    """A fresh 2048-bit RSA key file (0600) in `directory`, and the DKIM TXT record
+    that publishes it (openssl CLI)."""
+    path = directory / "dkim.key"
+    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    path.chmod(0o600)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout  # fmt: skip
+    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)

@@ -9,7 +9,6 @@ an unusable key fails at construction with SigningError.
 
 from __future__ import annotations
 
-import base64
 import re
 import subprocess
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import dkim
 import pytest
 
 from filterd.signing import DkimSigner, SigningError, add_one_click, header_value, is_signed
+from tests.helpers import dkim_key
 
 MESSAGE = (
     b"From: Shop <shop@acme.test>\r\n"
@@ -41,10 +41,7 @@ def openssl(*args: str) -> bytes:
 @pytest.fixture(scope="module")
 def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     """(private key PEM, DKIM TXT record) of a fresh 2048-bit RSA key."""
-    path = Path(tmp_path_factory.mktemp("dkim")) / "dkim.key"
-    openssl("genrsa", "-out", str(path), "2048")
-    public = openssl("rsa", "-in", str(path), "-pubout", "-outform", "DER")
-    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    path, record = dkim_key(Path(tmp_path_factory.mktemp("dkim")))
     return path.read_bytes(), record
 
 

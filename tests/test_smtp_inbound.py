@@ -33,6 +33,7 @@ from filterd.service import Service
 from filterd.tokens import from_mailto_form, mailto_form
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, RedisProcess, SinkServer
+from tests.helpers import dkim_key as make_dkim_key
 
 FILTERD = str(Path(sys.executable).parent / "filterd")
 SECRET = "ab" * 32
@@ -143,6 +144,15 @@ stream = "commercial"
 
 def start_filterd(config: Path) -> tuple[subprocess.Popen[bytes], LogReader, int]:
     """`filterd serve`, its log reader, and the port its SMTP listener got."""
+    process, reader, ports = start_listeners(config, 1)
+    return process, reader, ports["smtp"]
+
+
+def start_listeners(
+    config: Path, count: int
+) -> tuple[subprocess.Popen[bytes], LogReader, dict[str, int]]:
+    """`filterd serve`, its log reader, and the ports of its first `count` listeners
+    by front end."""
     process = subprocess.Popen(
         [FILTERD, "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -151,13 +161,16 @@ def start_filterd(config: Path) -> tuple[subprocess.Popen[bytes], LogReader, int
         env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
     )
     reader = LogReader(process)
+    ports: dict[str, int] = {}
     try:
-        listening = reader.wait_for("listening")
+        while len(ports) < count:
+            record = reader.wait_for("listening")
+            ports[str(record["front_end"])] = int(record["port"])  # type: ignore[call-overload]
     except AssertionError:
         process.kill()
         stop_filterd(process)
         raise
-    return process, reader, int(listening["port"])  # type: ignore[call-overload]
+    return process, reader, ports
 
 
 def stop_filterd(process: subprocess.Popen[bytes]) -> int:
@@ -549,15 +562,7 @@ UNSIGNED = b"From: shop@acme.test\r\nTo: you@example.com\r\nSubject: sale\r\n\r\
 @pytest.fixture(scope="module")
 def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
     """An RSA key file (0600) for [dkim] and the TXT record that publishes it."""
-    path = tmp_path_factory.mktemp("dkim") / "dkim.key"
-    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True,
-                   capture_output=True, timeout=60)  # fmt: skip
-    path.chmod(0o600)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
-        check=True, capture_output=True, timeout=60,
-    ).stdout  # fmt: skip
-    return path, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return make_dkim_key(tmp_path_factory.mktemp("dkim"))
 
 
 @pytest.fixture
@@ -573,19 +578,12 @@ def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Itera
         f'[dkim]\nselector = "mail"\ndomain = "acme.test"\nkey_file = "{dkim_key[0]}"\n'
     )
     config = write_config(home, registry_server.url, sink.port, extra)
-    process = subprocess.Popen(
-        [FILTERD, "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        bufsize=0,
-        env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
-    )
-    reader = LogReader(process)
     try:
-        ports = {}
-        for _ in range(3):
-            record = reader.wait_for("listening")
-            ports[record["front_end"]] = int(record["port"])  # type: ignore[call-overload]
+        process, reader, ports = start_listeners(config, 3)
+    except BaseException:
+        sink.shutdown()
+        raise
+    try:
         yield Relay(
             process, reader, ports["smtp"], sink, registry_server, home,
             intake_port=ports["smtp.unsubscribe"],

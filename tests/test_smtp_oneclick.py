@@ -6,8 +6,6 @@ one-click headers and signature of relayed commercial mail."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import subprocess
 from collections.abc import Iterator
 
 import dkim
@@ -22,6 +20,7 @@ from filterd.signing import DkimSigner, header_value
 from filterd.smtp.oneclick import LOCAL_PREFIX, OneClick
 from filterd.tokens import TokenKeys, derive_key, mailto_form, sender_table
 from tests.conftest import ServerPool, flush
+from tests.helpers import dkim_key
 
 SECRET = bytes.fromhex("5e" * 32)
 NOW = 1_790_000_000
@@ -31,14 +30,8 @@ MESSAGE = b"From: news@acme.test\r\nTo: x@example.com\r\nSubject: sale\r\n\r\nbo
 @pytest.fixture(scope="module")
 def rsa_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     """A 2048-bit RSA key (PEM) and its DKIM TXT record."""
-    path = tmp_path_factory.mktemp("dkim") / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True,
-                   capture_output=True, timeout=60)  # fmt: skip
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"],
-        check=True, capture_output=True, timeout=60,
-    ).stdout  # fmt: skip
-    return path.read_bytes(), b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    path, record = dkim_key(tmp_path_factory.mktemp("dkim"))
+    return path.read_bytes(), record
 
 
 @pytest.fixture
