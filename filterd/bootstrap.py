@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from filterd.cluster_registry import ClusterRegistry
 from filterd.config import Settings
 from filterd.embedded import EmbeddedServer
 from filterd.errors import ConfigError
@@ -54,7 +55,8 @@ def build(settings: Settings) -> Runtime:
     if url == "embedded":
         embedded = EmbeddedServer(reg.data_dir, reg.server)
         url = embedded.acquire()
-    registry = RedisRegistry.from_url(
+    kind = ClusterRegistry if reg.cluster else RedisRegistry
+    registry = kind.from_url(
         url,
         bucket_bits=reg.bucket_bits,
         audit_max_entries=reg.audit_max_entries,

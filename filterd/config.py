@@ -410,7 +410,13 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
             "registry.url",
             f"{url!r}: use embedded, redis://, rediss://, unix:// or redis+sentinel://",
         )
-    min_replicas = t.take("min_replicas", int, 1 if sentinel else 0)
+    cluster = t.take("cluster", bool, False)
+    if cluster and not url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            "registry.cluster",
+            f"true needs a redis:// or rediss:// url naming a cluster node, not {url!r}",
+        )
+    min_replicas = t.take("min_replicas", int, 1 if sentinel or cluster else 0)
     if min_replicas < 0:
         raise ConfigError("registry.min_replicas", f"{min_replicas} is negative")
     if url == "embedded" and min_replicas:
@@ -429,7 +435,7 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
         raise ConfigError("registry.audit_max_entries", f"{max_entries} is below 1000")
     settings = RegistrySettings(
         url=url,
-        cluster=t.take("cluster", bool, False),
+        cluster=cluster,
         data_dir=base / t.take("data_dir", str, "var"),
         secret_file=base / t.take("secret_file", str, "var/secret"),
         request_ttl_s=t.parse("request_ttl", parse_duration, 30 * 86400),
@@ -447,10 +453,6 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
             "registry.data_dir",
             f"{str(settings.data_dir)!r} is too long for the embedded server's unix socket "
             f"(at most {MAX_SOCKET_PATH - len('/registry.sock')} characters)",
-        )
-    if settings.cluster:
-        raise ConfigError(
-            "registry.cluster", "Redis Cluster is not supported by this build yet (use false)"
         )
     t.done()
     return settings

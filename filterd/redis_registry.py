@@ -40,8 +40,10 @@ from filterd.resp_link import RespLink, is_error
 # items, concatenated, each:
 #   consumer id (10) | check (1) | record length (1) | record | side length (2) | side
 # check 1 = a consent or request without evidence: refused when a refusal that
-# covers it is on record. The bucket keys are derived here from the ids (the
-# layout of keys.py), so a batch of thousands costs one short command.
+# covers it is on record. Without KEYS the bucket keys are derived here from the
+# ids (the layout of keys.py), so a batch of thousands costs one short command;
+# on a Cluster every item of a call is of one bucket, whose facts and side keys
+# are declared as KEYS[1] and KEYS[2].
 # Returns one byte per item: "1" stored, "0" a newer fact of the slot is kept,
 # "2" refused (refusal on record).
 _MERGE = """
@@ -49,10 +51,14 @@ local bits, blob = tonumber(ARGV[1]), ARGV[2]
 local fmt = '%0' .. math.floor((bits + 3) / 4) .. 'x}'
 local scale = 2 ^ (32 - bits)
 local out, pos, n = {}, 1, #blob
+local fixed = #KEYS == 2
 while pos <= n do
-  local b1, b2, b3, b4 = string.byte(blob, pos, pos + 3)
-  local tag = string.format(fmt, math.floor((((b1 * 256 + b2) * 256 + b3) * 256 + b4) / scale))
-  local fkey, xkey = 'fd:r:{' .. tag, 'fd:x:{' .. tag
+  local fkey, xkey = KEYS[1], KEYS[2]
+  if not fixed then
+    local b1, b2, b3, b4 = string.byte(blob, pos, pos + 3)
+    local tag = string.format(fmt, math.floor((((b1 * 256 + b2) * 256 + b3) * 256 + b4) / scale))
+    fkey, xkey = 'fd:r:{' .. tag, 'fd:x:{' .. tag
+  end
   local field = string.sub(blob, pos + 2, pos + 9)
   local check = string.byte(blob, pos + 10)
   local rlen = string.byte(blob, pos + 11)
@@ -212,6 +218,18 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(tuple(nodes), unquote(parts[0]), db, username, password)
 
 
+def pool_options() -> dict[str, Any]:
+    """The connection pool settings of every client (a server's, a Cluster node's)."""
+    return {
+        "max_connections": _MAX_CONNECTIONS,
+        "timeout": 5,
+        "socket_timeout": 5.0,
+        "socket_connect_timeout": 2.0,
+        "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        "health_check_interval": 30,
+    }
+
+
 class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
     """Connections to the primary the sentinels name (asked again for every new
     connection; a READONLY reply closes the connection), waiting when all are busy
@@ -288,7 +306,7 @@ class RedisRegistry:
         self._audit_retention_ms = audit_retention_ms
         self._ids: dict[tuple[str, str], int] = {}
         self._names: dict[tuple[str, int], str] = {}
-        self._durability: str | None = None
+        self._durability: dict[int, str] = {}  # id(client) → "waitaof" / "fsync-always"
         self._lookups: list[_Lookup] = []
         self._flush_due = False
         self._tasks: set[asyncio.Task[None]] = set()
@@ -311,14 +329,7 @@ class RedisRegistry:
         `min_replicas` (default: 1 with Sentinel, else 0) replicas must confirm
         every write before it is acknowledged.
         """
-        common: dict[str, Any] = {
-            "max_connections": _MAX_CONNECTIONS,
-            "timeout": 5,
-            "socket_timeout": 5.0,
-            "socket_connect_timeout": 2.0,
-            "retry": Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-            "health_check_interval": 30,
-        }
+        common = pool_options()
         if url.startswith(SENTINEL_SCHEME + ":"):
             target = parse_sentinel_url(url)
             make: Any = Sentinel  # untyped in redis-py
@@ -592,17 +603,32 @@ class RedisRegistry:
         """Queue EVALSHA of a script (loaded on demand, see _run)."""
         pipe.execute_command("EVALSHA", _SCRIPTS[name][1], len(key_list), *key_list, *args)
 
-    async def _run(self, build: Callable[[Any], None], *, durable: bool = False) -> list[Any]:
-        """Build and run a pipeline; load the scripts and retry once on NOSCRIPT.
+    def _unavailable(self, what: str, exc: BaseException) -> RegistryUnavailable:
+        """The error to raise when talking to the server failed (a Cluster also
+        reads its slot map again before the next operation)."""
+        return RegistryUnavailable(f"{what}: {exc}")
+
+    async def _client(self, key: str) -> aioredis.Redis:
+        """The client of the server holding `key` (one server here; a Cluster's
+        node in ClusterRegistry)."""
+        return self._r
+
+    async def _run(
+        self, build: Callable[[Any], None], *, durable: bool = False, key: str = keys.LAYOUT
+    ) -> list[Any]:
+        """Build and run a pipeline on the server holding `key` (every key the
+        pipeline names must live there); load the scripts and retry once on
+        NOSCRIPT.
 
         With `durable`, return only after the server confirms the writes on disk.
         """
+        client = await self._client(key)
         if durable:
-            await self._prepare_writes()
+            await self._prepare_writes(client)
         for attempt in (1, 2):
-            pipe = self._r.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             build(pipe)
-            waits = self._wait_commands() if durable else []
+            waits = self._wait_commands(client) if durable else []
             for wait in waits:
                 pipe.execute_command(*wait)
             try:
@@ -611,13 +637,13 @@ class RedisRegistry:
                 if attempt == 2:
                     raise
                 for source, _ in _SCRIPTS.values():
-                    await self._r.script_load(source)
+                    await client.script_load(source)
                 continue
             except (RedisError, OSError) as exc:
                 await self._write_failed(exc, durable=durable)
                 raise
             if waits:
-                self._check_confirmed(waits[-1][0], replies[-1])
+                self._check_confirmed(client, waits[-1][0], replies[-1])
             return replies
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -625,13 +651,13 @@ class RedisRegistry:
         """After a failed pipeline: forget what was learnt of the server (a failover
         may bring another one), and raise the error it means, if more specific."""
         if durable:
-            self._durability = None
+            self._durability.clear()
             # ids learnt from this server may not be on the next one: ask again
             self._ids.clear()
             self._names.clear()
         if isinstance(exc, ReadOnlyError) or "READONLY" in str(exc):  # a replica now
-            await self._r.connection_pool.disconnect()  # new connections ask the sentinels
-            raise RegistryUnavailable(f"registry write reached a replica: {exc}") from exc
+            await self._disconnect()  # new connections ask the sentinels (or the cluster)
+            raise self._unavailable("registry write reached a replica", exc) from exc
         if (
             durable
             and isinstance(exc, ResponseError)
@@ -639,12 +665,17 @@ class RedisRegistry:
         ):
             raise NotDurable(f"registry write not confirmed durable: {exc}") from exc
 
-    def _wait_commands(self) -> list[tuple[Any, ...]]:
+    async def _disconnect(self) -> None:
+        """Drop the pool's connections (after a write reached a replica)."""
+        await self._r.connection_pool.disconnect()
+
+    def _wait_commands(self, client: aioredis.Redis) -> list[tuple[Any, ...]]:
         """What ends a durable write pipeline (see the module doc); the last one's
         reply decides."""
-        if self._durability == "waitaof" and not self._replicas:
+        mode = self._durability.get(id(client))
+        if mode == "waitaof" and not self._replicas:
             return [("WAITAOF", 1, 0, _WAITAOF_TIMEOUT_MS)]
-        if self._durability == "waitaof":
+        if mode == "waitaof":
             # WAIT first: a replica answers the primary's GETACK sent with the write
             # before its own fsync, and would only report it a second later; once
             # WAIT returns, the replica has fsynced (appendfsync always) and the
@@ -657,7 +688,7 @@ class RedisRegistry:
             return [("WAIT", self._replicas, _REPLICA_WAIT_MS)]
         return []
 
-    def _check_confirmed(self, command: str, reply: Any) -> None:
+    def _check_confirmed(self, client: aioredis.Redis, command: str, reply: Any) -> None:
         """NotDurable unless the disk and replicas confirmed as many as asked."""
         try:
             if command == "WAITAOF":
@@ -665,13 +696,13 @@ class RedisRegistry:
             else:
                 local, replicas = 1, int(reply)
         except (TypeError, ValueError, IndexError):
-            self._durability = None
+            self._durability.pop(id(client), None)
             raise NotDurable(f"registry write: unexpected {command} reply {reply!r}") from None
         if local < 1:
-            self._durability = None
+            self._durability.pop(id(client), None)
             raise NotDurable("registry write not confirmed on disk (WAITAOF timed out)")
         if replicas < self._replicas:
-            self._durability = None
+            self._durability.pop(id(client), None)
             raise NotDurable(
                 f"registry write confirmed by {replicas} of the {self._replicas} replicas "
                 f"required ({command} timed out)"
@@ -681,15 +712,16 @@ class RedisRegistry:
         """See Registry.facts."""
         field = keys.consumer_field(consumer)
         try:
-            value = await self._r.hget(keys.facts_key(consumer, self._bits), field)
+            facts_key = keys.facts_key(consumer, self._bits)
+            value = await (await self._client(facts_key)).hget(facts_key, field)
             records = _decode(_as_bytes(value))
             sides: list[Any] = []
             if records:
-                sides = await self._r.hmget(
+                sides = await (await self._client(facts_key)).hmget(
                     keys.side_key(consumer, self._bits), [field + r.slot for r in records]
                 )
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+            raise self._unavailable("registry read failed", exc) from exc
         out = []
         for record, side in zip(records, sides, strict=True):
             fact = await self._fact(record, {})
@@ -719,9 +751,9 @@ class RedisRegistry:
         name = self._names.get((space, ident))
         if name is None:
             try:
-                every = await self._r.hgetall(names_key)
+                every = await (await self._client(names_key)).hgetall(names_key)
             except (RedisError, OSError) as exc:
-                raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+                raise self._unavailable("registry read failed", exc) from exc
             for raw_id, raw_name in every.items():
                 self._remember(space, _as_text(raw_name), int(raw_id))
             name = self._names.get((space, ident), f"#{ident}")
@@ -762,25 +794,44 @@ class RedisRegistry:
 
     async def _send(self, items: Sequence[bytes]) -> list[WriteResult]:
         """Run the merge script over encoded items; durable before returning."""
-        blobs = [
-            b"".join(items[start : start + _SCRIPT_ITEMS])
+        if not items:
+            return []
+        return self._results(await self._merge([((), items)], key=keys.LAYOUT))
+
+    @staticmethod
+    def _results(codes: bytes) -> list[WriteResult]:
+        """The merge script's result codes as WriteResults."""
+        return [_CODES[code] for code in codes]
+
+    async def _merge(
+        self, groups: Sequence[tuple[Sequence[str], Sequence[bytes]]], *, key: str
+    ) -> bytes:
+        """Merge each group's encoded items, with the group's declared keys (none:
+        the script derives them), in one durable pipeline on the server holding
+        `key`; return the result codes in item order (see _MERGE)."""
+        calls = [
+            (declared, items[start : start + _SCRIPT_ITEMS])
+            for declared, items in groups
             for start in range(0, len(items), _SCRIPT_ITEMS)
         ]
-        if not blobs:
-            return []
 
         def build(pipe: Any) -> None:
-            for blob in blobs:
-                self._queue(pipe, "merge", [], [self._bits, blob])
+            for declared, chunk in calls:
+                self._queue(pipe, "merge", declared, [self._bits, b"".join(chunk)])
 
         try:
-            replies = await self._run(build, durable=True)
+            replies = await self._run(build, durable=True, key=key)
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry write failed: {exc}") from exc
-        codes = b"".join(_as_bytes(reply) or b"" for reply in replies[: len(blobs)])
-        if len(codes) != len(items):
-            raise RegistryUnavailable("registry write answered for the wrong number of facts")
-        return [_CODES[code] for code in codes]
+            raise self._unavailable("registry write failed", exc) from exc
+        if len(replies) < len(calls):
+            raise RegistryUnavailable("registry write answered for the wrong number of calls")
+        codes = []
+        for (_, chunk), reply in zip(calls, replies, strict=False):
+            answer = _as_bytes(reply) or b""
+            if len(answer) != len(chunk):
+                raise RegistryUnavailable("registry write answered for the wrong number of facts")
+            codes.append(answer)
+        return b"".join(codes)
 
     async def _item(self, consumer: bytes, fact: Fact) -> bytes:
         """One item of the merge script's input (see _MERGE)."""
@@ -816,29 +867,31 @@ class RedisRegistry:
                 self._queue(pipe, "intern", names, [name])
 
             try:
-                ident = int((await self._run(build, durable=True))[0])
+                ident = int((await self._run(build, durable=True, key=names[0]))[0])
             except (RedisError, OSError) as exc:
-                raise RegistryUnavailable(f"registry write failed: {exc}") from exc
+                raise self._unavailable("registry write failed", exc) from exc
             self._remember(space, name, ident)
         return ident
 
-    async def _prepare_writes(self) -> None:
-        """Check once: the key layout matches, and the server makes writes durable."""
-        if self._durability is not None:
+    async def _prepare_writes(self, client: aioredis.Redis) -> None:
+        """Check once per server: the key layout matches, and the server makes
+        writes durable."""
+        if id(client) in self._durability:
             return
         try:
-            await self._r.hsetnx(keys.LAYOUT, "bucket_bits", self._bits)
-            await self._r.hsetnx(keys.LAYOUT, "format", keys.FORMAT_VERSION)
-            info = await self._r.info("server")
+            layout = await self._client(keys.LAYOUT)
+            await layout.hsetnx(keys.LAYOUT, "bucket_bits", self._bits)
+            await layout.hsetnx(keys.LAYOUT, "format", keys.FORMAT_VERSION)
+            info = await client.info("server")
             try:
                 conf = {
                     _as_text(k): _as_text(v)
-                    for k, v in (await self._r.config_get("append*")).items()
+                    for k, v in (await client.config_get("append*")).items()
                 }
             except ResponseError:
                 conf = {}  # CONFIG disabled (managed service): WAITAOF alone decides
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+            raise self._unavailable("registry unavailable", exc) from exc
         mode = None
         if conf.get("appendonly", "yes") == "yes" and _has_waitaof(info):
             mode = "waitaof"
@@ -850,16 +903,16 @@ class RedisRegistry:
                 "the Redis server does not make writes durable: set appendonly yes and "
                 "appendfsync always, or use Redis >= 7.2 / Valkey with appendonly yes"
             )
-        self._durability = mode
+        self._durability[id(client)] = mode
 
     async def check_layout(self) -> None:
         """Raise ConfigError when the registry was built with other bucket_bits."""
         if self._layout_checked:
             return
         try:
-            stored = await self._r.hget(keys.LAYOUT, "bucket_bits")
+            stored = await (await self._client(keys.LAYOUT)).hget(keys.LAYOUT, "bucket_bits")
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+            raise self._unavailable("registry unavailable", exc) from exc
         if stored is not None and int(stored) != self._bits:
             raise ConfigError(
                 "registry.bucket_bits",
@@ -886,9 +939,9 @@ class RedisRegistry:
                 for entry in entries:
                     self._queue_audit(pipe, entry)
 
-            await self._run(build, durable=True)
+            await self._run(build, durable=True, key=keys.AUDIT)
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"audit write failed: {exc}") from exc
+            raise self._unavailable("audit write failed", exc) from exc
 
     async def read_audit(self, query: AuditQuery) -> list[AuditEntry]:
         """See Registry.read_audit: pages backwards through the stream."""
@@ -896,7 +949,7 @@ class RedisRegistry:
         upper: str = "+"
         try:
             while len(out) < query.limit:
-                page = await self._r.xrevrange(
+                page = await (await self._client(keys.AUDIT)).xrevrange(
                     keys.AUDIT, max=upper, min=str(query.since_ms), count=1000
                 )
                 if not page:
@@ -910,18 +963,33 @@ class RedisRegistry:
                         out.append(entry)
                 upper = "(" + _as_text(page[-1][0])
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"audit read failed: {exc}") from exc
+            raise self._unavailable("audit read failed", exc) from exc
         return out[: query.limit]
 
     # ---- bulk reads ----------------------------------------------------------
 
+    async def _primaries(self) -> list[aioredis.Redis]:
+        """A client of every server holding data (one here; each primary of a Cluster)."""
+        return [self._r]
+
     async def export(self, sender: str | None = None) -> AsyncIterator[tuple[bytes, Fact]]:
-        """See Registry.export: scans the buckets, 200 at a time."""
+        """See Registry.export: scans the buckets of every server, 200 at a time."""
+        try:
+            clients = await self._primaries()
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("registry read failed", exc) from exc
+        for client in clients:
+            async for item in self._export_from(client, sender):
+                yield item
+
+    async def _export_from(
+        self, client: aioredis.Redis, sender: str | None
+    ) -> AsyncIterator[tuple[bytes, Fact]]:
         try:
             cursor = 0
             while True:
-                cursor, names = await self._r.scan(cursor, match=keys.FACTS_PATTERN, count=200)
-                pipe = self._r.pipeline(transaction=False)
+                cursor, names = await client.scan(cursor, match=keys.FACTS_PATTERN, count=200)
+                pipe = client.pipeline(transaction=False)
                 for name in names:
                     pipe.hgetall(name)
                     pipe.hgetall(keys.side_key_for(_as_text(name)))
@@ -938,7 +1006,7 @@ class RedisRegistry:
                 if cursor == 0:
                     break
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+            raise self._unavailable("registry read failed", exc) from exc
 
     async def stats(self) -> dict[str, int | str]:
         """See Registry.stats: counts by kind (a full scan), memory, audit size."""
@@ -950,13 +1018,16 @@ class RedisRegistry:
             counts[fact.kind.value] = int(counts[fact.kind.value]) + 1
         counts["consumers"] = len(consumers)
         try:
-            memory = await self._r.info("memory")
-            server = await self._r.info("server")
-            audit_len = await self._r.xlen(keys.AUDIT)
+            clients = await self._primaries()
+            used = 0
+            for client in clients:
+                used += int((await client.info("memory")).get("used_memory", 0))
+            server = await clients[0].info("server")
+            audit_len = await (await self._client(keys.AUDIT)).xlen(keys.AUDIT)
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+            raise self._unavailable("registry read failed", exc) from exc
         counts["audit_entries"] = int(audit_len)
-        counts["used_memory"] = int(memory.get("used_memory", 0))
+        counts["used_memory"] = used
         counts["server"] = _server_name(server)
         counts["bucket_bits"] = self._bits
         return counts
@@ -966,16 +1037,18 @@ class RedisRegistry:
     ) -> None:
         """See Registry.remember_message: one SET with an expiry."""
         try:
-            await self._r.set(keys.message_key(carrier_id), f"{owner}\x00{client_id}", ex=ttl_s)
+            key = keys.message_key(carrier_id)
+            await (await self._client(key)).set(key, f"{owner}\x00{client_id}", ex=ttl_s)
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry write failed: {exc}") from exc
+            raise self._unavailable("registry write failed", exc) from exc
 
     async def find_message(self, carrier_id: str) -> tuple[str, str] | None:
         """See Registry.find_message."""
         try:
-            value = await self._r.get(keys.message_key(carrier_id))
+            key = keys.message_key(carrier_id)
+            value = await (await self._client(key)).get(key)
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
+            raise self._unavailable("registry read failed", exc) from exc
         if value is None:
             return None
         owner, _, client_id = _as_text(value).partition("\x00")
@@ -984,9 +1057,10 @@ class RedisRegistry:
     async def ping(self) -> None:
         """See Registry.ping."""
         try:
-            await self._r.ping()
+            for client in await self._primaries():
+                await client.ping()
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+            raise self._unavailable("registry unavailable", exc) from exc
 
     async def close(self) -> None:
         """Close the lookup connection and the connection pool."""

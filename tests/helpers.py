@@ -19,9 +19,11 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
 from aiosmtpd.smtp import SMTP
 
 
@@ -116,6 +118,143 @@ def aof_args(binary: str) -> list[str]:
     """Durable settings: everysec + WAITAOF on Valkey; fsync always on old Redis."""
     fsync = "everysec" if "valkey" in binary else "always"
     return ["--appendonly", "yes", "--appendfsync", fsync]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that the OS reports free."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Poll `condition` until it holds (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def ask(port: int, *command: str) -> object:
+    """One command to the server on 127.0.0.1:port; None when it does not answer."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return client.execute_command(*command)
+    except redis.RedisError:
+        return None
+    finally:
+        client.close()
+
+
+class ClusterSet:
+    """A Redis Cluster of `primaries` primaries with `replicas` replicas each:
+    server processes on free loopback ports (client and bus port both chosen),
+    AOF fsync always (a replica confirms WAITAOF at once and any node may be
+    promoted), 1 s node timeout for quick failover; slots split evenly."""
+
+    def __init__(self, binary: str, directory: Path, primaries: int = 3, replicas: int = 1) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.primaries = primaries
+        self.replicas = replicas
+        self.nodes: list[RedisProcess] = []
+        self.ports: list[int] = []
+        self.bus_ports: list[int] = []
+
+    @property
+    def url(self) -> str:
+        """redis:// url of the first node (any node will do)."""
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self, extra: Sequence[str] = ()) -> ClusterSet:
+        """Start every node, assign slots, join them, attach the replicas; wait
+        until every node reports cluster_state ok and every primary its replicas."""
+        count = self.primaries * (1 + self.replicas)
+        for index in range(count):
+            port, bus = free_port(), free_port()
+            args = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+            args += ["--cluster-port", str(bus), "--cluster-node-timeout", "1000"]
+            args += ["--cluster-config-file", "nodes.conf", "--appendonly", "yes"]
+            args += ["--appendfsync", "always", *extra]
+            node = RedisProcess(self.binary, self.directory / f"n{index}", args)
+            self.nodes.append(node.start())
+            self.ports.append(port)
+            self.bus_ports.append(bus)
+        share = 16384 // self.primaries
+        for index in range(self.primaries):
+            last = 16383 if index == self.primaries - 1 else (index + 1) * share - 1
+            assert ask(self.ports[index], "CLUSTER", "ADDSLOTSRANGE", str(index * share), str(last))
+        for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+            assert ask(self.ports[0], "CLUSTER", "MEET", "127.0.0.1", str(port), str(bus))
+        for port in self.ports:
+            wait_until("every node to know the others", lambda p=port: self._known(p) == count)
+        for index in range(self.primaries, count):
+            primary = self.ports[(index - self.primaries) % self.primaries]
+            ident = ask(primary, "CLUSTER", "MYID")
+            assert isinstance(ident, bytes)
+            assert ask(self.ports[index], "CLUSTER", "REPLICATE", ident.decode())
+        for port in self.ports:
+            wait_until("cluster_state ok", lambda p=port: self.state(p) == "ok")
+        for port in self.ports[: self.primaries]:
+            wait_until("replicas online", lambda p=port: self.replicas_online(p) == self.replicas)
+        return self
+
+    def _known(self, port: int) -> int:
+        return int(self.info(port).get("cluster_known_nodes", "0"))
+
+    def state(self, port: int) -> str | None:
+        """cluster_state as the node on `port` reports it."""
+        return self.info(port).get("cluster_state")
+
+    @staticmethod
+    def info(port: int) -> dict[str, str]:
+        """CLUSTER INFO of the node on `port` ({} when it does not answer)."""
+        info = ask(port, "CLUSTER", "INFO")
+        if not isinstance(info, bytes):
+            return {}
+        pairs = (line.partition(":") for line in info.decode().splitlines())
+        return {name: value.strip() for name, _, value in pairs}
+
+    def replicas_online(self, port: int) -> int:
+        """Replicas connected and online at the server on `port`, by its INFO."""
+        info = ask(port, "INFO", "replication")
+        if not isinstance(info, dict):
+            return -1
+        return sum(
+            1
+            for key, value in info.items()
+            if key.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
+        )
+
+    def primary_ports(self) -> list[int]:
+        """Ports of the nodes that are primaries now (by their own ROLE)."""
+        return self.primaries_of(self.ports)
+
+    @staticmethod
+    def primaries_of(ports: Sequence[int]) -> list[int]:
+        """Those of `ports` whose node is a primary now (by its own ROLE)."""
+        out = []
+        for port in ports:
+            role = ask(port, "ROLE")
+            if isinstance(role, list) and role and role[0] == b"master":
+                out.append(port)
+        return out
+
+    def node_of(self, port: int) -> RedisProcess:
+        """The process listening on `port`."""
+        return self.nodes[self.ports.index(port)]
+
+    def flush(self) -> None:
+        """Empty every primary."""
+        for port in self.primary_ports():
+            assert ask(port, "FLUSHALL") is True
+
+    def stop(self) -> None:
+        """Kill every node (the data is thrown away with the directory)."""
+        for node in self.nodes:
+            node.kill()
 
 
 class SinkHandler:

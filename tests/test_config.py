@@ -715,6 +715,29 @@ def test_daemon_drain_timeout(tmp_path: Path) -> None:
         assert error.value.key == "daemon.drain_timeout"
 
 
+# ---- Redis Cluster ------------------------------------------------------------
+
+
+def test_cluster_accepted_with_a_node_url(tmp_path: Path) -> None:
+    """cluster = true is accepted with a redis:// or rediss:// url naming any node."""
+    for url in ("redis://10.0.0.1:7000", "rediss://:pw@node.example:7000"):
+        text = f'[registry]\nurl = "{url}"\ncluster = true\nmin_replicas = 1\n'
+        reg = config.load(write(tmp_path, text)).registry
+        assert (reg.url, reg.cluster, reg.min_replicas) == (url, True, 1)
+
+
+@pytest.mark.parametrize(
+    "url", ["unix:///run/redis.sock", "redis+sentinel://10.0.0.1:26379/filterd"]
+)
+def test_cluster_refused_with_other_urls(tmp_path: Path, url: str) -> None:
+    """cluster = true with a unix socket or a sentinel url is a ConfigError on
+    registry.cluster naming the url."""
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, f'[registry]\nurl = "{url}"\ncluster = true\n'))
+    assert error.value.key == "registry.cluster"
+    assert url in str(error.value)
+
+
 # ---- Redis Sentinel -----------------------------------------------------------
 
 

