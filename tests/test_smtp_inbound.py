@@ -23,6 +23,9 @@ from pathlib import Path
 
 import dkim
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from filterd.identity import ConsumerHasher
 from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
@@ -30,6 +33,7 @@ from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
 from filterd.service import Service
+from filterd.smtp.inbound import RelaySMTP
 from filterd.tokens import from_mailto_form, mailto_form
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, RedisProcess, SinkServer
@@ -760,3 +764,47 @@ def test_sighup_reloads_smtp_accounts_without_dropping_connections(relay: Relay)
     assert before.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
     before.quit()
     assert len(relay.sink.handler.messages) == 2
+
+
+def _parsed(parser: SMTP, arg: str, stock: bool) -> tuple[str | None, str | None] | str:
+    """What a _getaddr gives for `arg`: its result, or the name of what it raised."""
+    try:
+        return SMTP._getaddr(parser, arg) if stock else parser._getaddr(arg)
+    except Exception as exc:  # aiosmtpd's parser raises IndexError on some inputs
+        return type(exc).__name__
+
+
+_PATH_TEXT = st.text(alphabet='aZ09.-+=?_@<> \t\n()"\\[],:;é!~', max_size=30)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    st.one_of(
+        _PATH_TEXT,
+        st.builds(lambda a, b: f"<{a}>{b}", _PATH_TEXT, _PATH_TEXT),
+        st.builds(lambda a, b, c: f"<{a}@{b}>{c}", _PATH_TEXT, _PATH_TEXT, _PATH_TEXT),
+        st.from_regex(
+            r"<[a-z0-9.+=?-]{1,8}@[a-z0-9.-]{1,8}>([ \t\n][A-Z=0-9 (]{0,8})?", fullmatch=True
+        ),
+    ),
+    st.sampled_from([0, 4, 64]),
+)
+@example("<1rcpt@example.com>", 0)
+@example("<a.b+c@d-e.example.com> SIZE=100 BODY=8BITMIME", 0)
+@example("<a@b.c>  SIZE=1", 0)
+@example("<a@b.c> (comment) X", 0)
+@example("<a@b.c> \nX", 0)
+@example("<=?utf-8?q?a?=@b.c>", 0)
+@example("<a..b@c.d>", 0)
+@example("<.a@c.d>", 0)
+@example("<abcdef@c.d>", 4)
+@example("<>", 0)
+@example("<", 0)
+def test_recipient_paths_parse_as_aiosmtpd_parses_them(arg: str, local_limit: int) -> None:
+    """The relay's own reading of MAIL FROM / RCPT TO paths (a fast path for
+    `<local@domain>`) gives exactly what aiosmtpd's parser gives for any text:
+    the same address and parameters, the same None for a malformed or too-long
+    path, the same exception."""
+    parser = RelaySMTP.__new__(RelaySMTP)
+    parser.local_part_limit = local_limit
+    assert _parsed(parser, arg, stock=False) == _parsed(parser, arg, stock=True)

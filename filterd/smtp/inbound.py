@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import ssl
 import time
@@ -90,6 +91,25 @@ class RelaySMTP(SMTP):
             log.info("auth_delayed", peer=peer, delay_s=delay)
             await asyncio.sleep(delay)  # guessing passwords costs the guesser time
         await super().smtp_AUTH(arg)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The path of MAIL FROM / RCPT TO and the text after it, as aiosmtpd parses it.
+
+        The usual `<local@host.domain>` form is read with one regular expression;
+        anything else (quoting, comments, IDN, source routes, `<>`, ...) goes to
+        aiosmtpd's own parser. Both give the same result for every input (a
+        property test compares them). aiosmtpd's parser (the email package's
+        header parser, and a class defined on every call) cost ~150 µs of CPU per
+        MAIL/RCPT on the 2-core bench VM, a third of the relay's CPU per message.
+        """
+        match = _PLAIN_PATH.match(arg)
+        if match is None or "=?" in arg:  # "=?": the email parser tries encoded words
+            parsed: tuple[str | None, str | None] = super()._getaddr(arg)
+            return parsed
+        address, rest = match.group(1), match.group(2) or ""
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, rest
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Register the connection for draining."""
@@ -542,6 +562,14 @@ async def start_smtp_server(
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 """filterd's own source directory (to tell our faults from the client's bad input)."""
 _ONE_PER_SIGNED_MESSAGE = "452 4.5.3 one recipient per message: send the others separately"
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_PLAIN_PATH = re.compile(
+    rf"<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?: ([^\s(].*)?)?\Z",
+    re.DOTALL,
+)
+"""`<dot-atom@dot-atom>` in ASCII, then nothing or one space and parameters: the
+form RelaySMTP._getaddr reads itself (after the path, aiosmtpd's parser would
+skip more spaces and comments, so those go to it)."""
 _FORBIDDEN = frozenset(chr(c) for c in [*range(0x21), 0x7F])
 """Spaces and control characters: not in an address aiosmtpd hands over, nor upstream."""
 
