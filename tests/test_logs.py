@@ -162,3 +162,58 @@ def test_timestamp_is_iso_utc_with_microseconds() -> None:
     assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", s) for s in stamps)
     parsed = [datetime.datetime.fromisoformat(s) for s in stamps]
     assert before - datetime.timedelta(microseconds=1) <= parsed[0] <= parsed[1] <= after
+
+
+def _fail() -> None:
+    raise ValueError("boom")
+
+
+def test_json_line_is_what_the_processor_chain_writes() -> None:
+    """The JSON lines are written by one function instead of structlog's processor
+    chain; they hold the same keys in the same order with the same values as the
+    configured chain renders (bound keys, call keys, event, context variables,
+    level, timestamp, a formatted exception), for every level method."""
+    stream = io.StringIO()
+    logs.configure(stream, level="DEBUG")
+    processors = structlog.get_config()["processors"]
+    structlog.contextvars.bind_contextvars(pid=7, role="main")
+    log = logs.get_logger("smtp").bind(session="s1")
+    calls: list[tuple[str, dict[str, Any]]] = [
+        ("debug", {"n": 1}),
+        ("info", {"recipient": "j***@example.com", "reason": None, "ids": [1, 2]}),
+        ("warning", {"error": "é"}),
+        ("warn", {}),
+        ("error", {"code": 451}),
+        ("critical", {}),
+    ]
+    try:
+        for method, keys in calls:
+            getattr(log, method)("happened", **keys)
+        try:
+            _fail()
+        except ValueError:
+            log.exception("failed", code=1)
+        expected = []
+        for method, keys in [*calls, ("exception", {"code": 1, "exc_info": True})]:
+            event: Any = {"component": "smtp", "session": "s1", **keys, "event": "happened"}
+            if method == "exception":
+                event["event"] = "failed"
+                try:
+                    _fail()
+                except ValueError:
+                    for processor in processors:
+                        event = processor(None, method, event)
+            else:
+                for processor in processors:
+                    event = processor(None, method, event)
+            expected.append(json.loads(event))
+    finally:
+        structlog.contextvars.clear_contextvars()
+    written = json_lines(stream)
+    assert len(written) == len(expected)
+    for got, want in zip(written, expected, strict=True):
+        assert list(got) == list(want)
+        got.pop("timestamp"), want.pop("timestamp")
+        if "exception" in want:  # the traceback's line numbers differ
+            assert got.pop("exception").splitlines()[-1] == want.pop("exception").splitlines()[-1]
+        assert got == want
