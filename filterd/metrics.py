@@ -8,19 +8,66 @@ free text ever becomes a label.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+from itertools import accumulate
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Histogram,
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+_BOUNDS = [*(repr(bound) for bound in _LATENCY_BUCKETS), "+Inf"]
+"""The `le` labels, as prometheus_client writes them."""
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class _PerRecipient(Collector):
+    """The two metrics that change once per recipient (decisions, registry round
+    trips), kept as plain numbers and turned into Prometheus families when
+    scraped: a prometheus_client child's inc()/observe() takes a lock and costs
+    several times more, once per recipient."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[str, tuple[list[int], list[float]]] = {}
+        """Per operation: count per bucket (the last one +Inf), and [sum]."""
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, without samples (for the registry's name check)."""
+        return self._families(empty=True)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families with their current samples."""
+        return self._families(empty=False)
+
+    def _families(self, *, empty: bool) -> Iterator[Metric]:
+        decisions = CounterMetricFamily(
+            "filterd_decisions",
+            "Recipient decisions by front end, decision and reason.",
+            labels=["front_end", "decision", "reason"],
+        )
+        latency = HistogramMetricFamily(
+            "filterd_registry_seconds",
+            "Registry round trips by operation (lookup, record).",
+            labels=["operation"],
+        )
+        if not empty:
+            for key, count in list(self.decisions.items()):
+                decisions.add_metric(list(key), count)
+            for operation, (counts, total) in list(self.latency.items()):
+                cumulative = zip(_BOUNDS, accumulate(counts), strict=True)
+                latency.add_metric([operation], list(cumulative), total[0])
+        yield decisions
+        yield latency
 
 
 class Metrics:
@@ -29,19 +76,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
-        self._decisions = Counter(
-            "filterd_decisions",
-            "Recipient decisions by front end, decision and reason.",
-            ["front_end", "decision", "reason"],
-            registry=self.registry,
-        )
-        self._latency = Histogram(
-            "filterd_registry_seconds",
-            "Registry round trips by operation (lookup, record).",
-            ["operation"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self._hot = _PerRecipient()
+        self.registry.register(self._hot)
         self._optouts = Counter(
             "filterd_optouts",
             "Refusals recorded one by one, by origin (cli, smpp, one-click, mailto).",
@@ -60,24 +96,20 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
-        self._children: dict[tuple[str, str, str], Counter] = {}
-        self._latency_children: dict[str, Histogram] = {}
 
     def decision(self, front_end: str, decision: str, reason: str | None) -> None:
         """Count one recipient decision."""
-        key = (front_end, decision, reason or "")
-        child = self._children.get(key)
-        if child is None:
-            child = self._decisions.labels(front_end, decision, reason or "none")
-            self._children[key] = child
-        child.inc()
+        key = (front_end, decision, reason or "none")
+        counts = self._hot.decisions
+        counts[key] = counts.get(key, 0) + 1
 
     def registry_latency(self, operation: str, seconds: float) -> None:
         """Observe one registry round trip."""
-        child = self._latency_children.get(operation)
-        if child is None:
-            child = self._latency_children[operation] = self._latency.labels(operation)
-        child.observe(seconds)
+        found = self._hot.latency.get(operation)
+        if found is None:
+            found = self._hot.latency[operation] = ([0] * (len(_LATENCY_BUCKETS) + 1), [0.0])
+        found[0][bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        found[1][0] += seconds
 
     def registry_error(self, operation: str) -> None:
         """Count one failed registry operation."""

@@ -84,3 +84,18 @@ def test_render_is_prometheus_text_with_help_and_process_metrics() -> None:
     names = {family.name for family in text_string_to_metric_families(text)}
     assert {"filterd_decisions", "filterd_registry_seconds", "process_cpu_seconds"} <= names
     assert CONTENT_TYPE.startswith("text/plain")
+
+
+def test_histogram_buckets_count_values_up_to_and_including_their_bound() -> None:
+    """A round trip of exactly a bucket's bound is counted in that bucket (`le`), one just
+    above it in the next; values beyond the last bound only in +Inf; buckets are
+    cumulative, as a prometheus_client Histogram exposes them."""
+    metrics = Metrics()
+    for seconds in (0.001, 0.0010001, 2.5, 7.0):
+        metrics.registry_latency("lookup", seconds)
+    name = "filterd_registry_seconds_bucket"
+    assert sample(metrics, name, operation="lookup", le="0.0005") == 0
+    assert sample(metrics, name, operation="lookup", le="0.001") == 1
+    assert sample(metrics, name, operation="lookup", le="0.002") == 2
+    assert sample(metrics, name, operation="lookup", le="2.5") == 3
+    assert sample(metrics, name, operation="lookup", le="+Inf") == 4
