@@ -140,6 +140,7 @@ class Service:
             else:
                 self.metrics.registry_latency("lookup", time.perf_counter() - started)
         now = self.now_ms()
+        count, info = self.metrics.decision, log.info  # once per recipient: looked up once
         decisions = []
         audit = []
         for index, address in enumerate(addresses):
@@ -148,14 +149,15 @@ class Service:
                 submission, facts[index] if facts is not None else None, now, self.fail_mode
             )
             decisions.append(decision)
+            action = decision.action.value
             reason = decision.reason.value if decision.reason else None
-            self.metrics.decision(origin, decision.action.value, reason)
-            log.info(
+            count(origin, action, reason)
+            info(
                 "decision",
                 origin=origin,
                 sender=sender,
                 recipient=mask(address.canonical),
-                decision=decision.action.value,
+                decision=action,
                 reason=reason,
                 message_id=message_id,
             )
@@ -163,7 +165,7 @@ class Service:
                 audit.append(
                     AuditEntry(
                         at_ms=now,
-                        event=decision.action.value,
+                        event=action,
                         sender=sender,
                         consumer=consumer_hex(ids[index]),
                         channel=address.channel.value,
