@@ -3,6 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python bench/registry.py [--facts N] [--quick] [--seconds S] [--server PATH]
+                                       [--cluster]
 
 Everything runs against servers this script starts itself, in a temp dir under
 /tmp, on unix sockets only (no TCP port; the system Redis is never touched).
@@ -21,6 +22,9 @@ Figures (see bench/README.md for what each one means):
    divided by N, beside one string key per consumer and one hash per consumer.
 3. Decisions/s: `RedisRegistry.lookup` for 1 and 10 recipients per call for a
    fixed time, beside GET / MGET of the naive string keys with the same client.
+4. With --cluster: the same record_many import, bytes per fact and lookups on a
+   3-primary Redis Cluster (no replicas; ClusterRegistry), beside one node of the
+   same server and config, both over TCP on 127.0.0.1 (cluster nodes need TCP).
 
 The final table goes to stdout; progress goes to stderr.
 """
@@ -53,6 +57,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+from filterd.cluster_registry import ClusterRegistry
 from filterd.csvimport import GoodRow, ImportSpec, read_rows
 from filterd.embedded import SOCKET_NAME, EmbeddedServer, ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
@@ -61,6 +66,9 @@ from filterd.policy import decide
 from filterd.records import Record, pack
 from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' server helpers
+from tests.helpers import ClusterSet, RedisProcess, free_port
 
 SENDER = "acme"
 SEED = 20240601
@@ -332,11 +340,14 @@ def raw_set(path: Path, ids: Sequence[bytes], record: bytes) -> float:
         return time.perf_counter() - started
 
 
-async def api_record_many(url: str, ids: Sequence[bytes]) -> float:
-    """RedisRegistry.record_many over pre-built BulkRows, batches of 5,000."""
+async def api_record_many(
+    url: str, ids: Sequence[bytes], kind: type[RedisRegistry] = RedisRegistry, **options: Any
+) -> float:
+    """record_many (of RedisRegistry, or ClusterRegistry) over pre-built BulkRows,
+    batches of 5,000."""
     now = int(time.time() * 1000)
     rows = [BulkRow(c, Kind.CONSENT, SENDER, Channel.SMS, now, "bench") for c in ids]
-    registry = RedisRegistry.from_url(url)
+    registry = kind.from_url(url, **options)
     try:
         await registry.record_many(rows[:1])  # intern names, check durability: not timed
         started = time.perf_counter()
@@ -419,13 +430,18 @@ async def timed_loop(call: Call, batches: list[list[bytes]], seconds: float, int
     into.seconds += (now - started) / 1e9
 
 
+def lookup_batches(ids: list[bytes], per_call: int) -> list[list[bytes]]:
+    """Random recipients (at most 200,000 distinct), `per_call` per batch."""
+    rng = random.Random(SEED + per_call)
+    pool = rng.sample(ids, min(len(ids), 200_000))
+    return [pool[i : i + per_call] for i in range(0, len(pool) - per_call + 1, per_call)]
+
+
 async def lookups(
     filterd_url: str, naive_url: str, ids: list[bytes], per_call: int, seconds: float
 ) -> tuple[Timing, Timing, list[Fact]]:
     """filterd lookup vs naive GET/MGET, in alternating rounds of the same loop."""
-    rng = random.Random(SEED + per_call)
-    pool = rng.sample(ids, min(len(ids), 200_000))
-    batches = [pool[i : i + per_call] for i in range(0, len(pool) - per_call + 1, per_call)]
+    batches = lookup_batches(ids, per_call)
     registry = RedisRegistry.from_url(filterd_url)
     client = client_for(naive_url)
 
@@ -457,6 +473,46 @@ async def lookups(
     finally:
         await registry.close()
         await client.aclose()
+
+
+async def cluster_lookups(
+    cluster_url: str, single_url: str, ids: list[bytes], per_call: int, seconds: float
+) -> tuple[Timing, Timing]:
+    """ClusterRegistry vs RedisRegistry on one node over TCP, alternating rounds."""
+    batches = lookup_batches(ids, per_call)
+    cluster = ClusterRegistry.from_url(cluster_url, min_replicas=0)
+    single = RedisRegistry.from_url(single_url)
+
+    async def on_cluster(batch: list[bytes]) -> object:
+        return await cluster.lookup(SENDER, batch)
+
+    async def on_single(batch: list[bytes]) -> object:
+        return await single.lookup(SENDER, batch)
+
+    try:
+        for side in (cluster, single):
+            facts = await side.lookup(SENDER, batches[0])
+            if not all(len(f) == 1 and f[0].kind is Kind.CONSENT for f in facts):
+                raise RuntimeError(f"lookup did not find the imported consents: {facts!r}")
+        warm = Timing()
+        await timed_loop(on_cluster, batches, 0.2, warm)
+        await timed_loop(on_single, batches, 0.2, warm)
+        cluster_timing, single_timing = Timing(), Timing()
+        for _ in range(LOOKUP_ROUNDS):
+            await timed_loop(on_cluster, batches, seconds / LOOKUP_ROUNDS, cluster_timing)
+            await timed_loop(on_single, batches, seconds / LOOKUP_ROUNDS, single_timing)
+        return cluster_timing, single_timing
+    finally:
+        await cluster.close()
+        await single.close()
+
+
+async def used_memory_sum(ports: Sequence[int]) -> int:
+    """INFO used_memory summed over the servers on 127.0.0.1:`ports`."""
+    total = 0
+    for port in ports:
+        total += await used_memory(f"redis://127.0.0.1:{port}")
+    return total
 
 
 def decide_cost_us(facts: list[Fact], loops: int) -> float:
@@ -496,6 +552,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="100,000 facts, ~2 s per lookup loop")
     p.add_argument("--seconds", type=float, help="time per lookup loop (default 5; --quick 2)")
     p.add_argument("--server", help="server binary (default: the one the embedded registry picks)")
+    p.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also: the same import and lookups on a 3-primary Redis Cluster vs one node (TCP)",
+    )
     args = p.parse_args(argv)
     if args.facts is None:
         args.facts = 100_000 if args.quick else 1_000_000
@@ -609,6 +670,74 @@ def phase_parse(data: Dataset, res: Results) -> None:
     )
 
 
+LISTPACK = ["--hash-max-listpack-entries", "1024", "--hash-max-listpack-value", "512"]
+
+
+def phase_cluster(data: Dataset, binary: ServerBinary, seconds: float, res: Results) -> None:
+    """Figure 4: record_many and lookups on a 3-primary Cluster (no replicas) vs one
+    node, both over TCP loopback with the same server config."""
+    temp = Path(tempfile.mkdtemp(prefix="fdc-", dir="/tmp"))
+    port = free_port()
+    durable = ["--appendonly", "yes", "--appendfsync", "always", *LISTPACK]
+    tcp = ["--port", str(port), "--bind", "127.0.0.1", *durable]
+    single = RedisProcess(binary.path, temp / "single", tcp)
+    cluster = ClusterSet(binary.path, temp / "cluster", primaries=3, replicas=0)
+    try:
+        single.start()
+        progress("cluster: starting 3 primaries ...")
+        cluster.start(extra=LISTPACK)
+        primaries = cluster.primary_ports()
+        single_url = f"redis://127.0.0.1:{port}"
+        for name, url, ports, kind in (
+            ("c", cluster.url, primaries, ClusterRegistry),
+            ("s", single_url, [port], RedisRegistry),
+        ):
+            progress(f"{'cluster' if name == 'c' else 'one node'}: record_many ...")
+            empty = asyncio.run(used_memory_sum(ports))
+            options = {"min_replicas": 0} if kind is ClusterRegistry else {}
+            elapsed = asyncio.run(api_record_many(url, data.ids, kind, **options))
+            res.values[f"{name}_import"] = (res.facts - 1) / elapsed
+            res.values[f"{name}_bytes"] = (asyncio.run(used_memory_sum(ports)) - empty) / res.facts
+            progress(f"  {res.values[f'{name}_import']:,.0f} facts/s")
+        for per_call in (1, 10):
+            progress(f"cluster vs one node: lookups, {per_call} per call ...")
+            ours, theirs = asyncio.run(
+                cluster_lookups(cluster.url, single_url, data.ids, per_call, seconds)
+            )
+            for name, timing in (("c", ours), ("s", theirs)):
+                res.values[f"{name}{per_call}_calls"] = timing.calls_per_s
+                res.values[f"{name}{per_call}_p99"] = timing.percentile_us(0.99)
+    finally:
+        cluster.stop()
+        single.stop()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def cluster_rows(t: _common.Table, v: dict[str, float], n: str) -> None:
+    """Figure 4's rows (only with --cluster)."""
+    t.add(
+        f"4. Cluster (3 primaries): `record_many` of {n}, facts/s (baseline: one node, TCP)",
+        v["c_import"],
+        v["s_import"],
+    )
+    t.add("4. Cluster: bytes/fact, all primaries (baseline: one node)", v["c_bytes"],
+          v["s_bytes"], "—", 1)  # fmt: skip
+    for per_call in (1, 10):
+        t.add(
+            f"4. Cluster: decisions/s, {per_call} recipient(s)/call, one client "
+            "(baseline: one node, TCP)",
+            per_call * v[f"c{per_call}_calls"],
+            per_call * v[f"s{per_call}_calls"],
+        )
+        t.add(
+            f"4. Cluster: latency p99, {per_call} recipient(s)/call, µs (baseline: one node)",
+            v[f"c{per_call}_p99"],
+            v[f"s{per_call}_p99"],
+            "—",
+            1,
+        )
+
+
 def build_table(res: Results) -> _common.Table:
     """The final table from the measured values."""
     v = res.values
@@ -688,6 +817,8 @@ def build_table(res: Results) -> _common.Table:
         "—",
         2,
     )
+    if "c_import" in v:
+        cluster_rows(t, v, n)
     return t
 
 
@@ -709,6 +840,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         naive_url = phase_baselines(data, binary, cleanup, res)
         phase_lookups(filterd_url, naive_url, data, args.seconds, res)
         phase_parse(data, res)
+        if args.cluster:
+            phase_cluster(data, binary, args.seconds, res)
         table = build_table(res)
         command = _common.bench_command("bench/registry.py", raw_argv)
         out = [

@@ -7,8 +7,9 @@ serves which slot (CLUSTER SLOTS, from any node the url names), and filterd
 keeps one pooled client per primary and sends each command or pipeline to the
 primary of its keys:
 
-- a lookup of many consumers: one pipeline of HGETs per primary touched, all
-  primaries at once — one round trip per node;
+- a lookup of many consumers: one pipelined write of HGETs per primary touched,
+  all primaries at once — one round trip per node — on raw RESP connections of
+  their own (resp_link, one per primary; redis-py pipelines over TLS);
 - a write: the merge script once per bucket (its two keys declared, so the
   script never touches a key of another slot), one pipeline per primary ended by
   that primary's WAITAOF / WAIT — each primary confirms its own writes on its
@@ -42,12 +43,58 @@ from redis.exceptions import RedisClusterException, RedisError
 from filterd import keys
 from filterd.errors import RegistryUnavailable
 from filterd.model import Fact, WriteResult
-from filterd.redis_registry import RedisRegistry, pool_options
+from filterd.redis_registry import RedisRegistry, link_endpoint, pool_options
+from filterd.resp_link import RespLink, is_error
 
 _REFRESH_S = 0.25
 """The least time between two reads of the slot map after errors."""
 
+_CONNECT_TIMEOUT_S = 2.0
 _Address = tuple[str, int]
+_Plan = list[tuple[int, str, bytes]]
+"""A lookup's commands for one primary: (consumer index or -1 for the sender's
+id, key, field)."""
+
+
+class _Part:
+    """The HGETs of one lookup sent to one primary: their replies, in order."""
+
+    __slots__ = ("future", "replies", "sent_at", "wanted")
+
+    def __init__(self, wanted: int, future: asyncio.Future[list[Any]], sent_at: float) -> None:
+        self.wanted = wanted
+        self.future = future
+        self.replies: list[Any] = []
+        self.sent_at = sent_at
+
+    def take(self, reply: Any) -> None:
+        """One reply (in command order); the answer once all are in."""
+        if self.future.done():
+            return  # failed earlier: the rest is only read off the link
+        if is_error(reply):
+            self.future.set_exception(RegistryUnavailable(f"registry read failed: {reply}"))
+            return
+        self.replies.append(reply)
+        if len(self.replies) == self.wanted:
+            self.future.set_result(self.replies)
+
+    def fail(self, error: Exception) -> None:
+        """The caller gets `error` (link lost or timed out)."""
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+async def _collect(waits: list[asyncio.Future[list[Any]]]) -> list[list[Any]]:
+    """Every answer, in order (all are in flight already: one round trip); on the
+    first failure the rest are cancelled or their errors taken, then it is raised."""
+    try:
+        return [await wait for wait in waits]
+    finally:
+        for wait in waits:
+            if not wait.done():
+                wait.cancel()
+            elif not wait.cancelled():
+                wait.exception()  # retrieved: no "never retrieved" warning
 
 
 class ClusterRegistry(RedisRegistry):
@@ -67,6 +114,9 @@ class ClusterRegistry(RedisRegistry):
         self._stale = False
         self._refreshed_at = -_REFRESH_S
         self._map_lock: asyncio.Lock | None = None
+        self._links: dict[_Address, RespLink] = {}
+        self._opening: dict[_Address, asyncio.Task[RespLink]] = {}
+        self._links_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(
@@ -178,11 +228,12 @@ class ClusterRegistry(RedisRegistry):
                 plans.setdefault(self._primary(keys.SENDERS), []).append(
                     (-1, keys.SENDERS, sender.encode())
                 )
-            answers = await asyncio.gather(
-                *(self._hgets(self._node(address), plan) for address, plan in plans.items())
-            )
-        except (RedisError, OSError) as exc:
+            answers = await _collect([self._start(addr, plan) for addr, plan in plans.items()])
+        except (RedisError, OSError, TimeoutError) as exc:
             raise self._unavailable("registry read failed", exc) from exc
+        except RegistryUnavailable:
+            self._stale = True  # MOVED, a lost link: read the slot map again
+            raise
         values: list[Any] = [None] * len(consumers)
         for plan, replies in zip(plans.values(), answers, strict=True):
             for (index, _, _), reply in zip(plan, replies, strict=True):
@@ -199,13 +250,71 @@ class ClusterRegistry(RedisRegistry):
             return known
         return await self._decode_lookup(sender, ident, values)
 
+    def _start(self, address: _Address, plan: _Plan) -> asyncio.Future[list[Any]]:
+        """Send the HGETs of `plan` to one primary now when its link is open (no
+        task: the usual case), else in a task that connects first."""
+        link = self._links.get(address)
+        if link is None or link.closed or self._links_loop is not asyncio.get_running_loop():
+            return asyncio.ensure_future(self._fetch(address, plan))
+        return self._send_hgets(link, plan)
+
     @staticmethod
-    async def _hgets(client: aioredis.Redis, plan: list[tuple[int, str, bytes]]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        for _, key, field in plan:
-            pipe.hget(key, field)
-        replies: list[Any] = await pipe.execute()
-        return replies
+    def _send_hgets(link: RespLink, plan: _Plan) -> asyncio.Future[list[Any]]:
+        """One write of the HGETs on `link`; the future of their replies."""
+        loop = asyncio.get_running_loop()
+        part = _Part(len(plan), loop.create_future(), loop.time())
+        link.batches.add(part)
+        part.future.add_done_callback(lambda _: link.batches.discard(part))
+        link.send_all([("HGET", key, field) for _, key, field in plan], part.take)
+        return part.future
+
+    async def _fetch(self, address: _Address, plan: _Plan) -> list[Any]:
+        """The HGETs of `plan` on one primary: on its link once connected, or in a
+        redis-py pipeline when the link cannot be used (TLS)."""
+        client = self._node(address)
+        endpoint = link_endpoint(client)
+        if endpoint is None:
+            pipe = client.pipeline(transaction=False)
+            for _, key, field in plan:
+                pipe.hget(key, field)
+            replies: list[Any] = await pipe.execute()
+            return replies
+        return await self._send_hgets(await self._node_link(address, endpoint), plan)
+
+    async def _node_link(self, address: _Address, endpoint: dict[str, Any]) -> RespLink:
+        """The open link to a primary, connecting (once for all callers) if needed."""
+        loop = asyncio.get_running_loop()
+        if self._links_loop is not loop:  # a new event loop: old links are unusable
+            self._links, self._opening, self._links_loop = {}, {}, loop
+        link = self._links.get(address)
+        if link is not None and not link.closed:
+            return link
+        opening = self._opening.get(address)
+        if opening is None:
+            opening = self._opening[address] = loop.create_task(self._open(address, endpoint))
+        return await asyncio.shield(opening)
+
+    async def _open(self, address: _Address, endpoint: dict[str, Any]) -> RespLink:
+        loop = asyncio.get_running_loop()
+        try:
+            link = await asyncio.wait_for(
+                self._connect(loop, endpoint, self._node_link_lost), _CONNECT_TIMEOUT_S
+            )
+        finally:
+            self._opening.pop(address, None)
+        self._links[address] = link
+        return link
+
+    def _node_link_lost(self, link: RespLink, exc: Exception | None) -> None:
+        """A primary's link closed: what waited on it fails (the caller answers 451),
+        and the slot map is read again before the next operation."""
+        self._stale = True
+        for address, known in list(self._links.items()):
+            if known is link:
+                del self._links[address]
+        waiting, link.batches = list(link.batches), set()
+        for part in waiting:
+            part.fail(RegistryUnavailable(f"registry connection lost: {exc}"))
 
     # ---- writes ------------------------------------------------------------
 
@@ -247,7 +356,12 @@ class ClusterRegistry(RedisRegistry):
         return self._results(bytes(codes))
 
     async def close(self) -> None:
-        """Close every node's pool, the cluster client and the seed client."""
+        """Close the links and every node's pool, the cluster client and the seed."""
+        for task in self._opening.values():
+            task.cancel()
+        links, self._links, self._opening = list(self._links.values()), {}, {}
+        for link in links:
+            link.abort()
         nodes, self._nodes = list(self._nodes.values()), {}
         for client in nodes:
             await client.aclose()

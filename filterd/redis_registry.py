@@ -311,7 +311,7 @@ class RedisRegistry:
         self._flush_due = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._layout_checked = False
-        self._endpoint = _endpoint(client, sentinel is not None)
+        self._endpoint = link_endpoint(client, sentinel is not None)
         self._link: RespLink | None = None
         self._link_loop: asyncio.AbstractEventLoop | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -485,12 +485,20 @@ class RedisRegistry:
         for batch in unsent:
             self._transmit(link, batch)
 
-    async def _connect(self, loop: asyncio.AbstractEventLoop) -> RespLink:
-        endpoint = self._endpoint
+    async def _connect(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        endpoint: dict[str, Any] | None = None,
+        on_lost: Callable[[RespLink, Exception | None], None] | None = None,
+    ) -> RespLink:
+        """Open a lookup link to `endpoint` (default: this registry's server) and
+        say hello (AUTH, SELECT; ROLE under Sentinel)."""
+        endpoint = endpoint or self._endpoint
         assert endpoint is not None  # noqa: S101 - checked by _dispatch
+        lost = on_lost or self._link_lost
 
         def factory() -> RespLink:
-            return RespLink(self._link_lost, timeout_s=_LOOKUP_TIMEOUT_S)
+            return RespLink(lost, timeout_s=_LOOKUP_TIMEOUT_S)
 
         if self._sentinel is not None:  # the primary the sentinels name now
             host, port = await self._sentinel.discover_master(self._service)
@@ -1122,7 +1130,7 @@ def _ignore(_reply: Any) -> None:
     """A reply nobody needs (SCRIPT LOAD before a retried lookup: the retry tells)."""
 
 
-def _endpoint(client: aioredis.Redis, sentinel: bool = False) -> dict[str, Any] | None:
+def link_endpoint(client: aioredis.Redis, sentinel: bool = False) -> dict[str, Any] | None:
     """Where the lookup connection goes (path or host/port, credentials, db);
     None for TLS, whose lookups go through redis-py's pool instead. Under
     Sentinel only the credentials and db: the host is asked at each connect."""

@@ -81,6 +81,12 @@ class RespLink(asyncio.Protocol):
         self.waiting.append(callback)
         self.transport.write(hiredis.pack_command(command))
 
+    def send_all(self, commands: list[tuple[Any, ...]], callback: Callable[[Any], None]) -> None:
+        """Write several commands in one write; `callback` gets each reply, in order."""
+        assert self.transport is not None  # noqa: S101 - connected
+        self.waiting.extend([callback] * len(commands))
+        self.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))
+
     def data_received(self, data: bytes) -> None:
         """Hand each complete reply to the callback of the command it answers."""
         self.reader.feed(data)

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import redis
-from redis.asyncio.client import Pipeline
 
 from filterd.cluster_registry import ClusterRegistry
 from filterd.errors import NotDurable, RegistryUnavailable
 from filterd.model import ALL_SENDERS, BulkRow, Channel, Fact, Kind, WriteResult
 from filterd.registry import Registry
+from filterd.resp_link import RespLink
 from tests import test_registry as contract
 from tests.conftest import SERVERS
 from tests.helpers import ClusterSet, RedisProcess, ask, free_port
@@ -113,21 +113,22 @@ def test_lookup_is_one_round_trip_per_primary(
     event_loop_runner: asyncio.Runner,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A lookup of 30 consumers spread over the cluster sends one pipeline to each of
-    the three primaries (counted at the pipeline, the traffic itself real), and each
-    primary answers exactly the HGETs of its own consumers (the sender's id, known
-    once interned, is not asked again)."""
+    """A lookup of 30 consumers spread over the cluster makes one write of pipelined
+    HGETs to each of the three primaries (counted at the link, the traffic itself
+    real), and each primary answers exactly the HGETs of its own consumers (the
+    sender's id, known once interned, is not asked again)."""
     run = event_loop_runner.run
     ids = [consumer(n) for n in range(30)]
     run(cluster_registry.record_many([bulk_row(ids[0], 1000)]))  # the map, acme's id
+    run(cluster_registry.lookup("acme", ids[:1]))  # links open
     sent: list[int] = []
-    real = Pipeline.execute
+    real = RespLink.send_all
 
-    async def counting(self: Pipeline, raise_on_error: bool = True) -> list[Any]:
-        sent.append(len(self.command_stack))
-        return await real(self, raise_on_error)
+    def counting(self: RespLink, commands: list[tuple[Any, ...]], callback: Any) -> None:
+        sent.append(len(commands))
+        real(self, commands, callback)
 
-    monkeypatch.setattr(Pipeline, "execute", counting)
+    monkeypatch.setattr(RespLink, "send_all", counting)
     for port in cluster.primary_ports():
         assert ask(port, "CONFIG", "RESETSTAT") == b"OK"
     found = run(cluster_registry.lookup("acme", ids))
@@ -141,6 +142,28 @@ def test_lookup_is_one_round_trip_per_primary(
         assert isinstance(stats, dict)
         calls.append(stats.get("cmdstat_hget", {}).get("calls", 0))
     assert sorted(calls) == sorted(sent), (calls, sent)
+
+
+def test_lookups_recover_when_a_primary_link_drops(
+    cluster_registry: ClusterRegistry, cluster: ClusterSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """When the server closes the lookup connections (CLIENT KILL on every primary),
+    the next lookup opens new ones by itself and answers correctly (at most one
+    lookup fails as unavailable, never a wrong answer)."""
+    run = event_loop_runner.run
+    ids = [consumer(n) for n in range(12)]
+    run(cluster_registry.record(ids[3], refusal()))
+    assert [len(f) for f in run(cluster_registry.lookup("acme", ids))] == [0, 0, 0, 1] + [0] * 8
+    for port in cluster.primary_ports():
+        assert isinstance(ask(port, "CLIENT", "KILL", "TYPE", "normal"), int)
+    answers = []
+    for _ in range(3):
+        try:
+            answers.append([len(f) for f in run(cluster_registry.lookup("acme", ids))])
+        except RegistryUnavailable:
+            answers.append(None)
+    assert answers.count(None) <= 1, answers
+    assert answers[-1] == [0, 0, 0, 1] + [0] * 8
 
 
 def test_each_primary_confirms_its_writes_on_a_replica(

@@ -32,7 +32,7 @@ LAYERS = {
     "embedded": {"errors"},
     "resp_link": {"errors"},
     "redis_registry": {"keys", "errors", "model", "records", "registry", "resp_link"},
-    "cluster_registry": {"keys", "errors", "model", "redis_registry"},
+    "cluster_registry": {"keys", "errors", "model", "redis_registry", "resp_link"},
     "tokens": {"identity", "model"},
     "metrics": set(),
     "notify": set(),

@@ -77,6 +77,47 @@ def test_pipelined_commands_are_answered_in_order(
     assert replies[4] == 1
 
 
+def test_send_all_writes_once_and_answers_each_in_order(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """send_all writes several commands in one transport write; the one callback
+    gets each reply in command order, error replies included."""
+
+    async def scenario() -> tuple[list[Any], int]:
+        loop = asyncio.get_running_loop()
+        link, _ = await _open(
+            lambda f: loop.create_unix_connection(f, str(valkey_server.socket_path))
+        )
+        assert link.transport is not None
+        writes = 0
+        real_write = link.transport.write
+
+        def counting(data: Any) -> None:
+            nonlocal writes
+            writes += 1
+            real_write(data)
+
+        link.transport.write = counting  # type: ignore[method-assign]
+        replies: list[Any] = []
+        done = loop.create_future()
+
+        def take(reply: Any) -> None:
+            replies.append(reply)
+            if len(replies) == 4:
+                done.set_result(None)
+
+        link.send_all([("ECHO", "a"), ("NO-SUCH-COMMAND",), ("ECHO", "b"), ("PING",)], take)
+        await asyncio.wait_for(done, 10)
+        link.abort()
+        return replies, writes
+
+    replies, writes = event_loop_runner.run(scenario())
+    assert writes == 1
+    assert replies[0] == b"a"
+    assert is_error(replies[1])
+    assert replies[2:] == [b"b", b"PONG"]
+
+
 async def _fake_peer(answer: bytes | None) -> asyncio.Server:
     """A loopback peer that sends `answer` unasked as soon as a client connects
     (None: stays silent)."""
