@@ -783,6 +783,17 @@ def build_table(res: Results) -> _common.Table:
         target,
         1,
     )
+    for scale, name in ((100e6, "100M"), (250e6, "250M")):
+        gb = v["bytes_filterd"] * scale / 1e9
+        ok = "" if scale < 250e6 else (" ✔" if gb <= 10 else " ✘")
+        t.add(
+            f"2. Memory for {name} consumers, GB, extrapolated: bytes/fact at {n} × {name} "
+            "(baseline a: one string key per consumer)",
+            gb,
+            v["bytes_set"] * scale / 1e9,
+            "≤ 10" + ok if scale == 250e6 else "—",
+            1,
+        )
     t.add(
         "3. Lookups/s = decisions/s, 1 recipient/call (baseline: GET)", v["f1_calls"], v["n1_calls"]
     )
