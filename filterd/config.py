@@ -159,6 +159,8 @@ class SmppSettings:
     receipt_ttl_s: int = 3 * 86400
     """How long a message id is kept to route its delivery receipt back."""
     confirmations: Confirmations = field(default_factory=Confirmations)
+    workers: int = 1
+    """Processes serving `listen` together (SO_REUSEPORT), each with its own carrier bind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -622,7 +624,9 @@ def _workers(t: _Table, listen: Endpoint | None) -> int:
     if not 1 <= workers <= 64:
         raise ConfigError(t.key("workers"), f"{workers} is outside 1-64")
     if workers > 1 and listen is not None and listen[1] == 0:
-        raise ConfigError(t.key("workers"), "more than one worker needs a fixed listen port")
+        raise ConfigError(
+            t.key("workers"), f"{workers} workers need a fixed listen port, not port 0"
+        )
     return workers
 
 
@@ -671,14 +675,16 @@ def _smpp(t: _Table) -> SmppSettings:
     window = t.take("window", int, 100)
     if not 1 <= window <= 10_000:
         raise ConfigError("smpp.window", f"{window} is outside 1-10000")
+    listen = _endpoint(t, "listen")
     return SmppSettings(
-        _endpoint(t, "listen"),
+        listen,
         upstream,
         tuple(accounts),
         tuple(numbers),
         window=window,
         receipt_ttl_s=t.parse("receipt_ttl", parse_duration, 3 * 86400),
         confirmations=_confirmations(t),
+        workers=_workers(t, listen),
     )
 
 

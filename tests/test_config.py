@@ -470,6 +470,22 @@ def test_workers_need_a_fixed_port(tmp_path: Path) -> None:
             config.parse({"smtp": bad}, tmp_path / "f")
 
 
+def test_smpp_workers(tmp_path: Path) -> None:
+    """smpp.workers defaults to 1 and takes 1-64 on a fixed port; 0, 65, a string or port 0
+    with more than one worker are refused, naming smpp.workers and the value."""
+    base = {"listen": "127.0.0.1:2775"}
+    assert config.parse({"smpp": base}, tmp_path / "f").smpp.workers == 1  # type: ignore[union-attr]
+    four = config.parse({"smpp": {**base, "workers": 4}}, tmp_path / "f")
+    assert four.smpp is not None
+    assert four.smpp.workers == 4
+    for value, shown in ((0, "0"), (65, "65"), ("two", "'two'"), (True, "True")):
+        with pytest.raises(ConfigError, match=r"smpp\.workers") as error:
+            config.parse({"smpp": {**base, "workers": value}}, tmp_path / "f")
+        assert shown in str(error.value)
+    with pytest.raises(ConfigError, match=r"smpp\.workers: 2 workers need a fixed listen port"):
+        config.parse({"smpp": {"listen": "127.0.0.1:0", "workers": 2}}, tmp_path / "f")
+
+
 def test_smtp_accounts_only_for_the_policy_service(tmp_path: Path) -> None:
     """[smtp] with accounts but no listen/upstream: the relay is off, the accounts serve
     the Postfix policy service."""

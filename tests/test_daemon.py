@@ -184,6 +184,20 @@ def test_check_config_bad_value_exits_2(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_check_config_bad_smpp_workers_exits_2(tmp_path: Path) -> None:
+    """smpp.workers = 0 exits 2 with the key and the value on one stderr line; 2 workers
+    on a fixed port pass."""
+    path = tmp_path / "filterd.toml"
+    path.write_text('[smpp]\nlisten = "127.0.0.1:2775"\nworkers = 0\n')
+    result = run_filterd("check-config", "--config", str(path))
+    assert result.returncode == 2
+    assert "smpp.workers: 0 is outside 1-64" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    path.write_text('[smpp]\nlisten = "127.0.0.1:2775"\nworkers = 2\n')
+    assert run_filterd("check-config", "--config", str(path)).returncode == 0
+
+
 def test_check_config_missing_file_exits_2(tmp_path: Path) -> None:
     """A config path that does not exist exits 2 with the path on stderr, no traceback."""
     path = tmp_path / "absent.toml"
