@@ -80,6 +80,7 @@ LAYERS = {
     "smpp.pdu": {"errors"},
     "smpp.text": {"errors", "smpp.pdu"},
     "smpp.carrier": {"config", "errors", "logs", "smpp.pdu"},
+    "smpp.hub": {"errors", "logs", "smpp.pdu"},
     "smpp.server": {
         "accounts",
         "config",
@@ -91,6 +92,7 @@ LAYERS = {
         "registry",
         "service",
         "smpp.carrier",
+        "smpp.hub",
         "smpp.pdu",
         "smpp.text",
     },
