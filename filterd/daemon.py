@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -31,6 +31,7 @@ from filterd.notify import Notifier
 from filterd.policy_service import start_policy_server
 from filterd.secret import load_or_create
 from filterd.smpp.carrier import CarrierClient
+from filterd.smpp.hub import Hub, HubClient
 from filterd.smpp.server import SmppRelay
 from filterd.smtp.inbound import RelayHandler, start_smtp_server
 from filterd.smtp.oneclick import OneClick
@@ -56,9 +57,10 @@ def _parser() -> argparse.ArgumentParser:
             "/etc/filterd/filterd.toml, config/filterd.toml)",
         )
         if name == "serve":
-            # internal: a worker process started by `filterd serve` for smtp.workers > 1
-            c.add_argument("--worker", choices=["smtp"], help=argparse.SUPPRESS)
+            # internal: a worker process started by `filterd serve` for smtp/smpp.workers > 1
+            c.add_argument("--worker", choices=["smtp", "smpp"], help=argparse.SUPPRESS)
             c.add_argument("--parent", type=int, help=argparse.SUPPRESS)
+            c.add_argument("--hub-fd", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -80,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     notifier = Notifier(None if worker else os.environ.get("NOTIFY_SOCKET"))
     watchdog = _watchdog_interval(os.environ)
     parent = getattr(args, "parent", None)
-    sys.exit(asyncio.run(serve(settings, worker, notifier, watchdog, parent=parent)))
+    hub_fd = getattr(args, "hub_fd", None)
+    sys.exit(asyncio.run(serve(settings, worker, notifier, watchdog, parent=parent, hub_fd=hub_fd)))
 
 
 def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
@@ -110,7 +113,12 @@ class _Live:
     notifier: Notifier
     accounts: AccountBook
     relay: SmppRelay | None = None
-    workers: list[asyncio.subprocess.Process] = field(default_factory=list)
+    workers: dict[str, list[asyncio.subprocess.Process]] = field(default_factory=dict)
+    """Worker processes by front end ("smtp", "smpp")."""
+    hub: Hub | None = None
+    """The parent's SMPP hub (smpp.workers > 1)."""
+    hub_fd: int | None = None
+    """An SMPP worker's end of its link to the hub."""
     expected: int = 0
     listening: int = 0
     all_listening: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,11 +137,13 @@ async def serve(
     watchdog_s: float | None = None,
     *,
     parent: int | None = None,
+    hub_fd: int | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; return the exit code. SIGHUP reloads (see `_reload`).
 
-    `worker="smtp"`: run only the SMTP front end (an extra process of a
-    `smtp.workers > 1` set-up; the parent supervises the registry and workers).
+    `worker="smtp"` / `"smpp"`: run only that front end (an extra process of a
+    `*.workers > 1` set-up; the parent supervises the registry and workers); an
+    SMPP worker reaches the parent's delivery hub on `hub_fd`.
     `notifier` tells systemd READY/RELOADING/STOPPING; with `watchdog_s` it also
     sends WATCHDOG at that interval. A worker stops when `parent` is gone.
     """
@@ -150,8 +160,9 @@ async def serve(
         log.error("registry_unavailable", error=str(exc))
         return EXIT_UNAVAILABLE
     live = _Live(
-        settings, runtime, asyncio.Event(), notifier, AccountBook(_smtp_accounts(settings))
-    )
+        settings, runtime, asyncio.Event(), notifier, AccountBook(_smtp_accounts(settings)),
+        hub_fd=hub_fd,
+    )  # fmt: skip
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, live.stop.set)
@@ -204,7 +215,7 @@ def _reload(live: _Live) -> None:
     Connections stay up; sessions keep the account they logged in with. A
     config that does not load is logged and the running one kept. Changes
     that need a restart (listen addresses, upstreams, registry) are named in
-    the log. SMTP workers get the SIGHUP too and reload their own copy.
+    the log. Worker processes get the SIGHUP too and reload their own copy.
     """
     log = logs.get_logger("daemon")
     live.notifier.reloading()
@@ -224,7 +235,7 @@ def _reload(live: _Live) -> None:
     live.runtime.senders.clear()
     live.runtime.senders.update(senders)
     # live.settings stays the start-up config: what needs a restart keeps its old value
-    for process in live.workers:
+    for process in [p for processes in live.workers.values() for p in processes]:
         if process.returncode is None:
             process.send_signal(signal.SIGHUP)
     log.info("reloaded", config=str(new.path), restart_needed=restart or None)
@@ -232,7 +243,7 @@ def _reload(live: _Live) -> None:
 
 
 _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
-                 "http", "policy", "dkim", "smtp.workers", "daemon")  # fmt: skip
+                 "http", "policy", "dkim", "smtp.workers", "smpp.workers", "daemon")  # fmt: skip
 
 
 def _part(settings: config_module.Settings, name: str) -> object:
@@ -327,26 +338,35 @@ def _start_front_ends(
 ) -> None:
     """Create a task for each configured front end (a worker runs only its own)."""
     settings = live.settings
-    if worker is None:
+    main = worker is None
+    if main:
         group.create_task(_supervise(live))
     if parent is not None:
         group.create_task(_watch_parent(parent, live.stop))
-    smtp = settings.smtp
+    smtp, smpp = settings.smtp, settings.smpp
     tasks: list[Coroutine[Any, Any, None]] = []
     listeners = 0
-    if smtp is not None and smtp.listen is not None and smtp.upstream is not None:
-        intake = smtp.unsubscribe_listen if worker is None else None
+    if (
+        smtp is not None
+        and smtp.listen is not None
+        and smtp.upstream is not None
+        and (worker in (None, "smtp"))
+    ):
+        intake = smtp.unsubscribe_listen if main else None
         tasks.append(
             _run_smtp(live, smtp, listen=smtp.listen, upstream=smtp.upstream, intake=intake)
         )
         listeners += 1 if intake is None else 2
-        if worker is None and smtp.workers > 1:
-            group.create_task(_run_workers(live, smtp.workers - 1))
-    if settings.smpp is not None and worker is None:
-        tasks.append(_run_smpp(live, settings.smpp))
-    if settings.policy is not None and worker is None:
+        if main and smtp.workers > 1:
+            group.create_task(_run_workers(live, "smtp", smtp.workers - 1))
+    if smpp is not None and worker in (None, "smpp"):
+        tasks.append(_run_smpp(live, smpp))
+        if main and smpp.workers > 1:
+            live.hub = Hub()
+            group.create_task(_run_workers(live, "smpp", smpp.workers - 1, live.hub))
+    if settings.policy is not None and main:
         tasks.append(_run_policy(live, settings.policy))
-    if settings.http is not None and worker is None:
+    if settings.http is not None and main:
         tasks.append(_run_http(live, settings.http))
     live.expected = listeners + len(tasks) - (1 if listeners else 0)
     for task in tasks:
@@ -418,6 +438,14 @@ async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
         drain_s=live.settings.daemon.drain_timeout_s,
     )
     live.relay = relay
+    if live.hub is not None:  # the parent of SMPP workers: its own clients are on the hub too
+        live.hub.local = relay.deliver_local
+        relay.hub = live.hub
+    hub_link = None
+    if live.hub_fd is not None:
+        client = await HubClient.open(live.hub_fd, relay.deliver_local)
+        relay.hub = client
+        hub_link = asyncio.create_task(_hub_link(client, live.stop))
     carrier_task = None
     carrier_stop = asyncio.Event()  # set only once the clients' submits are answered
     if smpp.upstream is not None:
@@ -429,6 +457,10 @@ async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
     finally:
         server.close()
         await relay.unbind_all()
+        if hub_link is not None:
+            hub_link.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hub_link
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(server.wait_closed(), live.settings.daemon.drain_timeout_s)
         carrier_stop.set()
@@ -438,16 +470,70 @@ async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
         log.info("drained", front_end="smpp")
 
 
-async def _run_workers(live: _Live, count: int) -> None:
-    """Keep `count` extra SMTP worker processes running; on stop, SIGTERM and wait for them."""
+async def _hub_link(client: HubClient, stop: asyncio.Event) -> None:
+    """An SMPP worker's link to the hub; lost while serving: stop, so that `filterd serve`
+    starts this worker afresh with a new link (its clients bind again)."""
+    try:
+        await client.run()
+    finally:
+        await client.close()
+    if not stop.is_set():
+        logs.get_logger("daemon").error("hub_link_lost")
+        stop.set()
+
+
+async def _run_workers(live: _Live, front_end: str, count: int, hub: Hub | None = None) -> None:
+    """Keep `count` extra worker processes of `front_end` running (restarted 1 s after a
+    death; each SMPP worker with a fresh link to `hub`); on stop, SIGTERM and wait for them."""
+    command = [sys.executable, "-m", "filterd", "serve", "--config", str(live.settings.path),
+               "--worker", front_end, "--parent", str(os.getpid())]  # fmt: skip
+
+    async def spawn() -> asyncio.subprocess.Process:
+        if hub is None:
+            return await asyncio.create_subprocess_exec(*command)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command, "--hub-fd", str(theirs.fileno()), pass_fds=(theirs.fileno(),)
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        hub.attach(ours, f"{front_end}-worker {process.pid}")
+        return process
+
+    workers = live.workers.setdefault(front_end, [])
+    try:
+        await _supervise_workers(live, front_end, workers, count, spawn)
+    finally:
+        for process in workers:
+            if process.returncode is None:
+                process.terminate()
+        for process in workers:
+            try:
+                await asyncio.wait_for(process.wait(), live.settings.daemon.drain_timeout_s + 5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if hub is not None:
+            await hub.close()
+
+
+async def _supervise_workers(
+    live: _Live,
+    front_end: str,
+    workers: list[asyncio.subprocess.Process],
+    count: int,
+    spawn: Callable[[], Awaitable[asyncio.subprocess.Process]],
+) -> None:
+    """Start `count` workers, restart any that dies, until `stop`."""
     log = logs.get_logger("daemon")
     stop = live.stop
-    command = [sys.executable, "-m", "filterd", "serve", "--config", str(live.settings.path),
-               "--worker", "smtp", "--parent", str(os.getpid())]  # fmt: skip
-    workers = live.workers
     for _ in range(count):
-        workers.append(await asyncio.create_subprocess_exec(*command))
-    log.info("workers_started", front_end="smtp", pids=[w.pid for w in workers])
+        workers.append(await spawn())
+    log.info("workers_started", front_end=front_end, pids=[w.pid for w in workers])
     while not stop.is_set():
         waits = [asyncio.ensure_future(w.wait()) for w in workers]
         stopping = asyncio.ensure_future(stop.wait())
@@ -456,20 +542,14 @@ async def _run_workers(live: _Live, count: int) -> None:
             future.cancel()
         for index, process in enumerate(workers):
             if process.returncode is not None and not stop.is_set():
-                log.error("worker_died", pid=process.pid, code=process.returncode)
+                log.error(
+                    "worker_died", front_end=front_end, pid=process.pid, code=process.returncode
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)  # back off before a restart
                 if not stop.is_set():
-                    workers[index] = await asyncio.create_subprocess_exec(*command)
-    for process in workers:
-        if process.returncode is None:
-            process.terminate()
-    for process in workers:
-        try:
-            await asyncio.wait_for(process.wait(), live.settings.daemon.drain_timeout_s + 5)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+                    workers[index] = await spawn()
+                    log.info("worker_restarted", front_end=front_end, pid=workers[index].pid)
 
 
 def _die_with_parent() -> None:

@@ -1,8 +1,9 @@
 """A fake carrier SMSC for the SMPP relay tests: a real SMPP server on loopback,
-built on filterd's own codec, in its own thread and event loop. It accepts one
-transceiver bind, records every submit_sm (answering with message ids c1, c2,
-...), and can send mobile-originated messages and delivery receipts to the
-bound relay and wait for their deliver_sm_resp."""
+built on filterd's own codec, in its own thread and event loop. It accepts
+transceiver binds (one per filterd process with smpp.workers > 1), records every
+submit_sm (answering with message ids c1, c2, ...), and can send
+mobile-originated messages and delivery receipts to a bound relay (the latest
+bind, or the link chosen by index) and wait for their deliver_sm_resp."""
 
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ class FakeSmsc:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._bound: asyncio.StreamWriter | None = None
-        self._bound_event = threading.Event()
+        self._links: list[asyncio.StreamWriter] = []
+        self._links_changed = threading.Condition()
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._sequence = itertools.count(1)
         self._ids = itertools.count(1)
@@ -69,7 +71,9 @@ class FakeSmsc:
     def stop(self) -> None:
         """Stop listening and drop the connections (a carrier outage)."""
         server, self._server = self._server, None
-        self._bound_event.clear()
+        with self._links_changed:
+            self._links.clear()
+            self._bound = None
 
         async def close() -> None:
             if server is not None:
@@ -88,10 +92,19 @@ class FakeSmsc:
         self._thread.join(10)
         self.loop.close()
 
-    def wait_bound(self, timeout: float = 30) -> None:
-        """Block until the relay has bound."""
-        if not self._bound_event.wait(timeout):
-            raise AssertionError("the relay did not bind to the fake SMSC")
+    def wait_bound(self, timeout: float = 30, links: int = 1, total: int = 0) -> None:
+        """Block until `links` binds are up (and `total` binds were made since the start)."""
+        with self._links_changed:
+            if not self._links_changed.wait_for(
+                lambda: len(self._links) >= links and self.binds >= total, timeout
+            ):
+                raise AssertionError(f"{len(self._links)} of {links} binds to the fake SMSC")
+
+    @property
+    def links(self) -> int:
+        """How many binds are up now."""
+        with self._links_changed:
+            return len(self._links)
 
     def wait_submits(self, count: int, timeout: float = 30) -> list[SubmitSm]:
         """Block until `count` submit_sm have arrived; return them."""
@@ -100,9 +113,13 @@ class FakeSmsc:
                 raise AssertionError(f"{len(self.submits)} of {count} submit_sm arrived")
             return list(self.submits)
 
-    def deliver(self, pdu: DeliverSm, timeout: float = 30) -> int:
-        """Send a deliver_sm to the bound relay; the status of its deliver_sm_resp."""
-        future: Future[Pdu] = asyncio.run_coroutine_threadsafe(self._deliver(pdu), self.loop)
+    def deliver(self, pdu: DeliverSm, timeout: float = 30, link: int | None = None) -> int:
+        """Send a deliver_sm to the bound relay (the latest bind, or bind number `link` of
+        those up, in bind order); the status of its deliver_sm_resp."""
+        with self._links_changed:
+            writer = self._bound if link is None else self._links[link]
+        coroutine = self._deliver(pdu, writer)
+        future: Future[Pdu] = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
         return future.result(timeout).command_status
 
     def send_raw(self, data: bytes) -> None:
@@ -115,17 +132,20 @@ class FakeSmsc:
         self.loop.call_soon_threadsafe(write)
 
     def send_mo(self, source: str, destination: str, text: bytes, data_coding: int = 0,
-                esm_class: int = 0) -> int:  # fmt: skip
+                esm_class: int = 0, *, link: int | None = None) -> int:  # fmt: skip
         """A consumer's reply (MO) from `source` (international digits) to `destination`."""
         return self.deliver(
             DeliverSm(
                 sequence_number=0, source_addr_ton=1, source_addr_npi=1, source_addr=source,
                 dest_addr_ton=0, dest_addr_npi=1, destination_addr=destination,
                 esm_class=esm_class, data_coding=data_coding, short_message=text,
-            )
+            ),
+            link=link,
         )  # fmt: skip
 
-    def send_receipt(self, message_id: str, stat: str = "DELIVRD") -> int:
+    def send_receipt(
+        self, message_id: str, stat: str = "DELIVRD", *, link: int | None = None
+    ) -> int:
         """A delivery receipt for a message this SMSC accepted."""
         text = (
             f"id:{message_id} sub:001 dlvrd:001 submit date:2611291000 "
@@ -135,13 +155,13 @@ class FakeSmsc:
             DeliverSm(
                 sequence_number=0, esm_class=ESM_DELIVERY_RECEIPT, short_message=text,
                 tlvs=((TAG_RECEIPTED_MESSAGE_ID, message_id.encode() + b"\0"),),
-            )
+            ),
+            link=link,
         )  # fmt: skip
 
     # ---- the server, in the loop thread --------------------------------------------
 
-    async def _deliver(self, pdu: DeliverSm) -> Pdu:
-        writer = self._bound
+    async def _deliver(self, pdu: DeliverSm, writer: asyncio.StreamWriter | None) -> Pdu:
         if writer is None:
             raise AssertionError("nobody is bound")
         sequence = next(self._sequence)
@@ -163,9 +183,12 @@ class FakeSmsc:
             pass
         finally:
             self._writers.discard(writer)
-            if self._bound is writer:
-                self._bound = None
-                self._bound_event.clear()
+            with self._links_changed:
+                if writer in self._links:
+                    self._links.remove(writer)
+                if self._bound is writer:
+                    self._bound = self._links[-1] if self._links else None
+                self._links_changed.notify_all()
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
@@ -176,9 +199,11 @@ class FakeSmsc:
             writer.write(encode(response_to(pdu, ESME_ROK if ok else ESME_RINVPASWD,
                                             system_id="smsc")))  # fmt: skip
             if ok:
-                self.binds += 1
-                self._bound = writer
-                self._bound_event.set()
+                with self._links_changed:
+                    self.binds += 1
+                    self._bound = writer
+                    self._links.append(writer)
+                    self._links_changed.notify_all()
             return ok
         if isinstance(pdu, SubmitSm):
             with self._submitted:

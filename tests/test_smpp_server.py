@@ -1,6 +1,6 @@
 """The SMPP relay end to end: `filterd serve` as a real process, smpplib (an
 independent SMPP client) as the marketing tool, a fake carrier SMSC on filterd's
-codec, a real Valkey registry."""
+codec, a real Valkey registry; with smpp.workers = 2, two processes on one port."""
 
 from __future__ import annotations
 
@@ -86,6 +86,8 @@ class Relay:
     clients: list[Client] = field(default_factory=list)
     home: Path | None = None
     log: LogReader | None = None
+    pids: dict[str, int] = field(default_factory=dict)
+    """Process id by role ("main", "smpp-worker") from the "listening" log lines."""
 
     def client(self, system_id: str = "promo", password: str = "chg-me-1",  # noqa: S107
                mode: str = "transceiver") -> Client:  # fmt: skip
@@ -135,7 +137,8 @@ class Relay:
         return asyncio.run(read())
 
 
-def config(home: Path, registry_url: str, smsc_port: int) -> Path:
+def config(home: Path, registry_url: str, smsc_port: int, listen: str = "127.0.0.1:0",
+           workers: int = 1) -> Path:  # fmt: skip
     """The relay config used here."""
     (home / "secret").write_text(SECRET + "\n")
     (home / "secret").chmod(0o600)
@@ -147,7 +150,8 @@ secret_file = "secret"
 default_region = "CN"
 
 [smpp]
-listen = "127.0.0.1:0"
+listen = "{listen}"
+workers = {workers}
 
 [smpp.upstream]
 host = "127.0.0.1"
@@ -177,12 +181,29 @@ sender = "acme"
 @pytest.fixture
 def relay(server_pool: ServerPool) -> Iterator[Relay]:
     """filterd bound to a fresh fake carrier, on a flushed Valkey registry."""
+    with running_relay(server_pool) as relay:
+        yield relay
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (workers > 1 need a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_relay(server_pool: ServerPool, workers: int = 1) -> Iterator[Relay]:
+    """`filterd serve` with smpp.workers = `workers`, every process bound to the carrier;
+    on exit SIGTERM, and the exit code must be 0."""
     registry_server = server_pool.get("valkey")
     flush(registry_server)
     home = Path(tempfile.mkdtemp(prefix="smpp", dir="/tmp"))
     smsc = FakeSmsc().start()
+    listen = "127.0.0.1:0" if workers == 1 else f"127.0.0.1:{free_port()}"
+    path = config(home, registry_server.url, smsc.port, listen, workers)
     process = subprocess.Popen(
-        [FILTERD, "serve", "--config", str(config(home, registry_server.url, smsc.port))],
+        [FILTERD, "serve", "--config", str(path)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         bufsize=0,
@@ -191,9 +212,11 @@ def relay(server_pool: ServerPool) -> Iterator[Relay]:
     relay = None
     try:
         log = LogReader(process)
-        port = int(log.wait_for("listening")["port"])  # type: ignore[call-overload]
-        smsc.wait_bound()
+        listening = [log.wait_for("listening") for _ in range(workers)]
+        port = int(listening[0]["port"])  # type: ignore[call-overload]
+        smsc.wait_bound(links=workers)
         relay = Relay(process, port, smsc, registry_server, home=home, log=log)
+        relay.pids = {str(entry["role"]): int(entry["pid"]) for entry in listening}  # type: ignore[call-overload]
         yield relay
     finally:
         for client in relay.clients if relay else []:
@@ -448,3 +471,118 @@ def test_parts_sent_together_share_one_decision(relay: Relay) -> None:
     answers = [client.answer() for _ in parts]
     assert [kind for kind, _ in answers] == ["ok"] * 3
     assert len(relay.smsc.wait_submits(3)) == 3
+
+
+# ---- smpp.workers = 2: two processes on one port, deliveries through the hub ------------
+
+
+@pytest.fixture
+def workers(server_pool: ServerPool) -> Iterator[Relay]:
+    """filterd with smpp.workers = 2 (the main process and one worker) on one fixed port,
+    each process bound to the fake carrier."""
+    with running_relay(server_pool, workers=2) as relay:
+        yield relay
+
+
+def client_on(relay: Relay, pid: int, tries: int = 64) -> Client:
+    """A bound transceiver client served by process `pid` (told by the pid of the "bound"
+    log line); clients that land on the other process are closed again."""
+    assert relay.log is not None
+    for _ in range(tries):
+        client = relay.client()
+        if relay.log.wait_for("bound")["pid"] == pid:
+            return client
+        relay.clients.remove(client)
+        client.close()
+    raise AssertionError(f"no client landed on process {pid} in {tries} binds")
+
+
+def read_deliveries(client: Client, count: int) -> list[Any]:
+    """Read until the client has received `count` deliver_sm; return and clear them."""
+    while len(client.received) < count:
+        client.smpp.read_once()
+    received, client.received[:] = list(client.received), []
+    return received
+
+
+def text_id(message_id: str | bytes) -> bytes:
+    """A message id as smpplib gives it, in bytes."""
+    return message_id if isinstance(message_id, bytes) else message_id.encode()
+
+
+def test_two_processes_share_the_smpp_port(workers: Relay) -> None:
+    """With smpp.workers = 2 the main process and one worker both listen on the one port
+    and both bind to the carrier; clients land on each (told apart by the pid of the
+    "bound" log line), and a submit through either is relayed to the carrier."""
+    workers.record(JANE, Kind.CONSENT)
+    assert set(workers.pids) == {"main", "smpp-worker"}
+    assert workers.smsc.links == 2
+    for pid in workers.pids.values():
+        client = client_on(workers, pid)
+        assert client.submit(JANE)[0] == "ok"
+        client.close()
+    forwarded = workers.smsc.wait_submits(2)
+    assert [p.destination_addr for p in forwarded] == [JANE, JANE]
+
+
+def test_receipts_and_mo_reach_a_client_in_the_other_process(workers: Relay) -> None:
+    """The client's receiver bind is in one process; a receipt and an MO sent on each
+    process's carrier bind both reach it: the copy that arrives in the other process is
+    passed on through the parent's hub. True with the client in the main process and
+    with the client in the worker."""
+    workers.record(JANE, Kind.CONSENT)
+    for round_, pid in enumerate(workers.pids.values(), 1):
+        client = client_on(workers, pid)
+        _, client_id = client.submit(JANE)
+        workers.smsc.wait_submits(round_)
+        for link in range(2):
+            assert workers.smsc.send_receipt(f"c{round_}", link=link) == 0
+        receipts = read_deliveries(client, 2)
+        assert all(b"id:" + text_id(client_id) in r.short_message for r in receipts)
+        for link in range(2):
+            assert workers.smsc.send_mo(JANE, NUMBER, b"hello there", link=link) == 0
+        assert [p.short_message for p in read_deliveries(client, 2)] == [b"hello there"] * 2
+        workers.clients.remove(client)
+        client.close()
+
+
+def test_killed_worker_is_restarted_and_clients_bind_again(workers: Relay) -> None:
+    """kill -9 of the SMPP worker: its clients lose the connection, `filterd serve` starts
+    a new worker, which listens, binds to the carrier and joins the hub: a client that
+    binds again on it submits, and its receipts arrive whichever carrier bind they take."""
+    assert workers.log is not None
+    workers.record(JANE, Kind.CONSENT)
+    old = workers.pids["smpp-worker"]
+    victim = client_on(workers, old)
+    os.kill(old, signal.SIGKILL)
+    with pytest.raises((smpplib.exceptions.ConnectionError, OSError)):
+        victim.smpp.read_pdu()
+    died = workers.log.wait_for("worker_died")
+    assert (died["front_end"], died["pid"]) == ("smpp", old)
+    restarted = workers.log.wait_for("listening")
+    assert restarted["role"] == "smpp-worker"
+    assert restarted["pid"] != old
+    workers.smsc.wait_bound(links=2, total=3)
+    client = client_on(workers, int(restarted["pid"]))  # type: ignore[call-overload]
+    kind, client_id = client.submit(JANE)
+    assert kind == "ok"
+    [forwarded] = workers.smsc.wait_submits(1)
+    assert forwarded.destination_addr == JANE
+    for link in range(2):
+        assert workers.smsc.send_receipt("c1", link=link) == 0
+    receipts = read_deliveries(client, 2)
+    assert all(b"id:" + text_id(client_id) in r.short_message for r in receipts)
+
+
+def test_sigterm_drains_every_process(workers: Relay) -> None:
+    """SIGTERM to `filterd serve` with a client on each process: both processes drain
+    their SMPP front end (logged with their pids), the worker exits, and filterd exits 0."""
+    assert workers.log is not None
+    for pid in workers.pids.values():
+        client_on(workers, pid)
+    workers.process.send_signal(signal.SIGTERM)
+    drained = [workers.log.wait_for("drained") for _ in range(2)]
+    assert {entry["pid"] for entry in drained} == set(workers.pids.values())
+    assert workers.process.wait(30) == 0
+    with pytest.raises(ProcessLookupError):
+        os.kill(workers.pids["smpp-worker"], 0)

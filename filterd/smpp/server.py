@@ -26,6 +26,10 @@ consumer's reply: an opt-out keyword records a refusal for that number's
 sender (durably, before anything else), an opt-in keyword a consent (the reply
 as evidence), help nothing; a confirmation is sent back; the message is also
 passed to the owning account's receiver binds.
+
+With `smpp.workers > 1` several processes serve the port; a receipt or MO
+that arrives on this process's carrier bind while the client's receiver bind
+is in another process is handed to `hub` (see `filterd.smpp.hub`).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from filterd.normalize import mask, normalize
 from filterd.registry import Registry
 from filterd.service import Service
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
+from filterd.smpp.hub import Peers
 from filterd.smpp.pdu import (
     ESME_RALYBND,
     ESME_RINVBNDSTS,
@@ -116,7 +121,10 @@ class SmppRelay:
         """How long submits in flight may take at shutdown or disconnect."""
         self.default_region = default_region
         self.carrier: CarrierClient | None = None
+        self.hub: Peers | None = None
+        """The other SMPP processes (smpp.workers > 1), for deliveries bound elsewhere."""
         self.sessions: set[ClientSession] = set()
+        self._announced: frozenset[str] = frozenset()
         self._accounts = {a.system_id: a for a in settings.accounts}
         self._numbers = {n.address: n.sender for n in settings.numbers}
         self._decisions: OrderedDict[tuple[str, object], tuple[float, asyncio.Future[Decision]]] = (
@@ -145,9 +153,10 @@ class SmppRelay:
         self._numbers = {n.address: n.sender for n in settings.numbers}
 
     async def start(self) -> asyncio.Server:
-        """Listen on smpp.listen."""
+        """Listen on smpp.listen (shared with the other workers' processes: SO_REUSEPORT)."""
         host, port = self.settings.listen
-        return await asyncio.start_server(self._connected, host, port)
+        reuse_port = self.settings.workers > 1 or None
+        return await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port)
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         session = ClientSession(self, reader, writer)
@@ -156,6 +165,19 @@ class SmppRelay:
             await session.serve()
         finally:
             self.sessions.discard(session)
+            self.receivers_changed()
+
+    def receivers_changed(self) -> None:
+        """Tell the hub the system_ids with a live receiver bind here, when that set changed."""
+        system_ids = frozenset(
+            session.account.system_id
+            for session in self.sessions
+            if session.account is not None and session.receives
+        )
+        if system_ids != self._announced:
+            self._announced = system_ids
+            if self.hub is not None:
+                self.hub.receivers(system_ids)
 
     def account(self, system_id: str, password: str) -> SmppAccount | None:
         """The account for a bind, or None (constant-time password check)."""
@@ -345,7 +367,15 @@ class SmppRelay:
         log.info("confirmation_sent", intent=intent.value, consumer=mask("+" + mo.source_addr))
 
     def _forward(self, system_id: str, pdu: DeliverSm | DataSm) -> bool:
-        """Send a deliver_sm to one live receiver bind of the account; False if none."""
+        """Send a deliver_sm to a receiver bind of the account, here or (through the hub)
+        in another process; False if none."""
+        if self.deliver_local(system_id, pdu):
+            return True
+        return self.hub is not None and self.hub.forward(system_id, pdu)
+
+    def deliver_local(self, system_id: str, pdu: DeliverSm | DataSm) -> bool:
+        """Send a deliver_sm to one live receiver bind of the account in this process;
+        False if none."""
         for session in self.sessions:
             account = session.account
             live = session.receives and not session.writer.is_closing()
@@ -406,6 +436,7 @@ class ClientSession:
             pass
         finally:
             self.transmits = self.receives = False  # no more receipts or MOs to this session
+            self.relay.receivers_changed()
             await self._finish()
 
     async def _drain(self, framer: Framer) -> bool:
@@ -459,6 +490,8 @@ class ClientSession:
         self.receives = not isinstance(pdu, BindTransmitter)
         self._write(response_to(pdu, ESME_ROK, system_id="filterd"))
         log.info("bound", system_id=account.system_id, mode=type(pdu).__name__)
+        if self.receives:
+            self.relay.receivers_changed()
         return True
 
     def _submit(self, pdu: SubmitSm) -> None:
@@ -489,6 +522,7 @@ class ClientSession:
     async def close_gracefully(self) -> None:
         """Shutdown: take no more submits, answer those in flight (drain_s at most), unbind."""
         self.transmits = self.receives = False
+        self.relay.receivers_changed()
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
