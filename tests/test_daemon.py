@@ -417,3 +417,59 @@ def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: P
     assert status.returncode == 0, status.stderr
     [entry] = json.loads(status.stdout)
     assert (entry["fact"], entry["sender"], entry["source"]) == ("refusal", "acme", "one-click")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (workers > 1 need a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_smtp_and_smpp_workers_side_by_side(valkey_server: RedisProcess, short_dir: Path) -> None:
+    """smtp.workers = 2 and smpp.workers = 2 at once: the main process serves both relays,
+    one worker only SMTP and one only SMPP, each on the shared fixed port; SIGHUP reaches
+    both workers (each logs "reloaded") and SIGTERM stops all three, exit 0."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+    smtp_port, smpp_port = free_port(), free_port()
+    config = short_dir / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nupstream = "127.0.0.1:{free_port()}"\n'
+        "workers = 2\n"
+        '[[smtp.accounts]]\nusername = "mta"\npassword = "pw"\nsender = "acme"\n'
+        'stream = "commercial"\n'
+        f'[smpp]\nlisten = "127.0.0.1:{smpp_port}"\nworkers = 2\n'
+        '[[smpp.accounts]]\nsystem_id = "promo"\npassword = "pw"\nsender = "acme"\n'
+        'stream = "commercial"\n'
+    )
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=environment(),
+        bufsize=0,
+    )
+    try:
+        log = LogReader(process)
+        listening = [log.wait_for("listening", START_TIMEOUT_S) for _ in range(4)]
+        assert sorted((e["role"], e["front_end"], e["port"]) for e in listening) == [  # type: ignore[type-var]
+            ("main", "smpp", smpp_port), ("main", "smtp", smtp_port),
+            ("smpp-worker", "smpp", smpp_port), ("smtp-worker", "smtp", smtp_port),
+        ]  # fmt: skip
+        process.send_signal(signal.SIGHUP)
+        reloaded = [log.wait_for("reloaded") for _ in range(3)]
+        assert sorted(str(e["role"]) for e in reloaded) == ["main", "smpp-worker", "smtp-worker"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_TIMEOUT_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT_S)
+        assert process.stdout is not None
+        process.stdout.close()
+    for entry in listening:
+        if entry["role"] != "main":
+            with pytest.raises(ProcessLookupError):
+                os.kill(int(entry["pid"]), 0)  # type: ignore[call-overload]

@@ -36,7 +36,15 @@ from typing import Protocol
 
 from filterd.errors import FilterdError
 from filterd.logs import get_logger
-from filterd.smpp.pdu import MAX_PDU_LENGTH, DataSm, DeliverSm, SmppProtocolError, decode, encode
+from filterd.smpp.pdu import (
+    MAX_PDU_LENGTH,
+    DataSm,
+    DeliverSm,
+    SmppProtocolError,
+    decode,
+    encode,
+    is_receipt,
+)
 
 log = get_logger("smpp.hub")
 
@@ -178,8 +186,13 @@ async def _read_frames(
         log.warning("hub_link_error", link=link, error=str(exc) or type(exc).__name__)
 
 
-def _undeliverable(system_id: str) -> None:
-    log.warning("receipt_undeliverable", system_id=system_id, reason="no receiver bind")
+def _undeliverable(system_id: str, pdu: DeliverSm | DataSm) -> None:
+    """No receiver bind of `system_id` in any process: a receipt is logged (as a single
+    process does); an MO is not passed on, as to an account with no receiver bind."""
+    if is_receipt(pdu):
+        log.warning("receipt_undeliverable", system_id=system_id, reason="no receiver bind")
+    else:
+        log.debug("mo_not_forwarded", system_id=system_id, reason="no receiver bind")
 
 
 @dataclass(eq=False)
@@ -231,7 +244,7 @@ class Hub:
         except Exception:  # the parent's own sessions must not end the hub
             log.exception("hub_local_delivery_failed", system_id=frame.system_id)
         if not delivered and not self._route(frame.system_id, frame.pdu, origin=link):
-            _undeliverable(frame.system_id)
+            _undeliverable(frame.system_id, frame.pdu)
 
     def _route(self, system_id: str, pdu: DeliverSm | DataSm, origin: _Link | None) -> bool:
         """Send to the first live worker (not `origin`) with a receiver bind of `system_id`."""
@@ -293,7 +306,7 @@ class HubClient:
             log.exception("hub_local_delivery_failed", system_id=frame.system_id)
             delivered = False
         if not delivered:
-            _undeliverable(frame.system_id)  # the bind went away meanwhile
+            _undeliverable(frame.system_id, frame.pdu)  # the bind went away meanwhile
 
     @property
     def up(self) -> bool:
