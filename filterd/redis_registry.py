@@ -644,8 +644,7 @@ class RedisRegistry:
             except NoScriptError:
                 if attempt == 2:
                     raise
-                for source, _ in _SCRIPTS.values():
-                    await client.script_load(source)
+                await self._load_scripts(client)
                 continue
             except (RedisError, OSError) as exc:
                 await self._write_failed(exc, durable=durable)
@@ -817,29 +816,57 @@ class RedisRegistry:
         """Merge each group's encoded items, with the group's declared keys (none:
         the script derives them), in one durable pipeline on the server holding
         `key`; return the result codes in item order (see _MERGE)."""
-        calls = [
-            (declared, items[start : start + _SCRIPT_ITEMS])
-            for declared, items in groups
-            for start in range(0, len(items), _SCRIPT_ITEMS)
-        ]
+        calls = self._merge_calls(groups)
 
         def build(pipe: Any) -> None:
-            for declared, chunk in calls:
-                self._queue(pipe, "merge", declared, [self._bits, b"".join(chunk)])
+            for command in calls:
+                pipe.execute_command(*command)
 
         try:
             replies = await self._run(build, durable=True, key=key)
         except (RedisError, OSError) as exc:
             raise self._unavailable("registry write failed", exc) from exc
-        if len(replies) < len(calls):
+        return self._merge_codes(groups, replies)
+
+    def _merge_calls(
+        self, groups: Sequence[tuple[Sequence[str], Sequence[bytes]]]
+    ) -> list[tuple[Any, ...]]:
+        """The EVALSHA commands of a merge: each group cut into calls of at most
+        _SCRIPT_ITEMS items."""
+        sha = _SCRIPTS["merge"][1]
+        return [
+            ("EVALSHA", sha, len(declared), *declared, self._bits,
+             b"".join(items[start : start + _SCRIPT_ITEMS]))
+            for declared, items in groups
+            for start in range(0, len(items), _SCRIPT_ITEMS)
+        ]  # fmt: skip
+
+    @staticmethod
+    def _merge_codes(
+        groups: Sequence[tuple[Sequence[str], Sequence[bytes]]], replies: Sequence[Any]
+    ) -> bytes:
+        """The result codes of _merge_calls(groups) from their replies (then any
+        WAIT replies), checked: one code per item."""
+        sizes = [
+            min(_SCRIPT_ITEMS, len(items) - start)
+            for _, items in groups
+            for start in range(0, len(items), _SCRIPT_ITEMS)
+        ]
+        if len(replies) < len(sizes):
             raise RegistryUnavailable("registry write answered for the wrong number of calls")
         codes = []
-        for (_, chunk), reply in zip(calls, replies, strict=False):
-            answer = _as_bytes(reply) or b""
-            if len(answer) != len(chunk):
+        for size, reply in zip(sizes, replies, strict=False):
+            answer = _as_bytes(reply) if isinstance(reply, bytes | str) else None
+            if answer is None or len(answer) != size:
                 raise RegistryUnavailable("registry write answered for the wrong number of facts")
             codes.append(answer)
         return b"".join(codes)
+
+    @staticmethod
+    async def _load_scripts(client: aioredis.Redis) -> None:
+        """SCRIPT LOAD every script on the server of `client`."""
+        for source, _ in _SCRIPTS.values():
+            await client.script_load(source)
 
     async def _item(self, consumer: bytes, fact: Fact) -> bytes:
         """One item of the merge script's input (see _MERGE)."""

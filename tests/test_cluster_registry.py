@@ -189,6 +189,32 @@ def test_each_primary_confirms_its_writes_on_a_replica(
         client.close()
 
 
+def test_writes_recover_from_flushed_scripts_and_killed_connections(
+    cluster_registry: ClusterRegistry, cluster: ClusterSet, event_loop_runner: asyncio.Runner
+) -> None:
+    """After SCRIPT FLUSH on every primary the next write loads the merge script
+    and is stored (nothing ran twice: one fact each); after CLIENT KILL of every
+    connection, at most one write fails as unavailable and the next succeeds."""
+    run = event_loop_runner.run
+    rows = [bulk_row(consumer(n), at=7000) for n in range(60)]
+    assert run(cluster_registry.record_many(rows[:30])) == [WriteResult.STORED] * 30
+    for port in cluster.primary_ports():
+        assert ask(port, "SCRIPT", "FLUSH") == b"OK"
+    assert run(cluster_registry.record_many(rows[30:])) == [WriteResult.STORED] * 30
+    found = run(cluster_registry.lookup("acme", [r.consumer for r in rows]))
+    assert [[f.at_ms for f in facts] for facts in found] == [[7000]] * 60
+    for port in cluster.primary_ports():
+        assert isinstance(ask(port, "CLIENT", "KILL", "TYPE", "normal"), int)
+    outcomes = []
+    for n in range(3):
+        try:
+            outcomes.append(run(cluster_registry.record(consumer(100 + n), refusal())))
+        except RegistryUnavailable:
+            outcomes.append(None)
+    assert outcomes.count(None) <= 1, outcomes
+    assert outcomes[-1] is WriteResult.STORED
+
+
 def test_too_few_replicas_is_not_acknowledged(
     cluster: ClusterSet, event_loop_runner: asyncio.Runner
 ) -> None:
