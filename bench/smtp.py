@@ -73,7 +73,10 @@ Figures:
 The notes give, per side, CPU µs/msg of filterd and of the registry server,
 the load on the machine that was not ours (machine CPU from /proc/stat minus
 every process of this bench), how the w2 relay's messages split over its two
-processes, and how far behind schedule the paced client started messages.
+processes, how far behind schedule the paced client started messages, and the
+workers ceiling: the cores every process of the bench kept busy during the
+`workers = 1` run, and so the most any number of workers could add on this
+machine at the same CPU per message (the load generator and the sink share it).
 
 The report (markdown table, command, machine facts, checks, notes) goes to
 stdout; progress lines go to stderr, so `... > result.md` keeps just the report.
@@ -169,6 +172,8 @@ class Usage:
     registry: float = 0.0
     foreign: float = 0.0
     wall: float = 0.0
+    ours: float = 0.0
+    """Every process of this bench: relay, registry, sink, smtp-source, this script."""
 
     def add(self, other: Usage) -> None:
         """Accumulate another interval."""
@@ -176,6 +181,7 @@ class Usage:
         self.registry += other.registry
         self.foreign += other.foreign
         self.wall += other.wall
+        self.ours += other.ours
 
 
 class Meter:
@@ -201,7 +207,7 @@ class Meter:
         wall, relay, registry, ours, machine = (
             b - a for a, b in zip(self.started, self._snapshot(), strict=True)
         )
-        return Usage(relay, registry, max(0.0, machine - ours), wall)
+        return Usage(relay, registry, max(0.0, machine - ours), wall, ours)
 
 
 # ---- children ----------------------------------------------------------------------
@@ -960,6 +966,17 @@ def diagnostics(bench: Bench, res: Results) -> list[str]:
         if run.merged_lines:
             text += f"; {run.merged_lines:,} log lines held 2+ JSON objects (interleaved writes)"
         lines.append(text)
+    cores = len(os.sched_getaffinity(0))
+    for rcpts in RCPT_COUNTS:
+        w1 = res.rates[("commercial", rcpts)]
+        busy = w1.usage.ours / w1.usage.wall
+        lines.append(
+            f"- workers ceiling, {rcpts} rcpt: at {w1.rate:,.0f} msg/s with `workers = 1` the "
+            f"bench's processes (smtp-source, smtp-sink, Valkey, filterd) kept {busy:.2f} "
+            f"cores busy, filterd {w1.usage.relay / w1.usage.wall:.2f}; at the same CPU per "
+            f"message {cores} cores carry at most {cores / busy:.2f}× that rate, whatever "
+            "the number of workers"
+        )
     for (side, rcpts), paced in sorted(res.paced.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         late = sorted(paced.late)
         u = paced.usage
