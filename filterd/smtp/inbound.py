@@ -160,7 +160,7 @@ class RelayHandler:
         (a fault of ours must not bounce mail); never the exception's text (it
         may hold an address)."""
         ours = any(
-            frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+            frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_code is not _PATH_READER
             for frame, _ in traceback.walk_tb(error.__traceback__)
         )
         if not ours and isinstance(error, (ValueError, IndexError, UnicodeError)):
@@ -561,6 +561,8 @@ async def start_smtp_server(
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 """filterd's own source directory (to tell our faults from the client's bad input)."""
+_PATH_READER = RelaySMTP._getaddr.__code__
+"""Not a fault of ours when aiosmtpd's path parser fails under it: bad input."""
 _ONE_PER_SIGNED_MESSAGE = "452 4.5.3 one recipient per message: send the others separately"
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _PLAIN_PATH = re.compile(
