@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
@@ -193,9 +194,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_relay(server_pool: ServerPool, workers: int = 1) -> Iterator[Relay]:
+def running_relay(server_pool: ServerPool, workers: int = 1, exit_code: int = 0) -> Iterator[Relay]:
     """`filterd serve` with smpp.workers = `workers`, every process bound to the carrier;
-    on exit SIGTERM, and the exit code must be 0."""
+    on exit SIGTERM, and the exit code must be `exit_code`."""
     registry_server = server_pool.get("valkey")
     flush(registry_server)
     home = Path(tempfile.mkdtemp(prefix="smpp", dir="/tmp"))
@@ -232,7 +233,7 @@ def running_relay(server_pool: ServerPool, workers: int = 1) -> Iterator[Relay]:
         process.stdout.close()
         smsc.shutdown()
         shutil.rmtree(home, ignore_errors=True)
-    assert process.returncode == 0
+    assert process.returncode == exit_code
 
 
 def test_decisions(relay: Relay) -> None:
@@ -586,3 +587,16 @@ def test_sigterm_drains_every_process(workers: Relay) -> None:
     assert workers.process.wait(30) == 0
     with pytest.raises(ProcessLookupError):
         os.kill(workers.pids["smpp-worker"], 0)
+
+
+def test_worker_exits_when_main_is_killed(server_pool: ServerPool) -> None:
+    """kill -9 of `filterd serve`: its SMPP worker is told by the parent-death signal and
+    exits by itself; nothing is left serving the port."""
+    with running_relay(server_pool, workers=2, exit_code=-signal.SIGKILL) as relay:
+        pidfd = os.pidfd_open(relay.pids["smpp-worker"])
+        try:
+            relay.process.kill()
+            relay.process.wait(30)
+            assert select.select([pidfd], [], [], 30)[0] == [pidfd], "the worker still runs"
+        finally:
+            os.close(pidfd)
