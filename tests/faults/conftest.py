@@ -287,6 +287,8 @@ def write_config(
     smtp_listen: str = "127.0.0.1:0",
     workers: int = 1,
     smsc_port: int | None = None,
+    smpp_listen: str = "127.0.0.1:0",
+    smpp_workers: int = 1,
     http: bool = False,
 ) -> Path:
     """A config with the SMTP relay (if `smtp_upstream`), the SMPP relay (if `smsc_port`)
@@ -321,7 +323,8 @@ stream = "commercial"
     if smsc_port is not None:
         text += f"""
 [smpp]
-listen = "127.0.0.1:0"
+listen = "{smpp_listen}"
+workers = {smpp_workers}
 
 [smpp.upstream]
 host = "127.0.0.1"
