@@ -22,9 +22,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 from aiosmtpd.smtp import SMTP
+
+from filterd.errors import RegistryUnavailable
+from filterd.model import ALL_SENDERS, Fact, Kind, WriteResult
 
 
 def bundled_valkey() -> str | None:
@@ -148,6 +152,78 @@ def ask(port: int, *command: str) -> object:
         client.close()
 
 
+def replicas_online(port: int) -> int:
+    """Replicas connected and online at the server on 127.0.0.1:`port`, by its INFO
+    (-1 when it does not answer)."""
+    info = ask(port, "INFO", "replication")
+    if not isinstance(info, dict):
+        return -1
+    return sum(
+        1
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
+    )
+
+
+async def until(what: str, condition: Callable[[], bool]) -> None:
+    """Poll `condition` inside the event loop until it holds (bounded: 60 s)."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class RefusalLoop:
+    """Records refusals one after another through `registry` (anything with the
+    registry's `record`), consumer `consumer_of(n)` at time 1000 + n, until stopped:
+    what was acknowledged (consumer, at_ms, when) and when writes failed."""
+
+    def __init__(self, registry: Any, consumer_of: Callable[[int], bytes]) -> None:
+        self.registry = registry
+        self.consumer_of = consumer_of
+        self.acked: list[tuple[bytes, int, float]] = []
+        self.failures: list[float] = []
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> RefusalLoop:
+        """Run in a task of the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            fact = Fact(Kind.REFUSAL, ALL_SENDERS, None, 1000 + n, "test")
+            try:
+                result = await self.registry.record(self.consumer_of(n), fact)
+            except RegistryUnavailable:
+                self.failures.append(time.monotonic())
+                await asyncio.sleep(0.01)  # pace the retries; not synchronisation
+                continue
+            assert result is WriteResult.STORED
+            self.acked.append((self.consumer_of(n), 1000 + n, time.monotonic()))
+
+    async def stop(self) -> None:
+        """Stop after the write in progress."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def lost(self, *registries: Any) -> list[bytes]:
+        """The acknowledged consumers whose refusal (at its time) any of `registries`
+        does not return."""
+        consumers = [consumer for consumer, _, _ in self.acked]
+        lost = []
+        for registry in registries:
+            found = await registry.lookup("acme", consumers)
+            lost += [consumer for (consumer, at_ms, _), facts in zip(self.acked, found, strict=True)
+                     if [f.at_ms for f in facts] != [at_ms]]  # fmt: skip
+        return lost
+
+
 class ClusterSet:
     """A Redis Cluster of `primaries` primaries with `replicas` replicas each:
     server processes on free loopback ports (client and bus port both chosen),
@@ -198,7 +274,7 @@ class ClusterSet:
         for port in self.ports:
             wait_until("cluster_state ok", lambda p=port: self.state(p) == "ok")
         for port in self.ports[: self.primaries]:
-            wait_until("replicas online", lambda p=port: self.replicas_online(p) == self.replicas)
+            wait_until("replicas online", lambda p=port: replicas_online(p) == self.replicas)
         return self
 
     def _known(self, port: int) -> int:
@@ -216,17 +292,6 @@ class ClusterSet:
             return {}
         pairs = (line.partition(":") for line in info.decode().splitlines())
         return {name: value.strip() for name, _, value in pairs}
-
-    def replicas_online(self, port: int) -> int:
-        """Replicas connected and online at the server on `port`, by its INFO."""
-        info = ask(port, "INFO", "replication")
-        if not isinstance(info, dict):
-            return -1
-        return sum(
-            1
-            for key, value in info.items()
-            if key.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
-        )
 
     def primary_ports(self) -> list[int]:
         """Ports of the nodes that are primaries now (by their own ROLE)."""

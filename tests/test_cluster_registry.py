@@ -26,7 +26,7 @@ from filterd.registry import Registry
 from filterd.resp_link import RespLink
 from tests import test_registry as contract
 from tests.conftest import SERVERS
-from tests.helpers import ClusterSet, RedisProcess, ask, free_port
+from tests.helpers import ClusterSet, RedisProcess, RefusalLoop, ask, free_port, until
 from tests.test_redis_registry import CONTRACT
 
 
@@ -294,63 +294,31 @@ def test_failover_loses_no_acknowledged_write(event_loop_runner: asyncio.Runner)
         shutil.rmtree(directory, ignore_errors=True)
 
 
-async def _until(what: str, condition: Callable[[], bool]) -> None:
-    """Poll `condition` inside the event loop (bounded: 60 s)."""
-    deadline = time.monotonic() + 60
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def _failover_scenario(group: ClusterSet) -> None:
     registry = ClusterRegistry.from_url(group.url)
-    acked: list[tuple[bytes, int]] = []
-    failures: list[float] = []
-    stop = asyncio.Event()
-
-    async def writer() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            try:
-                result = await registry.record(consumer(n), refusal(1000 + n))
-            except RegistryUnavailable:
-                failures.append(time.monotonic())
-                await asyncio.sleep(0.01)  # pace the retries; not synchronisation
-                continue
-            assert result is WriteResult.STORED
-            acked.append((consumer(n), 1000 + n))
-
-    task = asyncio.create_task(writer())
+    loop = RefusalLoop(registry, consumer).start()
     try:
-        await _until("200 acknowledged writes", lambda: len(acked) >= 200)
+        await until("200 acknowledged writes", lambda: len(loop.acked) >= 200)
         victim_port = group.primary_ports()[1]
         victim = group.node_of(victim_port)
         killed_at = time.monotonic()
         victim.kill()
-        await _until("failed writes after the kill", lambda: len(failures) > 0)
+        await until("failed writes after the kill", lambda: len(loop.failures) > 0)
         survivors = [port for port in group.ports if port != victim_port]
-        await _until("a replica promoted", lambda: len(ClusterSet.primaries_of(survivors)) == 3)
+        await until("a replica promoted", lambda: len(ClusterSet.primaries_of(survivors)) == 3)
         promoted_at = time.monotonic()
         await asyncio.to_thread(victim.start)  # back, as the new primary's replica
-        before = len(acked)
-        await _until("writes acknowledged again", lambda: len(acked) >= before + 200)
+        before = len(loop.acked)
+        await until("writes acknowledged again", lambda: len(loop.acked) >= before + 200)
     finally:
-        stop.set()
-        await task
-    ids = [c for c, _ in acked]
-    found = await registry.lookup("acme", ids)
-    lost = [c for (c, at_ms), facts in zip(acked, found, strict=True)
-            if [f.at_ms for f in facts] != [at_ms]]  # fmt: skip
+        await loop.stop()
     fresh = ClusterRegistry.from_url(f"redis://127.0.0.1:{survivors[0]}")
-    again = await fresh.lookup("acme", ids)
-    lost += [c for c, facts in zip(ids, again, strict=True) if not facts]
+    lost = await loop.lost(registry, fresh)  # the same object (no restart), and a new one
     await fresh.close()
     await registry.close()
     print(
-        f"\ncluster failover: acknowledged={len(acked)} failed={len(failures)} "
+        f"\ncluster failover: acknowledged={len(loop.acked)} failed={len(loop.failures)} "
         f"lost={len(lost)} promotion after {promoted_at - killed_at:.1f} s"
     )
-    assert [at for at in failures if at > killed_at], "the kill went unnoticed"
+    assert [at for at in loop.failures if at > killed_at], "the kill went unnoticed"
     assert lost == []

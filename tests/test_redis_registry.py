@@ -35,7 +35,16 @@ from filterd.registry import AuditQuery
 from filterd.service import Service
 from tests import test_registry as contract
 from tests.conftest import SERVERS, ServerPool, flush
-from tests.helpers import RedisProcess, aof_args, ask, free_port, wait_until
+from tests.helpers import (
+    RedisProcess,
+    RefusalLoop,
+    aof_args,
+    ask,
+    free_port,
+    replicas_online,
+    until,
+    wait_until,
+)
 
 A = bytes.fromhex("00112233445566778899")
 
@@ -548,21 +557,10 @@ class SentinelSet:
             self.sentinels.append(
                 subprocess.Popen([self.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL)
             )
-        wait_until("replicas in sync", lambda: self.replicas_online(self.ports[0]) == self.replicas)
+        wait_until("replicas in sync", lambda: replicas_online(self.ports[0]) == self.replicas)
         for port in self.sentinel_ports:
             wait_until("sentinels to see the set", lambda port=port: self._sees_all(port))
         return self
-
-    def replicas_online(self, port: int) -> int:
-        """Replicas connected and online at the server on `port`, by its INFO."""
-        info = ask(port, "INFO", "replication")
-        if not isinstance(info, dict):
-            return -1
-        return sum(
-            1
-            for key, value in info.items()
-            if key.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
-        )
 
     def _sees_all(self, port: int) -> bool:
         state = ask(port, "SENTINEL", "MASTER", SERVICE)
@@ -695,44 +693,17 @@ def test_failover_loses_no_acknowledged_refusal(event_loop_runner: asyncio.Runne
         event_loop_runner.run(_failover_scenario(group))
 
 
-async def _until(what: str, condition: Callable[[], bool]) -> None:
-    """Poll `condition` inside the event loop (bounded: 60 s)."""
-    deadline = time.monotonic() + 60
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def _failover_scenario(group: SentinelSet) -> None:
     registry = RedisRegistry.from_url(group.url)
-    acked: list[tuple[bytes, int, float]] = []  # consumer, at_ms, when acknowledged
-    failures: list[float] = []
-    stop = asyncio.Event()
-
-    async def writer() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            consumer = n.to_bytes(4, "big") + bytes(6)
-            try:
-                result = await registry.record(consumer, refusal(1000 + n))
-            except RegistryUnavailable:
-                failures.append(time.monotonic())
-                await asyncio.sleep(0.01)  # pace the retries; not synchronisation
-                continue
-            assert result is WriteResult.STORED
-            acked.append((consumer, 1000 + n, time.monotonic()))
-
-    task = asyncio.create_task(writer())
+    loop = RefusalLoop(registry, lambda n: n.to_bytes(4, "big") + bytes(6)).start()
     try:
-        await _until("200 acknowledged writes", lambda: len(acked) >= 200)
+        await until("200 acknowledged writes", lambda: len(loop.acked) >= 200)
         old = group.primary_port()
         assert old is not None
         victim = group.nodes[group.ports.index(old)]
         killed_at = time.monotonic()
         victim.kill()
-        before_kill = len(acked)
+        before_kill = len(loop.acked)
         promoted: list[int | None] = [None]
 
         async def promotion() -> bool:
@@ -745,27 +716,21 @@ async def _failover_scenario(group: SentinelSet) -> None:
             await asyncio.sleep(0.05)
         rejoin_at = time.monotonic()
         await asyncio.to_thread(victim.start)  # back as a replica of the new primary
-        await _until("writes acknowledged again", lambda: len(acked) >= before_kill + 100)
+        await until("writes acknowledged again", lambda: len(loop.acked) >= before_kill + 100)
     finally:
-        stop.set()
-        await task
+        await loop.stop()
     # the loop is sequential: at most the one write whose reply the server sent before
     # it died is taken after the kill (and it must be readable, below)
-    early = [at for _, _, at in acked if killed_at < at < rejoin_at]
+    early = [at for _, _, at in loop.acked if killed_at < at < rejoin_at]
     assert len(early) <= 1, "writes were acknowledged while no replica could confirm them"
-    assert [at for at in failures if at > killed_at], "the kill went unnoticed"
-    consumers = [consumer for consumer, _, _ in acked]
-    found = await registry.lookup("acme", consumers)  # the same object, no restart
-    lost = [c for (c, at_ms, _), facts in zip(acked, found, strict=True)
-            if [f.at_ms for f in facts] != [at_ms]]  # fmt: skip
+    assert [at for at in loop.failures if at > killed_at], "the kill went unnoticed"
     fresh = RedisRegistry.from_url(group.url)
-    again = await fresh.lookup("acme", consumers)
-    lost += [c for c, facts in zip(consumers, again, strict=True) if not facts]
+    lost = await loop.lost(registry, fresh)  # the same object (no restart), and a new one
     await fresh.close()
     await registry.close()
     print(
-        f"\nfailover: acknowledged={len(acked)} failed={len(failures)} lost={len(lost)} "
-        f"new primary={promoted[0]} (was {old})"
+        f"\nfailover: acknowledged={len(loop.acked)} failed={len(loop.failures)} "
+        f"lost={len(lost)} new primary={promoted[0]} (was {old})"
     )
     assert lost == []
     assert ask(int(promoted[0] or 0), "ROLE") is not None
