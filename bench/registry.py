@@ -430,6 +430,21 @@ async def timed_loop(call: Call, batches: list[list[bytes]], seconds: float, int
     into.seconds += (now - started) / 1e9
 
 
+async def side_by_side(
+    ours: Call, theirs: Call, batches: list[list[bytes]], seconds: float
+) -> tuple[Timing, Timing]:
+    """A 0.2 s warm-up of each, then LOOKUP_ROUNDS alternating rounds of `seconds`
+    in all per side (so machine noise falls on both alike)."""
+    warm = Timing()
+    await timed_loop(ours, batches, 0.2, warm)
+    await timed_loop(theirs, batches, 0.2, warm)
+    our_timing, their_timing = Timing(), Timing()
+    for _ in range(LOOKUP_ROUNDS):
+        await timed_loop(ours, batches, seconds / LOOKUP_ROUNDS, our_timing)
+        await timed_loop(theirs, batches, seconds / LOOKUP_ROUNDS, their_timing)
+    return our_timing, their_timing
+
+
 def lookup_batches(ids: list[bytes], per_call: int) -> list[list[bytes]]:
     """Random recipients (at most 200,000 distinct), `per_call` per batch."""
     rng = random.Random(SEED + per_call)
@@ -462,13 +477,7 @@ async def lookups(
         naive = await theirs(batches[0])
         if naive is None or (isinstance(naive, list) and None in naive):
             raise RuntimeError("naive lookup did not find the written keys")
-        warm = Timing()
-        await timed_loop(ours, batches, 0.2, warm)
-        await timed_loop(theirs, batches, 0.2, warm)
-        filterd_timing, naive_timing = Timing(), Timing()
-        for _ in range(LOOKUP_ROUNDS):
-            await timed_loop(ours, batches, seconds / LOOKUP_ROUNDS, filterd_timing)
-            await timed_loop(theirs, batches, seconds / LOOKUP_ROUNDS, naive_timing)
+        filterd_timing, naive_timing = await side_by_side(ours, theirs, batches, seconds)
         return filterd_timing, naive_timing, facts[0]
     finally:
         await registry.close()
@@ -494,14 +503,7 @@ async def cluster_lookups(
             facts = await side.lookup(SENDER, batches[0])
             if not all(len(f) == 1 and f[0].kind is Kind.CONSENT for f in facts):
                 raise RuntimeError(f"lookup did not find the imported consents: {facts!r}")
-        warm = Timing()
-        await timed_loop(on_cluster, batches, 0.2, warm)
-        await timed_loop(on_single, batches, 0.2, warm)
-        cluster_timing, single_timing = Timing(), Timing()
-        for _ in range(LOOKUP_ROUNDS):
-            await timed_loop(on_cluster, batches, seconds / LOOKUP_ROUNDS, cluster_timing)
-            await timed_loop(on_single, batches, seconds / LOOKUP_ROUNDS, single_timing)
-        return cluster_timing, single_timing
+        return await side_by_side(on_cluster, on_single, batches, seconds)
     finally:
         await cluster.close()
         await single.close()
