@@ -7,8 +7,11 @@ import socket
 from collections.abc import Iterator
 
 import pytest
+from aiosmtplib.email import quote_address
+from hypothesis import example, given
+from hypothesis import strategies as st
 
-from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
+from filterd.smtp.outbound import _PLAIN_ADDRESS, UpstreamConnection, UpstreamPool, UpstreamReply
 from tests.helpers import SinkServer
 
 
@@ -113,3 +116,40 @@ def test_dropped_connection_is_not_reused(sink: SinkServer) -> None:
     first, second = asyncio.run(run())
     assert first is not second
     assert len(sink.handler.messages) == 2
+
+
+@given(st.from_regex(_PLAIN_ADDRESS, fullmatch=True))
+@example("1rcpt@example.com")
+@example("a.b+c_d-e@x-y.example")
+def test_plain_recipients_are_sent_as_aiosmtplib_quotes_them(address: str) -> None:
+    """For every address the pool writes itself (`RCPT TO:<address>`, skipping
+    aiosmtplib's address parsing) aiosmtplib would have sent exactly those bytes."""
+    assert quote_address(address) == f"<{address}>"
+
+
+def test_plain_and_other_recipients_reach_the_upstream_as_given(sink: SinkServer) -> None:
+    """A plain address (written by the pool itself) and one aiosmtplib quotes (a
+    quoted local part; an SMTPUTF8 one) both arrive as given; the upstream's refusal
+    of a plain one comes back as its reply, and the transaction goes on."""
+    sink.handler.refuse_rcpt["gone@x.test"] = "550 5.1.1 unknown user"
+
+    async def run() -> list[UpstreamReply]:
+        pool = UpstreamPool("127.0.0.1", sink.port)
+        connection = await pool.acquire()
+        assert isinstance(connection, UpstreamConnection)
+        await connection.mail("s@x.test", ["SMTPUTF8"], True)
+        replies = [
+            await connection.rcpt(address, True)
+            for address in ("a.b+c@x.test", "gone@x.test", '"odd name"@x.test', "jö@x.test")
+        ]
+        replies.append(await connection.data(b"Subject: t\r\n\r\nb\r\n"))
+        await pool.release(connection)
+        await pool.close()
+        return replies
+
+    replies = asyncio.run(run())
+    assert [r.code for r in replies] == [250, 550, 250, 250, 250]
+    assert replies[1].message == "5.1.1 unknown user"
+    assert [m[1] for m in sink.handler.messages] == [
+        ["a.b+c@x.test", '"odd name"@x.test', "jö@x.test"]
+    ]

@@ -10,6 +10,7 @@ gives it back. Connections are retired after `max_uses` transactions or
 
 from __future__ import annotations
 
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Sequence
@@ -58,7 +59,19 @@ class UpstreamConnection:
 
     async def rcpt(self, recipient: str, utf8: bool) -> UpstreamReply:
         """RCPT TO; the upstream's refusal comes back as its reply."""
+        if _PLAIN_ADDRESS.fullmatch(recipient):
+            return await self._call(self._rcpt_plain(recipient))
         return await self._call(self.client.rcpt(recipient, encoding="utf-8" if utf8 else "ascii"))
+
+    async def _rcpt_plain(self, recipient: str) -> aiosmtplib.SMTPResponse:
+        """`RCPT TO:<recipient>`, the bytes aiosmtplib's rcpt() sends for a plain
+        address, without its address parsing (the email package's parseaddr: ~20 µs
+        per recipient on the bench VM); a refusal raised as rcpt() raises it."""
+        command = b"TO:<" + recipient.encode("ascii") + b">"
+        response = await self.client.execute_command(b"RCPT", command)
+        if response.code not in (250, 251):
+            raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, recipient)
+        return response
 
     async def data(self, content: bytes) -> UpstreamReply:
         """DATA with the message as received."""
@@ -89,6 +102,13 @@ class UpstreamConnection:
         """Drop the connection without QUIT."""
         self.broken = True
         self.client.close()
+
+
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+"""An ASCII `local@host.domain` that aiosmtplib's quote_address sends as `<address>`
+(a property test checks it)."""
 
 
 class UpstreamPool:
