@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -26,8 +27,18 @@ from filterd.registry import Registry
 from filterd.resp_link import RespLink
 from tests import test_registry as contract
 from tests.conftest import SERVERS
-from tests.helpers import ClusterSet, RedisProcess, RefusalLoop, ask, free_port, until
+from tests.helpers import (
+    ClusterSet,
+    RedisProcess,
+    RefusalLoop,
+    SinkServer,
+    ask,
+    free_port,
+    until,
+)
 from tests.test_redis_registry import CONTRACT
+from tests.test_smtp_inbound import start_filterd, stop_filterd
+from tests.test_smtp_inbound import write_config as smtp_config
 
 
 def bulk_row(consumer_id: bytes, at: int) -> BulkRow:
@@ -275,6 +286,47 @@ def test_filterctl_on_a_cluster(
     stats = event_loop_runner.run(registry.stats())
     event_loop_runner.run(registry.close())
     assert stats["refusal"] == 1
+
+
+def test_smtp_relay_on_a_cluster(cluster: ClusterSet, tmp_path: Path) -> None:
+    """`filterd serve` with registry.cluster = true: a recipient refused through
+    filterctl gets 550 at RCPT, a consented one is relayed (250 after DATA, and the
+    sink holds the message for that recipient alone)."""
+    cluster.flush()
+    sink = SinkServer().start()
+    config = smtp_config(tmp_path, cluster.url, sink.port)
+    config.write_text(
+        config.read_text().replace(
+            f'url = "{cluster.url}"', f'url = "{cluster.url}"\ncluster = true'
+        )
+    )
+    filterctl = str(Path(sys.executable).parent / "filterctl")
+    for args in (
+        ["refuse", "jane@example.com", "--all-senders"],
+        ["consent", "bob@example.com", "--sender", "acme", "--channel", "email",
+         "--evidence", "signup form"],
+    ):  # fmt: skip
+        done = subprocess.run(
+            [filterctl, "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    process, _, port = start_filterd(config)
+    try:
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        client.login("newsletter", "pw-news")
+        client.mail("news@acme.test")
+        assert client.rcpt("jane@example.com")[0] == 550
+        assert client.rcpt("bob@example.com")[0] == 250
+        assert client.data(b"Subject: news\r\n\r\nhello\r\n")[0] == 250
+        client.quit()
+    finally:
+        assert stop_filterd(process) == 0
+        sink.shutdown()
+    assert [rcpts for _, rcpts, _ in sink.handler.messages] == [["bob@example.com"]]
 
 
 def test_failover_loses_no_acknowledged_write(event_loop_runner: asyncio.Runner) -> None:
