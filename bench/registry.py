@@ -3,7 +3,7 @@
 Run from the repository root:
 
     .venv/bin/python bench/registry.py [--facts N] [--quick] [--seconds S] [--server PATH]
-                                       [--cluster]
+                                       [--cluster | --cluster-only]
 
 Everything runs against servers this script starts itself, in a temp dir under
 /tmp, on unix sockets only (no TCP port; the system Redis is never touched).
@@ -559,6 +559,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="also: the same import and lookups on a 3-primary Redis Cluster vs one node (TCP)",
     )
+    p.add_argument("--cluster-only", action="store_true", help="figure 4 alone (skips figures 1-3)")
     args = p.parse_args(argv)
     if args.facts is None:
         args.facts = 100_000 if args.quick else 1_000_000
@@ -740,8 +741,8 @@ def cluster_rows(t: _common.Table, v: dict[str, float], n: str) -> None:
         )
 
 
-def build_table(res: Results) -> _common.Table:
-    """The final table from the measured values."""
+def single_node_table(res: Results) -> _common.Table:
+    """Figures 1-3 (and 4 when measured) from the measured values."""
     v = res.values
     t = _common.Table()
     n = f"{res.facts:,}"
@@ -835,6 +836,26 @@ def build_table(res: Results) -> _common.Table:
     return t
 
 
+def build_table(res: Results) -> _common.Table:
+    """The final table: figures 1-3 when measured, figure 4 when measured."""
+    if "import_e2e" in res.values:
+        return single_node_table(res)
+    t = _common.Table()
+    cluster_rows(t, res.values, f"{res.facts:,}")
+    return t
+
+
+def single_node_notes(res: Results) -> list[str]:
+    """The notes of figures 1-3."""
+    v = res.values
+    return [
+        f"- embedded server start-up (not in the import time): {v['embedded_start_ms']:.0f} ms",
+        f"- bytes/fact after record_many on a fresh server (check): {v['bytes_api']:.1f}",
+        f"- naive HSET import rate: {v['naive_hset']:,.0f} rows/s",
+        f"- redis-py cost per pipelined SET: {1e6 / v['naive_set'] - 1e6 / v['raw_set']:.2f} µs",
+    ]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every phase, print the report on stdout, clean up whatever happens."""
     raw_argv = list(sys.argv[1:] if argv is None else argv)
@@ -849,11 +870,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"temp dir {cleanup.temp_dir}; generating {args.facts:,} numbers ...")
         data = make_dataset(cleanup.temp_dir, args.facts, args.server)
         res = Results(args.facts)
-        filterd_url = phase_import(data, binary, cleanup, res)
-        naive_url = phase_baselines(data, binary, cleanup, res)
-        phase_lookups(filterd_url, naive_url, data, args.seconds, res)
-        phase_parse(data, res)
-        if args.cluster:
+        if not args.cluster_only:
+            filterd_url = phase_import(data, binary, cleanup, res)
+            naive_url = phase_baselines(data, binary, cleanup, res)
+            phase_lookups(filterd_url, naive_url, data, args.seconds, res)
+            phase_parse(data, res)
+        if args.cluster or args.cluster_only:
             phase_cluster(data, binary, args.seconds, res)
         table = build_table(res)
         command = _common.bench_command("bench/registry.py", raw_argv)
@@ -870,13 +892,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "- ratio = filterd ÷ baseline (rates: higher is better; bytes and latency: lower).",
             "- every server: the embedded registry's config (AOF on, appendfsync always); "
             "filterd's writes also send WAITAOF when the server has it.",
-            f"- embedded server start-up (not in the import time): "
-            f"{res.values['embedded_start_ms']:.0f} ms",
-            f"- bytes/fact after record_many on a fresh server (check): "
-            f"{res.values['bytes_api']:.1f}",
-            f"- naive HSET import rate: {res.values['naive_hset']:,.0f} rows/s",
-            f"- redis-py cost per pipelined SET: "
-            f"{1e6 / res.values['naive_set'] - 1e6 / res.values['raw_set']:.2f} µs",
+            *([] if args.cluster_only else single_node_notes(res)),
             *res.notes,
         ]
         print("\n".join(out), flush=True)
