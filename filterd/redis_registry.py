@@ -123,25 +123,9 @@ redis.call('HSET', KEYS[2], id, ARGV[1])
 return id
 """
 
-# Read the facts of many consumers and the ids of their senders in one command.
-# KEYS[1]: the senders hash, KEYS[2..]: facts keys. ARGV[1]: n, the number of
-# sender names; ARGV[2..n+1]: the names; then one consumer field per facts key.
-# Returns {n sender ids or nil, then one value or nil per consumer}.
-_LOOKUP = """
-local n = tonumber(ARGV[1])
-local out = {}
-for i = 1, n do
-  out[i] = redis.call('HGET', KEYS[1], ARGV[1 + i]) or false
-end
-for i = 2, #KEYS do
-  out[n + i - 1] = redis.call('HGET', KEYS[i], ARGV[n + i]) or false
-end
-return out
-"""
-
 _SCRIPTS = {
     name: (source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
-    for name, source in (("merge", _MERGE), ("intern", _INTERN), ("lookup", _LOOKUP))
+    for name, source in (("merge", _MERGE), ("intern", _INTERN))
 }
 
 _CODES = {
@@ -162,6 +146,9 @@ SENTINEL_SCHEME = "redis+sentinel"
 _MAX_CONNECTIONS = 64
 _LOOKUP_TIMEOUT_S = 5.0
 _CONNECT_TIMEOUT_S = 2.0
+
+_FAILED: list[Any] = []
+"""The replies of a failed batch (a marker: the rest are ignored)."""
 
 _Lookup = tuple[str, Sequence[bytes], asyncio.Future[tuple[int, list[Any]]]]
 
@@ -237,22 +224,37 @@ class _SentinelPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
 
 
 class _Batch:
-    """Lookups sent as one script call: the callers, their senders, the command bytes."""
+    """Lookups sent in one write: the callers, their senders, the commands (an HGET
+    of each sender's id, then one HGET per consumer; plain HGETs cost the server
+    ~1 µs each where a script call costs ~20), and the replies come in."""
 
-    __slots__ = ("attempt", "command", "lookups", "senders", "sent_at")
+    __slots__ = ("attempt", "commands", "lookups", "replies", "senders", "sent_at")
 
     def __init__(self, lookups: list[_Lookup], bits: int) -> None:
         self.lookups = lookups
         self.senders = list(dict.fromkeys(sender for sender, _, _ in lookups))
-        key_list = [keys.SENDERS]
-        args: list[Any] = [len(self.senders), *self.senders]
+        commands: list[tuple[Any, ...]] = [("HGET", keys.SENDERS, s) for s in self.senders]
         for _, consumers, _ in lookups:
-            key_list += [keys.facts_key(c, bits) for c in consumers]
-            args += [keys.consumer_field(c) for c in consumers]
-        self.command: tuple[Any, ...] = ("EVALSHA", _SCRIPTS["lookup"][1], len(key_list),
-                                         *key_list, *args)  # fmt: skip
+            commands += [
+                ("HGET", keys.facts_key(c, bits), keys.consumer_field(c)) for c in consumers
+            ]
+        self.commands = commands
+        self.replies: list[Any] = []
         self.attempt = 1
         self.sent_at = 0.0  # loop.time() when (last) written
+
+    def take(self, reply: Any) -> None:
+        """One reply, in command order; the answer once all are in (an error reply
+        fails the batch; the replies after it are only read off the link)."""
+        if self.replies is _FAILED:
+            return
+        if is_error(reply):
+            self.replies = _FAILED
+            self.fail(RegistryUnavailable(f"registry read failed: {reply}"))
+            return
+        self.replies.append(reply)
+        if len(self.replies) == len(self.commands):
+            self.answer(self.replies)
 
     def answer(self, replies: Sequence[Any]) -> None:
         """Give each caller its sender's id and its consumers' values (an answer of
@@ -420,21 +422,15 @@ class RedisRegistry:
         link.batches.add(batch)
         if batch.attempt == 1 or not batch.sent_at:
             batch.sent_at = asyncio.get_running_loop().time()  # a resend keeps its deadline
+        batch.replies = []
+        wanted = len(batch.commands)
 
         def on_reply(reply: Any) -> None:
-            link.batches.discard(batch)
-            noscript = is_error(reply) and str(reply).startswith("NOSCRIPT")
-            if noscript and batch.attempt == 1:  # load it and go again, in order on this link
-                batch.attempt += 1
-                link.send(("SCRIPT", "LOAD", _SCRIPTS["lookup"][0]), _ignore)
-                self._transmit(link, batch)
-                return
-            if isinstance(reply, Exception) or not isinstance(reply, list):
-                batch.fail(RegistryUnavailable(f"registry read failed: {reply}"))
-            else:
-                batch.answer(reply)
+            if len(batch.replies) + 1 >= wanted or is_error(reply):
+                link.batches.discard(batch)
+            batch.take(reply)
 
-        link.send(batch.command, on_reply)
+        link.send_all(batch.commands, on_reply)
 
     @staticmethod
     def _check_role(link: RespLink) -> None:
@@ -537,8 +533,10 @@ class RedisRegistry:
 
     async def _lookup_via_pool(self, batch: _Batch) -> None:
         try:
-            replies = await self._evalsha("lookup", batch.command[3 : 3 + batch.command[2]],
-                                          batch.command[3 + batch.command[2] :])  # fmt: skip
+            pipe = self._r.pipeline(transaction=False)
+            for command in batch.commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             batch.fail(RegistryUnavailable(f"registry read failed: {exc}"))
             return
@@ -596,16 +594,6 @@ class RedisRegistry:
             source=source,
             expires_ms=record.expires_ms,
         )
-
-    async def _evalsha(self, name: str, key_list: Sequence[str], args: Sequence[Any]) -> Any:
-        """One script call, without a pipeline (cheaper for a single command)."""
-        source, sha = _SCRIPTS[name]
-        call: Any = self._r.execute_command  # untyped in redis-py
-        try:
-            return await call("EVALSHA", sha, len(key_list), *key_list, *args)
-        except NoScriptError:
-            await self._r.script_load(source)
-            return await call("EVALSHA", sha, len(key_list), *key_list, *args)
 
     def _queue(self, pipe: Any, name: str, key_list: Sequence[str], args: Sequence[Any]) -> None:
         """Queue EVALSHA of a script (loaded on demand, see _run)."""
@@ -1151,10 +1139,6 @@ def _encode_item(
     return b"".join(
         (consumer, check, bytes((len(record),)), record, len(side).to_bytes(2, "big"), side)
     )
-
-
-def _ignore(_reply: Any) -> None:
-    """A reply nobody needs (SCRIPT LOAD before a retried lookup: the retry tells)."""
 
 
 def link_endpoint(client: aioredis.Redis, sentinel: bool = False) -> dict[str, Any] | None:

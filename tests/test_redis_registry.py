@@ -241,8 +241,9 @@ def _commandstats(server: RedisProcess) -> dict[str, int]:
 def test_lookup_and_write_are_one_command_each(
     valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
 ) -> None:
-    """A 10-recipient lookup is one EVALSHA; a durable write is one EVALSHA + WAITAOF in
-    one pipeline; no SCRIPT EXISTS round trip before them."""
+    """A 10-recipient lookup is 11 HGETs (the sender's id and each consumer's facts,
+    written at once: one round trip) and no script call; a durable write is one
+    EVALSHA + WAITAOF in one pipeline; no SCRIPT EXISTS round trip before them."""
     registry = RedisRegistry.from_url(valkey_server.url)
     consumers = [i.to_bytes(2, "big") + bytes(8) for i in range(10)]
     run = event_loop_runner.run
@@ -251,7 +252,8 @@ def test_lookup_and_write_are_one_command_each(
     assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
     assert len(run(registry.lookup("acme", consumers))) == 10
     stats = _commandstats(valkey_server)
-    assert stats.get("evalsha") == 1
+    assert stats.get("hget") == 11
+    assert "evalsha" not in stats
     assert "script|exists" not in stats
     assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
     run(registry.record(consumers[1], refusal(2000)))
@@ -316,8 +318,9 @@ def test_many_facts_per_consumer_stay_listpack(event_loop_runner: asyncio.Runner
 def test_concurrent_lookups_share_one_command(
     valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
 ) -> None:
-    """Lookups made at the same time (several senders) go out as one EVALSHA, and each
-    caller gets exactly its own consumers' facts for its own sender."""
+    """Lookups made at the same time (several senders) go out as one batch (each
+    sender's id read once), and each caller gets exactly its own consumers' facts for
+    its own sender."""
     registry = RedisRegistry.from_url(valkey_server.url)
     run = event_loop_runner.run
     consumers = [i.to_bytes(2, "big") + bytes(8) for i in range(20)]
@@ -326,7 +329,7 @@ def test_concurrent_lookups_share_one_command(
         for i, c in enumerate(consumers)
     ]
     run(registry.record_many(rows))
-    run(registry.lookup("s0", consumers[:1]))  # warm up: connection and script
+    run(registry.lookup("s0", consumers[:1]))  # warm up: the connection
     assert valkey_server.command(b"CONFIG RESETSTAT") == b"+OK"
 
     async def many() -> list[list[list[Fact]]]:
@@ -337,7 +340,8 @@ def test_concurrent_lookups_share_one_command(
     results = run(many())
     for i, [facts] in enumerate(results):
         assert [(f.sender, f.at_ms) for f in facts] == [(f"s{i % 4}", 1000 + i)]
-    assert _commandstats(valkey_server).get("evalsha") == 1
+    # one batch: each distinct sender's id once (4), then each consumer (20)
+    assert _commandstats(valkey_server).get("hget") == 24
     run(registry.close())
 
 
@@ -444,7 +448,8 @@ def test_lookup_in_flight_on_a_lost_connection_is_sent_once_more(
 
     async def scenario() -> list[list[Fact]]:
         path = tmp_path / "stub.sock"
-        server = await _StubServer(path, [None, b"*2\r\n:1\r\n$-1\r\n"]).start()
+        # the replies of the two HGETs: the sender's id, no facts
+        server = await _StubServer(path, [None, b"$1\r\n1\r\n$-1\r\n"]).start()
         registry = RedisRegistry.from_url(f"unix://{path}")
         try:
             return await registry.lookup("acme", [A])
@@ -486,18 +491,27 @@ def test_lookup_with_nothing_listening_is_unavailable(
     event_loop_runner.run(registry.close())
 
 
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"$3\r\nabc\r\n$-1\r\n", "bad sender id"),
+        (b"$1\r\n1\r\n$5\r\nshort\r\n", "damaged registry value"),
+        (b"$1\r\n1\r\n-ERR wrong\r\n", "registry read failed"),
+    ],
+)
 def test_lookup_answer_of_the_wrong_shape_is_unavailable(
-    tmp_path: Path, event_loop_runner: asyncio.Runner
+    tmp_path: Path, event_loop_runner: asyncio.Runner, answer: bytes, reason: str
 ) -> None:
-    """An answer with fewer values than the lookup asked for fails the lookup with
+    """Replies that are not what the lookup asked for (a sender id that is no number,
+    a facts value that is no packed record, an error reply) fail the lookup with
     RegistryUnavailable (fail closed) rather than leaving its caller waiting."""
 
     async def scenario() -> None:
         path = tmp_path / "stub.sock"
-        server = await _StubServer(path, [b"*1\r\n:1\r\n"]).start()
+        server = await _StubServer(path, [answer]).start()
         registry = RedisRegistry.from_url(f"unix://{path}")
         try:
-            with pytest.raises(RegistryUnavailable, match="wrong shape"):
+            with pytest.raises(RegistryUnavailable, match=reason):
                 await registry.lookup("acme", [A])
         finally:
             await registry.close()
@@ -760,5 +774,5 @@ def test_lookups_leave_a_demoted_primary(event_loop_runner: asyncio.Runner) -> N
         assert isinstance(stats, dict)
         # at most the one lookup written right behind the ROLE check reached the old
         # primary (its reply was dropped with the connection); none after it
-        assert stats.get("cmdstat_evalsha", {}).get("calls", 0) <= 1, stats
+        assert stats.get("cmdstat_hget", {}).get("calls", 0) <= 2, stats
         run(registry.close())
