@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import LogReader, RedisProcess
+from tests.helpers import LogReader, RedisProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERD = Path(sys.executable).parent / "filterd"
@@ -311,12 +311,7 @@ def test_serve_runs_the_policy_service(valkey_server: RedisProcess, short_dir: P
         '[policy]\nlisten = "127.0.0.1:0"\n'
         '[[smtp.accounts]]\nusername = "mta"\nsender = "acme"\nstream = "commercial"\n'
     )
-    process = subprocess.Popen(
-        [FILTERD, "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        bufsize=0,
-    )
+    process = serve(config)
     try:
         port = int(LogReader(process).wait_for("listening")["port"])  # type: ignore[call-overload]
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -376,14 +371,7 @@ def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: P
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     path = urllib.parse.urlsplit(made.stdout.strip()).path
-    process = subprocess.Popen(
-        [FILTERD, "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=environment(),
-        bufsize=0,
-    )
-    try:
+    with serving(config) as process:
         log = LogReader(process)
         listening = log.wait_for("listening")
         assert listening["front_end"] == "http"
@@ -403,12 +391,6 @@ def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: P
         process.send_signal(signal.SIGTERM)
         assert log.wait_for("drained")["front_end"] == "http"
         assert process.wait(STOP_TIMEOUT_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(STOP_TIMEOUT_S)
-        assert process.stdout is not None
-        process.stdout.close()
     status = subprocess.run(
         [FILTERD.parent / "filterctl", "--config", str(config), "--json", "status",
          "jane@example.com"],
@@ -419,11 +401,29 @@ def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: P
     assert (entry["fact"], entry["sender"], entry["source"]) == ("refusal", "acme", "one-click")
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (workers > 1 need a fixed port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def serve(config: Path) -> subprocess.Popen[bytes]:
+    """`filterd serve` on `config`, its log lines on a pipe (stderr dropped)."""
+    return subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=environment(),
+        bufsize=0,
+    )
+
+
+@contextlib.contextmanager
+def serving(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """serve(config); killed at the end if still running, its pipe closed."""
+    process = serve(config)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT_S)
+        assert process.stdout is not None
+        process.stdout.close()
 
 
 def test_smtp_and_smpp_workers_side_by_side(valkey_server: RedisProcess, short_dir: Path) -> None:
@@ -444,14 +444,7 @@ def test_smtp_and_smpp_workers_side_by_side(valkey_server: RedisProcess, short_d
         '[[smpp.accounts]]\nsystem_id = "promo"\npassword = "pw"\nsender = "acme"\n'
         'stream = "commercial"\n'
     )
-    process = subprocess.Popen(
-        [FILTERD, "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=environment(),
-        bufsize=0,
-    )
-    try:
+    with serving(config) as process:
         log = LogReader(process)
         listening = [log.wait_for("listening", START_TIMEOUT_S) for _ in range(4)]
         assert sorted((e["role"], e["front_end"], e["port"]) for e in listening) == [  # type: ignore[type-var]
@@ -463,12 +456,6 @@ def test_smtp_and_smpp_workers_side_by_side(valkey_server: RedisProcess, short_d
         assert sorted(str(e["role"]) for e in reloaded) == ["main", "smpp-worker", "smtp-worker"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(STOP_TIMEOUT_S) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(STOP_TIMEOUT_S)
-        assert process.stdout is not None
-        process.stdout.close()
     for entry in listening:
         if entry["role"] != "main":
             with pytest.raises(ProcessLookupError):
