@@ -1,5 +1,10 @@
 """The Redis adapter of the registry port: key layout, one-round-trip reads,
-durable writes, the audit stream. The only module that imports redis.
+durable writes, the audit stream. With cluster_registry.py (which builds on it)
+the only modules that import redis.
+
+Reads: the facts of all recipients of a message, and the ids of their senders,
+are pipelined HGETs written at once on a raw connection of their own
+(resp_link); lookups made in one turn of the event loop share one write.
 
 Durability (SPEC §5): a write returns only after the server has it on disk.
 On servers with WAITAOF (Redis ≥ 7.2, Valkey) each write is followed, in the
