@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from filterd.smpp import hub as hub_module
 from filterd.smpp.hub import (
     MAX_FRAME,
     Deliver,
@@ -25,6 +26,7 @@ from filterd.smpp.hub import (
     encode_receivers,
 )
 from filterd.smpp.pdu import DeliverSm, SubmitSm, encode
+from tests.helpers import until
 
 MO = DeliverSm(
     sequence_number=9, source_addr_ton=1, source_addr="8613800138000",
@@ -188,5 +190,41 @@ def test_client_sends_frames_and_delivers_what_the_hub_sends(runner: asyncio.Run
         assert not client.forward("promo", MO)
         await client.close()
         writer.close()
+
+    runner.run(scenario())
+
+
+def test_a_peer_that_does_not_read_gets_no_more_than_the_backlog(
+    runner: asyncio.Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deliveries for a worker that stops reading (stuck, SIGSTOPped) are queued up to
+    MAX_BACKLOG bytes; past it forward() reports them undeliverable instead of
+    growing the parent's memory; a worker's HubClient does the same toward the
+    parent."""
+    monkeypatch.setattr(hub_module, "MAX_BACKLOG", 256 * 1024)
+
+    async def scenario() -> None:
+        hub = Hub()
+        _, writer = await worker_end(hub, "stuck")  # its reader is never read
+        writer.write(encode_receivers(["promo"]))
+        await until("the receivers set", lambda: hub.holders().get("stuck") == {"promo"})
+        sent = 0
+        while hub.forward("promo", MO):
+            sent += 1
+            assert sent < 100_000, "the backlog is not bounded"
+        assert sent * len(encode_deliver("promo", MO)) >= 256 * 1024 - 65536
+        await hub.close()
+        writer.close()
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        client = await HubClient.open(theirs.detach(), lambda _s, _p: True)
+        _, parent_writer = await asyncio.open_unix_connection(sock=ours)  # never read
+        sent = 0
+        while client.forward("promo", MO):
+            sent += 1
+            assert sent < 100_000, "the backlog is not bounded"
+        assert client.up
+        await client.close()
+        parent_writer.close()
 
     runner.run(scenario())

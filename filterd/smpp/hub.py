@@ -53,6 +53,15 @@ DELIVER = 0x02
 MAX_FRAME = 64 * 1024 + MAX_PDU_LENGTH
 """Largest frame accepted (a DELIVER is at most 1 + 256 + one PDU)."""
 _LENGTH = struct.Struct(">I")
+MAX_BACKLOG = 4 * 1024 * 1024
+"""Bytes a link may have waiting to be written (a stuck or stopped peer): past
+it, no more deliveries are queued to that peer — they count as undeliverable and
+are logged — so the sender's memory stays bounded."""
+
+
+def _backlogged(writer: asyncio.StreamWriter) -> bool:
+    """True when `writer` has MAX_BACKLOG bytes or more not yet written."""
+    return writer.transport.get_write_buffer_size() >= MAX_BACKLOG
 
 
 class HubProtocolError(FilterdError):
@@ -247,10 +256,14 @@ class Hub:
             _undeliverable(frame.system_id, frame.pdu)
 
     def _route(self, system_id: str, pdu: DeliverSm | DataSm, origin: _Link | None) -> bool:
-        """Send to the first live worker (not `origin`) with a receiver bind of `system_id`."""
+        """Send to the first live worker (not `origin`, not backlogged) with a receiver
+        bind of `system_id`."""
         for link in self._links:
             live = link is not origin and not link.writer.is_closing()
             if live and system_id in link.receivers:
+                if _backlogged(link.writer):
+                    log.warning("hub_backlog_full", link=link.name, system_id=system_id)
+                    continue
                 link.writer.write(encode_deliver(system_id, pdu))
                 return True
         return False
@@ -314,8 +327,11 @@ class HubClient:
         return not self._writer.is_closing()
 
     def forward(self, system_id: str, pdu: DeliverSm | DataSm) -> bool:
-        """Hand a delivery to the hub; False if the link is down."""
+        """Hand a delivery to the hub; False if the link is down or backlogged."""
         if not self.up:
+            return False
+        if _backlogged(self._writer):
+            log.warning("hub_backlog_full", link="parent", system_id=system_id)
             return False
         self._writer.write(encode_deliver(system_id, pdu))
         return True
