@@ -23,12 +23,24 @@ import pytest
 import smpplib.client
 import smpplib.exceptions
 
+from filterd import config as config_module
 from filterd.identity import ConsumerHasher
+from filterd.keywords import Keywords
 from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
 from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
-from filterd.smpp.pdu import BindTransceiver, EnquireLink, Framer, SubmitSm, encode
+from filterd.smpp import server as server_module
+from filterd.smpp.pdu import (
+    BindReceiver,
+    BindTransceiver,
+    DeliverSm,
+    EnquireLink,
+    Framer,
+    SubmitSm,
+    encode,
+)
+from filterd.smpp.server import SmppRelay
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, RedisProcess
 from tests.smsc import FakeSmsc
@@ -600,3 +612,57 @@ def test_worker_exits_when_main_is_killed(server_pool: ServerPool) -> None:
             assert select.select([pidfd], [], [], 30)[0] == [pidfd], "the worker still runs"
         finally:
             os.close(pidfd)
+
+
+MO = DeliverSm(
+    sequence_number=9, source_addr_ton=1, source_addr="8613800138000",
+    destination_addr="10690001", short_message=b"hello there",
+)  # fmt: skip
+
+
+def test_a_receiver_that_stops_reading_gets_no_more_than_the_backlog(
+    valkey_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client bound as receiver that never reads (a real TCP peer with a small
+    receive buffer): deliver_sm for it are queued up to DELIVER_BACKLOG bytes, then
+    refused for that bind (deliver_local False: undeliverable, logged), so filterd's
+    buffer for it stays bounded."""
+    monkeypatch.setattr(server_module, "DELIVER_BACKLOG", 64 * 1024)
+    settings = config_module.load(config(tmp_path, valkey_server.url, free_port()))
+    assert settings.smpp is not None
+
+    async def scenario() -> tuple[int, int]:
+        registry = RedisRegistry.from_url(valkey_server.url)
+        service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+        relay = SmppRelay(
+            settings.smpp, service, registry, Keywords.from_lists([], [], []), default_region="CN"
+        )
+        server = await relay.start()
+        port = server.sockets[0].getsockname()[1]
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(peer, ("127.0.0.1", port))
+        bind = BindReceiver(sequence_number=1, system_id="promo", password="chg-me-1")  # noqa: S106
+        await loop.sock_sendall(peer, encode(bind))
+        answer = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
+        assert int.from_bytes(answer[8:12], "big") == 0  # bind_receiver_resp ESME_ROK
+        [session] = relay.sessions
+        assert session.receives
+        sent = 0
+        while relay.deliver_local("promo", MO):
+            sent += 1
+            assert sent < 200_000, "the backlog is not bounded"
+            if sent % 100 == 0:
+                await asyncio.sleep(0)  # let the transport write what the kernel takes
+        waiting = session.writer.transport.get_write_buffer_size()
+        peer.close()
+        server.close()
+        await relay.unbind_all()
+        await registry.close()
+        return sent, waiting
+
+    sent, waiting = asyncio.run(scenario())
+    assert sent > 0
+    assert 64 * 1024 <= waiting < 64 * 1024 + len(encode(MO)) + 64

@@ -100,6 +100,12 @@ _STATUS = {
 }
 
 
+DELIVER_BACKLOG = 1024 * 1024
+"""Bytes of deliver_sm a client's connection may have waiting to be written: a
+receiver that stops reading gets no more past it (the delivery counts as
+undeliverable there, logged), so its backlog cannot grow filterd's memory."""
+
+
 class SmppRelay:
     """The client-facing server and the relay between clients and the carrier."""
 
@@ -380,6 +386,9 @@ class SmppRelay:
             account = session.account
             live = session.receives and not session.writer.is_closing()
             if account is not None and account.system_id == system_id and live:
+                if session.writer.transport.get_write_buffer_size() >= DELIVER_BACKLOG:
+                    log.warning("deliver_backlog_full", system_id=system_id, peer=session.peer())
+                    continue
                 session.send_deliver(pdu)
                 return True
         return False
