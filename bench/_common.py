@@ -19,7 +19,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NoReturn
 
-from filterd.embedded import SOCKET_NAME, ServerBinary, server_config
+from filterd.embedded import SOCKET_NAME, ServerBinary, answers_ping, server_config
 
 _STARTED = time.monotonic()
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -262,18 +261,6 @@ def own_cpu_seconds() -> float:
 # ---- processes and clean-up ----------------------------------------------------------
 
 
-def ping(path: Path) -> bool:
-    """True when a server answers PING on the unix socket `path`."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 def server_command(binary: ServerBinary, directory: Path) -> list[str]:
     """Make `directory` (0700), write the embedded registry's server config there; the
     command line that starts the server on it (run it with cwd=directory)."""
@@ -292,7 +279,7 @@ def wait_for_server(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"{binary.path} exited ({process.returncode})")
-        if ping(path):
+        if answers_ping(path):
             return f"unix://{path}"
         time.sleep(0.01)
     raise RuntimeError(f"{binary.path} did not answer PING in {timeout:.0f}s")

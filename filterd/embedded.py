@@ -134,7 +134,7 @@ class EmbeddedServer:
 
     def alive(self) -> bool:
         """True when the server answers PING on its socket."""
-        return _command(self.socket_path, b"PING") == b"+PONG"
+        return answers_ping(self.socket_path)
 
     @contextlib.contextmanager
     def _control(self) -> Iterator[None]:
@@ -177,7 +177,7 @@ class EmbeddedServer:
                     f"the embedded registry server exited ({os.waitstatus_to_exitcode(status)}): "
                     f"{_tail(log_path)}"
                 )
-            if _command(self.socket_path, b"PING") == b"+PONG":
+            if answers_ping(self.socket_path):
                 return
             time.sleep(0.02)
         os.kill(pid, signal.SIGKILL)
@@ -219,6 +219,11 @@ def server_config(data_dir: Path, binary: ServerBinary) -> str:
             "",
         ]
     )
+
+
+def answers_ping(path: Path) -> bool:
+    """True when a server answers PING on the unix socket `path`."""
+    return _command(path, b"PING") == b"+PONG"
 
 
 def _command(path: Path, command: bytes) -> bytes | None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from filterd.embedded import answers_ping
 from tests.helpers import LogReader, RedisProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,18 +57,6 @@ def run_filterd(*args: str, timeout: float = 60.0) -> subprocess.CompletedProces
         timeout=timeout,
         check=False,
     )
-
-
-def ping(socket_path: Path) -> bool:
-    """True when a server answers PING on the unix socket."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            sock.connect(str(socket_path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 class LineReader:
@@ -274,7 +263,7 @@ def test_serve_starts_logs_json_and_stops_on_sigterm(serve_config: Path) -> None
             assert started["registry"] == "embedded"
             assert started["config"] == str(serve_config)
 
-            assert ping(sock), "the embedded registry server does not answer"
+            assert answers_ping(sock), "the embedded registry server does not answer"
             server_pid = int((data_dir / "registry.pid").read_text().strip())
             secret = serve_config.parent / "secret" / "key"
             assert secret.stat().st_mode & 0o777 == 0o600
@@ -297,7 +286,7 @@ def test_serve_starts_logs_json_and_stops_on_sigterm(serve_config: Path) -> None
     assert [json.loads(line)["event"] for line in rest][-2:] == ["stopping", "stopped"]
     assert "Traceback" not in stderr
     assert wait_pid_gone(server_pid, STOP_TIMEOUT_S), "the embedded server still runs"
-    assert not ping(sock), "the embedded registry socket still answers"
+    assert not answers_ping(sock), "the embedded registry socket still answers"
 
 
 def test_serve_runs_the_policy_service(valkey_server: RedisProcess, short_dir: Path) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from filterd.embedded import EmbeddedServer, find_binary, server_config
+from filterd.embedded import EmbeddedServer, answers_ping, find_binary, server_config
 from filterd.errors import FilterdError
+from tests.helpers import RedisProcess
 
 
 @pytest.fixture
@@ -127,3 +128,11 @@ def test_start_failure_reports_the_log(data_dir: Path, tmp_path: Path) -> None:
     fake.chmod(0o755)
     with pytest.raises(FilterdError, match="boom: bad config"):
         EmbeddedServer(data_dir, str(fake)).acquire(timeout=10)
+
+
+def test_answers_ping_tells_a_live_server_from_none(
+    valkey_server: RedisProcess, tmp_path: Path
+) -> None:
+    """answers_ping is True for a server on its unix socket, False where nothing listens."""
+    assert answers_ping(valkey_server.socket_path)
+    assert not answers_ping(tmp_path / "nothing.sock")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import urllib.request
 from collections import Counter
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from filterd.embedded import answers_ping
 from filterd.smpp.pdu import ESME_ROK, ESME_RTHROTTLED
 from tests.faults.conftest import (
     FILTERCTL,
@@ -33,18 +33,6 @@ from tests.helpers import RedisProcess
 from tests.smsc import FakeSmsc
 
 pytestmark = pytest.mark.timeout(120 + 15 * ROUNDS)
-
-
-def answers_ping(path: Path) -> bool:
-    """True when a server answers PING on the unix socket `path`."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2)
-            sock.connect(str(path))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def filterctl(config: Path, *args: str) -> str:
