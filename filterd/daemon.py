@@ -18,6 +18,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 from filterd import config as config_module
@@ -27,6 +28,7 @@ from filterd.bootstrap import Runtime, build, dkim_signer
 from filterd.bootstrap import senders as token_senders
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
 from filterd.keywords import Keywords
+from filterd.metrics_dir import REPORT_INTERVAL_S, MetricsDir
 from filterd.notify import Notifier
 from filterd.policy_service import start_policy_server
 from filterd.secret import load_or_create
@@ -61,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--worker", choices=["smtp", "smpp"], help=argparse.SUPPRESS)
             c.add_argument("--parent", type=int, help=argparse.SUPPRESS)
             c.add_argument("--hub-fd", type=int, help=argparse.SUPPRESS)
+            c.add_argument("--metrics-dir", help=argparse.SUPPRESS)
     return p
 
 
@@ -83,7 +86,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     watchdog = _watchdog_interval(os.environ)
     parent = getattr(args, "parent", None)
     hub_fd = getattr(args, "hub_fd", None)
-    sys.exit(asyncio.run(serve(settings, worker, notifier, watchdog, parent=parent, hub_fd=hub_fd)))
+    shared = getattr(args, "metrics_dir", None)
+    metrics_dir = MetricsDir(Path(shared)) if shared else None
+    serving = serve(
+        settings, worker, notifier, watchdog, parent=parent, hub_fd=hub_fd, metrics_dir=metrics_dir
+    )
+    sys.exit(asyncio.run(serving))
 
 
 def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
@@ -119,6 +127,8 @@ class _Live:
     """The parent's SMPP hub (smpp.workers > 1)."""
     hub_fd: int | None = None
     """An SMPP worker's end of its link to the hub."""
+    metrics_dir: MetricsDir | None = None
+    """Where workers write their counts for the main process's /metrics."""
     expected: int = 0
     listening: int = 0
     all_listening: asyncio.Event = field(default_factory=asyncio.Event)
@@ -138,12 +148,14 @@ async def serve(
     *,
     parent: int | None = None,
     hub_fd: int | None = None,
+    metrics_dir: MetricsDir | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; return the exit code. SIGHUP reloads (see `_reload`).
 
     `worker="smtp"` / `"smpp"`: run only that front end (an extra process of a
     `*.workers > 1` set-up; the parent supervises the registry and workers); an
-    SMPP worker reaches the parent's delivery hub on `hub_fd`.
+    SMPP worker reaches the parent's delivery hub on `hub_fd` and writes its counts to
+    `metrics_dir` (see filterd.metrics_dir).
     `notifier` tells systemd READY/RELOADING/STOPPING; with `watchdog_s` it also
     sends WATCHDOG at that interval. A worker stops when `parent` is gone.
     """
@@ -161,8 +173,9 @@ async def serve(
         return EXIT_UNAVAILABLE
     live = _Live(
         settings, runtime, asyncio.Event(), notifier, AccountBook(_smtp_accounts(settings)),
-        hub_fd=hub_fd,
+        hub_fd=hub_fd, metrics_dir=metrics_dir,
     )  # fmt: skip
+    _share_metrics(live, worker)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, live.stop.set)
@@ -177,6 +190,8 @@ async def serve(
             _start_front_ends(group, live, worker, parent)
             if watchdog_s:
                 group.create_task(_watchdog(live, watchdog_s))
+            if worker is not None and live.metrics_dir is not None:
+                group.create_task(_report_metrics(live, live.metrics_dir))
             await _wait_ready(live)
             if not live.stop.is_set():
                 log.info("started", config=str(settings.path), registry=settings.registry.url)
@@ -190,8 +205,45 @@ async def serve(
         code = EXIT_START
     finally:
         await runtime.close()
+        _unshare_metrics(live, worker)
     log.info("stopped")
     return code
+
+
+def _share_metrics(live: _Live, worker: str | None) -> None:
+    """The main process of a `workers > 1` set-up: a directory for the workers' counts,
+    added into its /metrics."""
+    smtp, smpp = live.settings.smtp, live.settings.smpp
+    workers = (smtp is not None and smtp.workers > 1) or (smpp is not None and smpp.workers > 1)
+    if worker is None and workers:
+        live.metrics_dir = MetricsDir.create()
+        live.runtime.service.metrics.include(live.metrics_dir.read)
+
+
+def _unshare_metrics(live: _Live, worker: str | None) -> None:
+    """At exit: the main process removes the directory; a worker writes its last counts
+    (those of the drain too)."""
+    if live.metrics_dir is None:
+        return
+    if worker is None:
+        live.metrics_dir.remove()
+    else:
+        _write_metrics(live, live.metrics_dir)
+
+
+async def _report_metrics(live: _Live, directory: MetricsDir) -> None:
+    """A worker: write its counts for the main process's /metrics every second until `stop`."""
+    while not live.stop.is_set():
+        _write_metrics(live, directory)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.stop.wait(), REPORT_INTERVAL_S)
+
+
+def _write_metrics(live: _Live, directory: MetricsDir) -> None:
+    try:
+        directory.write(str(os.getpid()), live.runtime.service.metrics.snapshot())
+    except OSError as exc:
+        logs.get_logger("daemon").warning("metrics_report_failed", error=str(exc))
 
 
 def _smtp_accounts(settings: config_module.Settings) -> tuple[config_module.SmtpAccount, ...]:
@@ -487,6 +539,8 @@ async def _run_workers(live: _Live, front_end: str, count: int, hub: Hub | None 
     death; each SMPP worker with a fresh link to `hub`); on stop, SIGTERM and wait for them."""
     command = [sys.executable, "-m", "filterd", "serve", "--config", str(live.settings.path),
                "--worker", front_end, "--parent", str(os.getpid())]  # fmt: skip
+    if live.metrics_dir is not None:
+        command += ["--metrics-dir", str(live.metrics_dir.path)]
 
     async def spawn() -> asyncio.subprocess.Process:
         if hub is None:

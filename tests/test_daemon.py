@@ -14,6 +14,7 @@ import os
 import select
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from filterd.embedded import answers_ping
-from tests.helpers import LogReader, RedisProcess, free_port
+from tests.helpers import LogReader, RedisProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERD = Path(sys.executable).parent / "filterd"
@@ -390,21 +392,21 @@ def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: P
     assert (entry["fact"], entry["sender"], entry["source"]) == ("refusal", "acme", "one-click")
 
 
-def serve(config: Path) -> subprocess.Popen[bytes]:
+def serve(config: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """`filterd serve` on `config`, its log lines on a pipe (stderr dropped)."""
     return subprocess.Popen(
         [FILTERD, "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        env=environment(),
+        env=env or environment(),
         bufsize=0,
     )
 
 
 @contextlib.contextmanager
-def serving(config: Path) -> Iterator[subprocess.Popen[bytes]]:
+def serving(config: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """serve(config); killed at the end if still running, its pipe closed."""
-    process = serve(config)
+    process = serve(config, env)
     try:
         yield process
     finally:
@@ -449,3 +451,67 @@ def test_smtp_and_smpp_workers_side_by_side(valkey_server: RedisProcess, short_d
         if entry["role"] != "main":
             with pytest.raises(ProcessLookupError):
                 os.kill(int(entry["pid"]), 0)  # type: ignore[call-overload]
+
+
+def smtp_decisions(base: str) -> float:
+    """The sum of filterd_decisions_total{front_end="smtp"} that GET /metrics shows."""
+    with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:  # noqa: S310
+        text = response.read().decode()
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(text)
+        for found in family.samples
+        if found.name == "filterd_decisions_total" and found.labels["front_end"] == "smtp"
+    )
+
+
+def refused_rcpts(port: int, count: int) -> None:
+    """`count` SMTP sessions, each a new connection: AUTH, one RCPT with no consent (550)."""
+    for number in range(count):
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.login("mta", "pw")
+            client.mail("shop@acme.test")
+            code, _ = client.rcpt(f"nobody{number}@example.com")
+            assert code == 550
+
+
+def test_workers_decisions_show_in_the_main_processs_metrics(
+    valkey_server: RedisProcess, short_dir: Path
+) -> None:
+    """With smtp.workers = 2 the main process's /metrics counts the decisions of both
+    processes (a worker reports within a second); after kill -9 of the worker the totals
+    do not drop and its replacement adds on; after SIGTERM the main process's private
+    metrics directory is gone."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+    temp = short_dir / "tmp"
+    temp.mkdir()
+    smtp_port = free_port()
+    config = short_dir / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nupstream = "127.0.0.1:{free_port()}"\n'
+        "workers = 2\n"
+        '[[smtp.accounts]]\nusername = "mta"\npassword = "pw"\nsender = "acme"\n'
+        'stream = "commercial"\n'
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://unsub.acme.test"\n'
+    )
+    with serving(config, {**environment(), "TMPDIR": str(temp)}) as process:
+        log = LogReader(process)
+        listening = [log.wait_for("listening", START_TIMEOUT_S) for _ in range(3)]
+        [http] = [e for e in listening if e["front_end"] == "http"]
+        [worker] = [e for e in listening if e["role"] == "smtp-worker"]
+        base = f"http://127.0.0.1:{http['port']}"
+        refused_rcpts(smtp_port, 16)
+        roles = {str(log.wait_for("decision")["role"]) for _ in range(16)}
+        assert roles == {"main", "smtp-worker"}, "the kernel gave every connection to one"
+        wait_until("16 decisions in /metrics", lambda: smtp_decisions(base) == 16, 10)
+        os.kill(int(worker["pid"]), signal.SIGKILL)  # type: ignore[call-overload]
+        log.wait_for("worker_restarted", 30)
+        assert smtp_decisions(base) == 16
+        log.wait_for("listening", START_TIMEOUT_S)
+        refused_rcpts(smtp_port, 8)
+        wait_until("24 decisions in /metrics", lambda: smtp_decisions(base) == 24, 10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_TIMEOUT_S) == 0
+    assert list(temp.iterdir()) == []

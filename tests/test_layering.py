@@ -35,6 +35,7 @@ LAYERS = {
     "cluster_registry": {"keys", "errors", "model", "redis_registry", "resp_link"},
     "tokens": {"identity", "model"},
     "metrics": set(),
+    "metrics_dir": {"logs", "metrics"},
     "notify": set(),
     "signing": set(),
     "service": {

@@ -2,10 +2,13 @@
 
 Each Metrics object keeps its own registry (two never share counts); the text
 exposition parses as Prometheus text; label values are the fixed names the
-callers pass (a missing reason shows as "none").
+callers pass (a missing reason shows as "none"); another process's snapshot
+given through include() adds in at scrape time, or not at all when malformed.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -99,3 +102,56 @@ def test_histogram_buckets_count_values_up_to_and_including_their_bound() -> Non
     assert sample(metrics, name, operation="lookup", le="0.002") == 2
     assert sample(metrics, name, operation="lookup", le="2.5") == 3
     assert sample(metrics, name, operation="lookup", le="+Inf") == 4
+
+
+def test_snapshot_of_one_process_adds_into_another_at_scrape() -> None:
+    """A snapshot (JSON-able) of one process's counts, given to another through
+    include(), is added to that one's counters and histograms at every scrape; the
+    other's own counts are not changed by it."""
+    worker, main = Metrics(), Metrics()
+    worker.decision("smtp", "drop", "refused")
+    worker.decision("smtp", "drop", "refused")
+    worker.optout("smpp")
+    worker.upstream_error("smtp", "rcpt_4xx")
+    worker.registry_error("lookup")
+    worker.registry_latency("lookup", 0.0003)
+    main.decision("smtp", "drop", "refused")
+    main.registry_latency("lookup", 0.2)
+    snapshot = json.loads(json.dumps(worker.snapshot()))
+    main.include(lambda: [snapshot])
+    name = "filterd_decisions_total"
+    assert sample(main, name, front_end="smtp", decision="drop", reason="refused") == 3
+    assert sample(main, "filterd_optouts_total", origin="smpp") == 1
+    assert sample(main, "filterd_upstream_errors_total", front_end="smtp", kind="rcpt_4xx") == 1
+    assert sample(main, "filterd_registry_errors_total", operation="lookup") == 1
+    assert sample(main, "filterd_registry_seconds_count", operation="lookup") == 2
+    assert sample(main, "filterd_registry_seconds_sum", operation="lookup") == pytest.approx(0.2003)
+    assert sample(main, "filterd_registry_seconds_bucket", operation="lookup", le="0.0005") == 1
+    assert sample(main, name, front_end="smtp", decision="drop", reason="refused") == 3
+    assert main.snapshot()["counters"]["filterd_decisions"] == [["smtp", "drop", "refused", 1]]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {"counters": {"filterd_nope": []}, "latency": {}},
+        {"counters": {"filterd_optouts": [["cli", "x", 1]]}, "latency": {}},
+        {"counters": {"filterd_optouts": [["cli", -1]]}, "latency": {}},
+        {"counters": {"filterd_optouts": [["cli", 1.5]]}, "latency": {}},
+        {"counters": {"filterd_optouts": [[1, 1]]}, "latency": {}},
+        {"counters": {"filterd_optouts": [["cli", 2]]}, "latency": {"lookup": [[1, 2], 0.1]}},
+        {"counters": {"filterd_optouts": [["cli", 2]]}, "latency": {"lookup": [[0] * 14, "x"]}},
+        {"counters": {"filterd_optouts": [["cli", 2]]}},
+        {"counters": 7, "latency": {}},
+    ],
+)
+def test_snapshot_of_the_wrong_shape_is_left_out_whole(bad: object) -> None:
+    """A peer snapshot that is not what snapshot() writes (unknown counter, wrong label
+    count or type, negative or fractional count, short histogram, missing part) adds
+    nothing at all, not even its valid rows; the scrape still works and good peers count."""
+    main, worker = Metrics(), Metrics()
+    worker.optout("cli")
+    main.include(lambda: [bad, worker.snapshot()])
+    assert sample(main, "filterd_optouts_total", origin="cli") == 1
+    assert sample(main, "filterd_registry_seconds_count", operation="lookup") is None
