@@ -134,7 +134,10 @@ WARMUP_MESSAGES = 200
 TARGET_RATIO = 0.9
 TARGET_ADDED_P99_MS = 5.0
 TARGET_WORKERS = 1.6
-SIDES = ("commercial", "reference", "plain", "commercial-w2")
+SIDES = ("reference", "plain", "commercial", "commercial-w2")
+"""Run order of the relays in a round (reversed every other round): commercial sits
+between plain (the issue's reference) and its own `workers = 2`, so the runs compared
+in figures 1 and 3 are back to back."""
 FILTERD = str(Path(sys.executable).parent / "filterd")
 _COUNTERS = re.compile(rb"sess=(\d+) quit=\d+ mesg=(\d+)\r")
 _RCPT_ARG = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
@@ -579,6 +582,8 @@ class Throughput:
     merged_lines: int = 0
     by_pid: dict[int, int] = field(default_factory=dict)
     upstream_sessions: int = 0
+    run_rates: list[float] = field(default_factory=list)
+    """msg/s of each run, in order (one per round)."""
 
     @property
     def rate(self) -> float:
@@ -654,6 +659,7 @@ def run_source(
     into.upstream_sessions += bench.sink.counters()[0] - sessions_before
     into.messages += messages
     into.seconds += seconds
+    into.run_rates.append(messages / seconds)
     into.usage.add(usage)
     progress(
         f"  {name:14} {rcpts:2} rcpt: {messages / seconds:8,.0f} msg/s ({seconds:.2f} s, "
@@ -976,6 +982,17 @@ def diagnostics(bench: Bench, res: Results) -> list[str]:
             f"cores busy, filterd {w1.usage.relay / w1.usage.wall:.2f}; at the same CPU per "
             f"message {cores} cores carry at most {cores / busy:.2f}× that rate, whatever "
             "the number of workers"
+        )
+    for rcpts in RCPT_COUNTS:
+        pairs = zip(
+            res.rates[("commercial-w2", rcpts)].run_rates,
+            res.rates[("commercial", rcpts)].run_rates,
+            strict=True,
+        )
+        ratios = ", ".join(f"{w2 / w1:.2f}×" for w2, w1 in pairs)
+        lines.append(
+            f"- workers = 2 ÷ workers = 1 in each round, {rcpts} rcpt: {ratios} (the two "
+            "runs of a round are back to back, so a slow spell of the machine hits both)"
         )
     for (side, rcpts), paced in sorted(res.paced.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         late = sorted(paced.late)

@@ -417,24 +417,34 @@ def serving(config: Path, env: dict[str, str] | None = None) -> Iterator[subproc
         process.stdout.close()
 
 
+def smtp_workers_config(directory: Path, registry_url: str, smtp_port: int, more: str) -> Path:
+    """A secret and a config in `directory`: the registry, an SMTP relay on `smtp_port`
+    with workers = 2 and account mta/pw (commercial, upstream: a port nobody listens on),
+    then the `more` sections."""
+    (directory / "secret").write_text("cd" * 32 + "\n")
+    (directory / "secret").chmod(0o600)
+    config = directory / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{registry_url}"\nsecret_file = "secret"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nupstream = "127.0.0.1:{free_port()}"\n'
+        "workers = 2\n"
+        '[[smtp.accounts]]\nusername = "mta"\npassword = "pw"\nsender = "acme"\n'
+        'stream = "commercial"\n' + more
+    )
+    return config
+
+
 def test_smtp_and_smpp_workers_side_by_side(valkey_server: RedisProcess, short_dir: Path) -> None:
     """smtp.workers = 2 and smpp.workers = 2 at once: the main process serves both relays,
     one worker only SMTP and one only SMPP, each on the shared fixed port; SIGHUP reaches
     both workers (each logs "reloaded") and SIGTERM stops all three, exit 0."""
-    (short_dir / "secret").write_text("cd" * 32 + "\n")
-    (short_dir / "secret").chmod(0o600)
     smtp_port, smpp_port = free_port(), free_port()
-    config = short_dir / "filterd.toml"
-    config.write_text(
-        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
-        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nupstream = "127.0.0.1:{free_port()}"\n'
-        "workers = 2\n"
-        '[[smtp.accounts]]\nusername = "mta"\npassword = "pw"\nsender = "acme"\n'
-        'stream = "commercial"\n'
+    config = smtp_workers_config(
+        short_dir, valkey_server.url, smtp_port,
         f'[smpp]\nlisten = "127.0.0.1:{smpp_port}"\nworkers = 2\n'
         '[[smpp.accounts]]\nsystem_id = "promo"\npassword = "pw"\nsender = "acme"\n'
-        'stream = "commercial"\n'
-    )
+        'stream = "commercial"\n',
+    )  # fmt: skip
     with serving(config) as process:
         log = LogReader(process)
         listening = [log.wait_for("listening", START_TIMEOUT_S) for _ in range(4)]
@@ -482,20 +492,13 @@ def test_workers_decisions_show_in_the_main_processs_metrics(
     processes (a worker reports within a second); after kill -9 of the worker the totals
     do not drop and its replacement adds on; after SIGTERM the main process's private
     metrics directory is gone."""
-    (short_dir / "secret").write_text("cd" * 32 + "\n")
-    (short_dir / "secret").chmod(0o600)
     temp = short_dir / "tmp"
     temp.mkdir()
     smtp_port = free_port()
-    config = short_dir / "filterd.toml"
-    config.write_text(
-        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
-        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nupstream = "127.0.0.1:{free_port()}"\n'
-        "workers = 2\n"
-        '[[smtp.accounts]]\nusername = "mta"\npassword = "pw"\nsender = "acme"\n'
-        'stream = "commercial"\n'
-        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://unsub.acme.test"\n'
-    )
+    config = smtp_workers_config(
+        short_dir, valkey_server.url, smtp_port,
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://unsub.acme.test"\n',
+    )  # fmt: skip
     with serving(config, {**environment(), "TMPDIR": str(temp)}) as process:
         log = LogReader(process)
         listening = [log.wait_for("listening", START_TIMEOUT_S) for _ in range(3)]
