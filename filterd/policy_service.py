@@ -242,7 +242,8 @@ def plan(
     address = recipient_address(recipient, default_region)
     if isinstance(address, str):
         return address
-    return Screen(account, address, recipient, request.get("queue_id") or None)
+    # the queue id goes into the log line and the audit entry: valid UTF-8 only
+    return Screen(account, address, recipient, _loggable(request.get("queue_id", "")) or None)
 
 
 def recipient_address(recipient: str, default_region: str | None) -> Address | str:

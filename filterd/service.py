@@ -71,13 +71,34 @@ class AuditBuffer:
             # take the batch out first: add() may trim the queue while it is written
             batch, self._pending = self._pending[:500], self._pending[500:]
             try:
-                await self._registry.append_audit(batch)
+                try:
+                    await self._registry.append_audit(batch)
+                except RegistryUnavailable:
+                    raise
+                except Exception:  # an entry the registry cannot take: not the others
+                    log.exception("audit_batch_failed", entries=len(batch))
+                    await self._write_alone(batch)
             except RegistryUnavailable as exc:
                 self._pending[:0] = batch
                 log.warning("audit_delayed", error=str(exc), entries=len(self._pending))
                 if self._closing:
                     return
                 await asyncio.sleep(self._retry_s)
+
+    async def _write_alone(self, batch: list[AuditEntry]) -> None:
+        """Write each entry of a failed batch by itself; those that still fail are lost
+        (logged); RegistryUnavailable leaves the unwritten rest in `batch`."""
+        lost = 0
+        while batch:
+            try:
+                await self._registry.append_audit(batch[:1])
+            except RegistryUnavailable:
+                raise
+            except Exception:
+                lost += 1
+            del batch[0]
+        if lost:
+            log.error("audit_entries_lost", entries=lost, reason="not writable")
 
     async def flush(self) -> None:
         """Wait until everything queued so far is written."""

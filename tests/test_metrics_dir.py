@@ -7,11 +7,13 @@ skipped (and logged once); the directory is private and removed at the end.
 
 from __future__ import annotations
 
+import io
+import json
 import stat
+import sys
 from pathlib import Path
 
-import structlog
-
+from filterd import logs
 from filterd.metrics import Metrics
 from filterd.metrics_dir import MetricsDir
 
@@ -71,9 +73,14 @@ def test_unreadable_file_is_skipped_and_logged_once(tmp_path: Path) -> None:
     good = Metrics()
     good.optout("cli")
     directory.write("11", good.snapshot())
-    with structlog.testing.capture_logs() as logged:
+    stream = io.StringIO()
+    logs.configure(stream)
+    try:
         assert directory.read() == [good.snapshot()]
         assert directory.read() == [good.snapshot()]
+    finally:
+        logs.configure(sys.stderr, "WARNING")
+    logged = [json.loads(line) for line in stream.getvalue().splitlines()]
     bad = [line for line in logged if line["event"] == "metrics_snapshot_unreadable"]
     assert [line["file"] for line in bad] == ["9.json"]
 

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import sys
+from collections.abc import Sequence
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,7 @@ from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import (
     ALL_SENDERS,
     Action,
+    AuditEntry,
     BulkRow,
     Channel,
     Fact,
@@ -271,3 +273,46 @@ def test_each_service_has_its_own_metrics() -> None:
     labels = {"front_end": "smtp", "decision": "drop", "reason": "no_consent"}
     assert metric(first, "filterd_decisions_total", **labels) == 1
     assert metric(second, "filterd_decisions_total", **labels) is None
+
+
+class _RefusesOneEntry(MemoryRegistry):
+    """A registry that cannot store an audit entry with message id "bad" (as redis-py
+    cannot encode a string with a lone surrogate): the whole append raises."""
+
+    async def append_audit(self, entries: Sequence[AuditEntry]) -> None:
+        if any(entry.message_id == "bad" for entry in entries):
+            raise UnicodeEncodeError("utf-8", "bad", 0, 1, "surrogates not allowed")
+        await super().append_audit(entries)
+
+
+def test_an_unwritable_audit_entry_loses_only_itself() -> None:
+    """When a batch of drop entries fails for a reason other than the registry being down,
+    the entries are written one by one: only the one the registry cannot take is lost
+    (logged as audit_entries_lost); later entries are still written."""
+
+    async def scenario() -> list[str | None]:
+        registry = _RefusesOneEntry()
+        service = Service(
+            registry, ConsumerHasher(b"k" * 32), request_ttl_s=3600, clock=lambda: NOW
+        )
+        for message_id in ("m-1", "bad", "m-3"):
+            await service.screen(
+                "acme", MessageClass.COMMERCIAL, [EMAIL], origin="policy", message_id=message_id
+            )
+        await service.flush_audit()
+        await service.screen(
+            "acme", MessageClass.COMMERCIAL, [EMAIL], origin="policy", message_id="m-4"
+        )
+        await service.flush_audit()
+        return [entry.message_id for entry in await registry.read_audit(AuditQuery())]
+
+    stream = io.StringIO()
+    logs.configure(stream)
+    try:
+        written = asyncio.run(scenario())
+    finally:
+        logs.configure(sys.stderr, "WARNING")
+    assert sorted(m for m in written if m) == ["m-1", "m-3", "m-4"]
+    logged = [json.loads(line) for line in stream.getvalue().splitlines()]
+    lost = [line for line in logged if line["event"] == "audit_entries_lost"]
+    assert [(line["entries"], line["reason"]) for line in lost] == [(1, "not writable")]

@@ -666,3 +666,61 @@ def test_a_receiver_that_stops_reading_gets_no_more_than_the_backlog(
     sent, waiting = asyncio.run(scenario())
     assert sent > 0
     assert 64 * 1024 <= waiting < 64 * 1024 + len(encode(MO)) + 64
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_either(
+    valkey_server: RedisProcess, tmp_path: Path
+) -> None:
+    """A transceiver that sends 200,000 enquire_link without reading the answers (a real
+    TCP peer with a small receive buffer): filterd stops reading it once its answers
+    pass the write buffer's high-water mark, so they stay bounded (not 3 MB of answers in
+    memory); when the client reads again every request gets its one answer."""
+    settings = config_module.load(config(tmp_path, valkey_server.url, free_port()))
+    assert settings.smpp is not None
+    requests = 200_000
+    links = b"".join(encode(EnquireLink(sequence_number=n)) for n in range(2, requests + 2))
+
+    async def scenario() -> tuple[int, int]:
+        registry = RedisRegistry.from_url(valkey_server.url)
+        service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+        relay = SmppRelay(
+            settings.smpp, service, registry, Keywords.from_lists([], [], []), default_region="CN"
+        )
+        server = await relay.start()
+        port = server.sockets[0].getsockname()[1]
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(peer, ("127.0.0.1", port))
+        bind = BindTransceiver(sequence_number=1, system_id="promo", password="chg-me-1")  # noqa: S106
+        await loop.sock_sendall(peer, encode(bind))
+        answer = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
+        assert int.from_bytes(answer[8:12], "big") == 0  # bind_transceiver_resp ESME_ROK
+        [session] = relay.sessions
+        # a small kernel send buffer on filterd's side too, so that what the kernel does
+        # not take waits in filterd's own buffer (loopback would take megabytes)
+        own = session.writer.get_extra_info("socket")
+        own.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sending = loop.create_task(loop.sock_sendall(peer, links))
+        most = 0
+        for _ in range(200):  # 2 s of not reading
+            await asyncio.sleep(0.01)
+            most = max(most, session.writer.transport.get_write_buffer_size())
+        received = bytearray()
+        while len(received) < requests * 16:  # enquire_link_resp: a 16-octet header
+            chunk = await asyncio.wait_for(loop.sock_recv(peer, 1 << 20), 30)
+            assert chunk, "filterd closed the connection"
+            received += chunk
+        await sending
+        answers = {int.from_bytes(received[i + 12 : i + 16], "big")
+                   for i in range(0, len(received), 16)}  # fmt: skip
+        peer.close()
+        server.close()
+        await relay.unbind_all()
+        await registry.close()
+        return most, len(answers)
+
+    most, answered = asyncio.run(scenario())
+    assert most <= 256 * 1024, f"{most:,} octets of answers waited for a client not reading"
+    assert answered == requests

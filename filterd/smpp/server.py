@@ -3,7 +3,10 @@
 Clients bind (transmitter, receiver or transceiver) with a `[[smpp.accounts]]`
 system_id and password; a wrong one gets ESME_RINVPASWD (after a per-peer
 delay that doubles with each failure, up to 30 s) and the connection is
-closed (an unknown system_id gets the same answer, so names cannot be probed).
+closed (an unknown system_id gets the same answer, so names cannot be probed;
+a first bind with a field too long for SMPP is a failed bind too, answered with
+the codec's status). A client that does not read its answers is not read
+either once the transport's high-water mark of answers waits for it.
 Each submit_sm is decided (one registry read) and, if delivered, forwarded to
 the carrier as received; the client gets the carrier's status, or:
 
@@ -49,7 +52,7 @@ from filterd.errors import InvalidAddress, RegistryUnavailable
 from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
-from filterd.normalize import mask, normalize
+from filterd.normalize import mask, normalize_phone
 from filterd.registry import Registry
 from filterd.service import Service
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
@@ -101,6 +104,8 @@ _STATUS = {
 
 
 DELIVER_BACKLOG = 1024 * 1024
+_BINDS = frozenset(bind.command_id for bind in (BindReceiver, BindTransmitter, BindTransceiver))
+"""The bind command ids (a bind the codec refused is a failed bind)."""
 """Bytes of deliver_sm a client's connection may have waiting to be written: a
 receiver that stops reading gets no more past it (the delivery counts as
 undeliverable there, logged), so its backlog cannot grow filterd's memory."""
@@ -226,10 +231,12 @@ class SmppRelay:
         return response_to(pdu, ESME_ROK, message_id=client_id)
 
     def _address(self, digits: str, ton: int) -> Address:
+        """The phone number an SMPP address names (InvalidAddress when it names none: an
+        email address here is not a number, so no email consent can let an SMS through)."""
         raw = digits.strip()
         if ton == 1 and not raw.startswith("+"):
             raw = "+" + raw
-        return normalize(raw, self.default_region)
+        return Address(normalize_phone(raw, self.default_region), Channel.SMS)
 
     async def _decide(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
         """One decision per message: parts of a concatenated message share the first's
@@ -441,6 +448,9 @@ class ClientSession:
                 framer.feed(data)
                 if not await self._drain(framer):
                     break
+                # a client that does not read its answers is not read either: at most
+                # the transport's high-water mark of answers waits for it
+                await self.writer.drain()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -454,6 +464,9 @@ class ClientSession:
             try:
                 pdu = framer.next_pdu()
             except SmppProtocolError as exc:
+                if exc.command_id in _BINDS and self.account is None:
+                    await self._refuse_bind(exc)  # an overlong system_id or password
+                    return False
                 reply = exc.reply()
                 if reply is not None:
                     self._write(reply)
@@ -488,10 +501,7 @@ class ClientSession:
         account = self.relay.account(pdu.system_id, pdu.password)
         peer = self.peer()
         if account is None:
-            delay = self.relay.backoff.failed(peer, time.monotonic())
-            log.warning("bind_refused", system_id=pdu.system_id, peer=peer, delay_s=delay)
-            await asyncio.sleep(delay)  # guessing passwords costs the guesser time
-            self._write(response_to(pdu, ESME_RINVPASWD))
+            await self._refuse_bind(response_to(pdu, ESME_RINVPASWD), pdu.system_id)
             return False
         self.relay.backoff.succeeded(peer)
         self.account = account
@@ -502,6 +512,21 @@ class ClientSession:
         if self.receives:
             self.relay.receivers_changed()
         return True
+
+    async def _refuse_bind(
+        self, refusal: Pdu | SmppProtocolError, system_id: str | None = None
+    ) -> None:
+        """A failed bind: the per-peer delay, then the answer (the connection then closes).
+        A bind whose fields the codec refused (system_id or password too long) counts as
+        a failure too and gets the codec's status."""
+        peer = self.peer()
+        delay = self.relay.backoff.failed(peer, time.monotonic())
+        reason = refusal.reason if isinstance(refusal, SmppProtocolError) else "wrong password"
+        log.warning("bind_refused", system_id=system_id, peer=peer, delay_s=delay, reason=reason)
+        await asyncio.sleep(delay)  # guessing passwords costs the guesser time
+        answer = refusal.reply() if isinstance(refusal, SmppProtocolError) else refusal
+        if answer is not None:
+            self._write(answer)
 
     def _submit(self, pdu: SubmitSm) -> None:
         account = self.account

@@ -72,6 +72,8 @@ JANE = "jane@example.com"
 BOB = "bob@example.com"
 SMTP_USER, SMTP_PASSWORD = "newsletter", "pw-news"
 SMPP_SYSTEM_ID, SMPP_PASSWORD = "promo", "chg-me-1"
+POLICY_NETWORK = "192.0.2.0/24"
+"""The client network of the account the policy service finds without a sasl_username."""
 
 ROUNDS = max(1, int(os.environ.get("FILTERD_FAULT_ROUNDS", "5")))
 LONG = ROUNDS >= 20
@@ -290,10 +292,13 @@ def write_config(
     smpp_listen: str = "127.0.0.1:0",
     smpp_workers: int = 1,
     http: bool = False,
+    policy: bool = False,
 ) -> Path:
-    """A config with the SMTP relay (if `smtp_upstream`), the SMPP relay (if `smsc_port`)
-    and the HTTP front end (if `http`; port chosen by the OS, so unsubscribe URLs name
-    port 0 and the caller puts in the port the daemon logged)."""
+    """A config with the SMTP relay (if `smtp_upstream`), the SMPP relay (if `smsc_port`),
+    the HTTP front end (if `http`; port chosen by the OS, so unsubscribe URLs name
+    port 0 and the caller puts in the port the daemon logged) and the Postfix policy
+    service (if `policy`; without the SMTP relay its account is an `[smtp]` account with
+    no listener, found by sasl_username or by a client address in POLICY_NETWORK)."""
     secret = home / "secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
@@ -341,6 +346,21 @@ stream = "commercial"
 [[smpp.numbers]]
 address = "{NUMBER}"
 sender = "acme"
+"""
+    if policy and smtp_upstream is None:
+        text += f"""
+[smtp]
+
+[[smtp.accounts]]
+username = "{SMTP_USER}"
+sender = "acme"
+stream = "commercial"
+networks = ["{POLICY_NETWORK}"]
+"""
+    if policy:
+        text += """
+[policy]
+listen = "127.0.0.1:0"
 """
     if http:
         text += """
@@ -476,6 +496,25 @@ class Daemon:
                 self.process.kill()
                 self.process.wait(10)
         return self.process.returncode
+
+
+def unexpected_log_lines(daemon: Daemon) -> list[str]:
+    """What filterd logged that no fault test expects: records at error level or with an
+    exception (a handler crash, asyncio's "Task exception was never retrieved"), as
+    "event: end of the traceback", and any traceback on its stderr."""
+    assert daemon.log is not None
+    found = [
+        f"{record.get('event')}: {str(record.get('exception') or record.get('exc_info'))[-300:]}"
+        for record in list(daemon.log.records)
+        if record.get("level") in ("error", "critical")
+        or "exception" in record
+        or "exc_info" in record
+    ]
+    for stderr in sorted(daemon.config.parent.glob("stderr.*")):
+        text = stderr.read_text(errors="replace")
+        if "Traceback" in text:
+            found.append(f"{stderr.name}: {text[-300:]}")
+    return found
 
 
 # ---- where clients connect ------------------------------------------------------------------
