@@ -7,6 +7,7 @@ at WARNING.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -112,8 +113,13 @@ _LEVELS = {"warn": "warning", "exception": "error"}
 
 
 def _dumps(event: object, **_: object) -> str:
-    """JSON for one log line (orjson: a decision line costs about half as much)."""
-    return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    """JSON for one log line (orjson: a decision line costs about half as much). A value
+    orjson refuses (a str with undecodable input in it, as surrogate escapes) is written
+    with \\u escapes instead: a log call never raises."""
+    try:
+        return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(event, default=str)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

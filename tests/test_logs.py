@@ -94,6 +94,20 @@ def test_non_ascii_is_written_as_is() -> None:
     assert entry["keyword"] == "退订"
 
 
+def test_undecodable_input_in_a_value_is_escaped_not_raised() -> None:
+    """A value holding undecodable bytes (surrogate escapes, as decoded client input
+    carries them) still gives one JSON line, with the rest of the line intact; the
+    bad character is a \\u escape."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    bad = b"4F2\xff31".decode("utf-8", "surrogateescape")
+    logs.get_logger("policy").info("decision", message_id=bad, keyword="退订")
+    (entry,) = json_lines(stream)
+    assert entry["message_id"] == bad
+    assert entry["keyword"] == "退订"
+    assert "\\udcff" in stream.getvalue()
+
+
 def test_contextvars_are_merged() -> None:
     """Keys bound with structlog.contextvars appear on every line."""
     stream = io.StringIO()
