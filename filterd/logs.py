@@ -50,14 +50,27 @@ def configure(stream: TextIO | None = None, level: str = "INFO", *, cache: bool 
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                *shared,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.ExtraAdder(allow=_FOREIGN_EXTRAS),
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,  # a traceback as text, not a tuple
+                renderer,
+            ],
         )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
     logging.getLogger("mail.log").setLevel(logging.WARNING)
+
+
+_FOREIGN_EXTRAS = ("error", "status")
+"""Record attributes of libraries' log lines that are written as keys (set by filters
+such as filterd.web's for aiohttp)."""
 
 
 class _Clock:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import time
 from collections.abc import Callable, Mapping
 
@@ -238,11 +239,31 @@ def _error(status: int, reason: str) -> web.Response:
     return _page(status, str(status), f"<p>{html.escape(reason)}</p>")
 
 
+class _BadRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse with 400 and logs it at ERROR, with a
+    traceback and the offending bytes (which may hold an address). That is the client's
+    bad input, not filterd's fault: logged at INFO as `http_bad_request` with the error's
+    class and status only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite aiohttp's record of a client's unparsable request; keep the others."""
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and 400 <= (error.code or 0) < 500:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "http_bad_request", ()
+            record.exc_info, record.exc_text = None, None
+            record.error, record.status = type(error).__name__, error.code
+        return True
+
+
 class HttpFrontEnd:
     """The site served on listening sockets: `start`, then `close` to drain."""
 
     def __init__(self, site: UnsubscribeSite) -> None:
         self._runner = web.AppRunner(site.application(), handle_signals=False, access_log=None)
+        server_log = logging.getLogger("aiohttp.server")
+        if not any(isinstance(f, _BadRequests) for f in server_log.filters):
+            server_log.addFilter(_BadRequests())
 
     async def start(self, listen: tuple[str, int]) -> asyncio.Server:
         """Set the site up and listen on `listen`; return the server (for its address)."""

@@ -163,6 +163,28 @@ def test_stdlib_records_are_json_lines() -> None:
     assert entries[1]["level"] == "warning"
 
 
+def test_stdlib_record_with_an_exception_has_its_traceback_as_text() -> None:
+    """A library's log call with exc_info (asyncio's "Task exception was never retrieved",
+    aiohttp's handler errors) is one JSON line whose `exception` key holds the traceback
+    text, ending in the exception; its `error`/`status` record attributes become keys."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    try:
+        int("boom")
+    except ValueError:
+        logging.getLogger("asyncio").error("Task exception", exc_info=True, extra={"status": 7})
+    (entry,) = json_lines(stream)
+    assert entry["level"] == "error"
+    assert entry["exception"].startswith("Traceback (most recent call last):")
+    assert (
+        entry["exception"]
+        .rstrip()
+        .endswith("ValueError: invalid literal for int() with base 10: 'boom'")
+    )
+    assert entry["status"] == 7
+    assert "exc_info" not in entry
+
+
 def test_timestamp_is_iso_utc_with_microseconds() -> None:
     """The timestamp is ISO 8601 UTC with microseconds and a Z, like structlog's
     TimeStamper(fmt="iso", utc=True), and falls between the times read around the call."""

@@ -740,3 +740,40 @@ def test_browser_confirm_button_records_refusal(
         assert "127.0.0.1" in fact.evidence
 
     serve(valkey_server, scenario)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /unsubscribe/jane@example.com\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /unsubscribe/jane@example.com HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /unsubscribe/jane@example.com" + b"A" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /healthz?to=jane@example.com HTTP/1.1\r\nHost: x\r\n" + b"X: y\r\n" * 200 + b"\r\n",
+    ],
+)
+def test_unparsable_request_is_400_logged_at_info_without_its_bytes(
+    valkey_server: RedisProcess, request_bytes: bytes
+) -> None:
+    """A request aiohttp cannot parse (bad byte in the path, bad Content-Length, an
+    overlong request line, too many headers) is answered 400; the log gets one info line
+    `http_bad_request` with the error's class and status, no traceback and none of the
+    request's bytes (no address), not an error line; the site goes on serving."""
+
+    async def scenario(site: Site) -> None:
+        host, port = site.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(request_bytes)
+        status_line = await asyncio.wait_for(reader.readline(), 30)
+        writer.close()
+        assert status_line.split()[1] == b"400"
+        async with site.client.get(f"{site.base}/healthz") as response:
+            assert response.status == 200
+
+    with captured_logs() as stream:
+        serve(valkey_server, scenario)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [bad] = [line for line in lines if line["event"] == "http_bad_request"]
+    assert (bad["level"], bad["status"]) == ("info", 400)
+    assert bad["error"].isidentifier()
+    assert "jane" not in stream.getvalue()
+    assert not [line for line in lines if line["level"] in ("error", "critical")]
