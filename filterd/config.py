@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from filterd.embedded import MAX_SOCKET_PATH
-from filterd.errors import ConfigError
+from filterd.errors import ConfigError, shown_url
 from filterd.model import MessageClass
 from filterd.normalize import is_region
 from filterd.policy import FailMode
@@ -410,13 +410,15 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
     elif url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             "registry.url",
-            f"{url!r}: use embedded, redis://, rediss://, unix:// or redis+sentinel://",
+            f"{shown_url(url)!r}: use embedded, redis://, rediss://, unix:// or redis+sentinel://",
         )
+    elif url != "embedded":
+        _check_url(url)
     cluster = t.take("cluster", bool, False)
     if cluster and not url.startswith(("redis://", "rediss://")):
         raise ConfigError(
             "registry.cluster",
-            f"true needs a redis:// or rediss:// url naming a cluster node, not {url!r}",
+            f"true needs a redis:// or rediss:// url naming a cluster node, not {shown_url(url)!r}",
         )
     min_replicas = t.take("min_replicas", int, 1 if sentinel or cluster else 0)
     if min_replicas < 0:
@@ -461,21 +463,31 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
 
 
 _SENTINEL_SCHEME = "redis+sentinel"
-_SENTINEL_FORM = "redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]"
+_SENTINEL_FORM = (
+    "redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]"
+    "[?sentinel_password=...[&sentinel_username=...]]"
+)
+_SENTINEL_QUERY_KEYS = frozenset({"sentinel_password", "sentinel_username"})
+"""What a sentinel url's query may set: the credentials the sentinels themselves want."""
 
 
 def _check_sentinel_url(url: str) -> None:
     """ConfigError naming registry.url unless `url` has the form of _SENTINEL_FORM."""
 
     def bad(reason: str) -> ConfigError:
-        return ConfigError("registry.url", f"{url!r}: {reason} (use {_SENTINEL_FORM})")
+        return ConfigError("registry.url", f"{shown_url(url)!r}: {reason} (use {_SENTINEL_FORM})")
 
     rest = url.removeprefix(_SENTINEL_SCHEME + ":")
     if not rest.startswith("//"):
         raise bad("no // after the scheme")
+    if "#" in rest:
+        raise bad("a fragment is not allowed")
+    rest, _, query = rest.partition("?")
     netloc, _, path = rest[2:].partition("/")
-    if "?" in rest or "#" in rest:
-        raise bad("a query or fragment is not allowed")
+    for item in query.split("&") if query else []:
+        name, equals, value = item.partition("=")
+        if name not in _SENTINEL_QUERY_KEYS or not equals or not value:
+            raise bad(f"the query takes only {' and '.join(sorted(_SENTINEL_QUERY_KEYS))}=VALUE")
     userinfo, at, hosts = netloc.rpartition("@")
     if at and (":" not in userinfo or not userinfo.partition(":")[2]):
         raise bad("credentials are written :password@")
@@ -494,18 +506,23 @@ def _check_sentinel_url(url: str) -> None:
 
 
 def _check_url(url: str) -> None:
+    """ConfigError naming registry.url unless `url` is a usable redis://, rediss:// or
+    unix:// url (a host and a port 1-65535, or a socket path)."""
     parts = urlsplit(url)
+    shown = repr(shown_url(url))
     if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("registry.url", f"{url!r}: use embedded, redis://, rediss:// or unix://")
+        raise ConfigError("registry.url", f"{shown}: use embedded, redis://, rediss:// or unix://")
     if parts.scheme == "unix" and not parts.path:
-        raise ConfigError("registry.url", f"{url!r}: a unix:// url needs a socket path")
+        raise ConfigError("registry.url", f"{shown}: a unix:// url needs a socket path")
     if parts.scheme != "unix":
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError("registry.url", f"{url!r}: the port is not a number") from None
-        if not parts.hostname or (port is not None and not 0 < port < 65536):
-            raise ConfigError("registry.url", f"{url!r}: needs a host (and a valid port)")
+            port = -1
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError("registry.url", f"{shown}: the port is not a number from 1 to 65535")
+        if not parts.hostname:
+            raise ConfigError("registry.url", f"{shown}: needs a host")
 
 
 def _keywords(root: _Table) -> KeywordSettings:

@@ -26,7 +26,7 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build, dkim_signer
 from filterd.bootstrap import senders as token_senders
-from filterd.errors import ConfigError, FilterdError, RegistryUnavailable
+from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, shown_url
 from filterd.keywords import Keywords
 from filterd.metrics_dir import REPORT_INTERVAL_S, MetricsDir
 from filterd.notify import Notifier
@@ -194,7 +194,9 @@ async def serve(
                 group.create_task(_report_metrics(live, live.metrics_dir))
             await _wait_ready(live)
             if not live.stop.is_set():
-                log.info("started", config=str(settings.path), registry=settings.registry.url)
+                log.info(
+                    "started", config=str(settings.path), registry=shown_url(settings.registry.url)
+                )
                 notifier.ready(f"serving {live.listening} front end(s)")
             await live.stop.wait()
             notifier.stopping()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class FilterdError(Exception):
     """Base of every error filterd raises on purpose."""
@@ -39,3 +41,22 @@ class NotDurable(RegistryUnavailable):
 
 class RefusalOnRecord(UsageError):
     """A consent without evidence for a consumer whose refusal is on record."""
+
+
+_QUERY_SECRET = re.compile(r"([?&][A-Za-z_]*password=)[^&#]*")
+
+
+def shown_url(url: str) -> str:
+    """`url` as it may be shown in an error or a log line: the password of its
+    credentials and any `…password=` query value replaced by `***`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+              default=len(rest))  # fmt: skip
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    tail = _QUERY_SECRET.sub(r"\1***", tail)
+    return f"{scheme}{sep}{netloc}{tail}"

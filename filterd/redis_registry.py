@@ -35,7 +35,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 
 from filterd import keys
-from filterd.errors import ConfigError, NotDurable, RegistryUnavailable
+from filterd.errors import ConfigError, NotDurable, RegistryUnavailable, shown_url
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
 from filterd.records import MAX_SIDE_BYTES, Record, pack, pack_side, unpack, unpack_side
 from filterd.registry import AuditQuery
@@ -168,22 +168,33 @@ class SentinelTarget:
     db: int = 0
     username: str | None = None
     password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+    """What the sentinels themselves want (their `requirepass`), if anything."""
 
 
 def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Split `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]`.
+    """Split `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]`
+    `[?sentinel_password=...[&sentinel_username=...]]` (percent-encoded values).
 
     ConfigError (naming registry.url) when it is malformed.
     """
 
     def bad(reason: str) -> ConfigError:
-        return ConfigError("registry.url", f"{url!r}: {reason}")
+        return ConfigError("registry.url", f"{shown_url(url)!r}: {reason}")
 
     scheme, sep, rest = url.partition("://")
     if scheme != SENTINEL_SCHEME or not sep:
         raise bad(f"a sentinel url starts with {SENTINEL_SCHEME}://")
-    if "?" in rest or "#" in rest:
-        raise bad("a sentinel url takes no query or fragment")
+    if "#" in rest:
+        raise bad("a sentinel url takes no fragment")
+    rest, _, query = rest.partition("?")
+    options: dict[str, str] = {}
+    for item in query.split("&") if query else []:
+        name, equals, value = item.partition("=")
+        if name not in ("sentinel_password", "sentinel_username") or not equals or not value:
+            raise bad("the query takes only sentinel_password= and sentinel_username=")
+        options[name] = unquote(value)
     netloc, _, path = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
     username = password = None
@@ -207,7 +218,10 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
         if not parts[1].isdigit():
             raise bad(f"the db {parts[1]!r} is not a number")
         db = int(parts[1])
-    return SentinelTarget(tuple(nodes), unquote(parts[0]), db, username, password)
+    return SentinelTarget(
+        tuple(nodes), unquote(parts[0]), db, username, password,
+        options.get("sentinel_username"), options.get("sentinel_password"),
+    )  # fmt: skip
 
 
 def pool_options() -> dict[str, Any]:
@@ -345,6 +359,8 @@ class RedisRegistry:
                 sentinel_kwargs={
                     "socket_timeout": _SENTINEL_TIMEOUT_S,
                     "socket_connect_timeout": _SENTINEL_TIMEOUT_S,
+                    "username": target.sentinel_username,
+                    "password": target.sentinel_password,
                 },
             )
             client = sentinel.master_for(

@@ -141,9 +141,12 @@ def wait_until(what: str, condition: Callable[[], bool], timeout: float = 30.0) 
         time.sleep(0.02)
 
 
-def ask(port: int, *command: str) -> object:
-    """One command to the server on 127.0.0.1:port; None when it does not answer."""
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1, socket_connect_timeout=1)
+def ask(port: int, *command: str, password: str | None = None) -> object:
+    """One command to the server on 127.0.0.1:port (logged in with `password` if given);
+    None when it does not answer."""
+    client = redis.Redis(
+        host="127.0.0.1", port=port, password=password, socket_timeout=1, socket_connect_timeout=1
+    )
     try:
         return client.execute_command(*command)
     except redis.RedisError:

@@ -770,6 +770,49 @@ def test_sentinel_url_accepted_with_one_replica_by_default(tmp_path: Path) -> No
     assert settings.registry.min_replicas == 0
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("redis://10.0.0.1:99999/0", "the port is not a number from 1 to 65535"),
+        ("redis://10.0.0.1:abc/0", "the port is not a number from 1 to 65535"),
+        ("rediss:///0", "needs a host"),
+        ("unix://", "needs a socket path"),
+    ],
+)
+def test_bad_plain_url_names_registry_url(tmp_path: Path, url: str, reason: str) -> None:
+    """A redis://, rediss:// or unix:// url that cannot be used (port out of range or not
+    a number, no host, no socket path) is a ConfigError on registry.url with the reason,
+    at load (check-config), not a traceback when the registry is first used."""
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, f'[registry]\nurl = "{url}"\n'))
+    assert error.value.key == "registry.url"
+    assert reason in str(error.value)
+
+
+def test_sentinel_url_may_name_the_sentinels_own_credentials(tmp_path: Path) -> None:
+    """A sentinel url's query may give sentinel_password (and sentinel_username): the
+    credentials of sentinels run with requirepass; the url is kept as written."""
+    url = "redis+sentinel://:pw@10.0.0.1:26379/filterd?sentinel_password=s%26p&sentinel_username=u"
+    assert config.load(write(tmp_path, f'[registry]\nurl = "{url}"\n')).registry.url == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret@10.0.0.1:99999/0",
+        "ftp://admin:s3cret@10.0.0.1/",
+        "redis+sentinel://:s3cret@10.0.0.1:26379/filterd/x",
+        "redis+sentinel://10.0.0.1:26379/filterd/x?sentinel_password=s3cret",
+    ],
+)
+def test_bad_url_error_shows_no_password(tmp_path: Path, url: str) -> None:
+    """The ConfigError of a bad registry.url shows the url with its password as ***."""
+    with pytest.raises(ConfigError) as error:
+        config.load(write(tmp_path, f'[registry]\nurl = "{url}"\n'))
+    assert "s3cret" not in str(error.value)
+    assert "***" in str(error.value)
+
+
 def test_min_replicas_defaults_to_zero_without_sentinel(tmp_path: Path) -> None:
     """Without Sentinel no replica is required by default; a plain url may ask for some."""
     assert config.load(write(tmp_path, "")).registry.min_replicas == 0
@@ -790,6 +833,8 @@ def test_min_replicas_defaults_to_zero_without_sentinel(tmp_path: Path) -> None:
         ("redis+sentinel://10.0.0.1:26379/filterd/1/2", "only a db number"),
         ("redis+sentinel://pw@10.0.0.1:26379/filterd", ":password@"),
         ("redis+sentinel://10.0.0.1:26379/filterd?db=1", "query"),
+        ("redis+sentinel://10.0.0.1:26379/filterd?sentinel_password=", "query"),
+        ("redis+sentinel://10.0.0.1:26379/filterd#x", "fragment"),
         ("redis+sentinel:10.0.0.1:26379/filterd", "no //"),
     ],
 )

@@ -12,6 +12,7 @@ from filterd.errors import (
     RefusalOnRecord,
     RegistryUnavailable,
     UsageError,
+    shown_url,
 )
 
 
@@ -79,3 +80,24 @@ def test_not_durable_is_caught_as_registry_unavailable() -> None:
     """Code that catches RegistryUnavailable also catches NotDurable."""
     with pytest.raises(RegistryUnavailable, match="fsync"):
         raise NotDurable("AOF fsync not confirmed")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:pw@h:6379/0", "redis://:***@h:6379/0"),
+        ("redis://user:p%40w@h/1?x=1", "redis://user:***@h/1?x=1"),
+        ("rediss://user:pw@h:1?password=q#f", "rediss://user:***@h:1?password=***#f"),
+        (
+            "redis+sentinel://:pw@a:1,b:2/svc/2?sentinel_password=zz&sentinel_username=u",
+            "redis+sentinel://:***@a:1,b:2/svc/2?sentinel_password=***&sentinel_username=u",
+        ),
+        ("redis://user@h:6379", "redis://user@h:6379"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("embedded", "embedded"),
+    ],
+)
+def test_shown_url_hides_passwords_only(url: str, shown: str) -> None:
+    """shown_url replaces the password of the credentials and any `…password=` query value
+    with ***; user names, hosts, paths and other query values stay."""
+    assert shown_url(url) == shown

