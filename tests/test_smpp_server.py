@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -620,6 +620,40 @@ MO = DeliverSm(
 )  # fmt: skip
 
 
+@contextlib.asynccontextmanager
+async def in_process_relay(
+    settings: config_module.SmppSettings, registry_url: str
+) -> AsyncIterator[tuple[SmppRelay, int]]:
+    """An SmppRelay of this process listening on 127.0.0.1 (OS port), over the registry
+    at `registry_url`, and its port; unbound and closed at the end."""
+    registry = RedisRegistry.from_url(registry_url)
+    service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+    keywords = Keywords.from_lists([], [], [])
+    relay = SmppRelay(settings, service, registry, keywords, default_region="CN")
+    server = await relay.start()
+    try:
+        yield relay, server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await relay.unbind_all()
+        await registry.close()
+
+
+async def bound_peer(port: int, bind: type[BindReceiver] | type[BindTransceiver]) -> socket.socket:
+    """A non-blocking TCP client with a 4 KiB receive buffer, bound to the relay on
+    `port` as account promo (the bind answered ESME_ROK)."""
+    peer = socket.socket()
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    peer.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(peer, ("127.0.0.1", port))
+    request = bind(sequence_number=1, system_id="promo", password="chg-me-1")  # noqa: S106
+    await loop.sock_sendall(peer, encode(request))
+    answer = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
+    assert int.from_bytes(answer[8:12], "big") == 0  # the bind's response: ESME_ROK
+    return peer
+
+
 def test_a_receiver_that_stops_reading_gets_no_more_than_the_backlog(
     valkey_server: RedisProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -629,39 +663,23 @@ def test_a_receiver_that_stops_reading_gets_no_more_than_the_backlog(
     buffer for it stays bounded."""
     monkeypatch.setattr(server_module, "DELIVER_BACKLOG", 64 * 1024)
     settings = config_module.load(config(tmp_path, valkey_server.url, free_port()))
-    assert settings.smpp is not None
+    smpp = settings.smpp
+    assert smpp is not None
 
     async def scenario() -> tuple[int, int]:
-        registry = RedisRegistry.from_url(valkey_server.url)
-        service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
-        relay = SmppRelay(
-            settings.smpp, service, registry, Keywords.from_lists([], [], []), default_region="CN"
-        )
-        server = await relay.start()
-        port = server.sockets[0].getsockname()[1]
-        peer = socket.socket()
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        peer.setblocking(False)
-        loop = asyncio.get_running_loop()
-        await loop.sock_connect(peer, ("127.0.0.1", port))
-        bind = BindReceiver(sequence_number=1, system_id="promo", password="chg-me-1")  # noqa: S106
-        await loop.sock_sendall(peer, encode(bind))
-        answer = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
-        assert int.from_bytes(answer[8:12], "big") == 0  # bind_receiver_resp ESME_ROK
-        [session] = relay.sessions
-        assert session.receives
-        sent = 0
-        while relay.deliver_local("promo", MO):
-            sent += 1
-            assert sent < 200_000, "the backlog is not bounded"
-            if sent % 100 == 0:
-                await asyncio.sleep(0)  # let the transport write what the kernel takes
-        waiting = session.writer.transport.get_write_buffer_size()
-        peer.close()
-        server.close()
-        await relay.unbind_all()
-        await registry.close()
-        return sent, waiting
+        async with in_process_relay(smpp, valkey_server.url) as (relay, port):
+            peer = await bound_peer(port, BindReceiver)
+            [session] = relay.sessions
+            assert session.receives
+            sent = 0
+            while relay.deliver_local("promo", MO):
+                sent += 1
+                assert sent < 200_000, "the backlog is not bounded"
+                if sent % 100 == 0:
+                    await asyncio.sleep(0)  # let the transport write what the kernel takes
+            waiting = session.writer.transport.get_write_buffer_size()
+            peer.close()
+            return sent, waiting
 
     sent, waiting = asyncio.run(scenario())
     assert sent > 0
@@ -676,27 +694,18 @@ def test_a_client_that_does_not_read_its_answers_is_not_read_either(
     pass the write buffer's high-water mark, so they stay bounded (not 3 MB of answers in
     memory); when the client reads again every request gets its one answer."""
     settings = config_module.load(config(tmp_path, valkey_server.url, free_port()))
-    assert settings.smpp is not None
+    smpp = settings.smpp
+    assert smpp is not None
     requests = 200_000
     links = b"".join(encode(EnquireLink(sequence_number=n)) for n in range(2, requests + 2))
 
     async def scenario() -> tuple[int, int]:
-        registry = RedisRegistry.from_url(valkey_server.url)
-        service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
-        relay = SmppRelay(
-            settings.smpp, service, registry, Keywords.from_lists([], [], []), default_region="CN"
-        )
-        server = await relay.start()
-        port = server.sockets[0].getsockname()[1]
-        peer = socket.socket()
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        peer.setblocking(False)
+        async with in_process_relay(smpp, valkey_server.url) as (relay, port):
+            return await flood(relay, port)
+
+    async def flood(relay: SmppRelay, port: int) -> tuple[int, int]:
+        peer = await bound_peer(port, BindTransceiver)
         loop = asyncio.get_running_loop()
-        await loop.sock_connect(peer, ("127.0.0.1", port))
-        bind = BindTransceiver(sequence_number=1, system_id="promo", password="chg-me-1")  # noqa: S106
-        await loop.sock_sendall(peer, encode(bind))
-        answer = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
-        assert int.from_bytes(answer[8:12], "big") == 0  # bind_transceiver_resp ESME_ROK
         [session] = relay.sessions
         # a small kernel send buffer on filterd's side too, so that what the kernel does
         # not take waits in filterd's own buffer (loopback would take megabytes)
@@ -716,9 +725,6 @@ def test_a_client_that_does_not_read_its_answers_is_not_read_either(
         answers = {int.from_bytes(received[i + 12 : i + 16], "big")
                    for i in range(0, len(received), 16)}  # fmt: skip
         peer.close()
-        server.close()
-        await relay.unbind_all()
-        await registry.close()
         return most, len(answers)
 
     most, answered = asyncio.run(scenario())

@@ -256,6 +256,28 @@ def record_fact(url: str, address: str, kind: Kind, sender: str = "acme") -> Non
     asyncio.run(write())
 
 
+@contextlib.contextmanager
+def daemon_on_valkey(
+    reaper: Reaper,
+    prefix: str,
+    facts: list[tuple[str, Kind]],
+    front_ends: tuple[str, ...],
+    **config: Any,
+) -> Iterator[Daemon]:
+    """A started filterd (`front_ends`, `write_config(**config)`) on its own Valkey in a
+    temp dir named `prefix…`, with `facts` recorded for sender acme; everything `reaper`
+    holds is reaped and the dir removed at the end (the fuzz tests' shared target)."""
+    home = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    try:
+        server = registry_server("valkey", home / "valkey", reaper)
+        for address, kind in facts:
+            record_fact(server.url, address, kind)
+        yield Daemon(write_config(home, server.url, **config), reaper, front_ends).start()
+    finally:
+        reaper.reap()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def facts_of(url: str, address: str) -> list[tuple[str, str, str]]:
     """(kind, sender, source) of every fact on record for `address`."""
 

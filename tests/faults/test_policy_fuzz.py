@@ -5,13 +5,10 @@ that connection; fresh connections are still answered; filterd stops with exit 0
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,11 +20,9 @@ from tests.faults.conftest import (
     JANE,
     Daemon,
     Reaper,
-    record_fact,
-    registry_server,
+    daemon_on_valkey,
     report,
     unexpected_log_lines,
-    write_config,
 )
 
 pytestmark = pytest.mark.timeout(180)
@@ -55,20 +50,12 @@ def policy() -> Iterator[PolicyService]:
     """One filterd policy service (jane consented, bob refused, carol nothing; account
     "newsletter" by sasl_username or by a client address in 192.0.2.0/24) shared by the
     examples."""
-    reaper = Reaper()
-    home = Path(tempfile.mkdtemp(prefix="fzp", dir="/tmp"))
-    try:
-        server = registry_server("valkey", home / "valkey", reaper)
-        record_fact(server.url, JANE, Kind.CONSENT)
-        record_fact(server.url, BOB, Kind.REFUSAL)
-        daemon = Daemon(write_config(home, server.url, policy=True), reaper, ("policy",))
-        yield PolicyService(daemon.start())
+    facts = [(JANE, Kind.CONSENT), (BOB, Kind.REFUSAL)]
+    with daemon_on_valkey(Reaper(), "fzp", facts, ("policy",), policy=True) as daemon:
+        yield PolicyService(daemon)
         report("policy_fuzz", sessions=TOTALS["sessions"], requests=TOTALS["requests"],
                write_failed=TOTALS["write_failed"], endings=dict(sorted(ENDINGS.items())),
                actions=dict(sorted(ACTIONS.items())), items=dict(LABELS.most_common()))  # fmt: skip
-    finally:
-        reaper.reap()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @given(policyfuzz.SESSIONS)

@@ -6,13 +6,10 @@ session, and filterd keeps running, logs no unexpected exception and stops with 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,11 +35,9 @@ from tests.faults.conftest import (
     JANE,
     Daemon,
     Reaper,
-    record_fact,
-    registry_server,
+    daemon_on_valkey,
     report,
     unexpected_log_lines,
-    write_config,
 )
 from tests.smsc import FakeSmsc
 
@@ -72,16 +67,14 @@ def relay() -> Iterator[Relay]:
     """One filterd SMPP relay (consent for one number, a refusal for another, an email
     consent, a fake SMSC as the carrier) shared by the examples."""
     reaper = Reaper()
-    home = Path(tempfile.mkdtemp(prefix="fzs", dir="/tmp"))
     smsc = FakeSmsc().start()
     reaper.finalizers.append(smsc.shutdown)
-    try:
-        server = registry_server("valkey", home / "valkey", reaper)
-        record_fact(server.url, "+" + smppfuzz.JANE_SMS, Kind.CONSENT)
-        record_fact(server.url, "+" + smppfuzz.REFUSED_SMS, Kind.REFUSAL)
-        record_fact(server.url, JANE, Kind.CONSENT)  # her email: no SMS may rely on it
-        daemon = Daemon(write_config(home, server.url, smsc_port=smsc.port), reaper, ("smpp",))
-        daemon.start()
+    facts = [
+        ("+" + smppfuzz.JANE_SMS, Kind.CONSENT),
+        ("+" + smppfuzz.REFUSED_SMS, Kind.REFUSAL),
+        (JANE, Kind.CONSENT),  # her email: no SMS may rely on it
+    ]
+    with daemon_on_valkey(reaper, "fzs", facts, ("smpp",), smsc_port=smsc.port) as daemon:
         smsc.wait_bound()
         yield Relay(daemon, smsc)
         report("smpp_fuzz", sessions=TOTALS["sessions"], frames=TOTALS["frames"],
@@ -90,9 +83,6 @@ def relay() -> Iterator[Relay]:
                statuses={f"{k:#x}": v for k, v in sorted(STATUSES.items())},
                relayed=len(smsc.submits),
                answered=dict(sorted(ANSWERED.items())))  # fmt: skip
-    finally:
-        reaper.reap()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @given(smppfuzz.SESSIONS)

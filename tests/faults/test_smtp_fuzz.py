@@ -3,11 +3,8 @@ line gets one well-formed reply, no exception escapes the handler, filterd keeps
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,12 +14,9 @@ from tests.faults import smtpfuzz
 from tests.faults.conftest import (
     BOB,
     JANE,
-    Daemon,
     Reaper,
-    record_fact,
-    registry_server,
+    daemon_on_valkey,
     report,
-    write_config,
 )
 from tests.helpers import SinkServer
 
@@ -37,23 +31,16 @@ SESSIONS: list[int] = []
 def smtp_port() -> Iterator[int]:
     """One filterd SMTP relay (consent for jane, refusal for bob) shared by the examples."""
     reaper = Reaper()
-    home = Path(tempfile.mkdtemp(prefix="fuz", dir="/tmp"))
-    try:
-        server = registry_server("valkey", home / "valkey", reaper)
-        record_fact(server.url, JANE, Kind.CONSENT)
-        record_fact(server.url, BOB, Kind.REFUSAL)
-        sink = SinkServer().start()
-        reaper.finalizers.append(sink.shutdown)
-        daemon = Daemon(write_config(home, server.url, smtp_upstream=sink.port), reaper, ("smtp",))
-        yield daemon.start().ports["smtp"]
+    sink = SinkServer().start()
+    reaper.finalizers.append(sink.shutdown)
+    facts = [(JANE, Kind.CONSENT), (BOB, Kind.REFUSAL)]
+    with daemon_on_valkey(reaper, "fuz", facts, ("smtp",), smtp_upstream=sink.port) as daemon:
+        yield daemon.ports["smtp"]
         assert daemon.alive(), "filterd died under the fuzzer"
         assert daemon.stop() == 0
         report("smtp_fuzz", sessions=len(SESSIONS), lines=sum(SESSIONS),
                codes=dict(sorted(CODES.items())), known_bug_hits=dict(KNOWN),
                relayed=len(sink.handler.messages))  # fmt: skip
-    finally:
-        reaper.reap()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 @given(smtpfuzz.SCRIPTS)
