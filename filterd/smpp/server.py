@@ -104,11 +104,11 @@ _STATUS = {
 
 
 DELIVER_BACKLOG = 1024 * 1024
-_BINDS = frozenset(bind.command_id for bind in (BindReceiver, BindTransmitter, BindTransceiver))
-"""The bind command ids (a bind the codec refused is a failed bind)."""
 """Bytes of deliver_sm a client's connection may have waiting to be written: a
 receiver that stops reading gets no more past it (the delivery counts as
 undeliverable there, logged), so its backlog cannot grow filterd's memory."""
+_BINDS = frozenset(bind.command_id for bind in (BindReceiver, BindTransmitter, BindTransceiver))
+"""The bind command ids (a bind the codec refused is a failed bind)."""
 
 
 class SmppRelay:
