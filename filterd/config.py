@@ -24,6 +24,7 @@ from filterd.errors import ConfigError, shown_url
 from filterd.model import MessageClass
 from filterd.normalize import is_region
 from filterd.policy import FailMode
+from filterd.sentinel_url import is_sentinel_url, parse_sentinel_url
 from filterd.units import parse_duration, parse_endpoint, parse_size
 
 T = TypeVar("T")
@@ -404,9 +405,9 @@ def _endpoint(table: _Table, key: str) -> Endpoint:
 def _registry(root: _Table, base: Path) -> RegistrySettings:
     t = _Table(root.take("registry", dict, {}), "registry")
     url = t.take("url", str, "embedded")
-    sentinel = url.startswith(_SENTINEL_SCHEME + ":")
+    sentinel = is_sentinel_url(url)
     if sentinel:
-        _check_sentinel_url(url)
+        parse_sentinel_url(url)  # ConfigError if malformed
     elif url != "embedded" and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ConfigError(
             "registry.url",
@@ -460,49 +461,6 @@ def _registry(root: _Table, base: Path) -> RegistrySettings:
         )
     t.done()
     return settings
-
-
-_SENTINEL_SCHEME = "redis+sentinel"
-_SENTINEL_FORM = (
-    "redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/db]"
-    "[?sentinel_password=...[&sentinel_username=...]]"
-)
-_SENTINEL_QUERY_KEYS = frozenset({"sentinel_password", "sentinel_username"})
-"""What a sentinel url's query may set: the credentials the sentinels themselves want."""
-
-
-def _check_sentinel_url(url: str) -> None:
-    """ConfigError naming registry.url unless `url` has the form of _SENTINEL_FORM."""
-
-    def bad(reason: str) -> ConfigError:
-        return ConfigError("registry.url", f"{shown_url(url)!r}: {reason} (use {_SENTINEL_FORM})")
-
-    rest = url.removeprefix(_SENTINEL_SCHEME + ":")
-    if not rest.startswith("//"):
-        raise bad("no // after the scheme")
-    if "#" in rest:
-        raise bad("a fragment is not allowed")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest[2:].partition("/")
-    for item in query.split("&") if query else []:
-        name, equals, value = item.partition("=")
-        if name not in _SENTINEL_QUERY_KEYS or not equals or not value:
-            raise bad(f"the query takes only {' and '.join(sorted(_SENTINEL_QUERY_KEYS))}=VALUE")
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and (":" not in userinfo or not userinfo.partition(":")[2]):
-        raise bad("credentials are written :password@")
-    if not hosts:
-        raise bad("no sentinel named")
-    for node in hosts.split(","):
-        try:
-            parse_endpoint(node)
-        except ValueError as exc:
-            raise bad(f"sentinel {node!r}: {exc}") from None
-    parts = path.split("/") if path else []
-    if not parts or not parts[0]:
-        raise bad("no service name")
-    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise bad("after the service only a db number may follow")
 
 
 def _check_url(url: str) -> None:

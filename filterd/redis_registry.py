@@ -24,9 +24,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -35,11 +33,12 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 
 from filterd import keys
-from filterd.errors import ConfigError, NotDurable, RegistryUnavailable, shown_url
+from filterd.errors import ConfigError, NotDurable, RegistryUnavailable
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
 from filterd.records import MAX_SIDE_BYTES, Record, pack, pack_side, unpack, unpack_side
 from filterd.registry import AuditQuery
 from filterd.resp_link import RespLink, is_error
+from filterd.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 # Merge facts into buckets atomically. ARGV[1]: bucket_bits; ARGV[2]: the
 # items, concatenated, each:
@@ -147,7 +146,6 @@ _ROLE_CHECK_S = 1.0
 still the primary."""
 """How long WAIT and WAITAOF each wait for replicas (each below the 5 s socket timeout)."""
 _SENTINEL_TIMEOUT_S = 1.0
-SENTINEL_SCHEME = "redis+sentinel"
 _MAX_CONNECTIONS = 64
 _LOOKUP_TIMEOUT_S = 5.0
 _CONNECT_TIMEOUT_S = 2.0
@@ -156,72 +154,6 @@ _FAILED: list[Any] = []
 """The replies of a failed batch (a marker: the rest are ignored)."""
 
 _Lookup = tuple[str, Sequence[bytes], asyncio.Future[tuple[int, list[Any]]]]
-
-
-@dataclass(frozen=True, slots=True)
-class SentinelTarget:
-    """What a redis+sentinel:// URL names: the sentinels, the service (the name the
-    sentinels monitor the primary under), the db, and the primary's credentials."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    sentinel_username: str | None = None
-    sentinel_password: str | None = None
-    """What the sentinels themselves want (their `requirepass`), if anything."""
-
-
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Split `redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]`
-    `[?sentinel_password=...[&sentinel_username=...]]` (percent-encoded values).
-
-    ConfigError (naming registry.url) when it is malformed.
-    """
-
-    def bad(reason: str) -> ConfigError:
-        return ConfigError("registry.url", f"{shown_url(url)!r}: {reason}")
-
-    scheme, sep, rest = url.partition("://")
-    if scheme != SENTINEL_SCHEME or not sep:
-        raise bad(f"a sentinel url starts with {SENTINEL_SCHEME}://")
-    if "#" in rest:
-        raise bad("a sentinel url takes no fragment")
-    rest, _, query = rest.partition("?")
-    options: dict[str, str] = {}
-    for item in query.split("&") if query else []:
-        name, equals, value = item.partition("=")
-        if name not in ("sentinel_password", "sentinel_username") or not equals or not value:
-            raise bad("the query takes only sentinel_password= and sentinel_username=")
-        options[name] = unquote(value)
-    netloc, _, path = rest.partition("/")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = userinfo.partition(":")
-        if not colon or not secret:
-            raise bad("credentials are written :password@ or user:password@")
-        username, password = unquote(user) or None, unquote(secret)
-    nodes = []
-    for node in hosts.split(","):
-        host, colon, port_text = node.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if not colon or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise bad(f"sentinel {node!r} is not host:port (port 1-65535)")
-        nodes.append((host, int(port_text)))
-    parts = path.split("/") if path else []
-    if not parts or not parts[0] or len(parts) > 2:
-        raise bad("name the monitored service: .../SERVICE or .../SERVICE/db")
-    db = 0
-    if len(parts) == 2:
-        if not parts[1].isdigit():
-            raise bad(f"the db {parts[1]!r} is not a number")
-        db = int(parts[1])
-    return SentinelTarget(
-        tuple(nodes), unquote(parts[0]), db, username, password,
-        options.get("sentinel_username"), options.get("sentinel_password"),
-    )  # fmt: skip
 
 
 def pool_options() -> dict[str, Any]:
@@ -351,7 +283,7 @@ class RedisRegistry:
         every write before it is acknowledged.
         """
         common = pool_options()
-        if url.startswith(SENTINEL_SCHEME + ":"):
+        if is_sentinel_url(url):
             target = parse_sentinel_url(url)
             make: Any = Sentinel  # untyped in redis-py
             sentinel: Sentinel = make(

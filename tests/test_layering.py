@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "records", "keys",
-    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text", "tokens",
+    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text", "tokens", "sentinel_url",
 }  # fmt: skip
 LAYERS = {
     # module: the filterd modules it may import
@@ -31,7 +31,16 @@ LAYERS = {
     "secret": {"errors", "identity"},
     "embedded": {"errors"},
     "resp_link": {"errors"},
-    "redis_registry": {"keys", "errors", "model", "records", "registry", "resp_link"},
+    "sentinel_url": {"errors", "units"},
+    "redis_registry": {
+        "keys",
+        "errors",
+        "model",
+        "records",
+        "registry",
+        "resp_link",
+        "sentinel_url",
+    },
     "cluster_registry": {"keys", "errors", "model", "redis_registry", "resp_link"},
     "tokens": {"identity", "model"},
     "metrics": set(),
@@ -48,7 +57,7 @@ LAYERS = {
         "policy",
         "registry",
     },
-    "config": {"embedded", "errors", "model", "normalize", "policy", "units"},
+    "config": {"embedded", "errors", "model", "normalize", "policy", "sentinel_url", "units"},
     "bootstrap": {
         "config",
         "embedded",
