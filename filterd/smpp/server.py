@@ -465,7 +465,8 @@ class ClientSession:
                 pdu = framer.next_pdu()
             except SmppProtocolError as exc:
                 if exc.command_id in _BINDS and self.account is None:
-                    await self._refuse_bind(exc)  # an overlong system_id or password
+                    # an overlong system_id or password: a failed bind, the codec's status
+                    await self._refuse_bind(exc.reply(), exc.reason)
                     return False
                 reply = exc.reply()
                 if reply is not None:
@@ -501,7 +502,8 @@ class ClientSession:
         account = self.relay.account(pdu.system_id, pdu.password)
         peer = self.peer()
         if account is None:
-            await self._refuse_bind(response_to(pdu, ESME_RINVPASWD), pdu.system_id)
+            answer = response_to(pdu, ESME_RINVPASWD)
+            await self._refuse_bind(answer, "wrong password", pdu.system_id)
             return False
         self.relay.backoff.succeeded(peer)
         self.account = account
@@ -514,17 +516,13 @@ class ClientSession:
         return True
 
     async def _refuse_bind(
-        self, refusal: Pdu | SmppProtocolError, system_id: str | None = None
+        self, answer: Pdu | None, reason: str, system_id: str | None = None
     ) -> None:
-        """A failed bind: the per-peer delay, then the answer (the connection then closes).
-        A bind whose fields the codec refused (system_id or password too long) counts as
-        a failure too and gets the codec's status."""
+        """A failed bind: the per-peer delay, then `answer` (the connection then closes)."""
         peer = self.peer()
         delay = self.relay.backoff.failed(peer, time.monotonic())
-        reason = refusal.reason if isinstance(refusal, SmppProtocolError) else "wrong password"
         log.warning("bind_refused", system_id=system_id, peer=peer, delay_s=delay, reason=reason)
         await asyncio.sleep(delay)  # guessing passwords costs the guesser time
-        answer = refusal.reply() if isinstance(refusal, SmppProtocolError) else refusal
         if answer is not None:
             self._write(answer)
 
