@@ -40,16 +40,25 @@ class AccountBook:
 
     def by_address(self, address: str) -> SmtpAccount | None:
         """The account whose `networks` hold this client address, or None."""
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])
-        except ValueError:
+        ip = client_ip(address)
+        if ip is None:
             return None
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
         for network, account in self._networks:
             if ip.version == network.version and ip in network:
                 return account
         return None
+
+
+def client_ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client address as an IP (an IPv4-mapped IPv6 address as IPv4, a zone id
+    dropped), or None when it is not one."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def password_matches(expected: str | None, given: str) -> bool:
@@ -60,52 +69,3 @@ def password_matches(expected: str | None, given: str) -> bool:
         given.encode("utf-8", "surrogateescape"),
     )
     return bool(expected) and ok
-
-
-class FailureBackoff:
-    """Per-peer delay after failed logins: 0.5 s doubling to 30 s, forgotten after 15 min.
-
-    A wrong password from a peer makes its next failures slower to answer, so
-    guessing passwords costs time; a success clears the peer's record. At
-    most `limit` peers are remembered (the oldest are forgotten first).
-    """
-
-    def __init__(
-        self,
-        *,
-        first_s: float = 0.5,
-        max_s: float = 30.0,
-        forget_s: float = 900.0,
-        limit: int = 10_000,
-    ) -> None:
-        self.first_s = first_s
-        self.max_s = max_s
-        self.forget_s = forget_s
-        self.limit = limit
-        self._failures: dict[str, tuple[int, float]] = {}
-
-    def failed(self, peer: str, now: float) -> float:
-        """Record a failure; return how long to wait before answering it."""
-        count, last = self._failures.pop(peer, (0, now))
-        if now - last > self.forget_s:
-            count = 0
-        count += 1
-        self._failures[peer] = (count, now)
-        while len(self._failures) > self.limit:
-            del self._failures[next(iter(self._failures))]
-        return float(min(self.first_s * 2 ** (count - 1), self.max_s))
-
-    def delay(self, peer: str, now: float) -> float:
-        """How long to wait before taking the peer's next attempt (0 without failures)."""
-        count, last = self._failures.get(peer, (0, now))
-        if count == 0 or now - last > self.forget_s:
-            return 0.0
-        return float(min(self.first_s * 2 ** (count - 1), self.max_s))
-
-    def succeeded(self, peer: str) -> None:
-        """Forget the peer's failures."""
-        self._failures.pop(peer, None)
-
-    def failures(self, peer: str) -> int:
-        """Failures remembered for a peer."""
-        return self._failures.get(peer, (0, 0.0))[0]

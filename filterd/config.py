@@ -52,6 +52,26 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """What one listener allows a peer (SPEC §11): the same keys in every listener's table."""
+
+    idle_timeout_s: float
+    """A connection that sends nothing for this long is closed (HTTP: without a
+    complete request head)."""
+    max_connections: int = 1000
+    """Connections open at once on this listener; more are refused."""
+    max_connections_per_address: int = 100
+    """Connections open at once from one client address on this listener."""
+
+
+SMTP_IDLE_S, POLICY_IDLE_S, SMPP_IDLE_S, HTTP_IDLE_S = 300.0, 300.0, 120.0, 10.0
+"""Default `idle_timeout` of each listener table (RFC 5321's 5 minutes for SMTP;
+Postfix's own policy client idles 300 s; SMPP: enquire_link counts as traffic)."""
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+"""Default `http.status_networks`."""
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpAccount:
     """[[smtp.accounts]]"""
 
@@ -83,6 +103,9 @@ class SmtpSettings:
     """Mail to unsubscribe+TOKEN@this domain is an opt-out."""
     unsubscribe_listen: Endpoint | None = None
     """A listener that takes such mail from anyone (no AUTH) and nothing else."""
+    limits: ListenerLimits = ListenerLimits(SMTP_IDLE_S)
+    """Idle timeout and connection caps of `listen` and `unsubscribe_listen` (each
+    listener counts its own connections)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +185,7 @@ class SmppSettings:
     confirmations: Confirmations = field(default_factory=Confirmations)
     workers: int = 1
     """Processes serving `listen` together (SO_REUSEPORT), each with its own carrier bind."""
+    limits: ListenerLimits = ListenerLimits(SMPP_IDLE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +215,12 @@ class HttpSettings:
     registry secret (the default before a first rotation) is still accepted."""
     token_max_age_s: int = 400 * 86400
     """Tokens older than this are refused, whichever key signed them."""
+    limits: ListenerLimits = ListenerLimits(HTTP_IDLE_S)
+    """`idle_timeout` here: time allowed for a complete request head."""
+    body_timeout_s: float = 30.0
+    """Time allowed, once the head is in, for the body and the answer."""
+    status_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = LOOPBACK
+    """Client networks served `/metrics` and `/healthz`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +237,7 @@ class PolicySettings:
     """[policy]"""
 
     listen: Endpoint
+    limits: ListenerLimits = ListenerLimits(POLICY_IDLE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,7 +398,9 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     smtp = _section(root, "smtp", lambda t: _smtp(t, base))
     smpp = _section(root, "smpp", _smpp)
     http = _section(root, "http", lambda t: _http(t, base))
-    policy = _section(root, "policy", lambda t: PolicySettings(_endpoint(t, "listen")))
+    policy = _section(
+        root, "policy", lambda t: PolicySettings(_endpoint(t, "listen"), _limits(t, POLICY_IDLE_S))
+    )
     dkim = _section(root, "dkim", lambda t: _dkim(t, base))
     daemon = _section(root, "daemon", _daemon) or DaemonSettings()
     root.done()
@@ -523,17 +556,12 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
     relay_on = "listen" in t.data  # without the relay, Postfix checks the passwords
     accounts = []
     for a in t.tables("accounts"):
-        networks = []
-        for raw in a.strings("networks"):
-            try:
-                networks.append(ipaddress.ip_network(raw, strict=False))
-            except ValueError:
-                raise ConfigError(a.key("networks"), f"{raw!r} is not a CIDR network") from None
+        networks = _networks(a, "networks", ())
         accounts.append(
             SmtpAccount(
                 username=a.take("username", str, required=True),
                 password=_password(a, base, required=relay_on and not networks),
-                networks=tuple(networks),
+                networks=networks,
                 sender=a.take("sender", str, required=True),
                 stream=_stream(a),
             )
@@ -577,6 +605,7 @@ def _smtp(t: _Table, base: Path) -> SmtpSettings:
         unsubscribe_listen=_endpoint(t, "unsubscribe_listen")
         if "unsubscribe_listen" in t.data
         else None,
+        limits=_limits(t, SMTP_IDLE_S),
     )
 
 
@@ -660,6 +689,7 @@ def _smpp(t: _Table) -> SmppSettings:
         receipt_ttl_s=t.parse("receipt_ttl", parse_duration, 3 * 86400),
         confirmations=_confirmations(t),
         workers=_workers(t, listen),
+        limits=_limits(t, SMPP_IDLE_S),
     )
 
 
@@ -706,7 +736,42 @@ def _http(t: _Table, base: Path) -> HttpSettings:
         retired_token_secret_files=tuple(base / name for name in retired if name != "derived"),
         retired_derived_key="derived" in retired,
         token_max_age_s=max_age,
+        limits=_limits(t, HTTP_IDLE_S),
+        body_timeout_s=float(t.parse("body_timeout", parse_duration, 30)),
+        status_networks=_networks(t, "status_networks", LOOPBACK),
     )
+
+
+def _limits(t: _Table, idle_s: float) -> ListenerLimits:
+    """`idle_timeout`, `max_connections`, `max_connections_per_address` of a listener table."""
+    idle = float(t.parse("idle_timeout", parse_duration, int(idle_s)))
+    if idle > 86400:
+        raise ConfigError(t.key("idle_timeout"), f"{idle:.0f}s is over 1d")
+    total = t.take("max_connections", int, 1000)
+    if not 1 <= total <= 1_000_000:
+        raise ConfigError(t.key("max_connections"), f"{total} is outside 1-1000000")
+    per_address = t.take("max_connections_per_address", int, 100)
+    if not 1 <= per_address <= total:
+        raise ConfigError(
+            t.key("max_connections_per_address"),
+            f"{per_address} is outside 1-{total} (max_connections)",
+        )
+    return ListenerLimits(idle, total, per_address)
+
+
+def _networks(
+    t: _Table, key: str, default: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of CIDR networks (`"10.0.0.0/8"`, `"::1/128"`; a bare address is a /32 or /128)."""
+    if key not in t.data:
+        return default
+    networks = []
+    for raw in t.strings(key):
+        try:
+            networks.append(ipaddress.ip_network(raw, strict=False))
+        except ValueError:
+            raise ConfigError(t.key(key), f"{raw!r} is not a CIDR network") from None
+    return tuple(networks)
 
 
 def _daemon(t: _Table) -> DaemonSettings:

@@ -27,10 +27,12 @@ from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build, dkim_signer
 from filterd.bootstrap import senders as token_senders
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, shown_url
+from filterd.guard import LoginGate
 from filterd.keywords import Keywords
 from filterd.metrics_dir import REPORT_INTERVAL_S, MetricsDir
 from filterd.notify import Notifier
 from filterd.policy_service import start_policy_server
+from filterd.process_limits import quiet_accept_errors, raise_nofile_limit
 from filterd.secret import load_or_create
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.hub import Hub, HubClient
@@ -120,6 +122,8 @@ class _Live:
     stop: asyncio.Event
     notifier: Notifier
     accounts: AccountBook
+    gate: LoginGate = field(default_factory=LoginGate)
+    """The process's one login gate: SMTP AUTH and SMPP binds share its back-off."""
     relay: SmppRelay | None = None
     workers: dict[str, list[asyncio.subprocess.Process]] = field(default_factory=dict)
     """Worker processes by front end ("smtp", "smpp")."""
@@ -162,6 +166,8 @@ async def serve(
     log = logs.get_logger("daemon")
     logs.bind(pid=os.getpid(), role=f"{worker}-worker" if worker else "main")
     notifier = notifier or Notifier(None)
+    nofile, _ = raise_nofile_limit()
+    quiet_accept_errors(asyncio.get_running_loop())
     try:
         runtime = await asyncio.to_thread(build, settings)
         await runtime.registry.check_layout()
@@ -195,7 +201,10 @@ async def serve(
             await _wait_ready(live)
             if not live.stop.is_set():
                 log.info(
-                    "started", config=str(settings.path), registry=shown_url(settings.registry.url)
+                    "started",
+                    config=str(settings.path),
+                    registry=shown_url(settings.registry.url),
+                    nofile=nofile,
                 )
                 notifier.ready(f"serving {live.listening} front end(s)")
             await live.stop.wait()
@@ -297,7 +306,8 @@ def _reload(live: _Live) -> None:
 
 
 _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
-                 "http", "policy", "dkim", "smtp.workers", "smpp.workers", "daemon")  # fmt: skip
+                 "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
+                 "smpp.limits", "daemon")  # fmt: skip
 
 
 def _part(settings: config_module.Settings, name: str) -> object:
@@ -339,6 +349,7 @@ async def _run_smtp(
             default_region=live.settings.registry.default_region,
             oneclick=oneclick,
             intake_only=only,
+            gate=live.gate,
         )
         for only in ([False, True] if intake is not None else [False])
     ]
@@ -452,6 +463,7 @@ async def _run_policy(live: _Live, policy: config_module.PolicySettings) -> None
         live.runtime.service,
         live.accounts,
         default_region=live.settings.registry.default_region,
+        limits=policy.limits,
     )
     server = await _listen(live, "policy", policy.listen, starting)
     try:
@@ -469,7 +481,10 @@ async def _run_http(live: _Live, http: config_module.HttpSettings) -> None:
     runtime = live.runtime
     if runtime.tokens is None:  # build() makes the keys whenever [http] is set
         raise ConfigError("http", "no token keys")
-    front_end = HttpFrontEnd(UnsubscribeSite(runtime.service, runtime.tokens, runtime.senders))
+    site = UnsubscribeSite(
+        runtime.service, runtime.tokens, runtime.senders, status_networks=http.status_networks
+    )
+    front_end = HttpFrontEnd(site, http.limits, body_timeout_s=http.body_timeout_s)
     server = await _listen(live, "http", http.listen, front_end.start(http.listen))
     try:
         await live.stop.wait()
@@ -490,6 +505,7 @@ async def _run_smpp(live: _Live, smpp: config_module.SmppSettings) -> None:
         Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
         default_region=live.settings.registry.default_region,
         drain_s=live.settings.daemon.drain_timeout_s,
+        gate=live.gate,
     )
     live.relay = relay
     if live.hub is not None:  # the parent of SMPP workers: its own clients are on the hub too
@@ -588,7 +604,10 @@ async def _supervise_workers(
     log = logs.get_logger("daemon")
     stop = live.stop
     for _ in range(count):
-        workers.append(await spawn())
+        process = await _spawn_until_started(live, front_end, spawn)
+        if process is None:
+            return
+        workers.append(process)
     log.info("workers_started", front_end=front_end, pids=[w.pid for w in workers])
     while not stop.is_set():
         waits = [asyncio.ensure_future(w.wait()) for w in workers]
@@ -603,9 +622,28 @@ async def _supervise_workers(
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)  # back off before a restart
-                if not stop.is_set():
-                    workers[index] = await spawn()
-                    log.info("worker_restarted", front_end=front_end, pid=workers[index].pid)
+                restarted = await _spawn_until_started(live, front_end, spawn)
+                if restarted is not None:
+                    workers[index] = restarted
+                    log.info("worker_restarted", front_end=front_end, pid=restarted.pid)
+
+
+async def _spawn_until_started(
+    live: _Live, front_end: str, spawn: Callable[[], Awaitable[asyncio.subprocess.Process]]
+) -> asyncio.subprocess.Process | None:
+    """Start a worker; while that fails (no descriptors or processes left), log it and
+    try again every second: the running front ends keep serving meanwhile. None once
+    `stop` is set."""
+    while not live.stop.is_set():
+        try:
+            return await spawn()
+        except OSError as exc:
+            logs.get_logger("daemon").error(
+                "worker_start_failed", front_end=front_end, error=exc.strerror or str(exc)
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.stop.wait(), _SUPERVISE_INTERVAL_S)
+    return None
 
 
 def _die_with_parent() -> None:
@@ -637,6 +675,8 @@ async def _supervise(live: _Live) -> None:
                 await asyncio.to_thread(runtime.embedded.ensure_running)
             except FilterdError as exc:
                 log.error("embedded_registry_restart_failed", error=str(exc))
+            except OSError as exc:  # e.g. no descriptor left for its lock file: next second
+                log.warning("embedded_registry_check_failed", error=exc.strerror or str(exc))
         try:
             await runtime.registry.ping()
             if not healthy:

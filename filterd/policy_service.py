@@ -25,13 +25,18 @@ Wire rules chosen here, beyond Postfix's own documentation:
   sequence parses (Postfix passes SMTPUTF8 addresses through as UTF-8, and
   may pass other bytes from the client unchanged). A recipient that is not
   valid UTF-8 then fails address validation (553); an account name or
-  client address that is not finds no account (554). Replies are encoded the
-  same way, so an echoed address goes back byte for byte.
+  client address that is not finds no account (554). A recipient echoed in a
+  reply has its undecodable bytes shown as U+FFFD, so every action line is
+  valid UTF-8.
 - An empty request (an empty line with no attributes before it) is answered
   like any request that is not at RCPT: `action=DUNNO`, as Postfix's own
   example policy server does.
 - After a protocol error the connection is logged and closed (Postfix then
   opens a new one); the server keeps running.
+- The listener takes at most `max_connections` (`max_connections_per_address`
+  from one address; beyond them a connection is closed at once) and closes a
+  connection that sends nothing for `idle_timeout` (default 300 s, as Postfix's
+  own `smtpd_policy_service_max_idle`).
 
 Decisions, at `protocol_state=RCPT` (every other state: `DUNNO`):
 
@@ -65,8 +70,9 @@ from typing import Any
 
 from filterd import replies
 from filterd.accounts import AccountBook
-from filterd.config import SmtpAccount
+from filterd.config import POLICY_IDLE_S, ListenerLimits, SmtpAccount
 from filterd.errors import FilterdError, InvalidAddress
+from filterd.guard import ConnectionTable, Ticket, peer_host
 from filterd.logs import get_logger
 from filterd.model import Address, Decision
 from filterd.normalize import mask, normalize
@@ -247,16 +253,17 @@ def plan(
 
 
 def recipient_address(recipient: str, default_region: str | None) -> Address | str:
-    """The normalised email address of a recipient, or the 553 reply that refuses it."""
+    """The normalised email address of a recipient, or the 553 reply that refuses it
+    (the recipient shown with undecodable bytes as U+FFFD)."""
+    shown = _loggable(recipient)
     if "@" not in recipient:
-        return replies.BAD_ADDRESS.format(address=recipient, reason="not an email address")
+        return replies.BAD_ADDRESS.format(address=shown, reason="not an email address")
+    if shown != recipient:
+        return replies.BAD_ADDRESS.format(address=shown, reason="not valid UTF-8")
     try:
-        recipient.encode("utf-8")
         return normalize(recipient, default_region)
-    except UnicodeEncodeError:
-        return replies.BAD_ADDRESS.format(address=recipient, reason="not valid UTF-8")
     except InvalidAddress as exc:
-        return replies.BAD_ADDRESS.format(address=recipient, reason=exc.reason)
+        return replies.BAD_ADDRESS.format(address=shown, reason=exc.reason)
 
 
 def action_for(decision: Decision, recipient: str) -> str:
@@ -296,11 +303,13 @@ class _Handler:
         accounts: AccountBook,
         default_region: str | None,
         connections: _Connections,
+        table: ConnectionTable,
     ) -> None:
         self.service = service
         self.accounts = accounts
         self.default_region = default_region
         self.connections = connections
+        self.table = table
 
     async def answer(self, request: dict[str, str]) -> str:
         """The action for one request (at most one registry round trip)."""
@@ -329,10 +338,14 @@ class _Handler:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task
             raise RuntimeError("policy connection outside a task")
+        ticket = self.table.admit(peer_host(writer.get_extra_info("peername")), writer.close)
+        if ticket is None:  # over a cap: closed at once, nothing said
+            writer.transport.abort()
+            return
         self.connections.tasks.add(task)
         peer = _peer(writer)
         try:
-            await self._converse(task, reader, writer, peer)
+            await self._converse(task, reader, writer, peer, ticket)
         except PolicyProtocolError as exc:
             log.warning("policy_protocol_error", peer=peer, error=str(exc))
         except ConnectionError as exc:
@@ -340,6 +353,7 @@ class _Handler:
         except Exception:
             log.exception("policy_connection_failed", peer=peer)
         finally:
+            ticket.release()
             self.connections.tasks.discard(task)
             writer.close()
             with contextlib.suppress(ConnectionError):
@@ -351,6 +365,7 @@ class _Handler:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         peer: str,
+        ticket: Ticket,
     ) -> None:
         """Read, parse, answer, until EOF or the server closes; raise on bad input."""
         connections = self.connections
@@ -365,6 +380,7 @@ class _Handler:
                 if parser.pending:
                     log.info("policy_client_left_mid_request", peer=peer)
                 return
+            ticket.extend()  # traffic: idle_timeout from now
             answers = [serialize_reply(await self.answer(r)) for r in parser.feed(data)]
             if answers:
                 writer.write(b"".join(answers))
@@ -392,6 +408,7 @@ async def start_policy_server(
     accounts: AccountBook,
     *,
     default_region: str | None,
+    limits: ListenerLimits | None = None,
 ) -> asyncio.Server:
     """Listen on (host, port) and answer Postfix policy requests until closed.
 
@@ -400,14 +417,18 @@ async def start_policy_server(
     connection handler has finished.
     """
     connections = _Connections()
-    handler = _Handler(service, accounts, default_region, connections)
+    table = ConnectionTable("policy", limits or ListenerLimits(POLICY_IDLE_S))
+    handler = _Handler(service, accounts, default_region, connections, table)
     host, port = listen
     server = await asyncio.start_server(handler.serve, host or None, port)
-    _drain_on_close(server, connections)
+    table.start()
+    _drain_on_close(server, connections, table)
     return server
 
 
-def _drain_on_close(server: asyncio.Server, connections: _Connections) -> None:
+def _drain_on_close(
+    server: asyncio.Server, connections: _Connections, table: ConnectionTable
+) -> None:
     """Make the server's own close()/wait_closed() drain its client connections.
 
     asyncio.Server has no hook for this: close() stops only the listening
@@ -420,6 +441,7 @@ def _drain_on_close(server: asyncio.Server, connections: _Connections) -> None:
 
     def close() -> None:
         close_listener()
+        table.stop()
         connections.close()
 
     async def wait_closed() -> None:

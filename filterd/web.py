@@ -11,8 +11,18 @@
   config: 404. A POST body that is not the one-click form (another content
   type, field or value; undecodable, malformed multipart, an unknown
   charset): 400; over MAX_BODY_BYTES: 413. Nothing is written for any of these.
-- `GET /healthz`: 200 when the registry answers a PING, else 503; JSON body.
-- `GET /metrics`: the Prometheus text exposition.
+- `GET /healthz`: 200 when the registry answers a PING, else 503; JSON body
+  that never names the registry's host. `GET /metrics`: the Prometheus text
+  exposition. Both only to clients in `http.status_networks` (default
+  loopback); others get 403.
+
+Against hostile peers (SPEC §11): the listener takes at most `max_connections`
+(`max_connections_per_address` from one address); beyond them a connection
+gets a bare 503 and is closed. A connection must deliver a complete request
+head within `idle_timeout` (10 s; from its opening, or from the end of its
+previous answer) and then its body and the answer must be done within
+`body_timeout` (30 s), else it is closed: one timer per listener
+(`filterd.guard.ConnectionTable`) enforces both.
 
 The access log is off: an unsubscribe URL is a capability and stays out of
 the logs; the refusal itself is logged and audited by the service.
@@ -24,12 +34,15 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from filterd.config import HTTP_IDLE_S, LOOPBACK, ListenerLimits
 from filterd.errors import RegistryUnavailable
+from filterd.guard import ConnectionTable, Network, Ticket, in_networks, peer_host
 from filterd.logs import get_logger
 from filterd.metrics import CONTENT_TYPE
 from filterd.service import Service
@@ -77,15 +90,17 @@ class UnsubscribeSite:
         senders: Mapping[bytes, str],
         *,
         clock: Callable[[], float] = time.time,
+        status_networks: Iterable[Network] = LOOPBACK,
     ) -> None:
         self.service = service
         self.tokens = tokens
         self.senders = senders
+        self.status_networks = tuple(status_networks)
         self._clock = clock
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_deadlines])
         app.on_response_prepare.append(_name_server)
         app.router.add_get("/unsubscribe/{token}", self.confirm_page)
         app.router.add_post("/unsubscribe/{token}", self.unsubscribe)
@@ -140,14 +155,27 @@ class UnsubscribeSite:
         )
         return _page(200, "已退订 / Unsubscribed", body)
 
+    def _status_refused(self, request: web.Request) -> web.Response | None:
+        """403 for a client outside `http.status_networks`, else None."""
+        if in_networks(request.remote or "", self.status_networks):
+            return None
+        return web.json_response(
+            {"error": "served only to http.status_networks"},
+            status=403,
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def healthz(self, request: web.Request) -> web.Response:
-        """200 when the registry answers a PING in time, else 503."""
+        """200 when the registry answers a PING in time, else 503 (naming no host)."""
+        refused = self._status_refused(request)
+        if refused is not None:
+            return refused
         try:
             await asyncio.wait_for(self.service.registry.ping(), _HEALTH_TIMEOUT_S)
         except (RegistryUnavailable, TimeoutError) as exc:
-            detail = str(exc) or "timeout"
+            reason = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
             return web.json_response(
-                {"status": "unavailable", "registry": "unreachable", "error": detail},
+                {"status": "unavailable", "registry": reason},
                 status=503,
                 headers={"Cache-Control": "no-store"},
             )
@@ -157,6 +185,9 @@ class UnsubscribeSite:
 
     async def metrics(self, request: web.Request) -> web.Response:
         """The Prometheus text exposition."""
+        refused = self._status_refused(request)
+        if refused is not None:
+            return refused
         response = web.Response(body=self.service.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
@@ -256,11 +287,80 @@ class _BadRequests(logging.Filter):
         return True
 
 
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nServer: filterd\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: 38\r\nRetry-After: 10\r\nConnection: close\r\n\r\n"
+    b"too many connections, try again later\n"
+)
+"""The whole answer of a connection beyond the listener's caps (then closed)."""
+
+
+@web.middleware
+async def _deadlines(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The head is in: body and answer within body_timeout; then the next head
+    within idle_timeout."""
+    connection = request.protocol
+    if not isinstance(connection, _GuardedHandler) or connection.ticket is None:
+        return await handler(request)
+    ticket = connection.ticket
+    ticket.extend(connection.body_timeout_s)
+    try:
+        return await handler(request)
+    finally:
+        ticket.extend()
+
+
+class _GuardedHandler(web.RequestHandler):
+    """aiohttp's connection handler, admitted within the listener's caps and deadlines."""
+
+    def __init__(
+        self, manager: web.Server, table: ConnectionTable, body_timeout_s: float, **kwargs: Any
+    ) -> None:
+        super().__init__(manager, **kwargs)
+        self.table = table
+        self.body_timeout_s = body_timeout_s
+        self.ticket: Ticket | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Admit (the first head due within idle_timeout), or answer 503 and close."""
+        peer = peer_host(transport.get_extra_info("peername"))
+        self.ticket = self.table.admit(peer, self.force_close)
+        if self.ticket is None:
+            if isinstance(transport, asyncio.WriteTransport):
+                transport.write(TOO_MANY_CONNECTIONS)
+            transport.close()
+            return
+        super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        """aiohttp's parser, for an admitted connection only."""
+        if self.ticket is not None:
+            super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """Free the connection's place (a refused one never had aiohttp's state)."""
+        if self.ticket is None:
+            return
+        self.ticket.release()
+        super().connection_lost(exc)
+
+
 class HttpFrontEnd:
     """The site served on listening sockets: `start`, then `close` to drain."""
 
-    def __init__(self, site: UnsubscribeSite) -> None:
+    def __init__(
+        self,
+        site: UnsubscribeSite,
+        limits: ListenerLimits | None = None,
+        *,
+        body_timeout_s: float = 30.0,
+        name: str = "http",
+    ) -> None:
         self._runner = web.AppRunner(site.application(), handle_signals=False, access_log=None)
+        self.table = ConnectionTable(name, limits or ListenerLimits(HTTP_IDLE_S))
+        self.body_timeout_s = body_timeout_s
         server_log = logging.getLogger("aiohttp.server")
         if not any(isinstance(f, _BadRequests) for f in server_log.filters):
             server_log.addFilter(_BadRequests())
@@ -268,16 +368,26 @@ class HttpFrontEnd:
     async def start(self, listen: tuple[str, int]) -> asyncio.Server:
         """Set the site up and listen on `listen`; return the server (for its address)."""
         await self._runner.setup()
-        handler = self._runner.server
-        if handler is None:  # setup() always makes it
+        manager = self._runner.server
+        if manager is None:  # setup() always makes it
             raise RuntimeError("aiohttp runner has no request handler")
+        loop = asyncio.get_running_loop()
+
+        def connection() -> _GuardedHandler:
+            return _GuardedHandler(
+                manager, self.table, self.body_timeout_s, loop=loop, access_log=None
+            )
+
         try:
-            return await asyncio.get_running_loop().create_server(handler, listen[0], listen[1])
+            server = await loop.create_server(connection, listen[0], listen[1])
         except OSError:
             await self._runner.cleanup()
             raise
+        self.table.start()
+        return server
 
     async def close(self) -> None:
         """Finish the requests in flight (bounded by aiohttp's shutdown timeout), then clean up."""
+        self.table.stop()
         await self._runner.shutdown()
         await self._runner.cleanup()

@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from filterd.accounts import AccountBook, FailureBackoff
+from filterd.accounts import AccountBook
 from filterd.config import SmtpAccount
 from filterd.model import MessageClass
 
@@ -143,42 +143,3 @@ def test_empty_book() -> None:
     assert book.authenticate("newsletter", "pw-news") is None
     assert book.by_username("newsletter") is None
     assert book.by_address("10.1.2.7") is None
-
-
-def test_backoff_doubles_per_failure_up_to_the_cap() -> None:
-    """Failures from one peer wait 0.5, 1, 2 ... seconds, never more than the cap."""
-    backoff = FailureBackoff(first_s=0.5, max_s=4.0)
-    delays = [backoff.failed("192.0.2.1", now=100.0 + i) for i in range(6)]
-    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert backoff.failed("192.0.2.2", now=106.0) == 0.5  # another peer starts afresh
-
-
-def test_backoff_is_cleared_by_success_and_forgotten_with_time() -> None:
-    """A successful login clears the peer's record; old failures are forgotten."""
-    backoff = FailureBackoff(forget_s=60.0)
-    backoff.failed("peer", now=0.0)
-    backoff.failed("peer", now=1.0)
-    backoff.succeeded("peer")
-    assert backoff.failures("peer") == 0
-    backoff.failed("peer", now=2.0)
-    assert backoff.failed("peer", now=200.0) == 0.5  # 198 s later: a first failure again
-
-
-def test_backoff_remembers_a_bounded_number_of_peers() -> None:
-    """Beyond `limit` peers the oldest record is dropped (memory stays bounded)."""
-    backoff = FailureBackoff(limit=3)
-    for index in range(5):
-        backoff.failed(f"peer{index}", now=float(index))
-    assert [backoff.failures(f"peer{i}") for i in range(5)] == [0, 0, 1, 1, 1]
-
-
-def test_backoff_delay_reads_without_counting() -> None:
-    """delay() tells the wait a peer's next attempt gets, without counting a failure:
-    0 for a peer without failures, the current step after failures, 0 once forgotten."""
-    backoff = FailureBackoff(first_s=0.5, forget_s=60.0)
-    assert backoff.delay("peer", now=0.0) == 0.0
-    backoff.failed("peer", now=0.0)
-    backoff.failed("peer", now=1.0)
-    assert backoff.delay("peer", now=2.0) == backoff.delay("peer", now=3.0) == 1.0
-    assert backoff.failures("peer") == 2
-    assert backoff.delay("peer", now=100.0) == 0.0

@@ -566,8 +566,9 @@ def test_client_leaving_mid_request(rig: Rig) -> None:
 )
 def test_invalid_recipient_gets_553(rig: Rig, recipient: bytes, reason: str) -> None:
     """An invalid recipient gets `553 5.1.3 <addr>: reason` (the relay's BAD_ADDRESS),
-    with the address echoed byte for byte; nothing is looked up or audited."""
-    shown = recipient.decode("utf-8", "surrogateescape")
+    the address echoed with undecodable bytes as U+FFFD (every action line is valid
+    UTF-8, never the client's raw bytes); nothing is looked up or audited."""
+    shown = recipient.decode("utf-8", "replace")
     assert rig.ask(request(recipient)) == [f"553 5.1.3 <{shown}>: {reason}"]
     assert rig.drops() == []
 

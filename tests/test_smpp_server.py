@@ -294,19 +294,18 @@ def _wrong_bind(relay: Relay) -> None:
         smpp.disconnect()
 
 
-def test_failed_binds_from_one_peer_are_answered_ever_slower(relay: Relay) -> None:
-    """Each wrong password from a peer doubles the wait before its ESME_RINVPASWD
-    (0.5 s, 1 s, ...); a successful bind clears the peer's record."""
+def test_failed_binds_make_every_next_bind_from_that_peer_wait(relay: Relay) -> None:
+    """After a wrong password, the peer's next bind, right or wrong, is checked only
+    after the back-off (0.5 s, doubling per failure); a successful bind clears the
+    peer's record, so the next failure starts afresh."""
     assert relay.log is not None
-    delays = []
-    for _ in range(2):
-        _wrong_bind(relay)
-        delays.append(relay.log.wait_for("bind_refused")["delay_s"])
-    assert delays == [0.5, 1.0]
-    relay.client()  # the right password: accepted, and the record is cleared
-    relay.log.wait_for("bound")
-    _wrong_bind(relay)
-    assert relay.log.wait_for("bind_refused")["delay_s"] == 0.5
+    _wrong_bind(relay)  # the first failure: judged at once
+    _wrong_bind(relay)  # waits 0.5 s
+    relay.client()  # the right password: waits 1 s, is accepted, clears the record
+    _wrong_bind(relay)  # judged at once again
+    _wrong_bind(relay)  # waits 0.5 s
+    delays = [relay.log.wait_for("login_delayed")["delay_s"] for _ in range(3)]
+    assert delays == [0.5, 1.0, 0.5]
 
 
 def test_sighup_reloads_accounts_without_dropping_binds(relay: Relay) -> None:

@@ -28,11 +28,16 @@ BODY = b"\r\n\r\nList-Unsubscribe: in the body does not count\r\n"
         ("Subject: 【广告】春季促销".encode(), ["Subject"]),
         (b"Subject: =?UTF-8?B?5bm/5ZGK77ya5aSn5L+D?=", ["Subject"]),
         (b"Subject: your receipt", []),
+        (b"Subject: your receipt\r\nSubject: AD spring sale", ["Subject"]),
+        (b"List-Unsubscribe : <mailto:u@x.test>", ["List-Unsubscribe"]),
+        (b"LIST-ID\t: News <news.x.test>", ["List-Id"]),
+        (b"Precedence: junk\r\nPrecedence : bulk", ["Precedence"]),
     ],
 )
 def test_signals(header: bytes, expected: list[str]) -> None:
-    """Each signal of SPEC §4 is found (case-insensitive names, encoded subjects decoded);
-    look-alikes are not."""
+    """Each commercial signal is found (case-insensitive names, white space before the
+    colon, every field of a repeated name, encoded subjects decoded); look-alikes are
+    not."""
     assert commercial_signals(b"From: a@x.test\r\n" + header + BODY) == expected
 
 

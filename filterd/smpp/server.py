@@ -1,12 +1,17 @@
 """The SMPP 3.4 server that marketing tools bind to, and the relay logic.
 
 Clients bind (transmitter, receiver or transceiver) with a `[[smpp.accounts]]`
-system_id and password; a wrong one gets ESME_RINVPASWD (after a per-peer
-delay that doubles with each failure, up to 30 s) and the connection is
-closed (an unknown system_id gets the same answer, so names cannot be probed;
-a first bind with a field too long for SMPP is a failed bind too, answered with
-the codec's status). A client that does not read its answers is not read
-either once the transport's high-water mark of answers waits for it.
+system_id and password, judged inside the process's login gate (after a failed
+login every next bind from that address, concurrent or not, waits 0.5 s
+doubling to 30 s before it is checked); a wrong one gets ESME_RINVPASWD and
+the connection is closed (an unknown system_id gets the same answer, so names
+cannot be probed; a first bind with a field too long for SMPP is a failed bind
+too, answered with the codec's status). A client that does not read its
+answers is not read either once the transport's high-water mark of answers
+waits for it. The listener takes at most `max_connections`
+(`max_connections_per_address` from one address; beyond them a connection is
+closed at once) and closes a connection that sends nothing for `idle_timeout`
+(enquire_link is traffic).
 Each submit_sm is decided (one registry read) and, if delivered, forwarded to
 the carrier as received; the client gets the carrier's status, or:
 
@@ -46,9 +51,10 @@ import secrets
 import time
 from collections import OrderedDict
 
-from filterd.accounts import FailureBackoff, password_matches
+from filterd.accounts import password_matches
 from filterd.config import SmppAccount, SmppSettings
 from filterd.errors import InvalidAddress, RegistryUnavailable
+from filterd.guard import ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
@@ -123,6 +129,7 @@ class SmppRelay:
         *,
         default_region: str | None,
         drain_s: float = 30.0,
+        gate: LoginGate | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -143,8 +150,10 @@ class SmppRelay:
         )
         self._reference = itertools.count(secrets.randbelow(256))
         self._background: set[asyncio.Task[None]] = set()
-        self.backoff = FailureBackoff()
-        """Per-peer delay of failed binds."""
+        self.gate = gate or LoginGate()
+        """The process's login gate (per-address back-off after failed logins)."""
+        self.table = ConnectionTable("smpp", settings.limits)
+        """This listener's connections, within its caps and idle timeout."""
 
     def reload(self, settings: SmppSettings, keywords: Keywords) -> None:
         """Take new accounts, numbers, keywords and confirmation texts (SIGHUP).
@@ -167,14 +176,21 @@ class SmppRelay:
         """Listen on smpp.listen (shared with the other workers' processes: SO_REUSEPORT)."""
         host, port = self.settings.listen
         reuse_port = self.settings.workers > 1 or None
-        return await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port)
+        server = await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port)
+        self.table.start()
+        return server
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = ClientSession(self, reader, writer)
+        ticket = self.table.admit(peer_host(writer.get_extra_info("peername")), writer.close)
+        if ticket is None:  # over a cap: closed at once, nothing said
+            writer.transport.abort()
+            return
+        session = ClientSession(self, reader, writer, ticket)
         self.sessions.add(session)
         try:
             await session.serve()
         finally:
+            ticket.release()
             self.sessions.discard(session)
             self.receivers_changed()
 
@@ -402,6 +418,7 @@ class SmppRelay:
 
     async def unbind_all(self) -> None:
         """Stop: let every client's submits in flight get their answers, then unbind."""
+        self.table.stop()
         await asyncio.gather(*(session.close_gracefully() for session in list(self.sessions)))
 
 
@@ -421,11 +438,16 @@ class ClientSession:
     """One client connection: bind state, window of submits, deliveries to it."""
 
     def __init__(
-        self, relay: SmppRelay, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        relay: SmppRelay,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ticket: Ticket,
     ) -> None:
         self.relay = relay
         self.reader = reader
         self.writer = writer
+        self.ticket = ticket
         self.account: SmppAccount | None = None
         self.transmits = False
         self.receives = False
@@ -445,6 +467,7 @@ class ClientSession:
                 data = await self.reader.read(65536)
                 if not data:
                     break
+                self.ticket.extend()  # traffic: idle_timeout from now
                 framer.feed(data)
                 if not await self._drain(framer):
                     break
@@ -466,7 +489,9 @@ class ClientSession:
             except SmppProtocolError as exc:
                 if exc.command_id in _BINDS and self.account is None:
                     # an overlong system_id or password: a failed bind, the codec's status
-                    await self._refuse_bind(exc.reply(), exc.reason)
+                    async with self.relay.gate.attempt(self.peer()) as attempt:
+                        attempt.failed()
+                        self._refuse_bind(exc.reply(), exc.reason)
                     return False
                 reply = exc.reply()
                 if reply is not None:
@@ -499,13 +524,13 @@ class ClientSession:
         if self.account is not None:
             self._write(response_to(pdu, ESME_RALYBND))
             return True
-        account = self.relay.account(pdu.system_id, pdu.password)
-        peer = self.peer()
-        if account is None:
-            answer = response_to(pdu, ESME_RINVPASWD)
-            await self._refuse_bind(answer, "wrong password", pdu.system_id)
-            return False
-        self.relay.backoff.succeeded(peer)
+        async with self.relay.gate.attempt(self.peer()) as attempt:
+            account = self.relay.account(pdu.system_id, pdu.password)
+            if account is None:
+                attempt.failed()
+                self._refuse_bind(response_to(pdu, ESME_RINVPASWD), "wrong password", pdu.system_id)
+                return False
+            attempt.succeeded()
         self.account = account
         self.transmits = not isinstance(pdu, BindReceiver)
         self.receives = not isinstance(pdu, BindTransmitter)
@@ -515,14 +540,9 @@ class ClientSession:
             self.relay.receivers_changed()
         return True
 
-    async def _refuse_bind(
-        self, answer: Pdu | None, reason: str, system_id: str | None = None
-    ) -> None:
-        """A failed bind: the per-peer delay, then `answer` (the connection then closes)."""
-        peer = self.peer()
-        delay = self.relay.backoff.failed(peer, time.monotonic())
-        log.warning("bind_refused", system_id=system_id, peer=peer, delay_s=delay, reason=reason)
-        await asyncio.sleep(delay)  # guessing passwords costs the guesser time
+    def _refuse_bind(self, answer: Pdu | None, reason: str, system_id: str | None = None) -> None:
+        """A failed bind (inside the login gate): `answer`; the connection then closes."""
+        log.warning("bind_refused", system_id=system_id, peer=self.peer(), reason=reason)
         if answer is not None:
             self._write(answer)
 

@@ -2,11 +2,17 @@
 module that imports aiosmtpd).
 
 Per connection: the account comes from AUTH (PLAIN/LOGIN; after STARTTLS when
-TLS is configured; after failed logins a peer's next AUTH waits 0.5 s,
-doubling to 30 s) or from the client's address in an account's `networks`;
-otherwise MAIL gets 530 5.7.0. Per recipient, at RCPT: the consent decision
-(one registry read), then the same RCPT at the upstream, in real time, so an
-upstream refusal reaches the client as that recipient's reply. At DATA the
+TLS is configured; through the process's login gate: after a failed login
+every next AUTH from that address, concurrent or not, waits 0.5 s doubling to
+30 s before it is checked) or from the client's address in an account's
+`networks`; otherwise MAIL gets 530 5.7.0. Each listener takes at most
+`max_connections` (`max_connections_per_address` from one address): beyond
+them a client gets 421 4.7.0 and is closed; a client silent for
+`idle_timeout` between commands is closed (aiosmtpd's own timer).
+
+Per recipient, at RCPT: the consent decision (one registry read), then the
+same RCPT at the upstream, in real time, so an upstream refusal reaches the
+client as that recipient's reply. At DATA the
 message goes to the upstream and the client gets the upstream's reply: 250
 only after the upstream accepted it. Nothing is spooled.
 
@@ -27,7 +33,9 @@ one-click token names one consumer.
 
 Addresses are checked before anything uses them: bytes that are not UTF-8,
 spaces or control characters get 553 (never a crash or a 500), and the null
-reverse-path `<>` is passed upstream as such.
+reverse-path `<>` is passed upstream as such. Every RCPT of a transaction,
+refused or not, counts toward `max_recipients`. A message with a NUL byte is
+refused at DATA (550 5.6.0: mail text may not hold NUL, RFC 5322 §2.3).
 """
 
 from __future__ import annotations
@@ -37,18 +45,26 @@ import contextlib
 import re
 import secrets
 import ssl
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
+from aiosmtpd.smtp import (
+    SMTP,
+    AuthResult,
+    Envelope,
+    LoginPassword,
+    Session,
+    TLSSetupException,
+    syntax,
+)
 
 from filterd import replies
-from filterd.accounts import AccountBook, FailureBackoff
+from filterd.accounts import AccountBook
 from filterd.config import SmtpAccount, SmtpSettings
 from filterd.errors import InvalidAddress, RegistryUnavailable
+from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.logs import get_logger
 from filterd.model import Action, Address, MessageClass
 from filterd.normalize import mask, normalize
@@ -72,6 +88,8 @@ class RelayState:
     optouts: list[Unsubscribe] = field(default_factory=list)
     utf8: bool = False
     transaction: str = ""
+    rcpts: int = 0
+    """RCPT commands of the open transaction, refused ones included."""
 
 
 class RelaySMTP(SMTP):
@@ -81,16 +99,33 @@ class RelaySMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.relay = RelayState()
         self.relay_handler = handler
+        self.ticket: Ticket | None = None
+        """This connection's place in the listener's caps; None when refused."""
+        self.login: Attempt | None = None
+        """The AUTH being judged inside the login gate."""
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
-        """AUTH, taken only after the back-off this peer's failed logins earned."""
+        """AUTH, judged inside the process's login gate (its back-off and turns)."""
         peer = _peer(self.session) if self.session is not None else ""
-        delay = self.relay_handler.backoff.delay(peer, time.monotonic())
-        if delay:
-            log.info("auth_delayed", peer=peer, delay_s=delay)
-            await asyncio.sleep(delay)  # guessing passwords costs the guesser time
-        await super().smtp_AUTH(arg)
+        async with self.relay_handler.gate.attempt(peer) as attempt:
+            self.login = attempt
+            try:
+                await super().smtp_AUTH(arg)
+            finally:
+                self.login = None
+
+    @syntax("RCPT TO: <address>", extended=" [SP <mail-parameters>]")
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        """RCPT, counted toward max_recipients whatever its answer (a refused or
+        unparsable recipient too), so a transaction cannot probe without end."""
+        relay = self.relay
+        if relay.transaction:
+            relay.rcpts += 1
+            if relay.rcpts > self.relay_handler.settings.max_recipients:
+                await self.push(replies.TOO_MANY_RECIPIENTS)
+                return
+        await super().smtp_RCPT(arg)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The path of MAIL FROM / RCPT TO and the text after it, as aiosmtpd parses it.
@@ -112,12 +147,24 @@ class RelaySMTP(SMTP):
         return address, rest
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Register the connection for draining."""
+        """Admit the connection within the listener's caps (else 421 and close) and
+        register it for draining. (Called again with the TLS transport after STARTTLS.)"""
+        if self.ticket is None:
+            peer = peer_host(transport.get_extra_info("peername"))
+            self.ticket = self.relay_handler.table.admit(peer, transport.close, idle=False)
+            if self.ticket is None:
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(TOO_MANY_CONNECTIONS)
+                transport.close()
+                return
         super().connection_made(transport)
         self.relay_handler.connections.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         """Give the upstream connection back (with RSET) when the client goes away."""
+        if self.ticket is None:
+            return  # refused at connection_made: aiosmtpd never started on it
+        self.ticket.release()
         super().connection_lost(error)
         self.relay_handler.connections.discard(self)
         self.relay_handler.abandon(self.relay)
@@ -136,6 +183,7 @@ class RelayHandler:
         default_region: str | None,
         oneclick: OneClick | None = None,
         intake_only: bool = False,
+        gate: LoginGate | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -146,8 +194,10 @@ class RelayHandler:
         """Opt-out intake and DKIM signing; None when neither is configured."""
         self.intake_only = intake_only
         """The `smtp.unsubscribe_listen` listener: no login, only unsubscribe recipients."""
-        self.backoff = FailureBackoff()
-        """Per-peer delay of AUTH attempts after failed logins."""
+        self.gate = gate or LoginGate()
+        """The process's login gate (per-address back-off after failed logins)."""
+        self.table = ConnectionTable("smtp.unsubscribe" if intake_only else "smtp", settings.limits)
+        """This listener's connections, within its caps."""
         self.connections: set[RelaySMTP] = set()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._ended = asyncio.Event()
@@ -158,7 +208,12 @@ class RelayHandler:
         """A command that raised: 501 when aiosmtpd (or the email parser under it)
         could not parse the client's input, 451 when filterd's own code failed
         (a fault of ours must not bounce mail); never the exception's text (it
-        may hold an address)."""
+        may hold an address). A failed TLS handshake is the client's (logged at
+        info; aiosmtpd then closes the connection)."""
+        if isinstance(error, TLSSetupException):
+            cause = error.__cause__ or error
+            log.info("smtp_tls_failed", error=type(cause).__name__)
+            return "454 4.7.0 TLS not available due to temporary reason"
         ours = any(
             frame.f_code.co_filename.startswith(_PACKAGE_DIR) and frame.f_code is not _PATH_READER
             for frame, _ in traceback.walk_tb(error.__traceback__)
@@ -186,10 +241,13 @@ class RelayHandler:
         )
         peer = _peer(session)
         log.info("auth", username=username, ok=account is not None, peer=peer)
+        login = server.login if isinstance(server, RelaySMTP) else None
         if account is None:
-            self.backoff.failed(peer, time.monotonic())
+            if login is not None:
+                login.failed()
             return AuthResult(success=False, handled=False)
-        self.backoff.succeeded(peer)
+        if login is not None:
+            login.succeeded()
         return AuthResult(success=True, auth_data=account)
 
     async def handle_EHLO(
@@ -262,8 +320,6 @@ class RelayHandler:
 
     def _take_optout(self, relay: RelayState, envelope: Envelope, address: str, token: str) -> str:
         """An unsubscribe recipient: check its token now, record it at DATA."""
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS
         assert self.oneclick is not None  # noqa: S101 - the caller checked
         wanted = self.oneclick.verify(token)
         if wanted is None:
@@ -301,8 +357,6 @@ class RelayHandler:
         self, relay: RelayState, envelope: Envelope, account: SmtpAccount
     ) -> str | None:
         """452 when this transaction may take no more recipients, else None."""
-        if len(envelope.rcpt_tos) >= self.settings.max_recipients:
-            return replies.TOO_MANY_RECIPIENTS
         signing = self.oneclick is not None and self.oneclick.signs
         if signing and account.stream is MessageClass.COMMERCIAL and relay.addresses:
             return _ONE_PER_SIGNED_MESSAGE
@@ -347,6 +401,9 @@ class RelayHandler:
         """Record opt-outs, then relay the message; answer with the upstream's reply."""
         relay = server.relay
         content: bytes = envelope.original_content or b""
+        if b"\0" in content:
+            await self._end_transaction(relay)
+            return _NUL_IN_MESSAGE
         account = relay.account
         reply: UpstreamReply | None = None
         try:
@@ -470,6 +527,7 @@ class RelayHandler:
         connection = relay.upstream
         relay.addresses = []
         relay.optouts = []
+        relay.rcpts = 0
         if connection is None:
             self._ended.set()
             return
@@ -551,6 +609,7 @@ async def start_smtp_server(
             auth_require_tls=context is not None,
             authenticator=None if intake else handler.authenticate,
             auth_exclude_mechanism=["LOGIN", "PLAIN"] if intake else None,
+            timeout=settings.limits.idle_timeout_s,
         )
 
     host, port = listen
@@ -564,6 +623,9 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 _PATH_READER = RelaySMTP._getaddr.__code__
 """Not a fault of ours when aiosmtpd's path parser fails under it: bad input."""
 _ONE_PER_SIGNED_MESSAGE = "452 4.5.3 one recipient per message: send the others separately"
+_NUL_IN_MESSAGE = "550 5.6.0 message contains a NUL byte, which mail text may not hold"
+TOO_MANY_CONNECTIONS = b"421 4.7.0 too many connections, try again later\r\n"
+"""Sent to a connection beyond the listener's caps, before it is closed."""
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _PLAIN_PATH = re.compile(
     rf"<({_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?: ([^\s(].*)?)?\Z",

@@ -1,0 +1,305 @@
+"""What every listener keeps against hostile peers (SPEC §11): the login gate,
+connection caps and idle deadlines.
+
+- `LoginGate` (one per process, shared by SMTP AUTH, SMPP binds and every later
+  login): after a failed login from a client address, *every* next attempt from
+  that address waits out the back-off before it is checked and answered, right
+  password or wrong, serial or concurrent. Attempts from one address take turns
+  (a lock per address), so parallel guesses cost as much as serial ones, and an
+  attempt is judged only after its wait: a client that gives up early learns
+  nothing, and a right password is never answered sooner than a wrong one.
+- An IPv6 client is counted by its /64 (`address_key`): one host holds a whole
+  /64, and could otherwise start afresh from each of its addresses.
+- `ConnectionTable` (one per listener): at most `max_connections` open, at most
+  `max_connections_per_address` from one address; each admitted connection holds
+  a `Ticket` with a deadline that its front end pushes on (on every read, or at
+  each step of an HTTP request); one timer per listener closes the connections
+  whose deadline has passed. A refused connection is counted and logged at most
+  once per `LOG_EVERY_S` (a flood does not flood the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+
+from filterd.accounts import client_ip
+from filterd.config import ListenerLimits
+from filterd.logs import get_logger
+
+log = get_logger("guard")
+
+LOG_EVERY_S = 10.0
+"""Refused connections of a listener are logged at most once per this many seconds."""
+SWEEP_MAX_S = 1.0
+"""Longest wait between two looks for connections past their deadline."""
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class FailureBackoff:
+    """Per-peer delay after failed logins: 0.5 s doubling to 30 s, forgotten after 15 min.
+
+    A wrong password from a peer makes its next failures slower to answer, so
+    guessing passwords costs time; a success clears the peer's record. At
+    most `limit` peers are remembered (the oldest are forgotten first).
+    """
+
+    def __init__(
+        self,
+        *,
+        first_s: float = 0.5,
+        max_s: float = 30.0,
+        forget_s: float = 900.0,
+        limit: int = 10_000,
+    ) -> None:
+        self.first_s = first_s
+        self.max_s = max_s
+        self.forget_s = forget_s
+        self.limit = limit
+        self._failures: dict[str, tuple[int, float]] = {}
+
+    def failed(self, peer: str, now: float) -> float:
+        """Record a failure; return how long to wait before answering it."""
+        count, last = self._failures.pop(peer, (0, now))
+        if now - last > self.forget_s:
+            count = 0
+        count += 1
+        self._failures[peer] = (count, now)
+        while len(self._failures) > self.limit:
+            del self._failures[next(iter(self._failures))]
+        return float(min(self.first_s * 2 ** (count - 1), self.max_s))
+
+    def delay(self, peer: str, now: float) -> float:
+        """How long to wait before taking the peer's next attempt (0 without failures)."""
+        count, last = self._failures.get(peer, (0, now))
+        if count == 0 or now - last > self.forget_s:
+            return 0.0
+        return float(min(self.first_s * 2 ** (count - 1), self.max_s))
+
+    def succeeded(self, peer: str) -> None:
+        """Forget the peer's failures."""
+        self._failures.pop(peer, None)
+
+    def failures(self, peer: str) -> int:
+        """Failures remembered for a peer."""
+        return self._failures.get(peer, (0, 0.0))[0]
+
+
+class Attempt:
+    """One login attempt inside the gate: say how it went with `succeeded` / `failed`."""
+
+    __slots__ = ("outcome",)
+
+    def __init__(self) -> None:
+        self.outcome: bool | None = None
+        """True success, False failure, None not judged (nothing is recorded)."""
+
+    def succeeded(self) -> None:
+        """The credentials were right: the address's failures are forgotten."""
+        self.outcome = True
+
+    def failed(self) -> None:
+        """The credentials were wrong: the address's next attempt waits longer."""
+        self.outcome = False
+
+
+class LoginGate:
+    """The per-address back-off every login of the process goes through."""
+
+    def __init__(
+        self,
+        backoff: FailureBackoff | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backoff = backoff or FailureBackoff()
+        self._clock = clock
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def waiting(self, address: str) -> int:
+        """Attempts from `address` inside the gate now (holding or awaiting a turn)."""
+        return self._turns.get(address_key(address), (None, 0))[1]
+
+    @contextlib.asynccontextmanager
+    async def attempt(self, address: str) -> AsyncIterator[Attempt]:
+        """Wait for the turn and back-off of the client at `address`; then check the
+        credentials and answer inside the block, and record the outcome on the
+        yielded Attempt."""
+        peer = address_key(address)
+        lock, users = self._turns.get(peer, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._turns[peer] = (lock, users + 1)
+        try:
+            async with lock:
+                delay = self.backoff.delay(peer, self._clock())
+                if delay:
+                    log.info("login_delayed", peer=peer, delay_s=delay)
+                    await asyncio.sleep(delay)  # guessing passwords costs the guesser time
+                attempt = Attempt()
+                yield attempt
+                if attempt.outcome is True:
+                    self.backoff.succeeded(peer)
+                elif attempt.outcome is False:
+                    self.backoff.failed(peer, self._clock())
+        finally:
+            _, users = self._turns[peer]
+            if users <= 1:
+                del self._turns[peer]
+            else:
+                self._turns[peer] = (lock, users - 1)
+
+
+class Ticket:
+    """One admitted connection: its address, deadline and how to close it."""
+
+    __slots__ = ("_table", "close", "deadline", "peer", "released")
+
+    def __init__(self, table: ConnectionTable, peer: str, close: Callable[[], None]) -> None:
+        self._table = table
+        self.peer = peer
+        self.close = close
+        self.deadline = math.inf
+        self.released = False
+
+    def extend(self, seconds: float | None = None) -> None:
+        """Allow the peer `seconds` more (default: the listener's idle_timeout) from now."""
+        self.deadline = self._table.clock() + (
+            self._table.limits.idle_timeout_s if seconds is None else seconds
+        )
+
+    def release(self) -> None:
+        """The connection is gone (idempotent)."""
+        if not self.released:
+            self.released = True
+            self._table.forget(self)
+
+
+class ConnectionTable:
+    """The connections of one listener, within its caps and deadlines."""
+
+    def __init__(
+        self,
+        name: str,
+        limits: ListenerLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.clock = clock
+        self.tickets: set[Ticket] = set()
+        self._per_address: dict[str, int] = {}
+        self._refused = 0
+        self._refused_logged_at = -math.inf
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self.tickets)
+
+    def from_address(self, address: str) -> int:
+        """Connections open from `address` (an IPv6 one: from its /64)."""
+        return self._per_address.get(address_key(address), 0)
+
+    def admit(self, address: str, close: Callable[[], None], *, idle: bool = True) -> Ticket | None:
+        """A ticket for a new connection from `address`, or None when a cap is reached.
+
+        With `idle`, the deadline starts at idle_timeout from now; without, the
+        connection has no deadline until its front end sets one (SMTP keeps its own).
+        """
+        peer = address_key(address)
+        count = self._per_address.get(peer, 0)
+        limits = self.limits
+        if len(self.tickets) >= limits.max_connections:
+            self._note_refused(peer, "max_connections")
+            return None
+        if count >= limits.max_connections_per_address:
+            self._note_refused(peer, "max_connections_per_address")
+            return None
+        self._per_address[peer] = count + 1
+        ticket = Ticket(self, peer, close)
+        if idle:
+            ticket.extend()
+        self.tickets.add(ticket)
+        return ticket
+
+    def forget(self, ticket: Ticket) -> None:
+        """Take a released ticket out of the counts."""
+        self.tickets.discard(ticket)
+        count = self._per_address.get(ticket.peer, 0) - 1
+        if count > 0:
+            self._per_address[ticket.peer] = count
+        else:
+            self._per_address.pop(ticket.peer, None)
+
+    def _note_refused(self, peer: str, cap: str) -> None:
+        self._refused += 1
+        now = self.clock()
+        if now - self._refused_logged_at >= LOG_EVERY_S:
+            log.warning(
+                "connections_refused", listener=self.name, cap=cap, peer=peer,
+                refused=self._refused, open=len(self.tickets),
+            )  # fmt: skip
+            self._refused, self._refused_logged_at = 0, now
+
+    def expired(self, now: float) -> list[Ticket]:
+        """The tickets whose deadline has passed at `now`."""
+        return [ticket for ticket in self.tickets if ticket.deadline <= now]
+
+    def sweep(self) -> int:
+        """Close every connection past its deadline; how many were closed."""
+        late = self.expired(self.clock())
+        for ticket in late:
+            ticket.release()
+            with contextlib.suppress(Exception):  # a transport already closing
+                ticket.close()
+        if late:
+            log.info("idle_connections_closed", listener=self.name, closed=len(late))
+        return len(late)
+
+    def start(self) -> None:
+        """Look for connections past their deadline, from now until `stop`."""
+        if self._timer is None:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        interval = min(SWEEP_MAX_S, self.limits.idle_timeout_s / 4)
+        self._timer = asyncio.get_running_loop().call_later(interval, self._tick)
+
+    def _tick(self) -> None:
+        self.sweep()
+        self._schedule()
+
+    def stop(self) -> None:
+        """No more sweeping (the listener is closed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def peer_host(peername: object) -> str:
+    """The address part of a transport's `peername` ('' when there is none)."""
+    if isinstance(peername, tuple) and peername:
+        return str(peername[0])
+    return str(peername or "")
+
+
+def address_key(address: str) -> str:
+    """What one client is counted as: its IPv4 address, or its IPv6 /64."""
+    ip = client_ip(address)
+    if ip is None:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def in_networks(address: str, networks: Iterable[Network]) -> bool:
+    """Whether a client address (IPv4-mapped IPv6 read as IPv4) is in one of `networks`."""
+    ip = client_ip(address)
+    return ip is not None and any(ip.version == net.version and ip in net for net in networks)

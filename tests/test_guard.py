@@ -1,0 +1,307 @@
+"""The guards of every listener (filterd/guard.py): the per-address back-off,
+the login gate every login goes through (turns per address, the wait before
+the check), connection caps and deadlines, and client address matching."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from filterd.config import ListenerLimits
+from filterd.guard import (
+    ConnectionTable,
+    FailureBackoff,
+    LoginGate,
+    address_key,
+    in_networks,
+    peer_host,
+)
+
+
+class Clock:
+    """A settable monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        """The time now."""
+        return self.now
+
+
+def test_backoff_doubles_per_failure_up_to_the_cap() -> None:
+    """Failures from one peer wait 0.5, 1, 2 ... seconds, never more than the cap."""
+    backoff = FailureBackoff(first_s=0.5, max_s=4.0)
+    delays = [backoff.failed("192.0.2.1", now=100.0 + i) for i in range(6)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+    assert backoff.failed("192.0.2.2", now=106.0) == 0.5  # another peer starts afresh
+
+
+def test_backoff_is_cleared_by_success_and_forgotten_with_time() -> None:
+    """A successful login clears the peer's record; old failures are forgotten."""
+    backoff = FailureBackoff(forget_s=60.0)
+    backoff.failed("peer", now=0.0)
+    backoff.failed("peer", now=1.0)
+    backoff.succeeded("peer")
+    assert backoff.failures("peer") == 0
+    backoff.failed("peer", now=2.0)
+    assert backoff.failed("peer", now=200.0) == 0.5  # 198 s later: a first failure again
+
+
+def test_backoff_remembers_a_bounded_number_of_peers() -> None:
+    """Beyond `limit` peers the oldest record is dropped (memory stays bounded)."""
+    backoff = FailureBackoff(limit=3)
+    for index in range(5):
+        backoff.failed(f"peer{index}", now=float(index))
+    assert [backoff.failures(f"peer{i}") for i in range(5)] == [0, 0, 1, 1, 1]
+
+
+def test_backoff_delay_reads_without_counting() -> None:
+    """delay() tells the wait a peer's next attempt gets, without counting a failure:
+    0 for a peer without failures, the current step after failures, 0 once forgotten."""
+    backoff = FailureBackoff(first_s=0.5, forget_s=60.0)
+    assert backoff.delay("peer", now=0.0) == 0.0
+    backoff.failed("peer", now=0.0)
+    backoff.failed("peer", now=1.0)
+    assert backoff.delay("peer", now=2.0) == backoff.delay("peer", now=3.0) == 1.0
+    assert backoff.failures("peer") == 2
+    assert backoff.delay("peer", now=100.0) == 0.0
+
+
+def _gate(first_s: float = 0.05) -> LoginGate:
+    return LoginGate(FailureBackoff(first_s=first_s, max_s=10 * first_s))
+
+
+def test_gate_a_first_attempt_is_judged_at_once_and_its_failure_counts() -> None:
+    """A peer without failures is checked at once; a failed attempt is remembered and a
+    success clears the record."""
+    gate = _gate()
+
+    async def run() -> list[int]:
+        counts = []
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.failed()
+        counts.append(gate.backoff.failures("192.0.2.1"))
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.succeeded()
+        counts.append(gate.backoff.failures("192.0.2.1"))
+        return counts
+
+    assert asyncio.run(run()) == [1, 0]
+
+
+def test_gate_waits_out_the_back_off_before_the_check_right_or_wrong() -> None:
+    """After a failure, the next attempt enters its block only after the back-off, so
+    a right password is never judged sooner than a wrong one would be."""
+    gate = _gate(first_s=0.2)
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.failed()
+        started = loop.time()
+        async with gate.attempt("192.0.2.1") as attempt:
+            entered = loop.time() - started
+            attempt.succeeded()
+        return entered
+
+    assert asyncio.run(run()) >= 0.2  # a lower bound: the sleep guarantees it
+
+
+def test_gate_concurrent_attempts_take_turns_as_if_serial() -> None:
+    """Parallel attempts from one address enter one at a time, each after the back-off
+    the failures before it earned (0, 1, 2, 4 steps): concurrency buys nothing."""
+    step = 0.05
+    gate = _gate(first_s=step)
+    inside = 0
+    most_inside = 0
+
+    async def guess(loop: asyncio.AbstractEventLoop, started: float) -> float:
+        nonlocal inside, most_inside
+        async with gate.attempt("192.0.2.9") as attempt:
+            inside += 1
+            most_inside = max(most_inside, inside)
+            await asyncio.sleep(0)  # let any other attempt in, if the gate allowed it
+            inside -= 1
+            attempt.failed()
+            return loop.time() - started
+
+    async def run() -> list[float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        return sorted(await asyncio.gather(*(guess(loop, started) for _ in range(4))))
+
+    entered = asyncio.run(run())
+    assert most_inside == 1
+    assert gate.backoff.failures("192.0.2.9") == 4
+    owed = [0.0, step, step + 2 * step, step + 2 * step + 4 * step]
+    assert all(t >= o for t, o in zip(entered, owed, strict=True))
+    assert gate.waiting("192.0.2.9") == 0  # the turn bookkeeping is gone
+
+
+def test_gate_other_addresses_do_not_wait() -> None:
+    """One address's failures do not delay another address (its turn is its own)."""
+    gate = _gate(first_s=5.0)
+
+    async def run() -> bool:
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.failed()
+        async with asyncio.timeout(1.0):  # would take 5 s if the back-off applied
+            async with gate.attempt("192.0.2.2") as attempt:
+                attempt.succeeded()
+        return True
+
+    assert asyncio.run(run())
+
+
+def test_gate_a_cancelled_wait_judges_nothing_and_frees_the_turn() -> None:
+    """A client that leaves while waiting is not judged (no failure, no success is
+    recorded), and the next attempt still owes the back-off."""
+    gate = _gate(first_s=0.5)
+
+    async def run() -> tuple[int, int]:
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.failed()
+
+        async def waiting() -> None:
+            async with gate.attempt("192.0.2.1") as attempt:
+                attempt.succeeded()
+
+        task = asyncio.create_task(waiting())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return gate.backoff.failures("192.0.2.1"), gate.waiting("192.0.2.1")
+
+    assert asyncio.run(run()) == (1, 0)
+
+
+def test_gate_counts_an_ipv6_client_by_its_slash_64() -> None:
+    """Failures from one IPv6 address delay the other addresses of its /64 (one host
+    holds the whole /64), not those of another /64."""
+    gate = _gate()
+
+    async def run() -> None:
+        async with gate.attempt("2001:db8:1:2::1") as attempt:
+            attempt.failed()
+
+    asyncio.run(run())
+    assert gate.backoff.failures(address_key("2001:db8:1:2:ffff::9")) == 1
+    assert gate.backoff.failures(address_key("2001:db8:1:3::1")) == 0
+
+
+def _table(clock: Clock, **limits: float) -> ConnectionTable:
+    settings = ListenerLimits(
+        idle_timeout_s=limits.get("idle", 10.0),
+        max_connections=int(limits.get("total", 4)),
+        max_connections_per_address=int(limits.get("per_address", 2)),
+    )
+    return ConnectionTable("test", settings, clock=clock)
+
+
+def test_table_caps_per_address_and_in_total() -> None:
+    """Beyond max_connections_per_address from one address, or max_connections in all,
+    a connection gets no ticket; a released ticket frees its place (once only)."""
+    table = _table(Clock())
+    a1 = table.admit("192.0.2.1", lambda: None)
+    a2 = table.admit("192.0.2.1", lambda: None)
+    assert a1 is not None
+    assert a2 is not None
+    assert table.admit("192.0.2.1", lambda: None) is None  # per address
+    b1 = table.admit("192.0.2.2", lambda: None)
+    b2 = table.admit("192.0.2.3", lambda: None)
+    assert b1 is not None
+    assert b2 is not None
+    assert table.admit("192.0.2.4", lambda: None) is None  # in total
+    a1.release()
+    a1.release()  # idempotent: frees one place, not two
+    assert len(table) == 3
+    assert table.from_address("192.0.2.1") == 1
+    assert table.admit("192.0.2.4", lambda: None) is not None
+    assert table.admit("192.0.2.5", lambda: None) is None
+
+
+def test_table_closes_connections_past_their_deadline() -> None:
+    """A connection silent for idle_timeout is closed (and its place freed); one whose
+    front end extended its deadline on traffic stays."""
+    clock = Clock()
+    table = _table(clock, idle=10.0)
+    closed: list[str] = []
+    quiet = table.admit("192.0.2.1", lambda: closed.append("quiet"))
+    busy = table.admit("192.0.2.2", lambda: closed.append("busy"))
+    assert quiet is not None
+    assert busy is not None
+    clock.now += 9.0
+    busy.extend()
+    clock.now += 1.0
+    assert table.sweep() == 1
+    assert closed == ["quiet"]
+    assert len(table) == 1
+    clock.now += 5.0
+    busy.extend(30.0)  # an HTTP request whose head is in: body_timeout instead
+    clock.now += 20.0
+    assert table.sweep() == 0
+    clock.now += 10.0
+    assert table.sweep() == 1
+    assert closed == ["quiet", "busy"]
+
+
+def test_table_without_idle_has_no_deadline_until_one_is_set() -> None:
+    """`idle=False` (SMTP, whose library keeps its own timer): never swept until extended."""
+    clock = Clock()
+    table = _table(clock)
+    ticket = table.admit("192.0.2.1", lambda: None, idle=False)
+    assert ticket is not None
+    clock.now += 1e9
+    assert table.sweep() == 0
+
+
+def test_table_sweeps_on_its_own_timer() -> None:
+    """start() closes a silent connection by itself once idle_timeout has passed."""
+
+    async def run() -> bool:
+        closed = asyncio.Event()
+        table = ConnectionTable("test", ListenerLimits(idle_timeout_s=0.2))
+        table.admit("192.0.2.1", closed.set)
+        table.start()
+        try:
+            async with asyncio.timeout(5):
+                await closed.wait()
+        finally:
+            table.stop()
+        return len(table) == 0
+
+    assert asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1", True),
+        ("127.9.9.9", True),
+        ("::1", True),
+        ("::ffff:127.0.0.1", True),
+        ("fe80::1%eth0", False),
+        ("10.0.0.1", False),
+        ("", False),
+        ("not an address", False),
+    ],
+)
+def test_in_networks_reads_mapped_and_scoped_addresses(address: str, expected: bool) -> None:
+    """Status networks match IPv4-mapped IPv6 as IPv4; garbage matches nothing."""
+    loopback = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+    assert in_networks(address, loopback) is expected
+
+
+def test_peer_host_and_address_key() -> None:
+    """The host of a peername tuple; IPv4 counted by address, IPv6 by /64."""
+    assert peer_host(("192.0.2.1", 5000)) == "192.0.2.1"
+    assert peer_host(("::1", 5000, 0, 0)) == "::1"
+    assert peer_host(None) == ""
+    assert address_key("192.0.2.1") == "192.0.2.1"
+    assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_key("2001:db8::1") == "2001:db8::/64"
+    assert address_key("weird") == "weird"
