@@ -18,6 +18,7 @@ from filterd.config import (
     DkimSettings,
     HttpSettings,
     KeywordSettings,
+    ListenerLimits,
     PolicySettings,
     SmppAccount,
     SmppNumber,
@@ -342,6 +343,31 @@ BAD_VALUES = [
     ),
     pytest.param('[policy]\nlisten = "127.0.0.1:70000"\n', "policy.listen", id="policy-port-range"),
     pytest.param("smtp = 5\n", "smtp", id="section-not-a-table"),
+    pytest.param(SMTP_HEAD + 'idle_timeout = "0s"\n', "smtp.idle_timeout", id="idle-zero"),
+    pytest.param(SMTP_HEAD + "idle_timeout = 30\n", "smtp.idle_timeout", id="idle-int"),
+    pytest.param(SMPP_HEAD + 'idle_timeout = "2d"\n', "smpp.idle_timeout", id="idle-over-1d"),
+    pytest.param(
+        '[policy]\nlisten = "127.0.0.1:1"\nmax_connections = 0\n',
+        "policy.max_connections",
+        id="max-connections-0",
+    ),
+    pytest.param(
+        '[policy]\nlisten = "127.0.0.1:1"\nmax_connections = 10\n'
+        "max_connections_per_address = 11\n",
+        "policy.max_connections_per_address",
+        id="per-address-over-total",
+    ),
+    pytest.param(
+        '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "http://x.test"\n'
+        'status_networks = ["everyone"]\n',
+        "http.status_networks",
+        id="status-networks",
+    ),
+    pytest.param(
+        '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "http://x.test"\nbody_timeout = "1"\n',
+        "http.body_timeout",
+        id="body-timeout",
+    ),
 ]
 
 
@@ -354,6 +380,41 @@ def test_bad_value_names_dotted_key(tmp_path: Path, text: str, key: str) -> None
     assert info.value.key == key
     assert str(info.value).startswith(f"config: {key}: ")
     assert info.value.reason
+
+
+def test_listener_limits_defaults_and_values(tmp_path: Path, reference: config.Settings) -> None:
+    """Every listener has its idle timeout (SMTP and policy 300 s, SMPP 120 s, HTTP 10 s
+    for the head, 30 s for the body), 1,000 connections, 100 per address and, for HTTP,
+    loopback as the status networks; each key takes its own value."""
+    assert reference.smtp is not None
+    assert reference.smpp is not None
+    assert reference.http is not None
+    assert reference.policy is not None
+    assert reference.smtp.limits == ListenerLimits(300.0, 1000, 100)
+    assert reference.smpp.limits == ListenerLimits(120.0, 1000, 100)
+    assert reference.policy.limits == ListenerLimits(300.0, 1000, 100)
+    assert reference.http.limits == ListenerLimits(10.0, 1000, 100)
+    assert reference.http.body_timeout_s == 30.0
+    assert reference.http.status_networks == (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    path = write(
+        tmp_path,
+        '[policy]\nlisten = "127.0.0.1:1"\nidle_timeout = "5m"\nmax_connections = 50\n'
+        "max_connections_per_address = 5\n"
+        '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "http://x.test"\n'
+        'status_networks = ["10.0.0.0/8", "2001:db8::1"]\nbody_timeout = "1m"\n',
+    )
+    settings = config.load(path)
+    assert settings.policy is not None
+    assert settings.http is not None
+    assert settings.policy.limits == ListenerLimits(300.0, 50, 5)
+    assert settings.http.body_timeout_s == 60.0
+    assert settings.http.status_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("2001:db8::1/128"),
+    )
 
 
 def test_smpp_password_of_8_chars_is_accepted(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 
 from filterd import logs
 from filterd.accounts import AccountBook
-from filterd.config import SmtpAccount
+from filterd.config import ListenerLimits, SmtpAccount
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import ALL_SENDERS, Channel, Decision, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
@@ -937,3 +937,40 @@ def test_real_postfix_uses_the_policy_service(rig: Rig, postfix: Postfix) -> Non
     assert re.fullmatch(r"[0-9A-F]{6,}", queue_ids[1])
     assert queue_ids[1] == queue_ids[2]
     assert "sasl_username=newsletter" in postfix.maillog
+
+
+def test_connection_caps_and_idle_timeout(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """Beyond max_connections_per_address a new connection is closed at once with
+    nothing said; a connection silent for idle_timeout is closed, one that keeps asking
+    stays open past it; a closed connection frees its place."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    service = Service(registry, ConsumerHasher(SECRET), request_ttl_s=3600)
+    limits = ListenerLimits(idle_timeout_s=1.0, max_connections=10, max_connections_per_address=2)
+
+    async def go() -> None:
+        server = await start_policy_server(
+            ("127.0.0.1", 0), service, ACCOUNTS, default_region=None, limits=limits
+        )
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            quiet = await Client.connect(port)
+            talker = await Client.connect(port)
+            extra = await Client.connect(port)
+            assert await extra.closed_by_server()  # the third from 127.0.0.1
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            while loop.time() - started < 2.0:  # twice the idle timeout, asking all along
+                assert await talker.ask(request(state="CONNECT")) == "DUNNO"
+                await asyncio.sleep(0.25)
+            assert await quiet.closed_by_server()
+            fresh = await Client.connect(port)  # quiet's place is free again
+            assert await fresh.ask(request(CAROL)) == NO_CONSENT_CAROL
+            for client in (quiet, talker, extra, fresh):
+                await client.close()
+
+    try:
+        event_loop_runner.run(asyncio.wait_for(go(), 6 * TIMEOUT))
+    finally:
+        event_loop_runner.run(registry.close())

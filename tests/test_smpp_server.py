@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 import smpplib.client
 import smpplib.exceptions
+import smpplib.smpp
 
 from filterd import config as config_module
 from filterd.identity import ConsumerHasher
@@ -151,7 +153,7 @@ class Relay:
 
 
 def config(home: Path, registry_url: str, smsc_port: int, listen: str = "127.0.0.1:0",
-           workers: int = 1) -> Path:  # fmt: skip
+           workers: int = 1, *, extra: str = "") -> Path:  # fmt: skip
     """The relay config used here."""
     (home / "secret").write_text(SECRET + "\n")
     (home / "secret").chmod(0o600)
@@ -165,6 +167,7 @@ default_region = "CN"
 [smpp]
 listen = "{listen}"
 workers = {workers}
+{extra}
 
 [smpp.upstream]
 host = "127.0.0.1"
@@ -206,15 +209,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_relay(server_pool: ServerPool, workers: int = 1, exit_code: int = 0) -> Iterator[Relay]:
-    """`filterd serve` with smpp.workers = `workers`, every process bound to the carrier;
-    on exit SIGTERM, and the exit code must be `exit_code`."""
+def running_relay(
+    server_pool: ServerPool, workers: int = 1, exit_code: int = 0, extra: str = ""
+) -> Iterator[Relay]:
+    """`filterd serve` with smpp.workers = `workers` (and `extra` lines in [smpp]), every
+    process bound to the carrier; on exit SIGTERM, and the exit code must be `exit_code`."""
     registry_server = server_pool.get("valkey")
     flush(registry_server)
     home = Path(tempfile.mkdtemp(prefix="smpp", dir="/tmp"))
     smsc = FakeSmsc().start()
     listen = "127.0.0.1:0" if workers == 1 else f"127.0.0.1:{free_port()}"
-    path = config(home, registry_server.url, smsc.port, listen, workers)
+    path = config(home, registry_server.url, smsc.port, listen, workers, extra=extra)
     process = subprocess.Popen(
         [FILTERD, "serve", "--config", str(path)],
         stdout=subprocess.PIPE,
@@ -729,3 +734,50 @@ def test_a_client_that_does_not_read_its_answers_is_not_read_either(
     most, answered = asyncio.run(scenario())
     assert most <= 256 * 1024, f"{most:,} octets of answers waited for a client not reading"
     assert answered == requests
+
+
+def _raw_bind(port: int, password: str) -> tuple[socket.socket, float, int]:
+    """Send a bind_transceiver on a new connection; (socket, seconds to its answer, status)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=40)
+    bind = BindTransceiver(sequence_number=1, system_id="promo", password=password)
+    started = time.monotonic()
+    sock.sendall(encode(bind))
+    framer = Framer()
+    while (pdu := framer.next_pdu()) is None:
+        chunk = sock.recv(4096)
+        assert chunk, "closed without an answer"
+        framer.feed(chunk)
+    return sock, time.monotonic() - started, pdu.command_status
+
+
+def test_after_a_failure_a_right_password_is_not_answered_sooner(relay: Relay) -> None:
+    """The timing oracle is closed: after one wrong password from an address, a bind
+    with the right password (on a new connection) is answered only after the back-off,
+    as a wrong one would be; so a client that gives up early learns nothing."""
+    wrong, took, status = _raw_bind(relay.port, "guess-1")
+    assert status == 0x0E
+    wrong.close()
+    right, took, status = _raw_bind(relay.port, "chg-me-1")
+    assert status == 0
+    assert took >= 0.5  # a lower bound: the gate sleeps at least the back-off
+    right.close()
+
+
+def test_connection_caps_and_idle_timeout(server_pool: ServerPool) -> None:
+    """Beyond max_connections_per_address a connection is closed at once, nothing said;
+    a silent connection is closed after idle_timeout; a bound client whose only traffic
+    is enquire_link stays bound past it."""
+    extra = 'idle_timeout = "1s"\nmax_connections_per_address = 2'
+    with running_relay(server_pool, extra=extra) as relay:
+        bound = relay.client()
+        silent = socket.create_connection(("127.0.0.1", relay.port), timeout=15)
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=15) as third:
+            assert third.recv(1024) == b""
+        started = time.monotonic()
+        while time.monotonic() - started < 2.5:  # past the idle timeout, talking all along
+            bound.smpp.send_pdu(smpplib.smpp.make_pdu("enquire_link", client=bound.smpp))
+            bound.smpp.read_pdu()
+            time.sleep(0.25)
+        assert silent.recv(1024) == b""
+        silent.close()
+        assert bound.submit(JANE) == ("error", 0x401)  # still bound, still judged

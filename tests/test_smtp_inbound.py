@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import re
 import shutil
@@ -472,7 +473,8 @@ def test_failed_logins_slow_down_the_next_auth_from_that_peer(relay: Relay) -> N
 
 def test_starttls_required_before_auth(server_pool: ServerPool) -> None:
     """With TLS configured: no AUTH offered before STARTTLS, MAIL refused before it;
-    after STARTTLS, AUTH works and mail flows."""
+    after STARTTLS, AUTH works and mail flows. A failed handshake is the client's
+    doing: logged at info as smtp_tls_failed, not as an internal error."""
     registry_server = server_pool.get("valkey")
     flush(registry_server)
     home = Path(tempfile.mkdtemp(prefix="tls", dir="/tmp"))
@@ -500,6 +502,20 @@ def test_starttls_required_before_auth(server_pool: ServerPool) -> None:
         assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
         client.quit()
         assert len(sink.handler.messages) == 1
+        # a client that answers STARTTLS's 220 with bytes that are no TLS handshake
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"EHLO tool.test\r\nSTARTTLS\r\n")
+            seen = b""
+            while seen.count(b"220 ") < 2:  # the greeting, then STARTTLS's "go ahead"
+                chunk = raw.recv(1024)
+                assert chunk
+                seen += chunk
+            raw.sendall(b"this is not a TLS ClientHello\r\n" * 4)
+            with contextlib.suppress(ConnectionError):
+                while raw.recv(1024):
+                    pass
+        failed = reader.wait_for("smtp_tls_failed")  # not smtp_internal_error at error
+        assert failed["level"] == "info"
     finally:
         assert stop_filterd(process) == 0
         sink.shutdown()
@@ -815,3 +831,52 @@ def test_recipient_paths_parse_as_aiosmtpd_parses_them(arg: str, local_limit: in
     parser = RelaySMTP.__new__(RelaySMTP)
     parser.local_part_limit = local_limit
     assert _parsed(parser, arg, stock=False) == _parsed(parser, arg, stock=True)
+
+
+def test_nul_byte_in_message_is_refused(relay: Relay) -> None:
+    """A message holding a NUL byte is refused at DATA with 550 5.6.0 and not relayed
+    (mail text may not hold NUL); the next message on the connection goes through."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    client.mail("shop@acme.test")
+    client.rcpt("jane@example.com")
+    code, text = client.data(b"Subject: hi\r\n\r\nbefore\x00after\r\n")
+    assert (code, text[:5]) == (550, b"5.6.0")
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    client.quit()
+    assert len(relay.sink.handler.messages) == 1
+    assert b"\x00" not in relay.sink.handler.messages[0][2]
+
+
+def test_connection_caps_and_idle_timeout(server_pool: ServerPool) -> None:
+    """Beyond max_connections_per_address a client gets 421 4.7.0 and is closed; a
+    client silent for idle_timeout is closed; a freed place takes a new client."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="caps", dir="/tmp"))
+    sink = SinkServer().start()
+    config = write_config(
+        home, registry_server.url, sink.port, 'idle_timeout = "1s"\nmax_connections_per_address = 2'
+    )
+    process, _reader, port = start_filterd(config)
+    try:
+        first = socket.create_connection(("127.0.0.1", port), timeout=15)
+        second = socket.create_connection(("127.0.0.1", port), timeout=15)
+        assert first.recv(1024).startswith(b"220 ")
+        assert second.recv(1024).startswith(b"220 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as third:
+            answer = b""
+            while chunk := third.recv(1024):
+                answer += chunk
+            assert answer.startswith(b"421 4.7.0")
+        assert first.recv(1024) == b""  # closed after 1 s of silence
+        assert second.recv(1024) == b""
+        first.close()
+        second.close()
+        client = smtplib.SMTP("127.0.0.1", port, timeout=15)
+        client.login("newsletter", "pw-news")
+        client.quit()
+    finally:
+        assert stop_filterd(process) == 0
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import ipaddress
 import json
 import shutil
 import sys
@@ -38,6 +39,8 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from filterd import logs
+from filterd.config import LOOPBACK, ListenerLimits
+from filterd.guard import Network
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.metrics import Metrics
 from filterd.model import Action, Channel, Fact, Kind, MessageClass, Reason
@@ -46,7 +49,7 @@ from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
 from filterd.service import Service
 from filterd.tokens import TokenKeys, derive_key, sender_table
-from filterd.web import MAX_BODY_BYTES, HttpFrontEnd, UnsubscribeSite
+from filterd.web import MAX_BODY_BYTES, TOO_MANY_CONNECTIONS, HttpFrontEnd, UnsubscribeSite
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
 
 SECRET = bytes.fromhex("5e" * 32)
@@ -118,14 +121,26 @@ class Site:
 
 @contextlib.asynccontextmanager
 async def running(
-    redis_url: str, clock: Callable[[], float] = time.time, max_age_s: int = 30 * DAY
+    redis_url: str,
+    clock: Callable[[], float] = time.time,
+    max_age_s: int = 30 * DAY,
+    *,
+    limits: ListenerLimits | None = None,
+    body_timeout_s: float = 30.0,
+    status_networks: tuple[Network, ...] = LOOPBACK,
 ) -> AsyncIterator[Site]:
     """Serve the site on 127.0.0.1:<OS port> over the registry at `redis_url`."""
     registry = RedisRegistry.from_url(redis_url)
     service = Service(registry, ConsumerHasher(SECRET), request_ttl_s=3600, metrics=Metrics())
     keys = TokenKeys(derive_key(SECRET), max_age_s=max_age_s)
-    site = UnsubscribeSite(service, keys, sender_table(["acme", "beta"]), clock=clock)
-    front_end = HttpFrontEnd(site)
+    site = UnsubscribeSite(
+        service,
+        keys,
+        sender_table(["acme", "beta"]),
+        clock=clock,
+        status_networks=status_networks,
+    )
+    front_end = HttpFrontEnd(site, limits, body_timeout_s=body_timeout_s)
     server = await front_end.start(("127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     try:
@@ -582,7 +597,8 @@ def test_registry_down_is_503_and_nothing_acknowledged(private_server: RedisProc
         async with site.client.get(f"{site.base}/healthz") as response:
             assert response.status == 503
             health = await response.json()
-            assert (health["status"], health["registry"]) == ("unavailable", "unreachable")
+            # no error text: it would name the registry's host and port (or socket path)
+            assert health == {"status": "unavailable", "registry": "unreachable"}
         assert await site.metric("filterd_registry_errors_total", operation="record") == 1
         assert await site.metric("filterd_optouts_total", origin="one-click") is None
 
@@ -777,3 +793,119 @@ def test_unparsable_request_is_400_logged_at_info_without_its_bytes(
     assert bad["error"].isidentifier()
     assert "jane" not in stream.getvalue()
     assert not [line for line in lines if line["level"] in ("error", "critical")]
+
+
+# ---- hostile peers: status networks, caps, deadlines ----------------------------------
+
+
+def test_status_endpoints_only_to_status_networks(valkey_server: RedisProcess) -> None:
+    """/metrics and /healthz answer 403 to a client outside http.status_networks (here
+    loopback is outside); the unsubscribe pages are served to anyone all the same."""
+
+    async def scenario(site: Site) -> None:
+        for path in ("/metrics", "/healthz"):
+            async with site.client.get(f"{site.base}{path}") as response:
+                assert response.status == 403
+                assert "Prometheus" not in await response.text()
+        async with site.client.get(site.url(site.token())) as response:
+            assert response.status == 200
+
+    outside = (ipaddress.ip_network("10.9.9.0/24"),)
+    serve(valkey_server, scenario, status_networks=outside)
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """What the server sent before it closed the connection (waiting at most `seconds`)."""
+    data = b""
+    async with asyncio.timeout(seconds):
+        while chunk := await reader.read(4096):
+            data += chunk
+    return data
+
+
+def test_connections_beyond_the_cap_get_503_and_are_closed(valkey_server: RedisProcess) -> None:
+    """With max_connections_per_address = 2, a third connection from the same address
+    gets the bare 503 and is closed; once one of the two closes, a new one is served."""
+
+    async def scenario(site: Site) -> None:
+        host, port = site.base.removeprefix("http://").split(":")
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        reader, writer = await asyncio.open_connection(host, int(port))
+        assert await _closed_within(reader, 10) == TOO_MANY_CONNECTIONS
+        writer.close()
+        held[0][1].close()
+        await held[0][1].wait_closed()
+        for _ in range(100):  # the server sees the close a moment later
+            async with aiohttp.ClientSession() as fresh, fresh.get(site.url(site.token())) as r:
+                if r.status == 200:
+                    break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no place freed after a connection closed")
+        held[1][1].close()
+
+    limits = ListenerLimits(idle_timeout_s=10.0, max_connections=10, max_connections_per_address=2)
+    serve(valkey_server, scenario, limits=limits)
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"",  # connects and says nothing
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",  # a head that never ends
+    ],
+)
+def test_a_connection_without_a_complete_head_is_closed(
+    valkey_server: RedisProcess, opening: bytes
+) -> None:
+    """A connection that does not complete a request head within idle_timeout is closed,
+    also while it trickles header bytes (a slowloris)."""
+
+    async def scenario(site: Site) -> None:
+        host, port = site.base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(opening)
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError):
+                for _ in range(100):
+                    await asyncio.sleep(0.2)
+                    writer.write(b"X")
+
+        dripping = asyncio.create_task(trickle()) if opening else None
+        try:
+            assert await _closed_within(reader, 15) == b""
+        finally:
+            if dripping is not None:
+                dripping.cancel()
+            writer.close()
+
+    limits = ListenerLimits(idle_timeout_s=1.0)
+    serve(valkey_server, scenario, limits=limits)
+
+
+def test_a_body_that_does_not_arrive_is_cut_at_body_timeout(valkey_server: RedisProcess) -> None:
+    """A POST whose announced body does not arrive within body_timeout is closed (the
+    refusal is not recorded); a keep-alive connection idle after its answer is closed
+    at idle_timeout."""
+
+    async def scenario(site: Site) -> None:
+        host, port = site.base.removeprefix("http://").split(":")
+        path = site.url(site.token()).removeprefix(site.base)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: x\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 26\r\n\r\n"
+        )
+        writer.write(head.encode() + b"List-Unsub")
+        assert await _closed_within(reader, 15) == b""
+        writer.close()
+        assert await site.facts() == []
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answered = await _closed_within(reader, 15)
+        assert answered.startswith(b"HTTP/1.1 200")
+        writer.close()
+
+    limits = ListenerLimits(idle_timeout_s=1.0)
+    serve(valkey_server, scenario, limits=limits, body_timeout_s=1.0)
