@@ -1,4 +1,5 @@
-"""Every Redis key name filterd uses, in one place (documented in docs/registry.md, "Layout and key names").
+"""Every Redis key name filterd uses, in one place (documented in docs/registry.md,
+"Layout and key names").
 
 Consumers are spread over 2**bucket_bits hash keys. A key's hash tag is its
 bucket, so a bucket's facts and its side table live in one Cluster slot.
