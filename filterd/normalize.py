@@ -215,11 +215,15 @@ def mask(canonical: str) -> str:
         if masked == canonical:
             masked = f"{first}{'*' * (len(local) + 1)}@{domain}"
         return masked
-    digits = canonical.lstrip("+")
+    return "+" + _hide_digits(canonical.lstrip("+"))
+
+
+def _hide_digits(digits: str) -> str:
+    """The digits of a number with the middle ones (at least four) replaced by `*`."""
     tail = 4 if len(digits) >= 12 else 2
     head = max(0, min(5, len(digits) - tail - 4))
     hidden = len(digits) - head - tail
-    return f"+{digits[:head]}{'*' * hidden}{digits[len(digits) - tail :]}"
+    return f"{digits[:head]}{'*' * hidden}{digits[len(digits) - tail :]}"
 
 
 _DIGIT_RUN = re.compile(r"\+?[0-9][0-9 ().\-]{4,}[0-9]")
@@ -243,6 +247,62 @@ def scrub(text: str | None, address: Address) -> str | None:
         return masked if digits.endswith(national) else match.group(0)
 
     return _DIGIT_RUN.sub(replace, text)
+
+
+# Free text (evidence, source) is stored with a fact: every email address and
+# phone number in it is masked first, not only the consumer's own (SPEC §11).
+_LOCAL_CHAR = r"[^\s@<>()\[\],;:\"]"
+_EMAIL_LOCAL = re.compile(rf"(?<!{_LOCAL_CHAR}){_LOCAL_CHAR}++(?=@[\w.\-])")
+"""The whole local part before an `@` that a domain follows (linear: runs start once)."""
+_MASKED_LOCAL = re.compile(r"[^\d*]\*\*\*|\?")
+"""A local part as `mask_text` leaves it: masking it again changes nothing."""
+_NUMBER_SEP = r"[\s.\-/()\uff08\uff09\uff0e\uff0d]"
+"""What may stand between the digits of a written number (up to three in a row)."""
+_NUMBER = re.compile(rf"\d(?:{_NUMBER_SEP}{{0,3}}\d){{6,}}")
+"""A run of at least seven digits: a phone number, or anything that may be one."""
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_KEPT = re.compile(
+    rf"{_OCTET}(?:\.{_OCTET}){{3}}(?!\.?\d)"  # IPv4: evidence names the client address
+    r"|(?:19|20)[0-9][0-9]-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])(?!\d)"  # ISO date
+)
+_NOT_DIGIT = re.compile(r"\D")
+
+
+def mask_text(text: str) -> str:
+    """`text` with every email address and phone-number-like digit run masked.
+
+    An email keeps the first character of its local part (`j***@example.com`; `?`
+    when that is a digit or the local part is one character; a local part already
+    written that way is left as it is) and its domain. Any
+    run of at least seven digits, with up to three spaces, dots, dashes, slashes
+    or parentheses between them, has its middle digits hidden as in `mask`
+    (`+86138****8000`, `(01065****34`): other numbers and ids too, on purpose. A
+    run that starts with an IPv4 address or an ISO date (`2024-05-01`) keeps that
+    part. Masking a masked text changes nothing.
+    """
+    if "@" in text:
+        text = _EMAIL_LOCAL.sub(_mask_local, text)
+    return _NUMBER.sub(_mask_number, text)
+
+
+def _mask_local(match: re.Match[str]) -> str:
+    local = match.group(0)
+    if _MASKED_LOCAL.fullmatch(local):
+        return local
+    if not local.strip("*"):
+        return "?"  # as mask(): stars alone would show inside `?***`
+    first = local[0]
+    if len(local) == 1 or first == "*" or first.isdecimal():
+        first = "?"  # a digit could join a digit run before it; `*` would read as a mask
+    return f"{first}***"
+
+
+def _mask_number(match: re.Match[str]) -> str:
+    found = match.group(0)
+    kept = _KEPT.match(found)
+    if kept is None:
+        return _hide_digits(_NOT_DIGIT.sub("", found))
+    return kept.group(0) + _NUMBER.sub(_mask_number, found[kept.end() :])
 
 
 @functools.lru_cache(maxsize=1024)

@@ -3,12 +3,17 @@
 One registry lookup per decision point, `decide()` per recipient, one log line
 per decision (sender, masked recipient, decision, reason), and an audit entry
 for every drop and deferral and for every fact written one by one.
+
+Every fact is written through here (one by one, by consumer id, or in bulk), so
+this is where the free text stored with it, source and evidence, has every
+email address and phone number in it masked (SPEC §11), whoever built it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -29,7 +34,7 @@ from filterd.model import (
     Submission,
     WriteResult,
 )
-from filterd.normalize import mask, scrub
+from filterd.normalize import mask, mask_text, scrub
 from filterd.policy import FailMode, decide
 from filterd.registry import Registry
 
@@ -233,11 +238,12 @@ class Service:
     async def record_consumer(self, consumer: bytes, fact: Fact, *, origin: str) -> WriteResult:
         """Write a fact for a consumer known only by its id (a signed unsubscribe token).
 
-        The caller builds the fact; its source and evidence must hold no address.
+        The caller builds the fact; addresses in its source and evidence are masked.
         """
         return await self._write(consumer, fact, origin, "consumer:" + consumer_hex(consumer))
 
     async def _write(self, consumer: bytes, fact: Fact, origin: str, shown: str) -> WriteResult:
+        fact = private_fact(fact)
         entry = AuditEntry(
             at_ms=fact.at_ms,
             event=fact.kind.value,
@@ -269,5 +275,32 @@ class Service:
         return result
 
     async def record_bulk(self, rows: Sequence[BulkRow]) -> list[WriteResult]:
-        """Write many prepared rows durably (bulk import: no audit entry per row)."""
-        return await self.registry.record_many(rows)
+        """Write many prepared rows durably (bulk import: no audit entry per row);
+        addresses in their source and evidence are masked."""
+        return await self.registry.record_many([private_row(row) for row in rows])
+
+
+def private_fact(fact: Fact) -> Fact:
+    """`fact` with every email address and phone number in its source and evidence masked."""
+    source, evidence = _masked(fact.source, fact.evidence)
+    if source is fact.source and evidence is fact.evidence:
+        return fact
+    return dataclasses.replace(fact, source=source, evidence=evidence)
+
+
+def private_row(row: BulkRow) -> BulkRow:
+    """`row` with every email address and phone number in its source and evidence masked."""
+    source, evidence = _masked(row.source, row.evidence)
+    if source is row.source and evidence is row.evidence:
+        return row
+    return row._replace(source=source, evidence=evidence)
+
+
+def _masked(source: str, evidence: str | None) -> tuple[str, str | None]:
+    """Source and evidence masked; each the very same object when nothing changed."""
+    masked_source = mask_text(source)
+    masked_evidence = mask_text(evidence) if evidence else evidence
+    return (
+        source if masked_source == source else masked_source,
+        evidence if masked_evidence == evidence else masked_evidence,
+    )

@@ -8,7 +8,9 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filterd.bulkimport import Outcome, ranges
+from filterd.bulkimport import ImportJob, Outcome, ranges
+from filterd.config import Settings
+from filterd.model import Kind
 
 
 @given(st.lists(st.text(alphabet="0123456789+,", max_size=20), max_size=200), st.integers(1, 8))
@@ -47,3 +49,20 @@ def test_outcomes_add_up() -> None:
     total.add(part)
     assert total.counts["rows"] == 6
     assert total.bad == [(2, "bad"), (2, "bad")]
+
+
+def test_import_job_source_is_masked() -> None:
+    """An import's source (its file name or --source, stored with every row and in the
+    file's audit entry) has email addresses and phone numbers masked."""
+    job = ImportJob(
+        settings=Settings(Path("filterd.toml")),
+        path=Path("frank.other@example.org.csv"),
+        kind=Kind.REFUSAL,
+        sender="acme",
+        channel=None,
+        all_channels=False,
+        source="import:frank.other@example.org 13611112222.csv",
+        ttl_s=None,
+        now_ms=0,
+    )
+    assert job.source == "import:f***@example.org 13611****22.csv"

@@ -3,10 +3,14 @@ restarted after a crash, its data kept in AOF across restarts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +19,7 @@ import pytest
 import redis
 
 from filterd.embedded import EmbeddedServer, answers_ping, find_binary, server_config
-from filterd.errors import FilterdError
+from filterd.errors import ConfigError, FilterdError
 from tests.helpers import RedisProcess
 
 
@@ -136,3 +140,131 @@ def test_answers_ping_tells_a_live_server_from_none(
     """answers_ping is True for a server on its unix socket, False where nothing listens."""
     assert answers_ping(valkey_server.socket_path)
     assert not answers_ping(tmp_path / "nothing.sock")
+
+
+# ---- a private data directory (SPEC §11) --------------------------------------------------
+
+FILTERCTL = str(Path(sys.executable).parent / "filterctl")
+FILTERD = str(Path(sys.executable).parent / "filterd")
+
+
+def mode(path: Path) -> int:
+    """The permission bits of `path` (not following a symbolic link)."""
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def modes_under(directory: Path) -> dict[str, int]:
+    """Path (relative) → mode of every directory and regular file under `directory`."""
+    return {
+        str(p.relative_to(directory)): mode(p)
+        for p in directory.rglob("*")
+        if p.is_dir() or (p.is_file() and not p.is_symlink())
+    }
+
+
+def test_loose_data_dir_and_files_are_made_private(data_dir: Path, tmp_path: Path) -> None:
+    """A data_dir that exists with mode 0755, holding a 0644 file and a 0755 directory with
+    a 0664 file, is 0700 with 0700 directories and 0600 files once the server is acquired;
+    a symbolic link in it is not followed (its target keeps its mode)."""
+    data_dir.mkdir(mode=0o755)
+    data_dir.chmod(0o755)
+    (data_dir / "old.aof").write_bytes(b"")
+    (data_dir / "old.aof").chmod(0o644)
+    (data_dir / "appendonlydir").mkdir(mode=0o755)
+    (data_dir / "appendonlydir").chmod(0o755)
+    (data_dir / "appendonlydir" / "x.incr.aof").write_bytes(b"")
+    (data_dir / "appendonlydir" / "x.incr.aof").chmod(0o664)
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"")
+    outside.chmod(0o644)
+    (data_dir / "link").symlink_to(outside)
+    server = EmbeddedServer(data_dir)
+    server.acquire()
+    try:
+        assert mode(data_dir) == 0o700
+        assert mode(data_dir / "old.aof") == 0o600
+        assert mode(data_dir / "appendonlydir") == 0o700
+        assert mode(data_dir / "appendonlydir" / "x.incr.aof") == 0o600
+        assert mode(outside) == 0o644
+    finally:
+        server.release()
+
+
+def test_what_the_server_writes_is_private(data_dir: Path) -> None:
+    """With a usual umask (022), every directory and file in the data directory, the AOF
+    directory and files the server writes included, is 0700 / 0600 after writes."""
+    previous = os.umask(0o022)
+    try:
+        server = EmbeddedServer(data_dir)
+        server.acquire()
+    finally:
+        os.umask(previous)
+    try:
+        c = client(server)
+        c.set("k", "v")
+        c.close()
+        modes = modes_under(data_dir)
+    finally:
+        server.release()
+    assert any(name.endswith(".incr.aof") for name in modes), modes
+    assert "registry.pid" in modes
+    expected = {
+        name: 0o700 if (data_dir / name).is_dir() else 0o600 for name in modes
+    }  # fmt: skip
+    assert modes == expected
+    assert mode(data_dir) == 0o700
+
+
+@contextlib.contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """`path` made immutable (chattr +i): not even root may change its mode."""
+    chattr = shutil.which("chattr")
+    if chattr is None or os.geteuid() != 0:
+        pytest.skip("chattr +i needs root and e2fsprogs")
+    if subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False).returncode:
+        pytest.skip(f"the file system of {path} has no immutable flag")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+def test_a_file_whose_mode_cannot_be_set_is_refused_naming_it(data_dir: Path) -> None:
+    """A 0644 file in the data directory whose mode cannot be changed (EPERM) is a
+    ConfigError naming the file, and no server is started."""
+    data_dir.mkdir()
+    stuck = data_dir / "stuck.aof"
+    stuck.write_bytes(b"")
+    stuck.chmod(0o644)
+    with immutable(stuck), pytest.raises(ConfigError, match=re.escape(str(stuck))):
+        EmbeddedServer(data_dir).acquire()
+    assert not EmbeddedServer(data_dir).alive()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may change the mode of any directory")
+def test_a_directory_of_another_user_is_refused() -> None:
+    """A data_dir owned by another user (here /) is a ConfigError naming it."""
+    with pytest.raises(ConfigError, match=r"registry\.data_dir: / "):
+        EmbeddedServer(Path("/")).acquire()
+
+
+@pytest.mark.parametrize("command", [[FILTERCTL, "stats"], [FILTERD, "serve"]])
+def test_commands_exit_2_naming_a_path_they_cannot_make_private(
+    data_dir: Path, command: list[str]
+) -> None:
+    """filterctl and filterd serve refuse a data directory they cannot make private: exit
+    status 2, the path named on stderr / in the log."""
+    data_dir.mkdir()
+    stuck = data_dir / "stuck.aof"
+    stuck.write_bytes(b"")
+    stuck.chmod(0o644)
+    config = data_dir.parent / "filterd.toml"
+    config.write_text(f'[registry]\nurl = "embedded"\ndata_dir = "{data_dir}"\n')
+    environ = {k: v for k, v in os.environ.items() if k != "FILTERD_CONFIG"}
+    with immutable(stuck):
+        result = subprocess.run(
+            [*command, "--config", str(config)],
+            capture_output=True, text=True, timeout=60, env=environ, check=False,
+        )  # fmt: skip
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert str(stuck) in result.stderr + result.stdout

@@ -21,6 +21,7 @@ from filterd.normalize import (
     channel_of,
     is_region,
     mask,
+    mask_text,
     normalize,
     normalize_email,
     normalize_phone,
@@ -379,6 +380,119 @@ def test_scrub_masks_email_in_any_case() -> None:
     """An email written in upper case in the evidence is still masked."""
     email = Address("john@example.com", Channel.EMAIL)
     assert "john@example.com" not in (scrub("from JOHN@EXAMPLE.COM", email) or "").lower()
+
+
+# --- free text: every address in it masked (SPEC §11) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        (
+            "referred by frank.other@example.org, +8613611112222",
+            "referred by f***@example.org, +86136****2222",
+        ),
+        ("call 136 1111 2222 or (010) 6552-1234", "call 13611****22 or (01065****34"),
+        ("tel:0171/1234567.", "tel:01711****67."),
+        ("mailto:Frank@Example.ORG", "mailto:F***@Example.ORG"),
+        ("<a@b.cn>,<13611112222@sms.example>", "<?***@b.cn>,<?***@sms.example>"),
+        ("ticket 20240501123 ok", "ticket 20240****23 ok"),
+        ("全角１３６１１１１２２２２", "全角１３６１１****２２"),
+        ("one-click POST at 2025-06-15T12:00:00+00:00 from 127.0.0.1", None),
+        ("web form https://example.com/signup?c=9 from 203.0.113.7 on 2024-05-01", None),
+        ("signed form #12", None),
+        ("f***@example.org +86136****2222", None),
+    ],
+)
+def test_mask_text_masks_every_address(text: str, masked: str | None) -> None:
+    """mask_text() masks every email (first character and domain kept) and every run of
+    seven or more digits (separators dropped, middle digits hidden), keeps IPv4 addresses,
+    ISO dates and short numbers, and leaves masked text as it is (None: unchanged)."""
+    assert mask_text(text) == (text if masked is None else masked)
+
+
+TEXT_ALPHABET = st.sampled_from(list("0123456789 .-/()+@*?abxZ_,:<>é用１（）．－\t\n"))
+FRAGMENTS = st.one_of(
+    PHONES,
+    EMAILS,
+    st.from_regex(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}", fullmatch=True),
+    st.from_regex(r"(?:19|20)[0-9]{2}-[01][0-9]-[0-3][0-9]", fullmatch=True),
+    st.text(alphabet=TEXT_ALPHABET, max_size=12),
+    st.sampled_from(["form", "at", "from", " ", ", ", "+", "(", ")", "@", ".", "***"]),
+)
+FREE_TEXT = st.one_of(
+    st.text(max_size=60),
+    st.text(alphabet=TEXT_ALPHABET, max_size=60),
+    st.lists(FRAGMENTS, max_size=8).map("".join),
+)
+LOCAL_CHAR = re.compile(r'[^\s@<>()\[\],;:"]')
+SEVEN_DIGITS = re.compile(r"\d(?:[\s.\-/()（）．－]{0,3}\d){6}")
+KEPT = re.compile(
+    r"(?<!\d)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?!\.?\d)|(?<!\d)[0-9]{4}-[0-9]{2}-[0-9]{2}(?!\d)"
+)
+
+
+def revealed_locals(text: str) -> list[str]:
+    """The local part before each `@` that a domain follows, if it shows more than one
+    character that is not `*`."""
+    found = []
+    for at in re.finditer(r"@(?=[\w.\-])", text):
+        start = at.start()
+        while start > 0 and LOCAL_CHAR.match(text[start - 1]):
+            start -= 1
+        local = text[start : at.start()]
+        if len(local.replace("*", "")) > 1:
+            found.append(local)
+    return found
+
+
+@given(FREE_TEXT)
+@settings(max_examples=500)
+@example("a@b@c.d")
+@example("x" * 70 + "@y.org")
+@example("123456 7frank@x.org")
+@example("127.0.0.1 1234567")
+def test_mask_text_is_idempotent(text: str) -> None:
+    """Masking masked text changes nothing."""
+    once = mask_text(text)
+    assert mask_text(once) == once
+
+
+@given(FREE_TEXT)
+@settings(max_examples=500)
+@example("a@1234567.com")
+@example("5.127.0.0.1.")
+@example("2024-01-15 10:30 +86 138 0013 8000")
+def test_mask_text_leaves_no_address(text: str) -> None:
+    """After masking, no email shows more than one character of its local part, and no run
+    of seven digits is left outside an IPv4 address or an ISO date."""
+    masked = mask_text(text)
+    assert revealed_locals(masked) == []
+    assert SEVEN_DIGITS.search(KEPT.sub("#", masked)) is None
+
+
+@given(st.lists(st.one_of(PHONES, EMAILS), min_size=1, max_size=4), st.sampled_from([" ", ", "]))
+@settings(max_examples=300)
+def test_mask_text_hides_each_address_written(addresses: list[str], separator: str) -> None:
+    """Neither an email written in the text (unless already written masked, `j***@`) nor
+    the digits of a phone number of seven digits or more written in it (in E.164 or
+    national form) survive masking."""
+    masked = mask_text("from " + separator.join(addresses) + " end")
+    digits = re.sub(r"\D", "", masked)
+    for address in addresses:
+        number = re.sub(r"\D", "", address)
+        if "@" in address:
+            local = address.strip().rpartition("@")[0]
+            assert address.strip() not in masked or re.fullmatch(r"[^\d*]\*{3}|\?", local)
+        elif len(number) >= 7:
+            assert number not in digits
+
+
+@given(st.text(max_size=80).filter(lambda t: "@" not in t and sum(map(str.isdecimal, t)) < 7))
+@settings(max_examples=300)
+def test_mask_text_leaves_text_without_addresses_unchanged(text: str) -> None:
+    """Text with no `@` and fewer than seven digits comes back as it went in."""
+    assert mask_text(text) == text
 
 
 # --- fuzzing (issue 6; the long run is bench/fuzz.py) -------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import smtplib
 import socket
@@ -24,6 +25,7 @@ import redis
 import smpplib.client
 import smpplib.exceptions
 
+from filterd.embedded import EmbeddedServer
 from tests.conftest import ServerPool, flush
 from tests.helpers import SinkServer
 from tests.smsc import FakeSmsc
@@ -241,3 +243,54 @@ def test_no_raw_address_in_logs_or_registry(
     stored = _registry_dump(registry_socket)
     for raw in RAW:
         assert raw.encode() not in stored, raw
+
+
+THIRD_PARTY_RAW = ("frank.other@example.org", "frank.other", "8613611112222", "13611112222",
+                   "136 1111 2222")  # fmt: skip
+"""A third party's email and number, as written in evidence, source and a file name."""
+
+
+def _files_under(directory: Path) -> bytes:
+    """The bytes of every regular file under `directory` (the AOF, the server's log ...)."""
+    return b"\n".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
+
+
+def test_third_party_addresses_in_free_text_are_masked_in_redis_and_aof() -> None:
+    """SPEC §11: evidence and source given to filterctl (consent, refuse, import) that name
+    another person's email and phone number are stored masked: neither the raw email nor
+    the number (international, national, spaced) is in any Redis key or value, in the
+    embedded server's AOF files on disk, or in filterctl's logs; the masked forms are."""
+    home = Path(tempfile.mkdtemp(prefix="priv", dir="/tmp"))
+    (home / "filterd.toml").write_text(
+        '[registry]\nurl = "embedded"\ndata_dir = "var"\nsecret_file = "var/secret"\n'
+        'default_region = "CN"\n'
+    )
+    config = home / "filterd.toml"
+    server = EmbeddedServer(home / "var")
+    server.acquire()  # held open so that the keys can be read after filterctl leaves
+    try:
+        evidence = "referred by frank.other@example.org, +8613611112222 or 136 1111 2222"
+        results = [
+            _ctl(config, "refuse", PHONES[0], "--sender", "acme", "--evidence", evidence,
+                 "--source", "crm of frank.other@example.org"),
+            _ctl(config, "consent", EMAILS[0], "--sender", "acme", "--evidence", evidence),
+        ]  # fmt: skip
+        rows = home / "frank.other@example.org.csv"
+        rows.write_text(
+            f"{PHONES[1]},,,called by 13611112222\n{EMAILS[1]},,frank.other@example.org,\n"
+        )
+        results.append(_ctl(config, "import", str(rows), "--action", "refuse", "--sender", "acme"))
+        assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+        stored = _registry_dump(str(server.socket_path))
+        on_disk = _files_under(home / "var")
+    finally:
+        server.release()
+        shutil.rmtree(home, ignore_errors=True)
+    logs = "\n".join(r.stderr + r.stdout for r in results)
+    assert b"f***@example.org" in stored  # the facts, the sources and the audit are there
+    assert b"f***@example.org, +86136****2222 or 13611****22" in on_disk
+    assert b"import:f***@example.org.csv" in on_disk
+    for raw in THIRD_PARTY_RAW:
+        assert raw.encode() not in stored, raw
+        assert raw.encode() not in on_disk, raw
+        assert raw not in logs, raw

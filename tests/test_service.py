@@ -4,6 +4,7 @@ core; the Redis path is covered in test_cli and test_redis_registry)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import sys
@@ -316,3 +317,76 @@ def test_an_unwritable_audit_entry_loses_only_itself() -> None:
     logged = [json.loads(line) for line in stream.getvalue().splitlines()]
     lost = [line for line in logged if line["event"] == "audit_entries_lost"]
     assert [(line["entries"], line["reason"]) for line in lost] == [(1, "not writable")]
+
+
+# ---- other people's data in free text (SPEC §11) -------------------------------------------
+
+THIRD_PARTY = "referred by frank.other@example.org, +8613611112222 or 136 1111 2222"
+THIRD_PARTY_MASKED = "referred by f***@example.org, +86136****2222 or 13611****22"
+RAW_THIRD_PARTY = ("frank.other", "8613611112222", "13611112222", "136 1111 2222")
+
+
+def assert_no_third_party(*texts: str | None) -> None:
+    """None of the third party's raw email or number is in any of `texts`."""
+    for text in texts:
+        for raw in RAW_THIRD_PARTY:
+            assert raw not in (text or ""), (raw, text)
+
+
+def test_record_masks_other_peoples_addresses_in_evidence_source_and_audit() -> None:
+    """A fact recorded one by one (filterctl, an SMS keyword reply) is stored with every
+    email address and phone number in its evidence and source masked, not only the
+    consumer's own; its audit entry carries the masked source."""
+    service, registry = make()
+    fact_request = FactRequest(
+        PHONE, Kind.REFUSAL, "acme", Channel.SMS, "crm import by frank.other@example.org",
+        evidence=THIRD_PARTY,
+    )  # fmt: skip
+    assert asyncio.run(service.record(fact_request, origin="cli")) is WriteResult.STORED
+    sms = FactRequest(
+        PHONE, Kind.CONSENT, "acme", Channel.SMS, "sms-keyword",
+        evidence="SMS reply: START 13611112222",
+    )  # fmt: skip
+    asyncio.run(service.record(sms, origin="smpp"))
+    consumer = service.hasher.consumer_id(PHONE)
+    facts = {f.kind: f for f in asyncio.run(registry.facts(consumer))}
+    assert facts[Kind.REFUSAL].evidence == THIRD_PARTY_MASKED
+    assert facts[Kind.REFUSAL].source == "crm import by f***@example.org"
+    assert facts[Kind.CONSENT].evidence == "SMS reply: START 13611****22"
+    entries = asyncio.run(registry.read_audit(AuditQuery()))
+    assert {e.source for e in entries} == {"crm import by f***@example.org", "sms-keyword"}
+    assert_no_third_party(*(f.evidence for f in facts.values()), *(e.source for e in entries))
+
+
+def test_record_consumer_masks_addresses_in_the_callers_fact() -> None:
+    """A fact built by a front end for a consumer id is masked too; an IPv4 address and an
+    ISO time in its evidence are kept."""
+    service, registry = make()
+    consumer = service.hasher.consumer_id(EMAIL)
+    fact = dataclasses.replace(
+        one_click_refusal(), source="mailto frank.other@example.org",
+        evidence="one-click POST at 2023-11-14T22:13:20+00:00 from 192.0.2.7; " + THIRD_PARTY,
+    )  # fmt: skip
+    asyncio.run(service.record_consumer(consumer, fact, origin="mailto"))
+    [stored] = asyncio.run(registry.facts(consumer))
+    assert stored.evidence == (
+        "one-click POST at 2023-11-14T22:13:20+00:00 from 192.0.2.7; " + THIRD_PARTY_MASKED
+    )
+    [entry] = asyncio.run(registry.read_audit(AuditQuery()))
+    assert stored.source == entry.source == "mailto f***@example.org"
+
+
+def test_record_bulk_masks_addresses_in_every_row() -> None:
+    """Bulk rows (an import) are stored with addresses in source and evidence masked."""
+    service, registry = make()
+    consumer = service.hasher.consumer_id(PHONE)
+    rows = [
+        BulkRow(consumer, Kind.CONSENT, "acme", Channel.SMS, 5, "list of frank.other@example.org",
+                THIRD_PARTY),
+        BulkRow(consumer, Kind.REFUSAL, "acme", Channel.SMS, 6, "import:x"),
+    ]  # fmt: skip
+    assert asyncio.run(service.record_bulk(rows)) == [WriteResult.STORED] * 2
+    facts = {f.kind: f for f in asyncio.run(registry.facts(consumer))}
+    assert facts[Kind.CONSENT].source == "list of f***@example.org"
+    assert facts[Kind.CONSENT].evidence == THIRD_PARTY_MASKED
+    assert (facts[Kind.REFUSAL].source, facts[Kind.REFUSAL].evidence) == ("import:x", None)
