@@ -53,11 +53,6 @@ class ServerBinary:
     version: tuple[int, int]
     valkey: bool
 
-    @property
-    def has_waitaof(self) -> bool:
-        """WAITAOF exists in Valkey and in Redis ≥ 7.2."""
-        return self.valkey or self.version >= (7, 2)
-
 
 def find_binary(configured: str | None = None) -> ServerBinary:
     """Resolve the server binary (see the module docstring) and read its version."""

@@ -39,10 +39,6 @@ class NotDurable(RegistryUnavailable):
     """A write reached Redis but could not be confirmed durable (AOF fsync)."""
 
 
-class RefusalOnRecord(UsageError):
-    """A consent without evidence for a consumer whose refusal is on record."""
-
-
 _QUERY_SECRET = re.compile(r"([?&][A-Za-z_]*password=)[^&#]*")
 
 

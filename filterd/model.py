@@ -116,10 +116,6 @@ class Decision:
     basis: Fact | None = None
 
 
-UNAVAILABLE = None
-"""Passed to `decide()` instead of facts when the registry cannot be read."""
-
-
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One audit-log entry: a drop, a deferral, a fact written, or a bulk import.

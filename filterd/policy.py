@@ -1,7 +1,7 @@
 """The decision of SPEC §1 as one pure function.
 
-`decide()` takes the facts that the registry holds for one consumer (or
-`UNAVAILABLE` when it could not be read) and returns a Decision with its
+`decide()` takes the facts that the registry holds for one consumer (or None
+when it could not be read) and returns a Decision with its
 reason and the fact that settled it. It performs no I/O.
 """
 

@@ -9,7 +9,6 @@ from filterd.errors import (
     FilterdError,
     InvalidAddress,
     NotDurable,
-    RefusalOnRecord,
     RegistryUnavailable,
     UsageError,
     shown_url,
@@ -51,7 +50,6 @@ def test_config_error_message_names_key_and_reason() -> None:
     [
         (UsageError, FilterdError),
         (InvalidAddress, UsageError),
-        (RefusalOnRecord, UsageError),
         (ConfigError, FilterdError),
         (RegistryUnavailable, FilterdError),
         (NotDurable, RegistryUnavailable),

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from filterd.smtp.signals import commercial_signals, header_block, is_dkim_signed
+from filterd.smtp.signals import commercial_signals, header_block, header_fields
 
 BODY = b"\r\n\r\nList-Unsubscribe: in the body does not count\r\n"
 
@@ -46,10 +46,13 @@ def test_signals_only_in_header() -> None:
     assert commercial_signals(b"Subject: hi\r\n" + BODY) == []
 
 
-def test_dkim_signed() -> None:
-    """A DKIM-Signature header marks the message as signed."""
-    assert is_dkim_signed(b"DKIM-Signature: v=1; d=x.test\r\nSubject: s\r\n\r\nb")
-    assert not is_dkim_signed(b"Subject: s\r\n\r\nDKIM-Signature: in body")
+def test_header_fields_as_receivers_read_them() -> None:
+    """Fields by lower-cased name, in order, folded lines joined; a line without a colon
+    is skipped, not the end of the header; nothing of the body."""
+    fields = header_fields(
+        b"Subject: one\r\n  folded\r\nno colon here\r\nX-A : 1\r\nx-a: 2\r\n\r\nY: body"
+    )
+    assert fields == {"subject": ["one folded"], "x-a": ["1", "2"]}
 
 
 def test_header_block_bare_lf() -> None:

@@ -42,11 +42,6 @@ def commercial_signals(message: bytes) -> list[str]:
     return found
 
 
-def is_dkim_signed(message: bytes) -> bool:
-    """True when the header carries a DKIM-Signature (its headers must not be rewritten)."""
-    return "dkim-signature" in header_fields(message)
-
-
 def header_fields(message: bytes) -> dict[str, list[str]]:
     """Every header field's value by its lower-cased name, in order, unfolded.
 
