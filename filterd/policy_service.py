@@ -25,9 +25,10 @@ Wire rules chosen here, beyond Postfix's own documentation:
   sequence parses (Postfix passes SMTPUTF8 addresses through as UTF-8, and
   may pass other bytes from the client unchanged). A recipient that is not
   valid UTF-8 then fails address validation (553); an account name or
-  client address that is not finds no account (554). A recipient echoed in a
-  reply has its undecodable bytes shown as U+FFFD, so every action line is
-  valid UTF-8.
+  client address that is not finds no account (554). Recipients are admitted
+  by the same rules as on the SMTP relay (`filterd.admission`); one echoed in a
+  reply has undecodable bytes and control characters shown as `?`, so every
+  action line is valid UTF-8.
 - An empty request (an empty line with no attributes before it) is answered
   like any request that is not at RCPT: `action=DUNNO`, as Postfix's own
   example policy server does.
@@ -70,12 +71,13 @@ from typing import Any
 
 from filterd import replies
 from filterd.accounts import AccountBook
+from filterd.admission import Refused, email_recipient
 from filterd.config import POLICY_IDLE_S, ListenerLimits, SmtpAccount
-from filterd.errors import FilterdError, InvalidAddress
+from filterd.errors import FilterdError
 from filterd.guard import ConnectionTable, Ticket, peer_host
 from filterd.logs import get_logger
 from filterd.model import Address, Decision
-from filterd.normalize import mask, normalize
+from filterd.normalize import mask
 from filterd.service import Service
 
 MAX_LINE = 2048
@@ -254,16 +256,11 @@ def plan(
 
 def recipient_address(recipient: str, default_region: str | None) -> Address | str:
     """The normalised email address of a recipient, or the 553 reply that refuses it
-    (the recipient shown with undecodable bytes as U+FFFD)."""
-    shown = _loggable(recipient)
-    if "@" not in recipient:
-        return replies.BAD_ADDRESS.format(address=shown, reason="not an email address")
-    if shown != recipient:
-        return replies.BAD_ADDRESS.format(address=shown, reason="not valid UTF-8")
-    try:
-        return normalize(recipient, default_region)
-    except InvalidAddress as exc:
-        return replies.BAD_ADDRESS.format(address=shown, reason=exc.reason)
+    (the SMTP relay's admission rules; the recipient echoed ASCII-safe)."""
+    address = email_recipient(recipient, default_region)
+    if isinstance(address, Refused):
+        return replies.BAD_ADDRESS.format(address=address.shown, reason=address.reason)
+    return address
 
 
 def action_for(decision: Decision, recipient: str) -> str:

@@ -71,6 +71,7 @@ LAYERS = {
         "tokens",
     },
     "guard": {"accounts", "config", "logs"},
+    "admission": {"errors", "model", "normalize"},
     "process_limits": {"logs"},
     "web": {"config", "errors", "guard", "logs", "metrics", "model", "service", "tokens"},
     "smtp.oneclick": {"logs", "model", "service", "signing", "tokens"},
@@ -80,6 +81,7 @@ LAYERS = {
     "replies": {"model"},
     "policy_service": {
         "accounts",
+        "admission",
         "config",
         "errors",
         "guard",
@@ -97,6 +99,7 @@ LAYERS = {
     "smpp.hub": {"errors", "logs", "smpp.pdu"},
     "smpp.server": {
         "accounts",
+        "admission",
         "config",
         "errors",
         "guard",
@@ -114,6 +117,7 @@ LAYERS = {
     "smtp.outbound": {"logs"},
     "smtp.inbound": {
         "accounts",
+        "admission",
         "config",
         "errors",
         "guard",

@@ -52,13 +52,14 @@ import time
 from collections import OrderedDict
 
 from filterd.accounts import password_matches
+from filterd.admission import Refused, phone_recipient
 from filterd.config import SmppAccount, SmppSettings
-from filterd.errors import InvalidAddress, RegistryUnavailable
+from filterd.errors import RegistryUnavailable
 from filterd.guard import ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
-from filterd.normalize import mask, normalize_phone
+from filterd.normalize import mask
 from filterd.registry import Registry
 from filterd.service import Service
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
@@ -216,10 +217,9 @@ class SmppRelay:
 
     async def submit(self, account: SmppAccount, pdu: SubmitSm) -> Pdu:
         """Decide one submit_sm and forward it; the response for the client."""
-        try:
-            address = self._address(pdu.destination_addr, pdu.dest_addr_ton)
-        except InvalidAddress as exc:
-            log.info("invalid_destination", system_id=account.system_id, reason=exc.reason)
+        address = phone_recipient(pdu.destination_addr, pdu.dest_addr_ton, self.default_region)
+        if isinstance(address, Refused):
+            log.info("invalid_destination", system_id=account.system_id, reason=address.reason)
             return response_to(pdu, ESME_RINVDSTADR)
         decision = await self._decide(account, pdu, address)
         if decision.action is not Action.DELIVER:
@@ -245,14 +245,6 @@ class SmppRelay:
         except RegistryUnavailable as exc:  # sent already: only the receipt's route is lost
             log.warning("message_id_not_mapped", error=str(exc))
         return response_to(pdu, ESME_ROK, message_id=client_id)
-
-    def _address(self, digits: str, ton: int) -> Address:
-        """The phone number an SMPP address names (InvalidAddress when it names none: an
-        email address here is not a number, so no email consent can let an SMS through)."""
-        raw = digits.strip()
-        if ton == 1 and not raw.startswith("+"):
-            raw = "+" + raw
-        return Address(normalize_phone(raw, self.default_region), Channel.SMS)
 
     async def _decide(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
         """One decision per message: parts of a concatenated message share the first's
@@ -338,9 +330,8 @@ class SmppRelay:
             text = None
         intent = self.keywords.classify(text) if text else Intent.NONE
         if intent is not Intent.NONE:
-            try:
-                consumer = self._address(pdu.source_addr, pdu.source_addr_ton)
-            except InvalidAddress:
+            consumer = phone_recipient(pdu.source_addr, pdu.source_addr_ton, self.default_region)
+            if isinstance(consumer, Refused):
                 log.info("mo_from_invalid_number", intent=intent.value)
                 return ESME_ROK
             try:

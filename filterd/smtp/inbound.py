@@ -62,12 +62,13 @@ from aiosmtpd.smtp import (
 
 from filterd import replies
 from filterd.accounts import AccountBook
+from filterd.admission import Refused, email_recipient, shown, unusable
 from filterd.config import SmtpAccount, SmtpSettings
-from filterd.errors import InvalidAddress, RegistryUnavailable
+from filterd.errors import RegistryUnavailable
 from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.logs import get_logger
 from filterd.model import Action, Address, MessageClass
-from filterd.normalize import mask, normalize
+from filterd.normalize import mask
 from filterd.service import Service
 from filterd.signing import SigningError
 from filterd.smtp.oneclick import BAD_UNSUBSCRIBE_ADDRESS, UNSUBSCRIBED, OneClick
@@ -90,6 +91,8 @@ class RelayState:
     transaction: str = ""
     rcpts: int = 0
     """RCPT commands of the open transaction, refused ones included."""
+    admitted: tuple[str, Address] | str | None = None
+    """The admission verdict of the RCPT being handled (see _admit_path)."""
 
 
 class RelaySMTP(SMTP):
@@ -124,6 +127,10 @@ class RelaySMTP(SMTP):
             relay.rcpts += 1
             if relay.rcpts > self.relay_handler.settings.max_recipients:
                 await self.push(replies.TOO_MANY_RECIPIENTS)
+                return
+            relay.admitted = _admit_path(arg or "", self.relay_handler.default_region)
+            if isinstance(relay.admitted, str):  # admission's words, as on every front end
+                await self.push(relay.admitted)
                 return
         await super().smtp_RCPT(arg)
 
@@ -276,7 +283,8 @@ class RelayHandler:
             account = None  # nothing is relayed from this listener, login or not
         elif account is None:
             return replies.AUTH_REQUIRED
-        problem = _unusable(address, reverse_path=True)
+        null_path = address in ("<>", "")  # bounces (RFC 5321 4.5.5)
+        problem = None if null_path else unusable(address)
         if problem is not None:
             return f"553 5.1.7 sender address not accepted: {problem}"
         await self._end_transaction(relay)
@@ -300,7 +308,7 @@ class RelayHandler:
             if token is not None:
                 return self._take_optout(relay, envelope, address, token)
         if self.intake_only:
-            return f"550 5.7.1 <{_printable(address)}>: this address takes unsubscribe mail only"
+            return f"550 5.7.1 <{shown(address)}>: this address takes unsubscribe mail only"
         recipient = await self._admit(relay, envelope, address)
         if isinstance(recipient, str):
             return recipient
@@ -323,7 +331,7 @@ class RelayHandler:
         assert self.oneclick is not None  # noqa: S101 - the caller checked
         wanted = self.oneclick.verify(token)
         if wanted is None:
-            return BAD_UNSUBSCRIBE_ADDRESS.format(address=_printable(address))
+            return BAD_UNSUBSCRIBE_ADDRESS.format(address=shown(address))
         relay.optouts.append(wanted)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
@@ -333,13 +341,16 @@ class RelayHandler:
         account = relay.account
         if account is None:
             return replies.AUTH_REQUIRED
-        refused = self._envelope_limit(relay, envelope, account) or _malformed(address)
-        if refused is not None:
-            return refused
-        try:
-            recipient = normalize(address, self.default_region)
-        except InvalidAddress as exc:
-            return replies.BAD_ADDRESS.format(address=address, reason=exc.reason)
+        limited = self._envelope_limit(relay, envelope, account)
+        if limited is not None:
+            return limited
+        admitted = relay.admitted
+        if isinstance(admitted, tuple) and admitted[0] == address:
+            recipient: Address | Refused = admitted[1]  # admitted at the RCPT command
+        else:
+            recipient = email_recipient(address, self.default_region)
+        if isinstance(recipient, Refused):
+            return replies.BAD_ADDRESS.format(address=recipient.shown, reason=recipient.reason)
         if account.stream is MessageClass.COMMERCIAL:
             decisions = await self.service.screen(
                 account.sender,
@@ -634,37 +645,23 @@ _PLAIN_PATH = re.compile(
 """`<dot-atom@dot-atom>` in ASCII, then nothing or one space and parameters: the
 form RelaySMTP._getaddr reads itself (after the path, aiosmtpd's parser would
 skip more spaces and comments, so those go to it)."""
-_FORBIDDEN = frozenset(chr(c) for c in [*range(0x21), 0x7F])
-"""Spaces and control characters: not in an address aiosmtpd hands over, nor upstream."""
 
 
-def _unusable(address: str, *, reverse_path: bool) -> str | None:
-    """Why an address cannot be used at all (relayed, echoed), or None."""
-    if reverse_path and address in ("<>", ""):
-        return None  # the null reverse-path (bounces, RFC 5321 4.5.5)
-    try:
-        address.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not valid UTF-8"
-    if not address or any(c in _FORBIDDEN for c in address):
-        return "empty, or has spaces or control characters"
-    return None
+_RCPT_PATH = re.compile(r"\s*TO:\s*<([^<>]*)>", re.IGNORECASE)
 
 
-def _malformed(address: str) -> str | None:
-    """The 553 reply for a recipient that is not an email address at all, or None."""
-    problem = _unusable(address, reverse_path=False)
-    if problem is not None:
-        return replies.BAD_ADDRESS.format(address=_printable(address), reason=problem)
-    if "@" not in address:
-        return replies.BAD_ADDRESS.format(address=address, reason="not an email address")
-    return None
-
-
-def _printable(address: str) -> str:
-    """The address as it may be echoed in a reply (bad bytes and controls as '?')."""
-    text = address.encode("utf-8", "replace").decode("utf-8")
-    return "".join("?" if c in _FORBIDDEN else c for c in text)
+def _admit_path(arg: str, default_region: str | None) -> tuple[str, Address] | str | None:
+    """Admission of RCPT's `TO:<path>`: (path, address) when admitted, the 553 reply
+    (the same words as every other front end's) when refused, None when the argument
+    is not of that form (aiosmtpd's own parser then answers)."""
+    match = _RCPT_PATH.match(arg)
+    if match is None:
+        return None
+    path = match.group(1)
+    verdict = email_recipient(path, default_region)
+    if isinstance(verdict, Refused):
+        return replies.BAD_ADDRESS.format(address=verdict.shown, reason=verdict.reason)
+    return path, verdict
 
 
 def _peer(session: Session) -> str:
