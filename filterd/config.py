@@ -8,6 +8,7 @@ find the same registry from any working directory. Unknown keys are errors
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import re
@@ -283,14 +284,66 @@ _TOML_TYPES = {
 }
 
 
+_LIMIT_KEYS = ("idle_timeout", "max_connections", "max_connections_per_address")
+_KEYS: dict[str, frozenset[str]] = {
+    "": frozenset({"registry", "keywords", "smtp", "smpp", "http", "policy", "dkim", "daemon"}),
+    "registry": frozenset({
+        "url", "cluster", "data_dir", "secret_file", "request_ttl", "fail_mode",
+        "default_region", "server", "bucket_bits", "audit_max_entries", "audit_retention",
+        "min_replicas",
+    }),
+    "keywords": frozenset({"opt_out", "opt_in", "help"}),
+    "smtp": frozenset({
+        "listen", "upstream", "upstream_tls", "tls_cert", "tls_key", "max_message_size",
+        "max_recipients", "accounts", "hostname", "workers", "unsubscribe_domain",
+        "unsubscribe_listen", *_LIMIT_KEYS,
+    }),
+    "smtp.accounts": frozenset({
+        "username", "password", "password_file", "networks", "sender", "stream",
+    }),
+    "smpp": frozenset({
+        "listen", "upstream", "accounts", "numbers", "window", "receipt_ttl", "confirmations",
+        "workers", *_LIMIT_KEYS,
+    }),
+    "smpp.upstream": frozenset({
+        "host", "port", "system_id", "password", "window", "rate", "enquire_link",
+    }),
+    "smpp.accounts": frozenset({"system_id", "password", "sender", "stream"}),
+    "smpp.numbers": frozenset({"address", "sender"}),
+    "smpp.confirmations": frozenset({"enabled", *DEFAULT_CONFIRMATIONS}),
+    "http": frozenset({
+        "listen", "public_url", "token_secret_file", "retired_token_secret_files",
+        "token_max_age", "body_timeout", "status_networks", *_LIMIT_KEYS,
+    }),
+    "policy": frozenset({"listen", *_LIMIT_KEYS}),
+    "dkim": frozenset({"selector", "domain", "key_file"}),
+    "daemon": frozenset({"drain_timeout"}),
+}  # fmt: skip
+"""Every key each table may hold, by the table's dotted name (the tables of an
+array of tables under the array's name, without the index). A key of the file
+that is not listed here is reported as unknown before anything else of its table
+is checked, so a typo reads "smtp.lisen: unknown key", not "smtp.listen is required"."""
+_INDEX = re.compile(r"\[\d+\]")
+
+
 class _Table:
-    """A TOML table read key by key; what is left over is an unknown key."""
+    """A TOML table read key by key. Keys it may not hold (see _KEYS) are reported
+    when it is made, before any of its values is checked."""
 
     def __init__(self, data: object, name: str) -> None:
         if not isinstance(data, dict):
             raise ConfigError(name, "must be a table")
         self.data: dict[str, Any] = dict(data)
         self.name = name
+        self.known = _KEYS[_INDEX.sub("", name)]
+        unknown = sorted(set(self.data) - self.known)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key" + self._hint(unknown[0]))
+
+    def _hint(self, unknown: str) -> str:
+        """`; did you mean "listen"?` for a key close to one of the table's keys not given."""
+        close = difflib.get_close_matches(unknown, sorted(self.known - set(self.data)), n=1)
+        return f"; did you mean {close[0]!r}?" if close else ""
 
     def key(self, key: str) -> str:
         """The dotted name of `key` in this table, for error messages."""
@@ -300,6 +353,8 @@ class _Table:
         self, key: str, kind: type[Any], default: Any = None, *, required: bool = False
     ) -> Any:
         """Pop `key`, checking its TOML type; `default` when absent."""
+        if key not in self.known:  # a key read here must be listed in _KEYS
+            raise LookupError(f"{self.key(key)} is read but not listed in config._KEYS")
         if key not in self.data:
             if required:
                 raise ConfigError(self.key(key), "is required")
@@ -338,10 +393,11 @@ class _Table:
         return [_Table(item, f"{self.key(key)}[{i}]") for i, item in enumerate(value)]
 
     def done(self) -> None:
-        """Raise for the first key nobody read."""
+        """Raise for the first key nobody read (a listed key that this table's reader
+        left alone, so its setting would be silently ignored)."""
         if self.data:
-            unknown = sorted(self.data)[0]
-            raise ConfigError(self.key(unknown), "unknown key")
+            unread = sorted(self.data)[0]
+            raise ConfigError(self.key(unread), "unknown key")
 
 
 _LOOSE = 0o026
@@ -793,11 +849,36 @@ def _dkim(t: _Table, base: Path) -> DkimSettings:
     return DkimSettings(selector, domain.lower(), key_file)
 
 
+SYSTEM_CONFIG = Path("/etc/filterd/filterd.toml")
+LOCAL_CONFIG = Path("config/filterd.toml")
+"""The config files looked for, in this order, without --config and $FILTERD_CONFIG
+(LOCAL_CONFIG relative to the working directory)."""
+
+
 def default_path(explicit: str | None, environ: dict[str, str]) -> Path:
-    """--config, else $FILTERD_CONFIG, else /etc/filterd/filterd.toml, else config/filterd.toml."""
+    """--config, else $FILTERD_CONFIG, else /etc/filterd/filterd.toml, else config/filterd.toml.
+
+    Without --config the file must exist, or a ConfigError names every path looked
+    at. A $FILTERD_CONFIG that names no file is an error too, not a reason to take
+    one of the default files instead (a path given on purpose is never swapped for
+    another config).
+    """
     if explicit:
         return Path(explicit)
     if environ.get("FILTERD_CONFIG"):
-        return Path(environ["FILTERD_CONFIG"])
-    system = Path("/etc/filterd/filterd.toml")
-    return system if system.exists() else Path("config/filterd.toml")
+        path = Path(environ["FILTERD_CONFIG"])
+        if not path.exists():
+            raise ConfigError(
+                "$FILTERD_CONFIG",
+                f"{path}: no such file (--config not given; while $FILTERD_CONFIG is set, "
+                f"{SYSTEM_CONFIG} and {LOCAL_CONFIG} are not looked at)",
+            )
+        return path
+    for path in (SYSTEM_CONFIG, LOCAL_CONFIG):
+        if path.exists():
+            return path
+    raise ConfigError(
+        "--config",
+        f"not given and $FILTERD_CONFIG not set, and no config file at {SYSTEM_CONFIG} "
+        f"or {LOCAL_CONFIG.absolute()}; give --config PATH",
+    )

@@ -90,6 +90,14 @@ class FailureBackoff:
         return self._failures.get(peer, (0, 0.0))[0]
 
 
+class Abandoned(Exception):
+    """The client went away while its login attempt waited: it is not judged."""
+
+
+GONE_POLL_S = 0.25
+"""How often a waiting attempt looks whether its client is still there."""
+
+
 class Attempt:
     """One login attempt inside the gate: say how it went with `succeeded` / `failed`."""
 
@@ -126,10 +134,18 @@ class LoginGate:
         return self._turns.get(address_key(address), (None, 0))[1]
 
     @contextlib.asynccontextmanager
-    async def attempt(self, address: str) -> AsyncIterator[Attempt]:
+    async def attempt(
+        self, address: str, gone: Callable[[], bool] | None = None
+    ) -> AsyncIterator[Attempt]:
         """Wait for the turn and back-off of the client at `address`; then check the
         credentials and answer inside the block, and record the outcome on the
-        yielded Attempt."""
+        yielded Attempt.
+
+        `gone` tells whether the client has left (for a front end whose task is not
+        cancelled when it does): such an attempt raises Abandoned when its turn
+        comes or during its wait, unjudged, so attempts dropped by a guesser do not
+        queue up behind one another.
+        """
         peer = address_key(address)
         lock, users = self._turns.get(peer, (None, 0))
         if lock is None:
@@ -140,7 +156,9 @@ class LoginGate:
                 delay = self.backoff.delay(peer, self._clock())
                 if delay:
                     log.info("login_delayed", peer=peer, delay_s=delay)
-                    await asyncio.sleep(delay)  # guessing passwords costs the guesser time
+                    await _wait(delay, gone)  # guessing passwords costs the guesser time
+                elif gone is not None and gone():
+                    raise Abandoned
                 attempt = Attempt()
                 yield attempt
                 if attempt.outcome is True:
@@ -153,6 +171,21 @@ class LoginGate:
                 del self._turns[peer]
             else:
                 self._turns[peer] = (lock, users - 1)
+
+
+async def _wait(delay: float, gone: Callable[[], bool] | None) -> None:
+    """Sleep `delay`; raise Abandoned as soon as `gone()` says the client has left."""
+    if gone is None:
+        await asyncio.sleep(delay)
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + delay
+    while not gone():
+        left = deadline - loop.time()
+        if left <= 0:
+            return
+        await asyncio.sleep(min(left, GONE_POLL_S))
+    raise Abandoned
 
 
 class Ticket:

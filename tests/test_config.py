@@ -382,6 +382,49 @@ def test_bad_value_names_dotted_key(tmp_path: Path, text: str, key: str) -> None
     assert info.value.reason
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "meant"),
+    [
+        pytest.param(
+            '[smtp]\nlisen = "127.0.0.1:2525"\nupstream = "127.0.0.1:25"\n',
+            "smtp.lisen", "listen", id="smtp-listen",
+        ),
+        pytest.param(
+            SMTP_HEAD + '[[smtp.accounts]]\nusernme = "u"\npassword = "p"\nsender = "acme"\n'
+            'stream = "commercial"\n',
+            "smtp.accounts[0].usernme", "username", id="account-username",
+        ),
+        pytest.param(
+            SMPP_HEAD + '[smpp.upstream]\nhost = "127.0.0.1"\nprot = 2776\nsystem_id = "f"\n'
+            'password = "p"\n',
+            "smpp.upstream.prot", "port", id="smpp-upstream-port",
+        ),
+        pytest.param(
+            '[http]\nlisten = "127.0.0.1:8025"\npublik_url = "http://x.test"\n',
+            "http.publik_url", "public_url", id="http-public-url",
+        ),
+    ],
+)  # fmt: skip
+def test_typo_is_an_unknown_key_before_required_keys(
+    tmp_path: Path, text: str, key: str, meant: str
+) -> None:
+    """A misspelt key is reported as that unknown key, with the key it resembles, not as
+    the required key it was meant to be ("smtp.lisen: unknown key; did you mean
+    'listen'?", not "smtp.listen is required")."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    assert info.value.key == key
+    assert info.value.reason == f"unknown key; did you mean {meant!r}?"
+
+
+def test_unknown_key_unlike_any_key_gets_no_suggestion(tmp_path: Path) -> None:
+    """An unknown key that resembles no key of its table is named without a guess, ahead
+    of the table's other errors (here the missing smtp.listen)."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, '[smtp]\ncolour = "red"\nupstream = "127.0.0.1:25"\n'))
+    assert (info.value.key, info.value.reason) == ("smtp.colour", "unknown key")
+
+
 def test_listener_limits_defaults_and_values(tmp_path: Path, reference: config.Settings) -> None:
     """Every listener has its idle timeout (SMTP and policy 300 s, SMPP 120 s, HTTP 10 s
     for the head, 30 s for the body), 1,000 connections, 100 per address and, for HTTP,
@@ -475,40 +518,70 @@ def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_default_path_explicit_wins() -> None:
-    """--config beats $FILTERD_CONFIG."""
+    """--config beats $FILTERD_CONFIG, and is taken as given (load() reports a missing file)."""
     path = config.default_path("/srv/a.toml", {"FILTERD_CONFIG": "/srv/b.toml"})
     assert path == Path("/srv/a.toml")
 
 
-def test_default_path_from_environ() -> None:
+def test_default_path_from_environ(tmp_path: Path) -> None:
     """Without --config, $FILTERD_CONFIG from the environ argument is used."""
-    assert config.default_path(None, {"FILTERD_CONFIG": "/srv/b.toml"}) == Path("/srv/b.toml")
+    path = write(tmp_path, "")
+    assert config.default_path(None, {"FILTERD_CONFIG": str(path)}) == path
 
 
 def test_default_path_empty_explicit_and_env_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
     """An empty --config or an empty $FILTERD_CONFIG falls through to the fallbacks."""
-    monkeypatch.setattr(Path, "exists", lambda self: False)
+    monkeypatch.setattr(Path, "exists", lambda self: self == Path("config/filterd.toml"))
     assert config.default_path("", {"FILTERD_CONFIG": ""}) == Path("config/filterd.toml")
 
 
 def test_default_path_prefers_etc_when_present(monkeypatch: pytest.MonkeyPatch) -> None:
     """With neither --config nor $FILTERD_CONFIG, an existing /etc/filterd/filterd.toml wins."""
     system = Path("/etc/filterd/filterd.toml")
-    monkeypatch.setattr(Path, "exists", lambda self: self == system)
+    monkeypatch.setattr(Path, "exists", lambda self: self in (system, Path("config/filterd.toml")))
     assert config.default_path(None, {}) == system
 
 
 def test_default_path_last_resort_is_repo_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without /etc/filterd/filterd.toml the fallback is config/filterd.toml (relative)."""
-    monkeypatch.setattr(Path, "exists", lambda self: False)
+    monkeypatch.setattr(Path, "exists", lambda self: self == Path("config/filterd.toml"))
     assert config.default_path(None, {"OTHER": "x"}) == Path("config/filterd.toml")
 
 
 def test_default_path_ignores_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the environ argument counts, not os.environ."""
     monkeypatch.setenv("FILTERD_CONFIG", "/srv/from-os-environ.toml")
-    monkeypatch.setattr(Path, "exists", lambda self: False)
+    monkeypatch.setattr(Path, "exists", lambda self: self == Path("config/filterd.toml"))
     assert config.default_path(None, {}) == Path("config/filterd.toml")
+
+
+def test_no_config_file_anywhere_names_every_path_looked_at(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without --config and $FILTERD_CONFIG, and with neither default file present, the
+    ConfigError names both defaults (the relative one made absolute), says that
+    $FILTERD_CONFIG is not set, and how to give a config."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(Path, "exists", lambda self: False)
+    with pytest.raises(ConfigError) as info:
+        config.default_path(None, {})
+    message = str(info.value)
+    assert "/etc/filterd/filterd.toml" in message
+    assert str(tmp_path / "config" / "filterd.toml") in message
+    assert "$FILTERD_CONFIG not set" in message
+    assert "--config PATH" in message
+
+
+def test_missing_filterd_config_file_names_the_variable_and_the_defaults(tmp_path: Path) -> None:
+    """A $FILTERD_CONFIG naming no file is an error naming the variable and its path (the
+    defaults are named too, as not looked at), never a silent fall-back to them."""
+    absent = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        config.default_path(None, {"FILTERD_CONFIG": str(absent)})
+    assert info.value.key == "$FILTERD_CONFIG"
+    assert info.value.reason.startswith(f"{absent}: no such file")
+    assert "/etc/filterd/filterd.toml" in info.value.reason
+    assert "config/filterd.toml" in info.value.reason
 
 
 def test_listen_port_0_means_any_free_port(tmp_path: Path) -> None:

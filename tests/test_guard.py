@@ -11,6 +11,7 @@ import pytest
 
 from filterd.config import ListenerLimits
 from filterd.guard import (
+    Abandoned,
     ConnectionTable,
     FailureBackoff,
     LoginGate,
@@ -143,14 +144,13 @@ def test_gate_concurrent_attempts_take_turns_as_if_serial() -> None:
 
 def test_gate_other_addresses_do_not_wait() -> None:
     """One address's failures do not delay another address (its turn is its own)."""
-    gate = _gate(first_s=5.0)
+    gate = _gate(first_s=3600.0)  # were it applied, the test would time out
 
     async def run() -> bool:
         async with gate.attempt("192.0.2.1") as attempt:
             attempt.failed()
-        async with asyncio.timeout(1.0):  # would take 5 s if the back-off applied
-            async with gate.attempt("192.0.2.2") as attempt:
-                attempt.succeeded()
+        async with gate.attempt("192.0.2.2") as attempt:
+            attempt.succeeded()
         return True
 
     assert asyncio.run(run())
@@ -305,3 +305,34 @@ def test_peer_host_and_address_key() -> None:
     assert address_key("::ffff:192.0.2.1") == "192.0.2.1"
     assert address_key("2001:db8::1") == "2001:db8::/64"
     assert address_key("weird") == "weird"
+
+
+def test_gate_attempts_of_a_client_that_left_are_dropped_unjudged() -> None:
+    """An attempt whose client has gone raises Abandoned when its turn comes (or during
+    its wait), records nothing and frees the turn at once, so guesses dropped by their
+    sender do not queue up behind one another."""
+    gate = _gate(first_s=3600.0)  # were it waited out, the test would time out
+
+    async def run() -> tuple[int, int]:
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.failed()
+        left = False
+
+        def gone() -> bool:
+            return left
+
+        async def dropped() -> None:
+            async with gate.attempt("192.0.2.1", gone) as attempt:
+                attempt.succeeded()  # never reached
+
+        task = asyncio.create_task(dropped())
+        await asyncio.sleep(0.1)
+        left = True  # the client hangs up during its hour-long wait
+        with pytest.raises(Abandoned):
+            await task
+        with pytest.raises(Abandoned):  # gone before its turn: dropped without a wait
+            async with gate.attempt("192.0.2.1", gone) as attempt:
+                attempt.succeeded()
+        return gate.backoff.failures("192.0.2.1"), gate.waiting("192.0.2.1")
+
+    assert asyncio.run(run()) == (1, 0)

@@ -350,6 +350,49 @@ def test_authentication_rules(relay: Relay) -> None:
     legacy.quit()
 
 
+def test_successful_auth_logs_no_deprecation_warning(server_pool: ServerPool) -> None:
+    """A successful AUTH (PLAIN and LOGIN) is logged as filterd's own `auth` line and
+    the session may send; nothing on stdout or stderr mentions aiosmtpd's deprecated
+    `Session.login_data`."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
+    sink = SinkServer().start()
+    config = write_config(home, registry_server.url, sink.port)
+    process = subprocess.Popen(
+        [FILTERD, "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=0,
+        env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
+    )
+    try:
+        reader = LogReader(process)
+        port = int(reader.wait_for("listening")["port"])  # type: ignore[call-overload]
+        for mechanism in ("PLAIN", "LOGIN"):
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo("tool.test")
+                client.user, client.password = "newsletter", "pw-news"
+                authenticator = client.auth_plain if mechanism == "PLAIN" else client.auth_login
+                assert client.auth(mechanism, authenticator, initial_response_ok=False)[0] == 235
+                assert client.mail("shop@acme.test")[0] == 250
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert process.stdout is not None
+        assert process.stderr is not None
+        stdout = reader.pending + process.stdout.read()
+        stderr = process.stderr.read()
+    finally:
+        stop_filterd(process)
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    logins = [line for line in stdout.decode().splitlines() if '"event":"auth"' in line]
+    assert len(logins) == 2
+    assert all('"ok":true' in line for line in logins)
+    assert b"login_data" not in stdout
+    assert b"login_data" not in stderr
+
+
 def test_limits_and_bad_addresses(relay: Relay) -> None:
     """Oversize → 552; malformed recipients → 553 5.1.3; more than max_recipients RCPTs
     (refused ones count too: a client cannot probe without end) → 452."""

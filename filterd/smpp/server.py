@@ -55,7 +55,7 @@ from filterd.accounts import password_matches
 from filterd.admission import Refused, phone_recipient
 from filterd.config import SmppAccount, SmppSettings
 from filterd.errors import RegistryUnavailable
-from filterd.guard import ConnectionTable, LoginGate, Ticket, peer_host
+from filterd.guard import Abandoned, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
@@ -445,6 +445,10 @@ class ClientSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count(1)
 
+    def gone(self) -> bool:
+        """Whether the client has left (or the connection is being closed)."""
+        return self.reader.at_eof() or self.writer.is_closing()
+
     def peer(self) -> str:
         """The client's IP address (the back-off key)."""
         info = self.writer.get_extra_info("peername")
@@ -480,9 +484,10 @@ class ClientSession:
             except SmppProtocolError as exc:
                 if exc.command_id in _BINDS and self.account is None:
                     # an overlong system_id or password: a failed bind, the codec's status
-                    async with self.relay.gate.attempt(self.peer()) as attempt:
-                        attempt.failed()
-                        self._refuse_bind(exc.reply(), exc.reason)
+                    with contextlib.suppress(Abandoned):
+                        async with self.relay.gate.attempt(self.peer(), self.gone) as attempt:
+                            attempt.failed()
+                            self._refuse_bind(exc.reply(), exc.reason)
                     return False
                 reply = exc.reply()
                 if reply is not None:
@@ -515,7 +520,14 @@ class ClientSession:
         if self.account is not None:
             self._write(response_to(pdu, ESME_RALYBND))
             return True
-        async with self.relay.gate.attempt(self.peer()) as attempt:
+        try:
+            return await self._judge_bind(pdu)
+        except Abandoned:  # the client left while its bind waited: nothing to answer
+            return False
+
+    async def _judge_bind(self, pdu: BindTransmitter | BindReceiver | BindTransceiver) -> bool:
+        """Check a first bind inside the login gate; answer it."""
+        async with self.relay.gate.attempt(self.peer(), self.gone) as attempt:
             account = self.relay.account(pdu.system_id, pdu.password)
             if account is None:
                 attempt.failed()

@@ -95,6 +95,24 @@ class RelayState:
     """The admission verdict of the RCPT being handled (see _admit_path)."""
 
 
+class RelaySession(Session):
+    """aiosmtpd's Session whose `login_data` is a plain attribute.
+
+    aiosmtpd sets the deprecated `login_data` after every successful AUTH, and its
+    property logs "Session.login_data is deprecated" on each set; filterd reads
+    `auth_data` (the account) only, so the property here stays silent.
+    """
+
+    @property
+    def login_data(self) -> Any:
+        """What aiosmtpd records as the login (unused by filterd)."""
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with per-connection relay state and clean-up on disconnect."""
 
@@ -106,6 +124,10 @@ class RelaySMTP(SMTP):
         """This connection's place in the listener's caps; None when refused."""
         self.login: Attempt | None = None
         """The AUTH being judged inside the login gate."""
+
+    def _create_session(self) -> Session:
+        """A RelaySession (a successful AUTH logs no deprecation warning)."""
+        return RelaySession(self.loop)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:

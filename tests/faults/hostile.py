@@ -30,11 +30,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from filterd.identity import ConsumerHasher
 from filterd.model import Channel
 from filterd.normalize import normalize
 from filterd.smpp.pdu import (
+    AnyPdu,
     BindTransceiver,
     EnquireLink,
     EnquireLinkResp,
@@ -111,6 +113,11 @@ def hostile_config(
     return path
 
 
+def _listening_of(front_end: str) -> Callable[[dict[str, Any]], bool]:
+    """Matches the `listening` log line of one front end."""
+    return lambda r: r.get("event") == "listening" and r.get("front_end") == front_end
+
+
 class LimitedDaemon(Daemon):
     """conftest's `Daemon`, started with RLIMIT_NOFILE soft = hard = `nofile` when given."""
 
@@ -149,9 +156,7 @@ class LimitedDaemon(Daemon):
         self.log = LogTail(self.process.stdout, self.keep)
         self.ports = {}
         for name in self.front_ends:
-            record = self.log.wait_for(
-                lambda r, name=name: r.get("event") == "listening" and r.get("front_end") == name
-            )
+            record = self.log.wait_for(_listening_of(name))
             self.ports[name] = int(record["port"])
         return self
 
@@ -313,7 +318,7 @@ class SmppSession:
         self.sock.sendall(encode(pdu))
         return started
 
-    def read(self) -> Pdu | None:
+    def read(self) -> AnyPdu | None:
         """The next PDU (None when the connection closes first)."""
         while (pdu := self.framer.next_pdu()) is None:
             try:
@@ -323,7 +328,7 @@ class SmppSession:
             if not data:
                 return None
             self.framer.feed(data)
-        return pdu  # type: ignore[no-any-return]
+        return pdu
 
     def send_bind(self, password: str, system_id: str = SMPP_SYSTEM_ID) -> float:
         """Send bind_transceiver; the time just before."""
