@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import filterd
 from filterd import config as config_module
@@ -56,6 +56,9 @@ from filterd.registry import AuditQuery
 from filterd.secret import load_or_create
 from filterd.units import parse_duration
 
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
+
 EXIT_OK, EXIT_DROP, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141
@@ -87,6 +90,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"filterctl: {message}\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """Print help, version and usage errors; unlike argparse, do not hide a closed
+        stdout (main() ends with EXIT_PIPE, as for any other output)."""
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def _version() -> str:
@@ -205,6 +214,8 @@ records a refusal. Only the registry secret is read: the registry need not run.
 
 
 def _parser() -> argparse.ArgumentParser:
+    """filterctl's arguments: every command with its description, argument help texts
+    and the exit codes."""
     common = _Parser(add_help=False)
     common.add_argument(
         "--config",
@@ -228,6 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     sub_parser = sub.add_parser
 
     def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A command with the common options, its summary, description and the exit codes."""
         summary, description = _COMMANDS[name]
         return sub_parser(
             name,
@@ -242,6 +254,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser = add_parser  # type: ignore[method-assign,assignment]
 
     def fact_command(name: str) -> argparse.ArgumentParser:
+        """consent, request or refuse: ADDRESS, --source, --evidence."""
         c = sub.add_parser(name)
         c.add_argument("address", metavar="ADDRESS", help=_ADDRESS_HELP)
         c.add_argument(

@@ -18,9 +18,11 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, NoReturn
 
+import filterd
 from filterd import config as config_module
 from filterd import logs
 from filterd.accounts import AccountBook
@@ -48,16 +50,58 @@ _SUPERVISE_INTERVAL_S = 1.0
 _PR_SET_PDEATHSIG = 1
 
 
+_EXIT_CODES = f"""\
+exit codes:
+  {EXIT_OK}  serve: stopped by SIGTERM/SIGINT; check-config: the config is valid
+  {EXIT_START}  serve: a listener could not start (the log names its key)
+  {EXIT_CONFIG}  bad config (the key and the reason on stderr)
+  {EXIT_UNAVAILABLE}  serve: the registry is unreachable at start
+"""
+
+
+def _version() -> str:
+    """The installed package's version (the source tree's when it is not installed)."""
+    try:
+        return metadata.version("filterd")
+    except metadata.PackageNotFoundError:
+        return filterd.__version__
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="filterd", description="Commercial-message opt-out filter.")
-    sub = p.add_subparsers(dest="command", required=True)
-    for name, helptext in (
-        ("serve", "run every front end configured"),
-        ("check-config", "validate the config; exit 0, or 2 with the key and the reason"),
+    """filterd's arguments: serve and check-config, --version, the exit codes."""
+    p = argparse.ArgumentParser(
+        prog="filterd",
+        description="Commercial-message opt-out filter.",
+        epilog=_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, helptext, description in (
+        (
+            "serve",
+            "run every front end configured",
+            "Run every front end the config names (SMTP and SMPP relays, Postfix policy\n"
+            "service, HTTP) until SIGTERM or SIGINT, then drain and exit 0. SIGHUP\n"
+            "reloads accounts, numbers and keywords. Logs JSON lines to stdout.\n",
+        ),
+        (
+            "check-config",
+            "validate the config; exit 0, or 2 with the key and the reason",
+            "Load the config as serve would, check an existing registry secret and a\n"
+            "DKIM key, print `config ok: PATH` and start nothing.\n",
+        ),
     ):
-        c = sub.add_parser(name, help=helptext)
+        c = sub.add_parser(
+            name,
+            help=helptext,
+            description=description,
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         c.add_argument(
             "--config",
+            metavar="PATH",
             help="config file (default: $FILTERD_CONFIG, "
             "/etc/filterd/filterd.toml, config/filterd.toml)",
         )
@@ -73,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `filterd` console script."""
     args = _parser().parse_args(argv)
-    path = config_module.default_path(args.config, dict(os.environ))
     try:
+        path = config_module.default_path(args.config, dict(os.environ))
         settings = config_module.load(path)
         if args.command == "check-config":
             load_or_create_check(settings)
@@ -454,11 +498,27 @@ async def _listen(
     listen: tuple[str, int],
     starting: Coroutine[Any, Any, asyncio.Server],
 ) -> asyncio.Server:
-    """Await a front end's listener; a bind failure names the key; log the bound address."""
+    """Await a front end's listener; a bind failure names the key; log the bound address.
+
+    A listener that cannot bind stops the daemon: `stop` is set (so that every task
+    ends, even one whose cancellation got lost: redis-py on Python 3.11 can swallow
+    one) and the OSError goes to the task group. When the group cancels this task
+    because another front end failed first, the bind still runs to its end, so that
+    every listener that cannot bind is named, not only the first: its failure is
+    raised as above; a listener that did bind is closed and the cancellation goes on.
+    """
+    key = "smtp.unsubscribe_listen" if name == "smtp.unsubscribe" else f"{name}.listen"
+    attempt = asyncio.ensure_future(starting)
     try:
-        server = await starting
+        try:
+            server = await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            server = await attempt  # a local bind: it ends at once
+            server.close()
+            raise
     except OSError as exc:
-        raise OSError(f"{name}.listen {listen[0]}:{listen[1]}: {exc.strerror}") from exc
+        live.stop.set()
+        raise OSError(f"{key} {listen[0]}:{listen[1]}: {exc.strerror}") from exc
     bound = server.sockets[0].getsockname()
     logs.get_logger(name).info("listening", front_end=name, host=bound[0], port=bound[1])
     live.listened()
@@ -495,7 +555,11 @@ async def _run_http(live: _Live, http: config_module.HttpSettings) -> None:
         runtime.service, runtime.tokens, runtime.senders, status_networks=http.status_networks
     )
     front_end = HttpFrontEnd(site, http.limits, body_timeout_s=http.body_timeout_s)
-    server = await _listen(live, "http", http.listen, front_end.start(http.listen))
+    try:
+        server = await _listen(live, "http", http.listen, front_end.start(http.listen))
+    except asyncio.CancelledError:  # it did listen, then stopped before serving: take it down
+        await front_end.close()
+        raise
     try:
         await live.stop.wait()
     finally:
@@ -678,8 +742,13 @@ async def _supervise(live: _Live) -> None:
     """Keep the embedded registry server running; note when the registry is unreachable."""
     log = logs.get_logger("daemon")
     runtime, stop = live.runtime, live.stop
+    task = asyncio.current_task()
     healthy = True
     while not stop.is_set():
+        if task is not None and task.cancelling():
+            # a cancel the registry client swallowed (asyncio.wait_for on Python 3.11
+            # can lose one that lands as its wait ends): honour it, or serve never exits
+            raise asyncio.CancelledError
         if runtime.embedded is not None:
             try:
                 await asyncio.to_thread(runtime.embedded.ensure_running)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -437,3 +438,155 @@ def test_unsubscribe_url_signs_with_token_secret_file(http_home: Path) -> None:
     assert verify_url(http_home, result.stdout.strip(), key=token_key).sender == "acme"
     with pytest.raises(TokenError):
         verify_url(http_home, result.stdout.strip())
+
+
+# ---- output, help, version ------------------------------------------------------------
+
+COMMANDS = ["consent", "request", "refuse", "status", "check", "import", "export", "audit",
+            "stats", "unsubscribe-url"]  # fmt: skip
+EXIT_CODE_LINES = ["0    success", "1    check: the message would be dropped",
+                   "2    bad usage or bad input", "3    the registry is unreachable",
+                   "141  stdout was closed"]  # fmt: skip
+
+
+def test_export_into_a_pipe_closed_after_the_first_line_ends_quietly(home: Path) -> None:
+    """`filterctl export --format jsonl | head -1` on a registry with many facts: the first
+    line arrives, then the closed pipe ends the command with exit 141 (as a shell reports
+    a program ended by SIGPIPE), nothing on stderr (no BrokenPipeError traceback)."""
+    (home / "many.csv").write_text("".join(f"+86138{i:08d}\n" for i in range(5000)))
+    imported = ctl(home, "import", str(home / "many.csv"), "--action", "refuse", "--sender", "acme")
+    assert imported.returncode == 0, imported.stderr
+    environ = {k: v for k, v in os.environ.items() if k != "FILTERD_CONFIG"}
+    with subprocess.Popen(
+        [FILTERCTL, "--config", str(home / "filterd.toml"), "export", "--format", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environ,
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        first = json.loads(process.stdout.readline())
+        process.stdout.close()  # the reader is gone; more than a pipe buffer is still to come
+        assert process.wait(60) == 141
+        stderr = process.stderr.read().decode()
+    assert first["fact"] == "refusal"
+    assert stderr == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--version"], ["status", PHONE_RAW], ["--json", "audit"], ["stats"],
+     ["check", PHONE_RAW, "--sender", "acme"]],
+    ids=["help", "version", "status", "audit", "stats", "check"],
+)  # fmt: skip
+def test_stdout_closed_before_the_first_write_ends_quietly(home: Path, args: list[str]) -> None:
+    """Every command whose stdout reader is already gone ends with exit 141 and nothing
+    on stderr: the result cannot be printed, and that is no error worth a traceback."""
+    ctl(home, "refuse", PHONE_RAW, "--all-senders")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    environ = {k: v for k, v in os.environ.items() if k != "FILTERD_CONFIG"}
+    try:
+        result = subprocess.run(
+            [FILTERCTL, "--config", str(home / "filterd.toml"), *args],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, env=environ,
+            check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_check_json_shows_the_evidence_of_its_basis(home: Path) -> None:
+    """check --json's basis is the fact that settled the decision as status shows it: with
+    its source and evidence (not null)."""
+    ctl(home, "refuse", PHONE_RAW, "--all-senders", "--source", "call", "--evidence", "said STOP")
+    refused = ctl(home, "--json", "check", PHONE_NATIONAL, "--sender", "acme")
+    assert refused.returncode == 1
+    [refusal] = json.loads(ctl(home, "--json", "status", PHONE_NATIONAL).stdout)
+    assert json.loads(refused.stdout)["basis"] == refusal
+    assert refusal["evidence"] == "said STOP"
+    consent = ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme", "--evidence", "form #12")
+    assert consent.returncode == 0, consent.stderr
+    delivered = json.loads(ctl(home, "--json", "check", PHONE_NATIONAL, "--sender", "acme").stdout)
+    assert (delivered["basis"]["fact"], delivered["basis"]["evidence"]) == ("consent", "form #12")
+
+
+def test_version_prints_the_package_version(home: Path) -> None:
+    """`filterctl --version` prints `filterctl VERSION` (the installed package's) and exits 0."""
+    result = ctl(home, "--version")
+    assert result.returncode == 0
+    assert result.stdout == f"filterctl {metadata.version('filterd')}\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_a_description_and_the_exit_codes(
+    home: Path, command: str
+) -> None:
+    """`filterctl COMMAND --help` exits 0 and shows a description of the command (a
+    paragraph between the usage and the arguments), a help text for every argument and
+    the exit codes."""
+    result = ctl(home, command, "--help")
+    assert result.returncode == 0
+    assert result.stderr == ""
+    paragraphs = result.stdout.split("\n\n")
+    assert paragraphs[0].startswith(f"usage: filterctl {command} ")
+    assert not paragraphs[1].startswith(("positional arguments:", "options:"))
+    assert len(paragraphs[1].split()) >= 10
+    for line in EXIT_CODE_LINES:
+        assert "\n  " + line in result.stdout
+    assert arguments_without_help(result.stdout) == []
+
+
+def arguments_without_help(text: str) -> list[str]:
+    """The arguments in argparse help `text` (its "positional arguments:" and "options:"
+    sections) that have no help text: an entry line (two spaces, then the argument) with
+    no text after the argument and no deeper-indented line below it."""
+    missing = []
+    for section in text.split("\n\n"):
+        lines = section.splitlines()
+        if not lines or lines[0] not in ("positional arguments:", "options:"):
+            continue
+        entries = lines[1:]
+        for index, line in enumerate(entries):
+            if not line.startswith("  ") or line.startswith("   "):
+                continue  # a continuation line
+            following = entries[index + 1] if index + 1 < len(entries) else ""
+            has_text = "  " in line.strip()
+            if not has_text and not following.startswith("   "):
+                missing.append(line.strip())
+    return missing
+
+
+def test_consent_help_teaches_its_use(home: Path) -> None:
+    """`filterctl consent --help` says what a consent does, when --evidence is needed, and
+    shows an example command."""
+    text = ctl(home, "consent", "--help").stdout
+    assert "--evidence" in text
+    assert "refusal on record" in text
+    assert "filterctl consent +86" in text
+
+
+def test_without_any_config_file_every_path_looked_at_is_named(tmp_path: Path) -> None:
+    """With no --config, no $FILTERD_CONFIG and neither default file, filterctl exits 2 and
+    its one-line error names /etc/filterd/filterd.toml and config/filterd.toml of the
+    working directory."""
+    if Path("/etc/filterd/filterd.toml").exists():
+        pytest.skip("this machine has /etc/filterd/filterd.toml")
+    environ = {k: v for k, v in os.environ.items() if k != "FILTERD_CONFIG"}
+    result = subprocess.run(
+        [FILTERCTL, "stats"], cwd=tmp_path, env=environ, capture_output=True, text=True,
+        timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert "/etc/filterd/filterd.toml" in line
+    assert str(tmp_path / "config" / "filterd.toml") in line
+    missing = tmp_path / "absent.toml"
+    result = subprocess.run(
+        [FILTERCTL, "stats"], cwd=tmp_path, env={**environ, "FILTERD_CONFIG": str(missing)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"$FILTERD_CONFIG: {missing}: no such file" in result.stderr

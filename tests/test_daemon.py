@@ -23,6 +23,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,86 @@ def test_listener_port_in_use_exits_1_naming_the_key(
     assert result.returncode == 1
     assert f"policy.listen 127.0.0.1:{port}" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_second_serve_names_every_busy_listener_http_too(
+    valkey_server: RedisProcess, short_dir: Path
+) -> None:
+    """A second `filterd serve` on the listen addresses of a running one exits 1 and logs
+    each busy listener by its key: smtp.listen, smpp.listen, policy.listen and
+    http.listen (whose site is set up before it binds); no traceback. The first one
+    keeps serving and stops with 0."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+
+    def write_config(name: str, ports: dict[str, int]) -> Path:
+        """A private config `name`: SMTP, SMPP, policy and HTTP listening on `ports`."""
+        config = short_dir / name
+        config.write_text(
+            f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+            f'[smtp]\nlisten = "127.0.0.1:{ports["smtp"]}"\nupstream = "127.0.0.1:{upstream}"\n'
+            '[[smtp.accounts]]\nusername = "mta"\npassword = "pw"\nsender = "acme"\n'
+            'stream = "commercial"\n'
+            f'[smpp]\nlisten = "127.0.0.1:{ports["smpp"]}"\n'
+            f'[policy]\nlisten = "127.0.0.1:{ports["policy"]}"\n'
+            f'[http]\nlisten = "127.0.0.1:{ports["http"]}"\n'
+            'public_url = "https://unsub.acme.test"\n'
+        )
+        config.chmod(0o600)
+        return config
+
+    upstream = free_port()
+    any_port = dict.fromkeys(("smtp", "smpp", "policy", "http"), 0)
+    with serving(write_config("first.toml", any_port)) as first:
+        log = LogReader(first)
+        listening = [log.wait_for("listening", START_TIMEOUT_S) for _ in range(4)]
+        ports = {str(e["front_end"]): int(e["port"]) for e in listening}  # type: ignore[call-overload]
+        second = subprocess.run(
+            [FILTERD, "serve", "--config", str(write_config("second.toml", ports))],
+            capture_output=True, text=True, timeout=60, check=False, env=environment(),
+        )  # fmt: skip
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(STOP_TIMEOUT_S) == 0
+    assert second.returncode == 1, second.stdout + second.stderr
+    failed = [json.loads(line) for line in second.stdout.splitlines()]
+    errors = [e["error"] for e in failed if e["event"] == "front_end_failed"]
+    for front_end, port in sorted(ports.items()):
+        assert any(error.startswith(f"{front_end}.listen 127.0.0.1:{port}: ") for error in errors)
+    assert len(errors) == 4
+    assert "Traceback" not in second.stdout + second.stderr
+
+
+def test_version_prints_the_package_version() -> None:
+    """`filterd --version` prints `filterd VERSION` (the installed package's) and exits 0."""
+    result = run_filterd("--version")
+    assert result.returncode == 0
+    assert result.stdout == f"filterd {metadata.version('filterd')}\n"
+
+
+@pytest.mark.parametrize("command", ["serve", "check-config"])
+def test_command_help_shows_a_description_and_the_exit_codes(command: str) -> None:
+    """`filterd COMMAND --help` describes the command and lists the exit codes."""
+    result = run_filterd(command, "--help")
+    assert result.returncode == 0
+    paragraphs = result.stdout.split("\n\n")
+    assert not paragraphs[1].startswith("options:")
+    assert "exit codes:" in result.stdout
+    assert "2  bad config" in result.stdout
+
+
+def test_check_config_without_any_config_file_names_every_path(tmp_path: Path) -> None:
+    """Without --config and $FILTERD_CONFIG, in a directory with no config/filterd.toml,
+    check-config exits 2 naming every path it looked at, without a traceback."""
+    if Path("/etc/filterd/filterd.toml").exists():
+        pytest.skip("this machine has /etc/filterd/filterd.toml")
+    result = subprocess.run(
+        [str(FILTERD), "check-config"], cwd=tmp_path, env=environment(), capture_output=True,
+        text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "/etc/filterd/filterd.toml" in result.stderr
+    assert str(tmp_path / "config" / "filterd.toml") in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: Path) -> None:
