@@ -1,8 +1,11 @@
-"""Shared fixtures: real registry servers spawned by the test session."""
+"""Shared fixtures: real registry servers spawned by the test session; short temp
+directories and a minimal config for `filterd serve`."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,3 +68,19 @@ def event_loop_runner() -> Iterator[asyncio.Runner]:
     """An asyncio runner for tests that drive async code from sync test functions."""
     with asyncio.Runner() as runner:
         yield runner
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory under /tmp with a short path (unix socket paths must be < 100 chars)."""
+    path = Path(tempfile.mkdtemp(prefix="fd-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def serve_config(short_dir: Path) -> Path:
+    """A minimal config: only [registry], embedded, data and secret in a short directory."""
+    path = short_dir / "filterd.toml"
+    path.write_text('[registry]\nurl = "embedded"\ndata_dir = "data"\nsecret_file = "secret/key"\n')
+    return path

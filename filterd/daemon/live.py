@@ -1,0 +1,54 @@
+"""What one serving process holds while it runs (`Live`): the settings, the runtime,
+the stop event, the objects a reload updates, and start-up progress."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from filterd import config as config_module
+from filterd.accounts import AccountBook
+from filterd.bootstrap import Runtime
+from filterd.guard import LoginGate
+from filterd.metrics_dir import MetricsDir
+from filterd.notify import Notifier
+from filterd.smpp.hub import Hub
+from filterd.smpp.server import SmppRelay
+
+SUPERVISE_INTERVAL_S = 1.0
+
+
+@dataclass
+class Live:
+    """What one serving process holds: the objects a reload updates, start-up progress."""
+
+    settings: config_module.Settings
+    runtime: Runtime
+    stop: asyncio.Event
+    notifier: Notifier
+    accounts: AccountBook
+    gate: LoginGate = field(default_factory=LoginGate)
+    """The process's one login gate: SMTP AUTH and SMPP binds share its back-off."""
+    relay: SmppRelay | None = None
+    workers: dict[str, list[asyncio.subprocess.Process]] = field(default_factory=dict)
+    """Worker processes by front end ("smtp", "smpp")."""
+    hub: Hub | None = None
+    """The parent's SMPP hub (smpp.workers > 1)."""
+    hub_fd: int | None = None
+    """An SMPP worker's end of its link to the hub."""
+    metrics_dir: MetricsDir | None = None
+    """Where workers write their counts for the main process's /metrics."""
+    expected: int = 0
+    listening: int = 0
+    all_listening: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def listened(self) -> None:
+        """One more front end listens; all of them: set `all_listening`."""
+        self.listening += 1
+        if self.listening >= self.expected:
+            self.all_listening.set()
+
+
+def smtp_accounts(settings: config_module.Settings) -> tuple[config_module.SmtpAccount, ...]:
+    """The `[[smtp.accounts]]` (the SMTP relay's and the policy service's), or none."""
+    return settings.smtp.accounts if settings.smtp is not None else ()

@@ -1,0 +1,61 @@
+"""SIGHUP: the config read again; accounts, numbers, keywords and token senders taken
+without dropping a connection; what needs a restart is named in the log."""
+
+from __future__ import annotations
+
+import signal
+
+from filterd import config as config_module
+from filterd import logs
+from filterd.bootstrap import senders as token_senders
+from filterd.daemon.live import Live, smtp_accounts
+from filterd.keywords import Keywords
+
+
+def reload(live: Live) -> None:
+    """SIGHUP: re-read the config; take new accounts, numbers and keywords.
+
+    Connections stay up; sessions keep the account they logged in with. A
+    config that does not load is logged and the running one kept. Changes
+    that need a restart (listen addresses, upstreams, registry) are named in
+    the log. Worker processes get the SIGHUP too and reload their own copy.
+    """
+    log = logs.get_logger("daemon")
+    live.notifier.reloading()
+    try:
+        new = config_module.load(live.settings.path)
+        senders = token_senders(new)
+    except Exception as exc:  # a reload must never leave systemd waiting in RELOADING
+        log.error("reload_failed", error=str(exc) or type(exc).__name__)
+        live.notifier.ready("reload failed; running with the previous config")
+        return
+    restart = restart_needed(live.settings, new)
+    live.accounts.replace(smtp_accounts(new))
+    if live.relay is not None and new.smpp is not None:
+        kw = new.keywords
+        live.relay.reload(new.smpp, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))
+    live.runtime.senders.clear()
+    live.runtime.senders.update(senders)
+    # live.settings stays the start-up config: what needs a restart keeps its old value
+    for process in [p for processes in live.workers.values() for p in processes]:
+        if process.returncode is None:
+            process.send_signal(signal.SIGHUP)
+    log.info("reloaded", config=str(new.path), restart_needed=restart or None)
+    live.notifier.ready("reloaded")
+
+
+_RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
+                 "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
+                 "smpp.limits", "daemon")  # fmt: skip
+
+
+def restart_needed(old: config_module.Settings, new: config_module.Settings) -> list[str]:
+    """The settings that differ between `old` and `new` but take effect only at a restart."""
+    return [name for name in _RESTART_KEYS if _part(old, name) != _part(new, name)]
+
+
+def _part(settings: config_module.Settings, name: str) -> object:
+    value: object = settings
+    for attribute in name.split("."):
+        value = getattr(value, attribute, None)
+    return value

@@ -1,0 +1,30 @@
+"""SIGHUP (filterd/daemon/reload.py): which changed settings need a restart."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from filterd import config
+from filterd.config import ListenerLimits
+from filterd.daemon.reload import restart_needed
+
+REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
+
+
+def test_restart_needed_names_what_a_reload_cannot_take() -> None:
+    """Listen addresses, limits and whole [http]/[policy] sections need a restart;
+    accounts, numbers and keywords do not (a reload takes them)."""
+    old = config.load(REFERENCE)
+    assert old.smtp is not None
+    assert old.smpp is not None
+    assert restart_needed(old, old) == []
+    moved = dataclasses.replace(
+        old,
+        smtp=dataclasses.replace(
+            old.smtp, listen=("127.0.0.1", 2626), limits=ListenerLimits(60.0), accounts=()
+        ),
+        smpp=dataclasses.replace(old.smpp, accounts=(), numbers=()),
+        policy=None,
+    )
+    assert restart_needed(old, moved) == ["smtp.listen", "policy", "smtp.limits"]
