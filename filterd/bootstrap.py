@@ -1,5 +1,5 @@
 """Building the registry and service from Settings: shared by the two entry points
-(the daemon package and cli.py), which alone read config and call this.
+(the daemon and cli packages), which alone read config and call this.
 """
 
 from __future__ import annotations

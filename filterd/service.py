@@ -153,28 +153,14 @@ class Service:
         origin: str,
         message_id: str | None = None,
     ) -> list[Decision]:
-        """Decide every recipient of one message with one registry read."""
+        """Decide every recipient of one message with one registry read; each decision
+        is logged and counted, each drop and deferral audited."""
         ids = [self.hasher.consumer_id(a) for a in addresses]
-        facts: list[list[Fact]] | None = None
-        if message_class is MessageClass.COMMERCIAL:
-            started = time.perf_counter()
-            try:
-                facts = await self.registry.lookup(sender, ids)
-            except RegistryUnavailable as exc:
-                self.metrics.registry_error("lookup")
-                log.warning("registry_unavailable", error=str(exc), origin=origin)
-            else:
-                self.metrics.registry_latency("lookup", time.perf_counter() - started)
         now = self.now_ms()
+        decisions = await self._judge(sender, message_class, addresses, ids, now=now, origin=origin)
         count, info = self.metrics.decision, log.info  # once per recipient: looked up once
-        decisions = []
         audit = []
-        for index, address in enumerate(addresses):
-            submission = Submission(sender, address.channel, message_class)
-            decision = decide(
-                submission, facts[index] if facts is not None else None, now, self.fail_mode
-            )
-            decisions.append(decision)
+        for index, (address, decision) in enumerate(zip(addresses, decisions, strict=True)):
             action = decision.action.value
             reason = decision.reason.value if decision.reason else None
             count(origin, action, reason)
@@ -203,6 +189,48 @@ class Service:
         if audit:
             self._audit.add(audit)
         return decisions
+
+    async def judge(
+        self, sender: str, message_class: MessageClass, addresses: Sequence[Address]
+    ) -> list[Decision]:
+        """The decisions `screen` would make, by the same path (one registry read), for a
+        question rather than a message (`filterctl check`): nothing logged per
+        recipient, counted or audited."""
+        ids = [self.hasher.consumer_id(a) for a in addresses]
+        now = self.now_ms()
+        return await self._judge(sender, message_class, addresses, ids, now=now, origin="check")
+
+    async def _judge(
+        self,
+        sender: str,
+        message_class: MessageClass,
+        addresses: Sequence[Address],
+        ids: Sequence[bytes],
+        *,
+        now: int,
+        origin: str,
+    ) -> list[Decision]:
+        """One registry read (commercial only), then `decide()` per recipient; an
+        unreadable registry is decide()'s input like any other."""
+        facts: list[list[Fact]] | None = None
+        if message_class is MessageClass.COMMERCIAL:
+            started = time.perf_counter()
+            try:
+                facts = await self.registry.lookup(sender, list(ids))
+            except RegistryUnavailable as exc:
+                self.metrics.registry_error("lookup")
+                log.warning("registry_unavailable", error=str(exc), origin=origin)
+            else:
+                self.metrics.registry_latency("lookup", time.perf_counter() - started)
+        return [
+            decide(
+                Submission(sender, address.channel, message_class),
+                facts[index] if facts is not None else None,
+                now,
+                self.fail_mode,
+            )
+            for index, address in enumerate(addresses)
+        ]
 
     async def flush_audit(self) -> None:
         """Return once every queued drop/deferral entry is in the audit log."""

@@ -1,5 +1,6 @@
 """Shared fixtures: real registry servers spawned by the test session; short temp
-directories and a minimal config for `filterd serve`."""
+directories and a minimal config for `filterd serve`; a filterctl home (config and
+embedded registry) with and without [http]."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from filterd.embedded import EmbeddedServer
+from tests.cli_helpers import HTTP_SECTIONS
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
 
 SERVERS = {"valkey": bundled_valkey(), "redis": system_redis()}
@@ -84,3 +87,27 @@ def serve_config(short_dir: Path) -> Path:
     path = short_dir / "filterd.toml"
     path.write_text('[registry]\nurl = "embedded"\ndata_dir = "data"\nsecret_file = "secret/key"\n')
     return path
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A short directory with a config using the embedded registry, default region CN."""
+    directory = Path(tempfile.mkdtemp(prefix="fc", dir="/tmp"))
+    (directory / "filterd.toml").write_text(
+        '[registry]\nurl = "embedded"\ndata_dir = "var"\nsecret_file = "var/secret"\n'
+        'default_region = "CN"\nrequest_ttl = "30d"\n'
+    )
+    yield directory
+    server = EmbeddedServer(directory / "var")
+    if server.alive():  # a test that failed midway may leave it running
+        server.acquire()
+        server.release()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def http_home(home: Path) -> Path:
+    """The home config plus [http] and an account naming the sender acme."""
+    with (home / "filterd.toml").open("a") as config:
+        config.write(HTTP_SECTIONS)
+    return home

@@ -90,6 +90,29 @@ def test_screen_defers_when_registry_down() -> None:
     ]
 
 
+def test_judge_decides_like_screen_but_audits_and_counts_nothing() -> None:
+    """judge (filterctl check's question) takes screen's path, registry read and decide(),
+    but writes no audit entry and counts no decision; an unreadable registry is a
+    deferral, as for screen."""
+    service, registry = make()
+    run = asyncio.run
+    email_refusal = FactRequest(EMAIL, Kind.REFUSAL, "acme", Channel.EMAIL, "test")
+    run(service.record(email_refusal, origin="test"))
+    before = run(registry.read_audit(AuditQuery(limit=10)))
+    decisions = run(service.judge("acme", MessageClass.COMMERCIAL, [PHONE, EMAIL]))
+    assert [(d.action, d.reason) for d in decisions] == [
+        (Action.DROP, Reason.NO_CONSENT),
+        (Action.DROP, Reason.REFUSED),
+    ]
+    run(service.flush_audit())
+    assert run(registry.read_audit(AuditQuery(limit=10))) == before
+    assert metric(service, "filterd_decisions_total", front_end="check", decision="drop",
+                  reason="refused") is None  # fmt: skip
+    registry.available = False
+    [deferred] = run(service.judge("acme", MessageClass.COMMERCIAL, [PHONE]))
+    assert (deferred.action, deferred.reason) == (Action.DEFER, Reason.REGISTRY_UNAVAILABLE)
+
+
 def test_screen_fail_open_delivers() -> None:
     """With fail_mode open, an unreadable registry delivers."""
     service, registry = make(FailMode.OPEN)
