@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 from collections.abc import Sequence
 
-from filterd.config import SmtpAccount
+from filterd.settings import SmtpAccount
 
 
 class AccountBook:

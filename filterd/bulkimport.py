@@ -22,10 +22,10 @@ from pathlib import Path
 
 from filterd import logs
 from filterd.bootstrap import Runtime, build
-from filterd.config import Settings
 from filterd.csvimport import BadRow, GoodRow, ImportSpec, read_rows
 from filterd.model import Channel, Kind, WriteResult
 from filterd.normalize import mask_text
+from filterd.settings import Settings
 
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 BATCH = 5000

@@ -28,8 +28,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
 from filterd.accounts import client_ip
-from filterd.config import ListenerLimits
 from filterd.logs import get_logger
+from filterd.settings import ListenerLimits
 
 log = get_logger("guard")
 

@@ -72,13 +72,13 @@ from typing import Any
 from filterd import replies
 from filterd.accounts import AccountBook
 from filterd.admission import Refused, email_recipient
-from filterd.config import POLICY_IDLE_S, ListenerLimits, SmtpAccount
 from filterd.errors import FilterdError
 from filterd.guard import ConnectionTable, Ticket, peer_host
 from filterd.logs import get_logger
 from filterd.model import Address, Decision
 from filterd.normalize import mask
 from filterd.service import Service
+from filterd.settings import POLICY_IDLE_S, ListenerLimits, SmtpAccount
 
 MAX_LINE = 2048
 """Longest attribute line accepted, in bytes, without its newline."""

@@ -40,12 +40,12 @@ from typing import Any
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from filterd.config import HTTP_IDLE_S, LOOPBACK, ListenerLimits
 from filterd.errors import RegistryUnavailable
 from filterd.guard import ConnectionTable, Network, Ticket, in_networks, peer_host
 from filterd.logs import get_logger
 from filterd.metrics import CONTENT_TYPE
 from filterd.service import Service
+from filterd.settings import HTTP_IDLE_S, LOOPBACK, ListenerLimits
 from filterd.tokens import TokenError, TokenKeys, Unsubscribe
 
 log = get_logger("http")

@@ -9,8 +9,8 @@ import ipaddress
 import pytest
 
 from filterd.accounts import AccountBook
-from filterd.config import SmtpAccount
 from filterd.model import MessageClass
+from filterd.settings import SmtpAccount
 
 COMMERCIAL, TRANSACTIONAL = MessageClass.COMMERCIAL, MessageClass.TRANSACTIONAL
 

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from filterd.bulkimport import ImportJob, Outcome, ranges
-from filterd.config import Settings
 from filterd.model import Kind
+from filterd.settings import Settings
 
 
 @given(st.lists(st.text(alphabet="0123456789+,", max_size=20), max_size=200), st.integers(1, 8))

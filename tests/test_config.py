@@ -14,20 +14,21 @@ from pathlib import Path
 import pytest
 
 from filterd import config
-from filterd.config import (
+from filterd.errors import ConfigError
+from filterd.model import MessageClass
+from filterd.policy import FailMode
+from filterd.settings import (
     DkimSettings,
     HttpSettings,
     KeywordSettings,
     ListenerLimits,
     PolicySettings,
+    Settings,
     SmppAccount,
     SmppNumber,
     SmppUpstream,
     SmtpAccount,
 )
-from filterd.errors import ConfigError
-from filterd.model import MessageClass
-from filterd.policy import FailMode
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "filterd.toml"
@@ -48,7 +49,7 @@ def write(directory: Path, text: str, name: str = "filterd.toml") -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference() -> config.Settings:
+def reference() -> Settings:
     """The annotated reference config, parsed once."""
     return config.load(REFERENCE)
 
@@ -56,7 +57,7 @@ def reference() -> config.Settings:
 # ---- the reference config ---------------------------------------------------
 
 
-def test_reference_has_every_section(reference: config.Settings) -> None:
+def test_reference_has_every_section(reference: Settings) -> None:
     """Every front-end section of the reference config is present (none is None)."""
     assert reference.path == REFERENCE
     assert reference.smtp is not None
@@ -65,7 +66,7 @@ def test_reference_has_every_section(reference: config.Settings) -> None:
     assert reference.policy is not None
 
 
-def test_reference_registry(reference: config.Settings) -> None:
+def test_reference_registry(reference: Settings) -> None:
     """[registry]: embedded, 30d request TTL in seconds, closed fail mode, region CN."""
     reg = reference.registry
     assert reg.url == "embedded"
@@ -81,7 +82,7 @@ def test_reference_registry(reference: config.Settings) -> None:
     assert reg.audit_retention_s == 400 * 86400
 
 
-def test_reference_smtp(reference: config.Settings) -> None:
+def test_reference_smtp(reference: Settings) -> None:
     """[smtp]: endpoints split, 25MB = 25_000_000 bytes, no TLS, 1000 recipients."""
     smtp = reference.smtp
     assert smtp is not None
@@ -94,7 +95,7 @@ def test_reference_smtp(reference: config.Settings) -> None:
     assert smtp.max_recipients == 1000
 
 
-def test_reference_smtp_accounts(reference: config.Settings) -> None:
+def test_reference_smtp_accounts(reference: Settings) -> None:
     """Two [[smtp.accounts]]: a password account and a networks-only account."""
     smtp = reference.smtp
     assert smtp is not None
@@ -119,7 +120,7 @@ def test_reference_smtp_accounts(reference: config.Settings) -> None:
     )
 
 
-def test_reference_smpp(reference: config.Settings) -> None:
+def test_reference_smpp(reference: Settings) -> None:
     """[smpp]: listen endpoint, the carrier upstream, one account and one MO number."""
     smpp = reference.smpp
     assert smpp is not None
@@ -129,7 +130,7 @@ def test_reference_smpp(reference: config.Settings) -> None:
     assert smpp.numbers == (SmppNumber("10690001", "acme"),)
 
 
-def test_reference_keywords(reference: config.Settings) -> None:
+def test_reference_keywords(reference: Settings) -> None:
     """[keywords]: the opt-out, opt-in and help lists, Chinese keywords included."""
     kw = reference.keywords
     assert kw.opt_out == (
@@ -141,7 +142,7 @@ def test_reference_keywords(reference: config.Settings) -> None:
     assert kw == KeywordSettings()
 
 
-def test_reference_http_and_policy(reference: config.Settings) -> None:
+def test_reference_http_and_policy(reference: Settings) -> None:
     """[http] and [policy]: listen endpoints and the public unsubscribe base URL."""
     assert reference.http == HttpSettings(("127.0.0.1", 8025), "http://127.0.0.1:8025")
     assert reference.policy == PolicySettings(("127.0.0.1", 10040))
@@ -425,7 +426,7 @@ def test_unknown_key_unlike_any_key_gets_no_suggestion(tmp_path: Path) -> None:
     assert (info.value.key, info.value.reason) == ("smtp.colour", "unknown key")
 
 
-def test_listener_limits_defaults_and_values(tmp_path: Path, reference: config.Settings) -> None:
+def test_listener_limits_defaults_and_values(tmp_path: Path, reference: Settings) -> None:
     """Every listener has its idle timeout (SMTP and policy 300 s, SMPP 120 s, HTTP 10 s
     for the head, 30 s for the body), 1,000 connections, 100 per address and, for HTTP,
     loopback as the status networks; each key takes its own value."""
@@ -641,7 +642,7 @@ HTTP_HEAD = '[http]\nlisten = "127.0.0.1:8025"\npublic_url = "https://unsub.exam
 DKIM_HEAD = '[dkim]\nselector = "mail"\ndomain = "Example.COM"\nkey_file = "dkim.key"\n'
 
 
-def test_reference_http_token_defaults_and_no_dkim(reference: config.Settings) -> None:
+def test_reference_http_token_defaults_and_no_dkim(reference: Settings) -> None:
     """The reference config: tokens signed with the derived key, no retired keys, 400d
     max age; [dkim] and unsubscribe_domain are commented out."""
     assert reference.http is not None

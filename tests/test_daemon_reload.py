@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from filterd import config
-from filterd.config import ListenerLimits
 from filterd.daemon.reload import restart_needed
+from filterd.settings import ListenerLimits
 
 REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
 

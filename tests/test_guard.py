@@ -9,7 +9,6 @@ import ipaddress
 
 import pytest
 
-from filterd.config import ListenerLimits
 from filterd.guard import (
     Abandoned,
     ConnectionTable,
@@ -19,6 +18,7 @@ from filterd.guard import (
     in_networks,
     peer_host,
 )
+from filterd.settings import ListenerLimits
 
 
 class Clock:

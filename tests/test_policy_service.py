@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 
 from filterd import logs
 from filterd.accounts import AccountBook
-from filterd.config import ListenerLimits, SmtpAccount
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import ALL_SENDERS, Channel, Decision, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
@@ -49,6 +48,7 @@ from filterd.policy_service import (
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
 from filterd.service import Service
+from filterd.settings import ListenerLimits, SmtpAccount
 from tests.helpers import RedisProcess
 
 TIMEOUT = 10.0

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from filterd.config import SmppUpstream
+from filterd.settings import SmppUpstream
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
 from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp, encode
 from tests.smsc import FakeSmsc

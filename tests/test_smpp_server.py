@@ -32,6 +32,7 @@ from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
 from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
+from filterd.settings import SmppSettings
 from filterd.smpp import server as server_module
 from filterd.smpp.pdu import (
     BindReceiver,
@@ -626,7 +627,7 @@ MO = DeliverSm(
 
 @contextlib.asynccontextmanager
 async def in_process_relay(
-    settings: config_module.SmppSettings, registry_url: str
+    settings: SmppSettings, registry_url: str
 ) -> AsyncIterator[tuple[SmppRelay, int]]:
     """An SmppRelay of this process listening on 127.0.0.1 (OS port), over the registry
     at `registry_url`, and its port; unbound and closed at the end."""

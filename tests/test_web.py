@@ -39,7 +39,6 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from filterd import logs
-from filterd.config import LOOPBACK, ListenerLimits
 from filterd.guard import Network
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.metrics import Metrics
@@ -48,6 +47,7 @@ from filterd.normalize import normalize
 from filterd.redis_registry import RedisRegistry
 from filterd.registry import AuditQuery
 from filterd.service import Service
+from filterd.settings import LOOPBACK, ListenerLimits
 from filterd.tokens import TokenKeys, derive_key, sender_table
 from filterd.web import MAX_BODY_BYTES, TOO_MANY_CONNECTIONS, HttpFrontEnd, UnsubscribeSite
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis

@@ -10,7 +10,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
-from filterd import config as config_module
 from filterd.bootstrap import Runtime, build, token_keys
 from filterd.cli.exits import EXIT_DROP, EXIT_OK
 from filterd.cli.importing import import_file, validate_import
@@ -31,6 +30,7 @@ from filterd.model import (
 from filterd.normalize import mask, normalize
 from filterd.registry import AuditQuery
 from filterd.secret import load_or_create
+from filterd.settings import Settings
 from filterd.units import parse_duration
 
 
@@ -40,7 +40,7 @@ class Invocation:
     def __init__(
         self,
         args: argparse.Namespace,
-        settings: config_module.Settings,
+        settings: Settings,
         out: TextIO,
         err: TextIO,
         *,

@@ -25,6 +25,7 @@ from filterd.errors import ConfigError
 from filterd.metrics_dir import MetricsDir
 from filterd.notify import Notifier
 from filterd.secret import load_or_create
+from filterd.settings import Settings
 
 _EXIT_CODES = f"""\
 exit codes:
@@ -126,7 +127,7 @@ def _watchdog_interval(environ: Mapping[str, str]) -> float | None:
     return int(usec) / 2_000_000
 
 
-def load_or_create_check(settings: config_module.Settings) -> None:
+def load_or_create_check(settings: Settings) -> None:
     """check-config: an existing secret file must be private and long enough; a DKIM
     key must sign."""
     if settings.registry.secret_file.exists():

@@ -11,12 +11,12 @@ import socket
 from collections.abc import Coroutine
 from typing import Any
 
-from filterd import config as config_module
 from filterd import logs
 from filterd.daemon.live import Live
 from filterd.errors import ConfigError
 from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
+from filterd.settings import HttpSettings, PolicySettings, SmppSettings, SmtpSettings
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.hub import HubClient
 from filterd.smpp.server import SmppRelay
@@ -61,7 +61,7 @@ async def open_listener(
 
 async def run_smtp(
     live: Live,
-    smtp: config_module.SmtpSettings,
+    smtp: SmtpSettings,
     *,
     listen: tuple[str, int],
     upstream: tuple[str, int],
@@ -115,7 +115,7 @@ async def run_smtp(
         log.info("drained", front_end="smtp")
 
 
-def _oneclick(live: Live, smtp: config_module.SmtpSettings) -> OneClick | None:
+def _oneclick(live: Live, smtp: SmtpSettings) -> OneClick | None:
     """Opt-out intake and signing for the SMTP relay, when configured ([http] needed)."""
     runtime, http = live.runtime, live.settings.http
     if http is None or runtime.tokens is None:
@@ -132,7 +132,7 @@ def _oneclick(live: Live, smtp: config_module.SmtpSettings) -> OneClick | None:
     )
 
 
-async def run_policy(live: Live, policy: config_module.PolicySettings) -> None:
+async def run_policy(live: Live, policy: PolicySettings) -> None:
     """The Postfix policy service until `stop`; then finish the requests in flight."""
     log = logs.get_logger("policy")
     starting = start_policy_server(
@@ -152,7 +152,7 @@ async def run_policy(live: Live, policy: config_module.PolicySettings) -> None:
         log.info("drained", front_end="policy")
 
 
-async def run_http(live: Live, http: config_module.HttpSettings) -> None:
+async def run_http(live: Live, http: HttpSettings) -> None:
     """The HTTP front end (unsubscribe, health, metrics) until `stop`."""
     log = logs.get_logger("http")
     runtime = live.runtime
@@ -175,7 +175,7 @@ async def run_http(live: Live, http: config_module.HttpSettings) -> None:
         log.info("drained", front_end="http")
 
 
-async def run_smpp(live: Live, smpp: config_module.SmppSettings) -> None:
+async def run_smpp(live: Live, smpp: SmppSettings) -> None:
     """The SMPP relay and its carrier link until `stop`; then unbind both sides."""
     log = logs.get_logger("smpp")
     kw = live.settings.keywords

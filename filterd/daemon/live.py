@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from filterd import config as config_module
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime
 from filterd.guard import LoginGate
 from filterd.metrics_dir import MetricsDir
 from filterd.notify import Notifier
+from filterd.settings import Settings, SmtpAccount
 from filterd.smpp.hub import Hub
 from filterd.smpp.server import SmppRelay
 
@@ -22,7 +22,7 @@ SUPERVISE_INTERVAL_S = 1.0
 class Live:
     """What one serving process holds: the objects a reload updates, start-up progress."""
 
-    settings: config_module.Settings
+    settings: Settings
     runtime: Runtime
     stop: asyncio.Event
     notifier: Notifier
@@ -49,6 +49,6 @@ class Live:
             self.all_listening.set()
 
 
-def smtp_accounts(settings: config_module.Settings) -> tuple[config_module.SmtpAccount, ...]:
+def smtp_accounts(settings: Settings) -> tuple[SmtpAccount, ...]:
     """The `[[smtp.accounts]]` (the SMTP relay's and the policy service's), or none."""
     return settings.smtp.accounts if settings.smtp is not None else ()

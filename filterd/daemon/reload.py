@@ -10,6 +10,7 @@ from filterd import logs
 from filterd.bootstrap import senders as token_senders
 from filterd.daemon.live import Live, smtp_accounts
 from filterd.keywords import Keywords
+from filterd.settings import Settings
 
 
 def reload(live: Live) -> None:
@@ -49,12 +50,12 @@ _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smp
                  "smpp.limits", "daemon")  # fmt: skip
 
 
-def restart_needed(old: config_module.Settings, new: config_module.Settings) -> list[str]:
+def restart_needed(old: Settings, new: Settings) -> list[str]:
     """The settings that differ between `old` and `new` but take effect only at a restart."""
     return [name for name in _RESTART_KEYS if _part(old, name) != _part(new, name)]
 
 
-def _part(settings: config_module.Settings, name: str) -> object:
+def _part(settings: Settings, name: str) -> object:
     value: object = settings
     for attribute in name.split("."):
         value = getattr(value, attribute, None)

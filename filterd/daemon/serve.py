@@ -15,7 +15,6 @@ import signal
 from collections.abc import Coroutine
 from typing import Any
 
-from filterd import config as config_module
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import build
@@ -29,6 +28,7 @@ from filterd.filemodes import config_warnings
 from filterd.metrics_dir import MetricsDir
 from filterd.notify import Notifier
 from filterd.process_limits import quiet_accept_errors, raise_nofile_limit
+from filterd.settings import Settings
 from filterd.smpp.hub import Hub
 
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -37,7 +37,7 @@ registry unreachable at start."""
 
 
 async def serve(
-    settings: config_module.Settings,
+    settings: Settings,
     worker: str | None = None,
     notifier: Notifier | None = None,
     watchdog_s: float | None = None,
@@ -115,7 +115,7 @@ async def serve(
     return code
 
 
-def _warn_about_config_file(settings: config_module.Settings) -> None:
+def _warn_about_config_file(settings: Settings) -> None:
     """Once at start: a config holding inline passwords that others may read, or that
     its group may write, is named with its mode."""
     for warning in config_warnings(settings.path):

@@ -18,9 +18,9 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 
-from filterd.config import SmppUpstream
 from filterd.errors import FilterdError
 from filterd.logs import get_logger
+from filterd.settings import SmppUpstream
 from filterd.smpp.pdu import (
     ESME_ROK,
     RESPONSE_BIT,

@@ -53,7 +53,6 @@ from collections import OrderedDict
 
 from filterd.accounts import password_matches
 from filterd.admission import Refused, phone_recipient
-from filterd.config import SmppAccount, SmppSettings
 from filterd.errors import RegistryUnavailable
 from filterd.guard import Abandoned, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.keywords import Intent, Keywords
@@ -62,6 +61,7 @@ from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind,
 from filterd.normalize import mask
 from filterd.registry import Registry
 from filterd.service import Service
+from filterd.settings import SmppAccount, SmppSettings
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
 from filterd.smpp.hub import Peers
 from filterd.smpp.pdu import (

@@ -63,13 +63,13 @@ from aiosmtpd.smtp import (
 from filterd import replies
 from filterd.accounts import AccountBook
 from filterd.admission import Refused, email_recipient, shown, unusable
-from filterd.config import SmtpAccount, SmtpSettings
 from filterd.errors import RegistryUnavailable
 from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.logs import get_logger
 from filterd.model import Action, Address, MessageClass
 from filterd.normalize import mask
 from filterd.service import Service
+from filterd.settings import SmtpAccount, SmtpSettings
 from filterd.signing import SigningError
 from filterd.smtp.oneclick import BAD_UNSUBSCRIBE_ADDRESS, UNSUBSCRIBED, OneClick
 from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply

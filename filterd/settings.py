@@ -1,0 +1,256 @@
+"""The settings filterd runs with: frozen types, one per config table (`[registry]`,
+`[smtp]`, `[smpp]`, `[http]`, ...), and their defaults. `filterd.config` reads the
+TOML file into them; every other module imports the settings it needs from here,
+not the loader."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filterd.model import MessageClass
+from filterd.policy import FailMode
+
+Endpoint = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySettings:
+    """[registry]"""
+
+    url: str = "embedded"
+    cluster: bool = False
+    data_dir: Path = Path("var")
+    secret_file: Path = Path("var/secret")
+    request_ttl_s: int = 30 * 86400
+    fail_mode: FailMode = FailMode.CLOSED
+    default_region: str | None = None
+    server: str | None = None
+    bucket_bits: int = 16
+    audit_max_entries: int = 1_000_000
+    audit_retention_s: int = 400 * 86400
+    min_replicas: int = 0
+    """Replicas that must confirm each write (default 1 with a redis+sentinel:// url)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerLimits:
+    """What one listener allows a peer (SPEC §11): the same keys in every listener's table."""
+
+    idle_timeout_s: float
+    """A connection that sends nothing for this long is closed (HTTP: without a
+    complete request head)."""
+    max_connections: int = 1000
+    """Connections open at once on this listener; more are refused."""
+    max_connections_per_address: int = 100
+    """Connections open at once from one client address on this listener."""
+
+
+SMTP_IDLE_S, POLICY_IDLE_S, SMPP_IDLE_S, HTTP_IDLE_S = 300.0, 300.0, 120.0, 10.0
+"""Default `idle_timeout` of each listener table (RFC 5321's 5 minutes for SMTP;
+Postfix's own policy client idles 300 s; SMPP: enquire_link counts as traffic)."""
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+"""Default `http.status_networks`."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpAccount:
+    """[[smtp.accounts]]"""
+
+    username: str
+    sender: str
+    stream: MessageClass
+    password: str | None = None
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """[smtp]. Without `listen` the relay is off and only the accounts are used
+    (by the Postfix policy service)."""
+
+    listen: Endpoint | None
+    upstream: Endpoint | None
+    upstream_tls: str = "none"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_size: int = 25 * 1000**2
+    max_recipients: int = 1000
+    accounts: tuple[SmtpAccount, ...] = ()
+    hostname: str | None = None
+    """Name in the greeting and EHLO; None: the machine's host name."""
+    workers: int = 1
+    """Processes serving `listen` together (SO_REUSEPORT)."""
+    unsubscribe_domain: str | None = None
+    """Mail to unsubscribe+TOKEN@this domain is an opt-out."""
+    unsubscribe_listen: Endpoint | None = None
+    """A listener that takes such mail from anyone (no AUTH) and nothing else."""
+    limits: ListenerLimits = ListenerLimits(SMTP_IDLE_S)
+    """Idle timeout and connection caps of `listen` and `unsubscribe_listen` (each
+    listener counts its own connections)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SmppUpstream:
+    """[smpp.upstream]"""
+
+    host: str
+    port: int
+    system_id: str
+    password: str
+    window: int = 50
+    """Submits outstanding at the carrier at once."""
+    rate: float = 0.0
+    """Submits per second at most; 0 = no limit."""
+    enquire_link_s: int = 30
+
+
+DEFAULT_CONFIRMATIONS: dict[str, dict[str, str]] = {
+    "opt_out": {
+        "zh": "您已退订，将不再收到此号码的营销短信。",
+        "en": "You are unsubscribed and will receive no more marketing messages from this number.",
+    },
+    "opt_in": {
+        "zh": "您已订阅。回复TD退订。",
+        "en": "You are subscribed. Reply STOP to unsubscribe.",
+    },
+    "help": {
+        "zh": "回复TD退订，回复START重新订阅。",
+        "en": "Reply STOP to unsubscribe, START to subscribe again.",
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmations:
+    """[smpp.confirmations]: replies to a consumer's keyword, by intent and language."""
+
+    enabled: bool = True
+    texts: dict[str, dict[str, str]] = field(default_factory=lambda: DEFAULT_CONFIRMATIONS)
+
+    def text(self, intent: str, language: str) -> str:
+        """The reply for an intent (opt_out, opt_in, help) in a language (zh, en, ...)."""
+        choices = self.texts[intent]
+        return choices.get(language) or choices.get("en") or next(iter(choices.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class SmppAccount:
+    """[[smpp.accounts]]"""
+
+    system_id: str
+    password: str
+    sender: str
+    stream: MessageClass
+
+
+@dataclass(frozen=True, slots=True)
+class SmppNumber:
+    """[[smpp.numbers]]"""
+
+    address: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class SmppSettings:
+    """[smpp]"""
+
+    listen: Endpoint
+    upstream: SmppUpstream | None = None
+    accounts: tuple[SmppAccount, ...] = ()
+    numbers: tuple[SmppNumber, ...] = ()
+    window: int = 100
+    """Submits a client may have outstanding at once (more: ESME_RTHROTTLED)."""
+    receipt_ttl_s: int = 3 * 86400
+    """How long a message id is kept to route its delivery receipt back."""
+    confirmations: Confirmations = field(default_factory=Confirmations)
+    workers: int = 1
+    """Processes serving `listen` together (SO_REUSEPORT), each with its own carrier bind."""
+    limits: ListenerLimits = ListenerLimits(SMPP_IDLE_S)
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordSettings:
+    """[keywords]"""
+
+    opt_out: tuple[str, ...] = (
+        "STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT",
+        "T", "TD", "N", "R", "退订", "退訂",
+    )  # fmt: skip
+    opt_in: tuple[str, ...] = ("START", "YES", "UNSTOP")
+    help: tuple[str, ...] = ("HELP", "INFO")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """[http]"""
+
+    listen: Endpoint
+    public_url: str
+    token_secret_file: Path | None = None
+    """Signing key for unsubscribe tokens; None: derived from the registry secret."""
+    retired_token_secret_files: tuple[Path, ...] = ()
+    """Keys of earlier rotations, still accepted when verifying."""
+    retired_derived_key: bool = False
+    """`"derived"` listed among the retired keys: the key derived from the
+    registry secret (the default before a first rotation) is still accepted."""
+    token_max_age_s: int = 400 * 86400
+    """Tokens older than this are refused, whichever key signed them."""
+    limits: ListenerLimits = ListenerLimits(HTTP_IDLE_S)
+    """`idle_timeout` here: time allowed for a complete request head."""
+    body_timeout_s: float = 30.0
+    """Time allowed, once the head is in, for the body and the answer."""
+    status_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = LOOPBACK
+    """Client networks served `/metrics` and `/healthz`."""
+
+
+@dataclass(frozen=True, slots=True)
+class DkimSettings:
+    """[dkim]: sign relayed commercial mail (and add the one-click headers)."""
+
+    selector: str
+    domain: str
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySettings:
+    """[policy]"""
+
+    listen: Endpoint
+    limits: ListenerLimits = ListenerLimits(POLICY_IDLE_S)
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """[daemon]: process-wide behaviour of `filterd serve`."""
+
+    drain_timeout_s: float = 30.0
+    """On SIGTERM, how long transactions in flight may take before connections are cut."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole configuration. An absent section is None: that front end is off."""
+
+    path: Path
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+    keywords: KeywordSettings = field(default_factory=KeywordSettings)
+    smtp: SmtpSettings | None = None
+    smpp: SmppSettings | None = None
+    http: HttpSettings | None = None
+    policy: PolicySettings | None = None
+    dkim: DkimSettings | None = None
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+
+    def senders(self) -> list[str]:
+        """Every sender an account or a number names (the ones tokens may carry)."""
+        names: dict[str, None] = {}
+        if self.smtp is not None:
+            names.update(dict.fromkeys(a.sender for a in self.smtp.accounts))
+        if self.smpp is not None:
+            names.update(dict.fromkeys(a.sender for a in self.smpp.accounts))
+            names.update(dict.fromkeys(n.sender for n in self.smpp.numbers))
+        return list(names)
