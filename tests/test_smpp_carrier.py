@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import socket
+import sys
 from collections.abc import Iterator
 
 import pytest
 
+from filterd import logs
 from filterd.settings import SmppUpstream
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
 from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp, encode
@@ -133,3 +138,51 @@ def test_unknown_response_and_bad_body_keep_the_link(smsc: FakeSmsc) -> None:
 
     assert isinstance(asyncio.run(run()), SubmitSmResp)
     assert smsc.binds == 1
+
+
+class _Watched(io.StringIO):
+    """A log stream that sets `seen` once `needle` has been written."""
+
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+        self.seen = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        """Keep the text; note the needle."""
+        written = super().write(text)
+        if self.needle in self.getvalue():
+            self.seen.set()
+        return written
+
+
+def test_a_carrier_that_stays_down_is_logged_once_not_at_every_retry() -> None:
+    """The first failed connect is a warning; the retries after it (1 s, 2 s, ...) are
+    logged at debug only, so a carrier that stays away does not fill the log."""
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def no_deliveries(pdu: DeliverSm) -> int:
+        return 0
+
+    async def run(stream: _Watched) -> None:
+        stop = asyncio.Event()
+        client = CarrierClient(upstream(port), no_deliveries)
+        task = asyncio.create_task(client.run(stop))
+        await asyncio.wait_for(stream.seen.wait(), 30)  # the second failure's line
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+    async def main() -> str:
+        stream = _Watched('"failures":2')
+        logs.configure(stream, "DEBUG")
+        try:
+            await run(stream)
+        finally:
+            logs.configure(sys.stderr, "WARNING")
+        return stream.getvalue()
+
+    lines = [json.loads(line) for line in asyncio.run(main()).splitlines()]
+    downs = [line for line in lines if line["event"] == "carrier_link_down"]
+    assert [(d["failures"], d["level"]) for d in downs[:2]] == [(1, "warning"), (2, "debug")]

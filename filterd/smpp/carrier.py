@@ -48,6 +48,9 @@ log = get_logger("smpp.carrier")
 DeliverHandler = Callable[[DeliverSm | DataSm], Awaitable[int]]
 _RESPONSE_TIMEOUT_S = 30.0
 _BACKOFF_MAX_S = 30.0
+DOWN_REPEAT = 10
+"""A carrier link that stays down is logged at warning on the 1st, 11th, 21st ... failed
+try, at debug in between."""
 
 
 class CarrierUnavailable(FilterdError):
@@ -120,13 +123,21 @@ class CarrierClient:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, bind and serve until `stop`; reconnect with back-off when the link drops."""
         backoff = 1.0
+        failures = 0
         while not stop.is_set():
             try:
                 await self._session(stop)
-                backoff = 1.0
+                backoff, failures = 1.0, 0
             except Exception as exc:
-                log.warning(
-                    "carrier_link_down", error=str(exc) or type(exc).__name__, retry_in_s=backoff
+                failures += 1
+                # a carrier that stays away is said once, then every DOWN_REPEAT-th try
+                # (about every 5 minutes at the 30 s back-off), not at every retry
+                report = log.warning if failures % DOWN_REPEAT == 1 else log.debug
+                report(
+                    "carrier_link_down",
+                    error=str(exc) or type(exc).__name__,
+                    retry_in_s=backoff,
+                    failures=failures,
                 )
             finally:
                 self._down()
