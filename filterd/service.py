@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from filterd.errors import RegistryUnavailable
 from filterd.identity import ConsumerHasher, consumer_hex
@@ -117,6 +118,17 @@ class AuditBuffer:
             await asyncio.wait_for(self.flush(), _CLOSE_WAIT_S)
         if self._pending:
             log.error("audit_entries_lost", entries=len(self._pending), reason="shutdown")
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What is left of a message upgraded to commercial."""
+
+    keep: tuple[int, ...]
+    """The recipients (by position) that may still be sent to."""
+    deferred: bool
+    """Some recipient could not be judged (registry unavailable): the whole message
+    must be deferred, never sent in part."""
 
 
 class Service:
@@ -231,6 +243,28 @@ class Service:
             )
             for index, address in enumerate(addresses)
         ]
+
+    async def upgrade(
+        self,
+        sender: str,
+        addresses: Sequence[Address],
+        signals: Sequence[str],
+        *,
+        origin: str,
+        message_id: str | None = None,
+    ) -> Upgrade:
+        """The upgrade rule: a transactional message that carries commercial `signals`
+        is commercial (signals upgrade, never downgrade), so every recipient is judged
+        as such (one registry read, each drop audited); what the edge may still send."""
+        decisions = await self.screen(
+            sender, MessageClass.COMMERCIAL, addresses, origin=origin, message_id=message_id
+        )
+        log.info("upgraded_to_commercial", sender=sender, signals=list(signals),
+                 message_id=message_id, origin=origin)  # fmt: skip
+        return Upgrade(
+            keep=tuple(i for i, d in enumerate(decisions) if d.action is Action.DELIVER),
+            deferred=any(d.action is Action.DEFER for d in decisions),
+        )
 
     async def flush_audit(self) -> None:
         """Return once every queued drop/deferral entry is in the audit log."""

@@ -113,6 +113,25 @@ def test_judge_decides_like_screen_but_audits_and_counts_nothing() -> None:
     assert (deferred.action, deferred.reason) == (Action.DEFER, Reason.REGISTRY_UNAVAILABLE)
 
 
+def test_upgrade_judges_every_recipient_as_commercial() -> None:
+    """A transactional message with commercial signals: every recipient is judged as
+    commercial with one read; the permitted ones are kept (by position), each drop is
+    audited; with the registry down the whole message is deferred."""
+    service, registry = make()
+    run = asyncio.run
+    run(service.record(request(Kind.CONSENT), origin="test"))
+    upgrade = run(
+        service.upgrade("acme", [EMAIL, PHONE], ["Subject"], origin="smtp", message_id="m-9")
+    )
+    assert (upgrade.keep, upgrade.deferred) == ((1,), False)
+    run(service.flush_audit())
+    [drop] = run(registry.read_audit(AuditQuery(limit=10, sender="acme")))[:1]
+    assert (drop.event, drop.reason, drop.message_id) == ("drop", "no_consent", "m-9")
+    registry.available = False
+    down = run(service.upgrade("acme", [PHONE], ["List-Id"], origin="smtp"))
+    assert (down.keep, down.deferred) == ((), True)
+
+
 def test_screen_fail_open_delivers() -> None:
     """With fail_mode open, an unreadable registry delivers."""
     service, registry = make(FailMode.OPEN)

@@ -66,7 +66,7 @@ from filterd.admission import Refused, email_recipient, shown, unusable
 from filterd.errors import RegistryUnavailable
 from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.logs import get_logger
-from filterd.model import Action, Address, MessageClass
+from filterd.model import Address, MessageClass
 from filterd.normalize import mask
 from filterd.service import Service
 from filterd.settings import SmtpAccount, SmtpSettings
@@ -506,23 +506,16 @@ class RelayHandler:
     async def _upgrade(
         self, relay: RelayState, envelope: Envelope, account: SmtpAccount, signals: list[str]
     ) -> str | None:
-        """Judge every recipient as commercial (one read); keep the permitted ones."""
-        decisions = await self.service.screen(
-            account.sender, MessageClass.COMMERCIAL, relay.addresses,
+        """The service's upgrade rule (one read); keep the permitted recipients."""
+        upgrade = await self.service.upgrade(
+            account.sender, relay.addresses, signals,
             origin="smtp", message_id=relay.transaction,
         )  # fmt: skip
-        log.info("upgraded_to_commercial", sender=account.sender, signals=signals,
-                 transaction=relay.transaction)  # fmt: skip
-        if any(d.action is Action.DEFER for d in decisions):
+        if upgrade.deferred:
             await self._end_transaction(relay)
             return replies.UNAVAILABLE
-        keep = [
-            (address, recipient)
-            for address, recipient, decision in zip(
-                envelope.rcpt_tos, relay.addresses, decisions, strict=True
-            )
-            if decision.action is Action.DELIVER
-        ]
+        pairs = list(zip(envelope.rcpt_tos, relay.addresses, strict=True))
+        keep = [pairs[index] for index in upgrade.keep]
         if not keep:
             await self._end_transaction(relay)
             return replies.ALL_DROPPED
