@@ -1,7 +1,9 @@
-"""Each front end's life in `filterd serve`: listen (a bind failure names its key),
-serve until `stop`, then drain: the SMTP relay and its unsubscribe listener, the
-Postfix policy service, the HTTP front end and the SMPP relay with its carrier link
-and (with workers) its hub link."""
+"""Each front end of `filterd serve` as a small object: `start` (listen; a bind
+failure names its key) and `drain` (stop accepting, finish what is in flight,
+close), run by `run` until `stop`: the SMTP relay and its unsubscribe listener, the
+Postfix policy service, the HTTP front end, and the SMPP relay with its carrier link
+and (with workers) its hub link. `drain` is safe after a `start` that failed
+part-way."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from filterd import logs
 from filterd.daemon.live import Live
@@ -59,60 +61,83 @@ async def open_listener(
     return server
 
 
-async def run_smtp(
-    live: Live,
-    smtp: SmtpSettings,
-    *,
-    listen: tuple[str, int],
-    upstream: tuple[str, int],
-    intake: tuple[str, int] | None = None,
-) -> None:
-    """The SMTP relay (and, with `intake`, the unsubscribe listener) until `stop`;
-    then drain: no new connections, finish transactions."""
-    log = logs.get_logger("smtp")
-    host, port = upstream
-    hostname = smtp.hostname or socket.gethostname()
-    pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=hostname)
-    oneclick = _oneclick(live, smtp)
-    handlers = [
-        RelayHandler(
-            smtp,
-            live.runtime.service,
-            live.accounts,
-            pool,
-            default_region=live.settings.registry.default_region,
-            oneclick=oneclick,
-            intake_only=only,
-            gate=live.gate,
-        )
-        for only in ([False, True] if intake is not None else [False])
-    ]
-    servers = [
-        await open_listener(
-            live,
-            "smtp.unsubscribe" if handler.intake_only else "smtp",
-            where,
-            start_smtp_server(smtp, where, handler, hostname=hostname),
-        )
-        for handler, where in zip(handlers, [listen, intake], strict=False)
-        if where is not None
-    ]
+class FrontEnd(Protocol):
+    """What `run` needs of a front end."""
+
+    async def start(self) -> None:
+        """Listen (and open what the front end needs)."""
+
+    async def drain(self) -> None:
+        """Stop accepting, finish what is in flight (bounded), close."""
+
+
+async def run(live: Live, front_end: FrontEnd) -> None:
+    """Start `front_end`, serve until `stop`, then drain it (also after a failed start)."""
     try:
+        await front_end.start()
         await live.stop.wait()
     finally:
-        for server in servers:
+        await front_end.drain()
+
+
+class SmtpFrontEnd:
+    """The SMTP relay on `listen` (and, with `intake`, the unsubscribe listener)."""
+
+    def __init__(
+        self,
+        live: Live,
+        smtp: SmtpSettings,
+        *,
+        listen: tuple[str, int],
+        upstream: tuple[str, int],
+        intake: tuple[str, int] | None = None,
+    ) -> None:
+        self.live = live
+        self.smtp = smtp
+        self.where = [listen, intake]
+        self.hostname = smtp.hostname or socket.gethostname()
+        host, port = upstream
+        self.pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=self.hostname)
+        oneclick = _oneclick(live, smtp)
+        self.handlers = [
+            RelayHandler(
+                smtp,
+                live.runtime.service,
+                live.accounts,
+                self.pool,
+                default_region=live.settings.registry.default_region,
+                oneclick=oneclick,
+                intake_only=only,
+                gate=live.gate,
+            )
+            for only in ([False, True] if intake is not None else [False])
+        ]
+        self.servers: list[asyncio.Server] = []
+
+    async def start(self) -> None:
+        """Listen on each address."""
+        for handler, where in zip(self.handlers, self.where, strict=False):
+            if where is None:
+                continue
+            name = "smtp.unsubscribe" if handler.intake_only else "smtp"
+            starting = start_smtp_server(self.smtp, where, handler, hostname=self.hostname)
+            self.servers.append(await open_listener(self.live, name, where, starting))
+
+    async def drain(self) -> None:
+        """No new connections; transactions in flight may finish (drain_timeout)."""
+        for server in self.servers:
             server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
-                asyncio.gather(*(h.drained() for h in handlers)),
-                live.settings.daemon.drain_timeout_s,
+                asyncio.gather(*(h.drained() for h in self.handlers)),
+                self.live.settings.daemon.drain_timeout_s,
             )
-        for handler in handlers:
+        for handler in self.handlers:
             handler.close_all()
-        for server in servers:
+        for server in self.servers:
             await server.wait_closed()
-        await pool.close()
-        log.info("drained", front_end="smtp")
+        await self.pool.close()
+        logs.get_logger("smtp").info("drained", front_end="smtp")
 
 
 def _oneclick(live: Live, smtp: SmtpSettings) -> OneClick | None:
@@ -132,93 +157,122 @@ def _oneclick(live: Live, smtp: SmtpSettings) -> OneClick | None:
     )
 
 
-async def run_policy(live: Live, policy: PolicySettings) -> None:
-    """The Postfix policy service until `stop`; then finish the requests in flight."""
-    log = logs.get_logger("policy")
-    starting = start_policy_server(
-        policy.listen,
-        live.runtime.service,
-        live.accounts,
-        default_region=live.settings.registry.default_region,
-        limits=policy.limits,
-    )
-    server = await open_listener(live, "policy", policy.listen, starting)
-    try:
-        await live.stop.wait()
-    finally:
-        server.close()
+class PolicyFrontEnd:
+    """The Postfix policy service."""
+
+    def __init__(self, live: Live, policy: PolicySettings) -> None:
+        self.live = live
+        self.policy = policy
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Listen on policy.listen."""
+        starting = start_policy_server(
+            self.policy.listen,
+            self.live.runtime.service,
+            self.live.accounts,
+            default_region=self.live.settings.registry.default_region,
+            limits=self.policy.limits,
+        )
+        self.server = await open_listener(self.live, "policy", self.policy.listen, starting)
+
+    async def drain(self) -> None:
+        """Close idle connections, let the requests in flight be answered (bounded)."""
+        if self.server is None:
+            return
+        self.server.close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), live.settings.daemon.drain_timeout_s)
-        log.info("drained", front_end="policy")
+            await asyncio.wait_for(
+                self.server.wait_closed(), self.live.settings.daemon.drain_timeout_s
+            )
+        logs.get_logger("policy").info("drained", front_end="policy")
 
 
-async def run_http(live: Live, http: HttpSettings) -> None:
-    """The HTTP front end (unsubscribe, health, metrics) until `stop`."""
-    log = logs.get_logger("http")
-    runtime = live.runtime
-    if runtime.tokens is None:  # build() makes the keys whenever [http] is set
-        raise ConfigError("http", "no token keys")
-    site = UnsubscribeSite(
-        runtime.service, runtime.tokens, runtime.senders, status_networks=http.status_networks
-    )
-    front_end = HttpFrontEnd(site, http.limits, body_timeout_s=http.body_timeout_s)
-    try:
-        server = await open_listener(live, "http", http.listen, front_end.start(http.listen))
-    except asyncio.CancelledError:  # it did listen, then stopped before serving: take it down
-        await front_end.close()
-        raise
-    try:
-        await live.stop.wait()
-    finally:
-        server.close()
-        await front_end.close()
-        log.info("drained", front_end="http")
+class HttpService:
+    """The HTTP front end: one-click unsubscribe, /healthz, /metrics."""
+
+    def __init__(self, live: Live, http: HttpSettings) -> None:
+        runtime = live.runtime
+        if runtime.tokens is None:  # build() makes the keys whenever [http] is set
+            raise ConfigError("http", "no token keys")
+        site = UnsubscribeSite(
+            runtime.service, runtime.tokens, runtime.senders, status_networks=http.status_networks
+        )
+        self.live = live
+        self.http = http
+        self.site = HttpFrontEnd(site, http.limits, body_timeout_s=http.body_timeout_s)
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Set the site up and listen on http.listen."""
+        starting = self.site.start(self.http.listen)
+        self.server = await open_listener(self.live, "http", self.http.listen, starting)
+
+    async def drain(self) -> None:
+        """Finish the requests in flight, then clean up (also a site set up but stopped
+        before it served)."""
+        if self.server is not None:
+            self.server.close()
+        await self.site.close()
+        logs.get_logger("http").info("drained", front_end="http")
 
 
-async def run_smpp(live: Live, smpp: SmppSettings) -> None:
-    """The SMPP relay and its carrier link until `stop`; then unbind both sides."""
-    log = logs.get_logger("smpp")
-    kw = live.settings.keywords
-    relay = SmppRelay(
-        smpp,
-        live.runtime.service,
-        live.runtime.registry,
-        Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
-        default_region=live.settings.registry.default_region,
-        drain_s=live.settings.daemon.drain_timeout_s,
-        gate=live.gate,
-    )
-    live.relay = relay
-    if live.hub is not None:  # the parent of SMPP workers: its own clients are on the hub too
-        live.hub.local = relay.deliver_local
-        relay.hub = live.hub
-    hub_link = None
-    if live.hub_fd is not None:
-        client = await HubClient.open(live.hub_fd, relay.deliver_local)
-        relay.hub = client
-        hub_link = asyncio.create_task(_hub_link(client, live.stop))
-    carrier_task = None
-    carrier_stop = asyncio.Event()  # set only once the clients' submits are answered
-    if smpp.upstream is not None:
-        relay.carrier = CarrierClient(smpp.upstream, relay.from_carrier)
-        carrier_task = asyncio.create_task(relay.carrier.run(carrier_stop))
-    server = await open_listener(live, "smpp", smpp.listen, relay.start())
-    try:
-        await live.stop.wait()
-    finally:
-        server.close()
-        await relay.unbind_all()
-        if hub_link is not None:
-            hub_link.cancel()
+class SmppFrontEnd:
+    """The SMPP relay, its carrier link and (with workers) its hub link."""
+
+    def __init__(self, live: Live, smpp: SmppSettings) -> None:
+        kw = live.settings.keywords
+        self.live = live
+        self.smpp = smpp
+        self.relay = SmppRelay(
+            smpp,
+            live.runtime.service,
+            live.runtime.registry,
+            Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
+            default_region=live.settings.registry.default_region,
+            drain_s=live.settings.daemon.drain_timeout_s,
+            gate=live.gate,
+        )
+        live.relay = self.relay
+        self.server: asyncio.Server | None = None
+        self.hub_link: asyncio.Task[None] | None = None
+        self.carrier_task: asyncio.Task[None] | None = None
+        self.carrier_stop = asyncio.Event()  # set only once the clients' submits are answered
+
+    async def start(self) -> None:
+        """Link to the hub (workers), start the carrier link, listen on smpp.listen."""
+        live, relay = self.live, self.relay
+        if live.hub is not None:  # the parent of SMPP workers: its clients are on the hub too
+            live.hub.local = relay.deliver_local
+            relay.hub = live.hub
+        if live.hub_fd is not None:
+            client = await HubClient.open(live.hub_fd, relay.deliver_local)
+            relay.hub = client
+            self.hub_link = asyncio.create_task(_hub_link(client, live.stop))
+        if self.smpp.upstream is not None:
+            relay.carrier = CarrierClient(self.smpp.upstream, relay.from_carrier)
+            self.carrier_task = asyncio.create_task(relay.carrier.run(self.carrier_stop))
+        self.server = await open_listener(live, "smpp", self.smpp.listen, relay.start())
+
+    async def drain(self) -> None:
+        """Answer the submits in flight and unbind every client, then the carrier."""
+        if self.server is not None:
+            self.server.close()
+        await self.relay.unbind_all()
+        if self.hub_link is not None:
+            self.hub_link.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await hub_link
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(server.wait_closed(), live.settings.daemon.drain_timeout_s)
-        carrier_stop.set()
-        if carrier_task is not None:
+                await self.hub_link
+        if self.server is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(carrier_task, 10)
-        log.info("drained", front_end="smpp")
+                await asyncio.wait_for(
+                    self.server.wait_closed(), self.live.settings.daemon.drain_timeout_s
+                )
+        self.carrier_stop.set()
+        if self.carrier_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.carrier_task, 10)
+        logs.get_logger("smpp").info("drained", front_end="smpp")
 
 
 async def _hub_link(client: HubClient, stop: asyncio.Event) -> None:

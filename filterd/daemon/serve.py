@@ -18,7 +18,13 @@ from typing import Any
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import build
-from filterd.daemon.frontends import run_http, run_policy, run_smpp, run_smtp
+from filterd.daemon.frontends import (
+    HttpService,
+    PolicyFrontEnd,
+    SmppFrontEnd,
+    SmtpFrontEnd,
+    run,
+)
 from filterd.daemon.live import SUPERVISE_INTERVAL_S, Live, smtp_accounts
 from filterd.daemon.reload import reload
 from filterd.daemon.shared_metrics import report_metrics, share_metrics, unshare_metrics
@@ -162,20 +168,23 @@ def _start_front_ends(
     ):
         intake = smtp.unsubscribe_listen if main else None
         tasks.append(
-            run_smtp(live, smtp, listen=smtp.listen, upstream=smtp.upstream, intake=intake)
+            run(
+                live,
+                SmtpFrontEnd(live, smtp, listen=smtp.listen, upstream=smtp.upstream, intake=intake),
+            )
         )
         listeners += 1 if intake is None else 2
         if main and smtp.workers > 1:
             group.create_task(run_workers(live, "smtp", smtp.workers - 1))
     if smpp is not None and worker in (None, "smpp"):
-        tasks.append(run_smpp(live, smpp))
+        tasks.append(run(live, SmppFrontEnd(live, smpp)))
         if main and smpp.workers > 1:
             live.hub = Hub()
             group.create_task(run_workers(live, "smpp", smpp.workers - 1, live.hub))
     if settings.policy is not None and main:
-        tasks.append(run_policy(live, settings.policy))
+        tasks.append(run(live, PolicyFrontEnd(live, settings.policy)))
     if settings.http is not None and main:
-        tasks.append(run_http(live, settings.http))
+        tasks.append(run(live, HttpService(live, settings.http)))
     live.expected = listeners + len(tasks) - (1 if listeners else 0)
     for task in tasks:
         group.create_task(task)
