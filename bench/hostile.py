@@ -96,11 +96,9 @@ import _common
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from filterd import logs
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import FactRequest, Kind
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smpp.pdu import (
     ESME_ROK,
@@ -116,6 +114,8 @@ from filterd.smpp.pdu import (
     encode,
     response_to,
 )
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 FILTERD = str(Path(sys.executable).parent / "filterd")
 HERE = Path(__file__).resolve()

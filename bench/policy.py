@@ -76,13 +76,13 @@ import _common
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.config import SmtpAccount
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Kind, MessageClass
 from filterd.policy_service import PolicyParser, serialize_reply, start_policy_server
-from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
 from filterd.service import Service
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 SENDER = "acme"
 SEED = 20240601

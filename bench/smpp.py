@@ -114,11 +114,9 @@ import _common
 import smpplib.client  # type: ignore[import-untyped]
 
 from filterd import logs
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smpp.pdu import (
     ESME_RINVBNDSTS,
@@ -147,6 +145,8 @@ from filterd.smpp.pdu import (
     encode,
     response_to,
 )
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 SENDER = "acme"
 NUMBERS = 10_000

@@ -111,13 +111,13 @@ import _common
 from aiosmtpd.smtp import SMTP
 
 from filterd import logs
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, Kind, MessageClass
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 SENDER = "acme"
 HELO = "bench.test"

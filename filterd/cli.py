@@ -52,8 +52,8 @@ from filterd.model import (
 )
 from filterd.normalize import mask, normalize
 from filterd.policy import decide
-from filterd.registry import AuditQuery
 from filterd.secret import load_or_create
+from filterd.storage.port import AuditQuery
 from filterd.units import parse_duration
 
 EXIT_OK, EXIT_DROP, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3

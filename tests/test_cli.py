@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from filterd.embedded import EmbeddedServer
 from filterd.identity import ConsumerHasher
 from filterd.model import Channel
 from filterd.normalize import normalize
 from filterd.secret import load_or_create
+from filterd.storage.embedded import EmbeddedServer
 from filterd.tokens import TokenError, TokenKeys, Unsubscribe, derive_key, sender_table
 
 FILTERCTL = str(Path(sys.executable).parent / "filterctl")

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from filterd.embedded import answers_ping
+from filterd.storage.embedded import answers_ping
 from tests.helpers import LogReader, RedisProcess, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

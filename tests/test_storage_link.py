@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from filterd.errors import RegistryUnavailable
-from filterd.resp_link import RespLink, is_error
+from filterd.storage.link import RespLink, is_error
 from tests.helpers import RedisProcess
 
 

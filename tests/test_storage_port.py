@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery, MemoryRegistry, Registry
+from filterd.storage.memory import MemoryRegistry
+from filterd.storage.port import AuditQuery, Registry
+from filterd.storage.redis import RedisRegistry
 from tests.conftest import ServerPool, flush
 
 A = bytes.fromhex("00112233445566778899")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from filterd.errors import ConfigError
-from filterd.sentinel_url import SentinelTarget, is_sentinel_url, parse_sentinel_url
+from filterd.storage.sentinel_url import SentinelTarget, is_sentinel_url, parse_sentinel_url
 
 
 def test_every_part_is_read() -> None:

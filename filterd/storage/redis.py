@@ -32,13 +32,13 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import NoScriptError, ReadOnlyError, RedisError, ResponseError
 
-from filterd import keys
 from filterd.errors import ConfigError, NotDurable, RegistryUnavailable
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
-from filterd.records import MAX_SIDE_BYTES, Record, pack, pack_side, unpack, unpack_side
-from filterd.registry import AuditQuery
-from filterd.resp_link import RespLink, is_error
-from filterd.sentinel_url import is_sentinel_url, parse_sentinel_url
+from filterd.storage import keys
+from filterd.storage.link import RespLink, is_error
+from filterd.storage.port import AuditQuery
+from filterd.storage.records import MAX_SIDE_BYTES, Record, pack, pack_side, unpack, unpack_side
+from filterd.storage.sentinel_url import is_sentinel_url, parse_sentinel_url
 
 # Merge facts into buckets atomically. ARGV[1]: bucket_bits; ARGV[2]: the
 # items, concatenated, each:

@@ -16,8 +16,6 @@ from urllib.parse import quote
 import pytest
 import redis
 
-from filterd import redis_registry
-from filterd.embedded import EmbeddedServer
 from filterd.errors import FilterdError, NotDurable, RegistryUnavailable
 from filterd.identity import ConsumerHasher
 from filterd.model import (
@@ -31,10 +29,12 @@ from filterd.model import (
     WriteResult,
 )
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery
 from filterd.service import Service
-from tests import test_registry as contract
+from filterd.storage import redis as redis_registry
+from filterd.storage.embedded import EmbeddedServer
+from filterd.storage.port import AuditQuery
+from filterd.storage.redis import RedisRegistry
+from tests import test_storage_port as contract
 from tests.conftest import SERVERS, ServerPool, flush
 from tests.helpers import (
     RedisProcess,

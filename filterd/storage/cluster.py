@@ -40,11 +40,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from filterd import keys
 from filterd.errors import RegistryUnavailable
 from filterd.model import Fact, WriteResult
-from filterd.redis_registry import RedisRegistry, link_endpoint, pool_options
-from filterd.resp_link import RespLink, is_error
+from filterd.storage import keys
+from filterd.storage.link import RespLink, is_error
+from filterd.storage.redis import RedisRegistry, link_endpoint, pool_options
 
 _REFRESH_S = 0.25
 """The least time between two reads of the slot map after errors."""
