@@ -38,7 +38,7 @@ from tests.helpers import (
 )
 from tests.test_smtp_inbound import start_filterd, stop_filterd
 from tests.test_smtp_inbound import write_config as smtp_config
-from tests.test_storage_redis import CONTRACT
+from tests.test_storage_port import CONTRACT
 
 
 def bulk_row(consumer_id: bytes, at: int) -> BulkRow:

@@ -1,4 +1,4 @@
-"""Redis key names, buckets and consumer fields (filterd/keys.py)."""
+"""Redis key names, buckets and consumer fields (filterd/storage/keys.py)."""
 
 from __future__ import annotations
 

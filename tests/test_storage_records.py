@@ -1,4 +1,4 @@
-"""The packed binary form of facts and the side-table values (filterd/records.py)."""
+"""The packed binary form of facts and the side-table values (filterd/storage/records.py)."""
 
 from __future__ import annotations
 

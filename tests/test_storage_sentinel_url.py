@@ -1,4 +1,4 @@
-"""filterd.sentinel_url: what a redis+sentinel:// url names, or why it is malformed.
+"""filterd.storage.sentinel_url: what a redis+sentinel:// url names, or why it is malformed.
 
 Pure parsing; the same function serves the config check and the adapter, so what
 check-config accepts is exactly what the registry connects to.

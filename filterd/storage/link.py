@@ -3,24 +3,33 @@
 Commands are written as RESP, replies parsed by hiredis and handed, in order,
 to per-command callbacks. redis-py costs ~100 µs of client CPU per command
 (connection pool, retry wrapper, parser layers); this costs a few µs, and
-needs no task per call. The registry's lookups use it (redis_registry.py).
+needs no task per call. The registry's lookups (lookups.py) and the Cluster's
+writes (cluster.py) use it.
+
+- `RespLink.request(commands)`: one write, the future of every reply;
+- `open_link(endpoint)`: connect and say hello (AUTH, SELECT, ROLE);
+- `Links`: the open links of an owner by key, each opened once for all callers.
 
 Work in flight (anything with a `sent_at` loop time and a `fail(error)`) is
 watched by one timer per connection: what is unanswered past the deadline
 fails, and the connection is closed, since later replies could no longer be
-matched to their commands.
+matched to their commands. Work still in flight when the connection closes
+fails with LinkLost (a read may be sent once more on a new link).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Protocol
 
 import hiredis
 
 from filterd.errors import RegistryUnavailable
+
+Endpoint = dict[str, Any]
+"""Where a link goes: `path` or `host`/`port`, and `username`, `password`, `db`."""
 
 
 class InFlight(Protocol):
@@ -32,14 +41,59 @@ class InFlight(Protocol):
         """Give every waiting caller `error`."""
 
 
+class LinkLost(RegistryUnavailable):
+    """The connection closed while the work was in flight."""
+
+
+class LinkRefused(ConnectionError):
+    """The server refused the hello (AUTH, SELECT) or is not the primary."""
+
+
 def is_error(reply: Any) -> bool:
     """True when a reply is a server error (`-ERR …`, `-NOSCRIPT …`)."""
     return isinstance(reply, hiredis.ReplyError)
 
 
+def is_primary(reply: Any) -> bool:
+    """True when a ROLE reply says the server is the primary."""
+    return isinstance(reply, list) and reply[:1] == [b"master"]
+
+
+class _Request:
+    """The commands of one write: their replies, in order, then the future's answer."""
+
+    __slots__ = ("future", "keep_errors", "replies", "sent_at", "wanted")
+
+    def __init__(
+        self, wanted: int, future: asyncio.Future[list[Any]], sent_at: float, keep_errors: bool
+    ) -> None:
+        self.wanted = wanted
+        self.future = future
+        self.replies: list[Any] = []
+        self.sent_at = sent_at
+        self.keep_errors = keep_errors
+
+    def take(self, reply: Any) -> None:
+        """One reply; the answer once all are in. An error reply fails the request at
+        once, unless it keeps errors (a write reads them all)."""
+        if self.future.done():
+            return  # failed earlier: the rest is only read off the link
+        if is_error(reply) and not self.keep_errors:
+            self.future.set_exception(RegistryUnavailable(f"registry read failed: {reply}"))
+            return
+        self.replies.append(reply)
+        if len(self.replies) == self.wanted:
+            self.future.set_result(self.replies)
+
+    def fail(self, error: Exception) -> None:
+        """The caller gets `error` (link lost or timed out)."""
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
 class RespLink(asyncio.Protocol):
-    """One connection: `send` commands with callbacks; `batches` is the work in
-    flight that the deadline check watches."""
+    """One connection: `send` commands with callbacks (or `request` a future of
+    their replies); `batches` is the work in flight that the deadline check watches."""
 
     def __init__(
         self, on_lost: Callable[[RespLink, Exception | None], None], *, timeout_s: float = 5.0
@@ -87,6 +141,23 @@ class RespLink(asyncio.Protocol):
         self.waiting.extend([callback] * len(commands))
         self.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))
 
+    def request(
+        self,
+        commands: list[tuple[Any, ...]],
+        *,
+        keep_errors: bool = False,
+        sent_at: float | None = None,
+    ) -> asyncio.Future[list[Any]]:
+        """One write of `commands`; the future of their replies, watched by the
+        deadline from `sent_at` (default: now; a resend keeps its first deadline)."""
+        loop = asyncio.get_running_loop()
+        sent = loop.time() if sent_at is None else sent_at
+        request = _Request(len(commands), loop.create_future(), sent, keep_errors)
+        self.batches.add(request)
+        request.future.add_done_callback(lambda _: self.batches.discard(request))
+        self.send_all(commands, request.take)
+        return request.future
+
     def data_received(self, data: bytes) -> None:
         """Hand each complete reply to the callback of the command it answers."""
         self.reader.feed(data)
@@ -105,8 +176,131 @@ class RespLink(asyncio.Protocol):
             self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Tell the owner (it fails or resends what was waiting)."""
+        """Fail the work in flight (LinkLost), then tell the owner."""
         self.closed = True
         if self._watchdog is not None:
             self._watchdog.cancel()
+        waiting, self.batches = list(self.batches), set()
+        for batch in waiting:
+            batch.fail(LinkLost(f"registry connection lost: {exc}"))
         self._on_lost(self, exc)
+
+
+async def open_link(
+    endpoint: Endpoint,
+    on_lost: Callable[[RespLink, Exception | None], None],
+    *,
+    timeout_s: float,
+    locate: Callable[[], Awaitable[tuple[str, int]]] | None = None,
+) -> RespLink:
+    """Connect to `endpoint` (or to the host and port `locate` names: the primary the
+    sentinels name now) and say hello: AUTH, SELECT, and ROLE when located.
+    OSError (LinkRefused for a refused hello) when that fails."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> RespLink:
+        return RespLink(on_lost, timeout_s=timeout_s)
+
+    if locate is not None:
+        host, port = await locate()
+        endpoint = endpoint | {"host": host, "port": port}
+    if "path" in endpoint:
+        _, link = await loop.create_unix_connection(factory, str(endpoint["path"]))
+    else:
+        _, link = await loop.create_connection(
+            factory, str(endpoint["host"]), int(endpoint["port"])
+        )
+    hello: list[tuple[Any, ...]] = []
+    if endpoint.get("password") is not None:
+        user = endpoint.get("username")
+        hello.append(
+            ("AUTH", user, endpoint["password"]) if user else ("AUTH", endpoint["password"])
+        )
+    if endpoint.get("db"):
+        hello.append(("SELECT", endpoint["db"]))
+    if locate is not None:
+        hello.append(("ROLE",))
+    for command in hello:
+        done: asyncio.Future[Any] = loop.create_future()
+        link.send(command, done.set_result)
+        try:
+            reply = await done
+        except BaseException:
+            link.abort()
+            raise
+        if isinstance(reply, Exception):
+            link.abort()
+            raise LinkRefused(f"{command[0]}: {reply}")
+        if command[0] == "ROLE" and not is_primary(reply):
+            link.abort()  # the sentinels' answer is stale (a failover under way)
+            raise LinkRefused(f"{endpoint['host']}:{endpoint['port']} is not the primary")
+    link.role_checked = loop.time()
+    return link
+
+
+class Links:
+    """An owner's open links by key: `ready` gives an open one at once, `get` opens
+    it first (once for all callers waiting). A new event loop starts afresh (old
+    links belong to the old loop); `close` aborts them all and bumps `epoch`."""
+
+    def __init__(self, opener: Callable[[Hashable], Awaitable[RespLink]]) -> None:
+        self._opener = opener
+        self._links: dict[Hashable, RespLink] = {}
+        self._opening: dict[Hashable, asyncio.Task[RespLink]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.epoch = 0
+        """Changes when the links are thrown away (close, a new loop)."""
+
+    def ready(self, key: Hashable) -> RespLink | None:
+        """The open link of `key` on the running loop, if there is one."""
+        link = self._links.get(key)
+        if link is None or link.closed or self._loop is not asyncio.get_running_loop():
+            return None
+        return link
+
+    async def get(self, key: Hashable) -> RespLink:
+        """The open link of `key`, connecting (once for all callers) if needed."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop: old links are unusable
+            self._links, self._opening, self._loop = {}, {}, loop
+            self.epoch += 1
+        link = self._links.get(key)
+        if link is not None and not link.closed:
+            return link
+        opening = self._opening.get(key)
+        if opening is None:
+            opening = self._opening[key] = loop.create_task(self._open(key))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and not (task and task.cancelling()):
+                raise RegistryUnavailable("registry closed") from None
+            raise
+
+    async def _open(self, key: Hashable) -> RespLink:
+        try:
+            link = await self._opener(key)
+        finally:
+            self._opening.pop(key, None)
+        if self._loop is not asyncio.get_running_loop():  # closed meanwhile
+            link.abort()
+            raise RegistryUnavailable("registry closed")
+        self._links[key] = link
+        return link
+
+    def drop(self, link: RespLink) -> None:
+        """Forget a link that closed."""
+        for key, known in list(self._links.items()):
+            if known is link:
+                del self._links[key]
+
+    def close(self) -> None:
+        """Stop every opening, abort every link."""
+        for task in self._opening.values():
+            task.cancel()
+        links = list(self._links.values())
+        self._links, self._opening, self._loop = {}, {}, None
+        self.epoch += 1
+        for link in links:
+            link.abort()
