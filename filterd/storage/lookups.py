@@ -153,10 +153,12 @@ class _LinkReads:
     async def __call__(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """One write of `commands` on the link; sent once more on a new link when the
         link is lost with them in flight (keeping the first deadline)."""
-        started = asyncio.get_running_loop().time()
+        started: float | None = None  # when first written: a resend keeps the deadline
         for attempt in (1, 2):
             link = await self._link()
             epoch = self._links.epoch
+            if started is None:
+                started = asyncio.get_running_loop().time()
             if self._locate is not None:
                 _check_role(link)
             try:
