@@ -6,7 +6,8 @@ to per-command callbacks. redis-py costs ~100 µs of client CPU per command
 needs no task per call. The registry's lookups (lookups.py) and the Cluster's
 writes (cluster.py) use it.
 
-- `RespLink.request(commands)`: one write, the future of every reply;
+- `RespLink.submit(commands, done)`: one write, `done` called with every reply
+  (no task, no future: the hot path); `request(commands)` the same as a future;
 - `open_link(endpoint)`: connect and say hello (AUTH, SELECT, ROLE);
 - `Links`: the open links of an owner by key, each opened once for all callers.
 
@@ -59,41 +60,57 @@ def is_primary(reply: Any) -> bool:
     return isinstance(reply, list) and reply[:1] == [b"master"]
 
 
-class _Request:
-    """The commands of one write: their replies, in order, then the future's answer."""
+Outcome = list[Any] | Exception
+"""What a request ends with: every reply in order, or the error that failed it."""
 
-    __slots__ = ("future", "keep_errors", "replies", "sent_at", "wanted")
+
+class _Request:
+    """The commands of one write: their replies, in order, then `done` called once."""
+
+    __slots__ = ("done", "finished", "keep_errors", "link", "replies", "sent_at", "wanted")
 
     def __init__(
-        self, wanted: int, future: asyncio.Future[list[Any]], sent_at: float, keep_errors: bool
+        self,
+        link: RespLink,
+        wanted: int,
+        sent_at: float,
+        keep_errors: bool,
+        done: Callable[[Outcome], None],
     ) -> None:
+        self.link = link
         self.wanted = wanted
-        self.future = future
-        self.replies: list[Any] = []
         self.sent_at = sent_at
         self.keep_errors = keep_errors
+        self.done = done
+        self.replies: list[Any] = []
+        self.finished = False
 
     def take(self, reply: Any) -> None:
-        """One reply; the answer once all are in. An error reply fails the request at
+        """One reply; `done` once all are in. An error reply fails the request at
         once, unless it keeps errors (a write reads them all)."""
-        if self.future.done():
+        if self.finished:
             return  # failed earlier: the rest is only read off the link
         if is_error(reply) and not self.keep_errors:
-            self.future.set_exception(RegistryUnavailable(f"registry read failed: {reply}"))
+            self._finish(RegistryUnavailable(f"registry read failed: {reply}"))
             return
         self.replies.append(reply)
         if len(self.replies) == self.wanted:
-            self.future.set_result(self.replies)
+            self._finish(self.replies)
 
     def fail(self, error: Exception) -> None:
-        """The caller gets `error` (link lost or timed out)."""
-        if not self.future.done():
-            self.future.set_exception(error)
+        """`done` gets `error` (link lost or timed out)."""
+        if not self.finished:
+            self._finish(error)
+
+    def _finish(self, outcome: Outcome) -> None:
+        self.finished = True
+        self.link.batches.discard(self)
+        self.done(outcome)
 
 
 class RespLink(asyncio.Protocol):
-    """One connection: `send` commands with callbacks (or `request` a future of
-    their replies); `batches` is the work in flight that the deadline check watches."""
+    """One connection: `send` commands with callbacks (or `submit` / `request` a
+    write of several); `batches` is the work in flight that the deadline check watches."""
 
     def __init__(
         self, on_lost: Callable[[RespLink, Exception | None], None], *, timeout_s: float = 5.0
@@ -141,6 +158,21 @@ class RespLink(asyncio.Protocol):
         self.waiting.extend([callback] * len(commands))
         self.transport.write(b"".join([hiredis.pack_command(c) for c in commands]))
 
+    def submit(
+        self,
+        commands: list[tuple[Any, ...]],
+        done: Callable[[Outcome], None],
+        *,
+        keep_errors: bool = False,
+        sent_at: float | None = None,
+    ) -> None:
+        """One write of `commands`; `done` gets every reply (or the error), watched by
+        the deadline from `sent_at` (default: now; a resend keeps its first deadline)."""
+        sent = asyncio.get_running_loop().time() if sent_at is None else sent_at
+        request = _Request(self, len(commands), sent, keep_errors, done)
+        self.batches.add(request)
+        self.send_all(commands, request.take)
+
     def request(
         self,
         commands: list[tuple[Any, ...]],
@@ -148,15 +180,19 @@ class RespLink(asyncio.Protocol):
         keep_errors: bool = False,
         sent_at: float | None = None,
     ) -> asyncio.Future[list[Any]]:
-        """One write of `commands`; the future of their replies, watched by the
-        deadline from `sent_at` (default: now; a resend keeps its first deadline)."""
-        loop = asyncio.get_running_loop()
-        sent = loop.time() if sent_at is None else sent_at
-        request = _Request(len(commands), loop.create_future(), sent, keep_errors)
-        self.batches.add(request)
-        request.future.add_done_callback(lambda _: self.batches.discard(request))
-        self.send_all(commands, request.take)
-        return request.future
+        """Like submit, with the outcome as a future to await."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+
+        def done(outcome: Outcome) -> None:
+            if future.done():  # its caller has gone
+                return
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+        self.submit(commands, done, keep_errors=keep_errors, sent_at=sent_at)
+        return future
 
     def data_received(self, data: bytes) -> None:
         """Hand each complete reply to the callback of the command it answers."""

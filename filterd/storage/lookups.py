@@ -6,19 +6,24 @@ costs ~20). Lookups made in one turn of the event loop (other connections'
 RCPTs, submits, policy requests) share one write: each caller still waits for
 one round trip, and the per-command cost is shared. Read it as calls:
 
-    Lookups.fetch      queue the lookup, await its answer
-    Lookups._flush     at the end of the loop turn: one _Batch of every queued lookup
-    Lookups._run       a task per batch: await reads(commands), hand out the replies
-    over_link(...)     the raw RESP link (link.py), 5 s deadline, re-opened and the
-                       batch sent once more when it is lost (reads are idempotent);
-                       under Sentinel, ROLE at most once a second before a batch
-    over_pool(...)     redis-py's pipeline instead (TLS)
+    Lookups.fetch        queue the lookup, await its answer
+    Lookups._flush       at the end of the loop turn: one _Batch of every queued
+                         lookup, handed to reads.submit(commands, batch.settle)
+    _LinkReads.submit    written at once on the open raw link (link.py; no task,
+                         no future: the usual case), or by a task that opens the
+                         link first; a batch whose link is lost is written once
+                         more on a new one (reads are idempotent), keeping its
+                         5 s deadline; under Sentinel, ROLE at most once a second
+                         ahead of a batch
+    _PoolReads.submit    redis-py's pipeline instead, in a task (TLS)
+    _Batch.settle        every caller gets its sender's id and its values, or the
+                         error (RegistryUnavailable: fail closed)
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -26,7 +31,15 @@ from redis.exceptions import RedisError
 
 from filterd.errors import RegistryUnavailable
 from filterd.storage import keys
-from filterd.storage.link import Endpoint, LinkLost, Links, RespLink, is_primary, open_link
+from filterd.storage.link import (
+    Endpoint,
+    LinkLost,
+    Links,
+    Outcome,
+    RespLink,
+    is_primary,
+    open_link,
+)
 
 LOOKUP_TIMEOUT_S = 5.0
 """How long a lookup may wait for its answer on the link."""
@@ -35,20 +48,21 @@ ROLE_CHECK_S = 1.0
 """Under Sentinel, how often the lookup connection asks its server whether it is
 still the primary."""
 
+_Lookup = tuple[str, Sequence[tuple[str, bytes]], asyncio.Future[tuple[int, list[Any]]]]
+Done = Callable[[Outcome], None]
+
 
 class Reads(Protocol):
     """How lookups reach the server: over the raw link, or redis-py's pipeline."""
 
-    async def __call__(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send `commands` in one write; their replies (RegistryUnavailable on failure)."""
+    def submit(self, commands: list[tuple[Any, ...]], done: Done) -> None:
+        """Send `commands` in one write; `done` gets their replies, or the error
+        (RegistryUnavailable)."""
         ...
 
     def close(self) -> None:
         """Release the connection (what is in flight fails)."""
         ...
-
-
-_Lookup = tuple[str, Sequence[tuple[str, bytes]], asyncio.Future[tuple[int, list[Any]]]]
 
 
 class _Batch:
@@ -90,6 +104,13 @@ class _Batch:
             if not future.done():
                 future.set_exception(error)
 
+    def settle(self, outcome: Outcome) -> None:
+        """The end of the batch's write: the answer, or the error for every caller."""
+        if isinstance(outcome, Exception):
+            self.fail(outcome)
+        else:
+            self.answer(outcome)
+
 
 class Lookups:
     """The batching of one server's lookups (see the module doc)."""
@@ -98,7 +119,6 @@ class Lookups:
         self._reads = reads
         self._queue: list[_Lookup] = []
         self._flush_due = False
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def fetch(
         self, sender: str, fields: Sequence[tuple[str, bytes]]
@@ -116,20 +136,8 @@ class Lookups:
         lookups, self._queue, self._flush_due = self._queue, [], False
         lookups = [item for item in lookups if not item[2].done()]  # callers gone
         if lookups:
-            task = asyncio.get_running_loop().create_task(self._run(_Batch(lookups)))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, batch: _Batch) -> None:
-        try:
-            replies = await self._reads(batch.commands)
-        except RegistryUnavailable as exc:
-            batch.fail(exc)
-            return
-        except BaseException:
-            batch.fail(RegistryUnavailable("registry lookup interrupted"))
-            raise
-        batch.answer(replies)
+            batch = _Batch(lookups)
+            self._reads.submit(batch.commands, batch.settle)
 
     def close(self) -> None:
         """Stop: what is queued or in flight fails (the reads close their own link)."""
@@ -138,6 +146,19 @@ class Lookups:
             if not future.done():
                 future.set_exception(RegistryUnavailable("registry closed"))
         self._reads.close()
+
+
+class _Tasks:
+    """The tasks a Reads runs (kept referenced until done)."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run `coroutine` in a task."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 class _LinkReads:
@@ -149,30 +170,50 @@ class _LinkReads:
         self._endpoint = endpoint
         self._locate = locate
         self._links = Links(self._open)
+        self._tasks = _Tasks()
 
-    async def __call__(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """One write of `commands` on the link; sent once more on a new link when the
-        link is lost with them in flight (keeping the first deadline)."""
-        started: float | None = None  # when first written: a resend keeps the deadline
-        for attempt in (1, 2):
-            link = await self._link()
-            epoch = self._links.epoch
-            if started is None:
-                started = asyncio.get_running_loop().time()
-            if self._locate is not None:
-                _check_role(link)
-            try:
-                return await link.request(commands, sent_at=started)
-            except LinkLost:
-                if attempt == 2 or self._links.epoch != epoch:  # closed meanwhile
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+    def submit(self, commands: list[tuple[Any, ...]], done: Done) -> None:
+        """See Reads.submit: on the open link at once, else once it is open."""
+        link = self._links.ready("lookups")
+        if link is None:
+            self._tasks.spawn(self._when_open(commands, done, first=None))
+        else:
+            self._write(link, commands, done, first=None)
 
-    async def _link(self) -> RespLink:
+    def _write(
+        self, link: RespLink, commands: list[tuple[Any, ...]], done: Done, first: float | None
+    ) -> None:
+        """Write on `link`; a first write lost with the link is written once more
+        (on a new link, with the first write's deadline)."""
+        if self._locate is not None:
+            _check_role(link)
+        epoch = self._links.epoch
+        sent_at = asyncio.get_running_loop().time() if first is None else first
+
+        def settle(outcome: Outcome) -> None:
+            resend = first is None and self._links.epoch == epoch  # not closed meanwhile
+            if isinstance(outcome, LinkLost) and resend:
+                self._tasks.spawn(self._when_open(commands, done, first=sent_at))
+            else:
+                done(outcome)
+
+        link.submit(commands, settle, sent_at=sent_at)
+
+    async def _when_open(
+        self, commands: list[tuple[Any, ...]], done: Done, first: float | None
+    ) -> None:
         try:
-            return await self._links.get("lookups")
+            link = await self._links.get("lookups")
         except (OSError, TimeoutError, RedisError) as exc:
-            raise RegistryUnavailable(f"registry unavailable: {exc}") from exc
+            done(RegistryUnavailable(f"registry unavailable: {exc}"))
+            return
+        except RegistryUnavailable as exc:
+            done(exc)
+            return
+        except BaseException:
+            done(RegistryUnavailable("registry lookup interrupted"))
+            raise
+        self._write(link, commands, done, first)
 
     async def _open(self, _key: Hashable) -> RespLink:
         """Connect, authenticate, select the db (the primary the sentinels name)."""
@@ -218,17 +259,25 @@ class _PoolReads:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._tasks = _Tasks()
 
-    async def __call__(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """See Reads."""
+    def submit(self, commands: list[tuple[Any, ...]], done: Done) -> None:
+        """See Reads.submit: a pipeline in a task."""
+        self._tasks.spawn(self._send(commands, done))
+
+    async def _send(self, commands: list[tuple[Any, ...]], done: Done) -> None:
         try:
             pipe = self._client.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command)
             replies: list[Any] = await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise RegistryUnavailable(f"registry read failed: {exc}") from exc
-        return replies
+            done(RegistryUnavailable(f"registry read failed: {exc}"))
+            return
+        except BaseException:
+            done(RegistryUnavailable("registry lookup interrupted"))
+            raise
+        done(replies)
 
     def close(self) -> None:
         """Nothing of its own: the pool is the registry's."""
