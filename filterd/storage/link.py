@@ -4,7 +4,7 @@ Commands are written as RESP, replies parsed by hiredis and handed, in order,
 to per-command callbacks. redis-py costs ~100 µs of client CPU per command
 (connection pool, retry wrapper, parser layers); this costs a few µs, and
 needs no task per call. The registry's lookups (lookups.py) and the Cluster's
-writes (cluster.py) use it.
+reads and writes (cluster.py) use it.
 
 - `RespLink.submit(commands, done)`: one write, `done` called with every reply
   (no task, no future: the hot path); `request(commands)` the same as a future;

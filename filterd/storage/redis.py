@@ -12,8 +12,8 @@ of this package.
 
 A lookup is `router.read` (one round trip) then `names.decode`; a write is
 `names.item` (new names interned first) then `router.merge` (durable before
-it returns). With redis.py's helpers, the only modules that import redis are
-under storage/.
+it returns). redis, and hiredis through link.py, are imported under storage/
+only (tests/test_layering.py).
 """
 
 from __future__ import annotations
