@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NoReturn
 
-from filterd.embedded import SOCKET_NAME, ServerBinary, answers_ping, server_config
+from filterd.storage.embedded import SOCKET_NAME, ServerBinary, answers_ping, server_config
 
 _STARTED = time.monotonic()
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -17,7 +17,7 @@ at the end, on an error, on Ctrl-C and on SIGTERM (the two helper children also 
 themselves when their stdin closes, should this process be killed outright):
 
 - a registry server with the embedded registry's config and binary
-  (`filterd.embedded.server_config`: unix socket only, AOF on), never the system Redis;
+  (`filterd.storage.embedded.server_config`: unix socket only, AOF on), never the system Redis;
   consent of sender `acme` for jane@example.com (email) and +8613800138000 (sms);
 - the peers child (`bench/hostile.py peers`): an aiosmtpd sink that accepts and counts
   every message, and a fake SMPP carrier (on `filterd.smpp.pdu`) that accepts any bind
@@ -96,11 +96,9 @@ import _common
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from filterd import logs
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import FactRequest, Kind
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smpp.pdu import (
     ESME_ROK,
@@ -116,6 +114,8 @@ from filterd.smpp.pdu import (
     encode,
     response_to,
 )
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 FILTERD = str(Path(sys.executable).parent / "filterd")
 HERE = Path(__file__).resolve()

@@ -17,7 +17,7 @@ about a minute.
 What it does:
 
 - Makes a temp dir under /tmp, starts its own registry server there with the
-  embedded registry's config (`filterd.embedded.server_config`: unix socket
+  embedded registry's config (`filterd.storage.embedded.server_config`: unix socket
   only, `port 0`, AOF on), never the system Redis and no TCP port for it.
 - Loads facts for sender `acme`, channel email, for `--recipients` addresses
   `user<i>@example.com`: 70 % consent, 20 % refusal, 10 % nothing (so the
@@ -75,14 +75,14 @@ import _common
 
 from filterd import logs
 from filterd.accounts import AccountBook
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Kind, MessageClass
 from filterd.policy_service import PolicyParser, serialize_reply, start_policy_server
-from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
 from filterd.service import Service
 from filterd.settings import SmtpAccount
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 SENDER = "acme"
 SEED = 20240601

@@ -8,7 +8,7 @@ Run from the repository root:
 Everything runs against servers this script starts itself, in a temp dir under
 /tmp, on unix sockets only (no TCP port; the system Redis is never touched).
 Every server gets the config the embedded registry writes
-(`filterd.embedded.server_config`: AOF on, `appendfsync always`, the same
+(`filterd.storage.embedded.server_config`: AOF on, `appendfsync always`, the same
 listpack limits), so filterd and the naive baselines pay the same durability.
 
 Figures (see bench/README.md for what each one means):
@@ -57,15 +57,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from filterd.cluster_registry import ClusterRegistry
 from filterd.csvimport import GoodRow, ImportSpec, read_rows
-from filterd.embedded import SOCKET_NAME, EmbeddedServer, ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Fact, Kind, MessageClass, Submission
 from filterd.policy import decide
-from filterd.records import Record, pack
-from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
+from filterd.storage.cluster import ClusterRegistry
+from filterd.storage.embedded import SOCKET_NAME, EmbeddedServer, ServerBinary, find_binary
+from filterd.storage.records import Record, pack
+from filterd.storage.redis import RedisRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the tests' server helpers
 from tests.helpers import ClusterSet, RedisProcess, free_port

@@ -26,7 +26,7 @@ dir made with `tempfile.mkdtemp(dir="/tmp")`, and everything is stopped and remo
 the end, on an error, on Ctrl-C and on SIGTERM:
 
 - one Valkey registry server (the binary the embedded registry picks and its config,
-  `filterd.embedded.server_config`: AOF on with `appendfsync always`, unix socket
+  `filterd.storage.embedded.server_config`: AOF on with `appendfsync always`, unix socket
   only, no TCP port); the system Redis on 6379 is never touched;
 - a fake carrier SMSC: this same script run as a child process with `--carrier`
   (its own interpreter and event loop, so it does not share a core's worth of Python
@@ -114,11 +114,9 @@ import _common
 import smpplib.client  # type: ignore[import-untyped]
 
 from filterd import logs
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smpp.pdu import (
     ESME_RINVBNDSTS,
@@ -147,6 +145,8 @@ from filterd.smpp.pdu import (
     encode,
     response_to,
 )
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 SENDER = "acme"
 NUMBERS = 10_000

@@ -14,7 +14,7 @@ temp dir made with `tempfile.mkdtemp(dir="/tmp")`, and everything is stopped
 and removed at the end, on an error, on Ctrl-C and on SIGTERM:
 
 - one Valkey registry server (the binary the embedded registry picks and its
-  config, `filterd.embedded.server_config`: AOF on, unix socket only, no TCP
+  config, `filterd.storage.embedded.server_config`: AOF on, unix socket only, no TCP
   port); the system Redis on 6379 is never touched;
 - Postfix `smtp-sink -c 127.0.0.1:PORT 1000` as the upstream (`-c` prints a
   message counter, which the bench reads); a second smtp-sink with `-D FILE`
@@ -111,13 +111,13 @@ import _common
 from aiosmtpd.smtp import SMTP
 
 from filterd import logs
-from filterd.embedded import ServerBinary, find_binary
 from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, Kind, MessageClass
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
+from filterd.storage.embedded import ServerBinary, find_binary
+from filterd.storage.redis import RedisRegistry
 
 SENDER = "acme"
 HELO = "bench.test"

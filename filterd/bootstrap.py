@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from filterd.cluster_registry import ClusterRegistry
-from filterd.embedded import EmbeddedServer
 from filterd.errors import ConfigError
 from filterd.identity import ConsumerHasher
-from filterd.redis_registry import RedisRegistry
 from filterd.secret import load_or_create
 from filterd.service import Service
 from filterd.settings import Settings
 from filterd.signing import DkimSigner, SigningError
+from filterd.storage.cluster import ClusterRegistry
+from filterd.storage.embedded import EmbeddedServer
+from filterd.storage.redis import RedisRegistry
 from filterd.tokens import TokenKeys, derive_key, sender_table
 
 

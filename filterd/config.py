@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from filterd.embedded import MAX_SOCKET_PATH
 from filterd.errors import ConfigError, shown_url
 from filterd.model import MessageClass
 from filterd.normalize import is_region
 from filterd.policy import FailMode
-from filterd.sentinel_url import is_sentinel_url, parse_sentinel_url
 from filterd.settings import (
     DEFAULT_CONFIRMATIONS,
     HTTP_IDLE_S,
@@ -49,6 +47,8 @@ from filterd.settings import (
     SmtpAccount,
     SmtpSettings,
 )
+from filterd.storage.embedded import MAX_SOCKET_PATH
+from filterd.storage.sentinel_url import is_sentinel_url, parse_sentinel_url
 from filterd.units import parse_duration, parse_endpoint, parse_size
 
 T = TypeVar("T")

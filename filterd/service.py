@@ -37,7 +37,7 @@ from filterd.model import (
 )
 from filterd.normalize import mask, mask_text, scrub
 from filterd.policy import FailMode, decide
-from filterd.registry import Registry
+from filterd.storage.port import Registry
 
 log = get_logger("service")
 _CLOSE_WAIT_S = 5.0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd.embedded import EmbeddedServer
+from filterd.storage.embedded import EmbeddedServer
 from tests.cli_helpers import HTTP_SECTIONS
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from filterd.embedded import EmbeddedServer
 from filterd.model import Channel
 from filterd.secret import load_or_create
+from filterd.storage.embedded import EmbeddedServer
 from filterd.tokens import TokenError
 from tests.cli_helpers import (
     PHONE_NATIONAL,

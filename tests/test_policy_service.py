@@ -45,10 +45,10 @@ from filterd.policy_service import (
     serialize_reply,
     start_policy_server,
 )
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery
 from filterd.service import Service
 from filterd.settings import ListenerLimits, SmtpAccount
+from filterd.storage.port import AuditQuery
+from filterd.storage.redis import RedisRegistry
 from tests.helpers import RedisProcess
 
 TIMEOUT = 10.0

@@ -25,7 +25,7 @@ import redis
 import smpplib.client
 import smpplib.exceptions
 
-from filterd.embedded import EmbeddedServer
+from filterd.storage.embedded import EmbeddedServer
 from tests.conftest import ServerPool, flush
 from tests.helpers import SinkServer
 from tests.smsc import FakeSmsc

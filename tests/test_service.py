@@ -31,8 +31,9 @@ from filterd.model import (
 )
 from filterd.normalize import normalize
 from filterd.policy import FailMode
-from filterd.registry import AuditQuery, MemoryRegistry
 from filterd.service import Service
+from filterd.storage.memory import MemoryRegistry
+from filterd.storage.port import AuditQuery
 
 NOW = 1_700_000_000.0
 PHONE = normalize("+8613800138000")

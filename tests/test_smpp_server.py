@@ -30,7 +30,6 @@ from filterd.identity import ConsumerHasher
 from filterd.keywords import Keywords
 from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.settings import SmppSettings
 from filterd.smpp import server as server_module
@@ -44,6 +43,7 @@ from filterd.smpp.pdu import (
     encode,
 )
 from filterd.smpp.server import SmppRelay
+from filterd.storage.redis import RedisRegistry
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, RedisProcess
 from tests.smsc import FakeSmsc

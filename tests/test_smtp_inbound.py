@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 from filterd.identity import ConsumerHasher
 from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery
 from filterd.service import Service
 from filterd.smtp.inbound import RelaySMTP
+from filterd.storage.port import AuditQuery
+from filterd.storage.redis import RedisRegistry
 from filterd.tokens import from_mailto_form, mailto_form
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, RedisProcess, SinkServer

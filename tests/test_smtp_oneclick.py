@@ -14,10 +14,10 @@ import pytest
 from filterd.identity import ConsumerHasher
 from filterd.model import Channel, Kind
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.signing import DkimSigner, header_value
 from filterd.smtp.oneclick import LOCAL_PREFIX, OneClick
+from filterd.storage.redis import RedisRegistry
 from filterd.tokens import TokenKeys, derive_key, mailto_form, sender_table
 from tests.conftest import ServerPool, flush
 from tests.helpers import dkim_key

@@ -44,10 +44,10 @@ from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.metrics import Metrics
 from filterd.model import Action, Channel, Fact, Kind, MessageClass, Reason
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery
 from filterd.service import Service
 from filterd.settings import LOOPBACK, ListenerLimits
+from filterd.storage.port import AuditQuery
+from filterd.storage.redis import RedisRegistry
 from filterd.tokens import TokenKeys, derive_key, sender_table
 from filterd.web import MAX_BODY_BYTES, TOO_MANY_CONNECTIONS, HttpFrontEnd, UnsubscribeSite
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis

@@ -28,9 +28,9 @@ from filterd.model import (
     WriteResult,
 )
 from filterd.normalize import mask, normalize
-from filterd.registry import AuditQuery
 from filterd.secret import load_or_create
 from filterd.settings import Settings
+from filterd.storage.port import AuditQuery
 from filterd.units import parse_duration
 
 

@@ -59,7 +59,6 @@ from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
 from filterd.normalize import mask
-from filterd.registry import Registry
 from filterd.service import Service
 from filterd.settings import SmppAccount, SmppSettings
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
@@ -97,6 +96,7 @@ from filterd.smpp.pdu import (
     rewrite_receipt,
 )
 from filterd.smpp.text import SmsTextError, concat_key, message_text, split_sms
+from filterd.storage.port import Registry
 
 log = get_logger("smpp")
 

@@ -47,7 +47,6 @@ import pytest
 from filterd.identity import ConsumerHasher
 from filterd.model import ALL_SENDERS, FactRequest, Kind
 from filterd.normalize import normalize
-from filterd.redis_registry import RedisRegistry
 from filterd.service import Service
 from filterd.smpp.pdu import (
     BindTransceiver,
@@ -61,6 +60,7 @@ from filterd.smpp.pdu import (
     encode,
     response_to,
 )
+from filterd.storage.redis import RedisRegistry
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
 
 FILTERD = str(Path(sys.executable).parent / "filterd")

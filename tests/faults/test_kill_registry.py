@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from filterd.embedded import answers_ping
 from filterd.smpp.pdu import ESME_ROK, ESME_RTHROTTLED
+from filterd.storage.embedded import answers_ping
 from tests.faults.conftest import (
     FILTERCTL,
     NUMBER,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from filterd.model import Kind
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery
+from filterd.storage.port import AuditQuery
+from filterd.storage.redis import RedisRegistry
 from tests.faults.conftest import (
     BOB,
     JANE,

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Channel, Fact, Kind, WriteResult
-from filterd.redis_registry import RedisRegistry
-from filterd.registry import AuditQuery, MemoryRegistry, Registry
+from filterd.storage.memory import MemoryRegistry
+from filterd.storage.port import AuditQuery, Registry
+from filterd.storage.redis import RedisRegistry
 from tests.conftest import ServerPool, flush
 
 A = bytes.fromhex("00112233445566778899")
@@ -165,7 +166,7 @@ def test_audit_append_and_query(registry: Registry, event_loop_runner: asyncio.R
         AuditEntry(at_ms=3_000, event="refusal", sender="*", consumer="aa", source="cli"),
     ]
     if isinstance(registry, RedisRegistry):
-        pytest.skip("the stream stamps its own ids; see test_redis_registry for Redis audit")
+        pytest.skip("the stream stamps its own ids; see test_storage_audit for Redis audit")
     run(registry.append_audit(entries))
     got = run(registry.read_audit(AuditQuery(limit=10)))
     assert [e.at_ms for e in got] == [3_000, 2_000, 1_000]
@@ -258,3 +259,22 @@ def test_message_id_map(registry: Registry, event_loop_runner: asyncio.Runner) -
     run(registry.remember_message("c-1", "promo", "f-9", 3600))
     assert run(registry.find_message("c-1")) == ("promo", "f-9")
     assert run(registry.find_message("c-2")) is None
+
+
+# the cases other suites run on their own servers (Sentinel, Cluster)
+CONTRACT = [
+    test_lookup_empty,
+    test_record_then_lookup,
+    test_lookup_filters_by_sender,
+    test_newer_fact_supersedes_same_slot,
+    test_older_fact_is_not_written,
+    test_consent_over_refusal_needs_evidence,
+    test_facts_newest_first_with_evidence,
+    test_record_many,
+    test_audit_entry_for_single_writes,
+    test_export_all_and_by_sender,
+    test_stats_counts,
+    test_ping,
+    test_record_many_refuses_consent_over_refusal,
+    test_message_id_map,
+]

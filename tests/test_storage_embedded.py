@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from filterd.embedded import EmbeddedServer, answers_ping, find_binary, server_config
 from filterd.errors import ConfigError, FilterdError
+from filterd.storage.embedded import EmbeddedServer, answers_ping, find_binary, server_config
 from tests.helpers import RedisProcess
 
 

@@ -1,4 +1,4 @@
-"""The raw RESP connection (filterd/resp_link.py): pipelined commands answered in
+"""The raw RESP connection (filterd/storage/link.py): pipelined commands answered in
 order by a real Valkey/Redis server, error replies told apart, and a peer that
 breaks the stream (an unasked-for reply) or stays silent past the deadline gets
 the connection closed, with the work in flight failed."""
@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from filterd.errors import RegistryUnavailable
-from filterd.resp_link import RespLink, is_error
+from filterd.storage.link import RespLink, is_error
 from tests.helpers import RedisProcess
 
 

@@ -1,4 +1,4 @@
-"""filterd.sentinel_url: what a redis+sentinel:// url names, or why it is malformed.
+"""filterd.storage.sentinel_url: what a redis+sentinel:// url names, or why it is malformed.
 
 Pure parsing; the same function serves the config check and the adapter, so what
 check-config accepts is exactly what the registry connects to.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from filterd.errors import ConfigError
-from filterd.sentinel_url import SentinelTarget, is_sentinel_url, parse_sentinel_url
+from filterd.storage.sentinel_url import SentinelTarget, is_sentinel_url, parse_sentinel_url
 
 
 def test_every_part_is_read() -> None:

@@ -1,4 +1,4 @@
-"""The packed binary form of facts and the side-table values (filterd/records.py)."""
+"""The packed binary form of facts and the side-table values (filterd/storage/records.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filterd.model import Channel, Kind
-from filterd.records import (
+from filterd.storage.records import (
     BASE_LEN,
     MAX_ID,
     MAX_SOURCE_ID,

@@ -1,4 +1,4 @@
-"""Redis key names, buckets and consumer fields (filterd/keys.py)."""
+"""Redis key names, buckets and consumer fields (filterd/storage/keys.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filterd.keys import (
+from filterd.storage.keys import (
     AUDIT,
     FACTS_PATTERN,
     LAYOUT,

@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 import redis
 
-from filterd.cluster_registry import ClusterRegistry
 from filterd.errors import NotDurable, RegistryUnavailable
 from filterd.model import ALL_SENDERS, BulkRow, Channel, Fact, Kind, WriteResult
-from filterd.registry import Registry
-from filterd.resp_link import RespLink
-from tests import test_registry as contract
+from filterd.storage.cluster import ClusterRegistry
+from filterd.storage.link import RespLink
+from filterd.storage.port import Registry
+from tests import test_storage_port as contract
 from tests.conftest import SERVERS
 from tests.helpers import (
     ClusterSet,
@@ -36,9 +36,9 @@ from tests.helpers import (
     free_port,
     until,
 )
-from tests.test_redis_registry import CONTRACT
 from tests.test_smtp_inbound import start_filterd, stop_filterd
 from tests.test_smtp_inbound import write_config as smtp_config
+from tests.test_storage_port import CONTRACT
 
 
 def bulk_row(consumer_id: bytes, at: int) -> BulkRow:

@@ -1,0 +1,107 @@
+"""Where the registry's commands go: the `Router` a RedisRegistry is given.
+
+`ServerRouter` is one server (a URL, or the primary the sentinels name): every
+key lives there, lookups are batched per loop turn on a link of their own
+(lookups.py), a merge is one durable pipeline (writes.py). `ClusterRouter`
+(cluster.py) is a Redis Cluster: each key goes to the primary of its slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import redis.asyncio as aioredis
+
+from filterd.errors import RegistryUnavailable
+from filterd.storage import keys
+from filterd.storage.connection import Connection, link_endpoint
+from filterd.storage.lookups import Lookups, Reads, over_link, over_pool
+
+if TYPE_CHECKING:
+    from filterd.storage.writes import Writer
+
+
+class Router(Protocol):
+    """Which server holds a key, and how reads and merges reach the servers."""
+
+    async def client(self, key: str) -> aioredis.Redis:
+        """The pooled client of the server holding `key`."""
+        ...
+
+    async def primaries(self) -> list[aioredis.Redis]:
+        """A client of every server holding data."""
+        ...
+
+    def unavailable(self, what: str, exc: BaseException) -> RegistryUnavailable:
+        """The error to raise when talking to a server failed (a Cluster also reads
+        its slot map again before the next operation)."""
+        ...
+
+    def stale(self) -> None:
+        """A failure: learn where keys live again before the next operation."""
+        ...
+
+    async def disconnect(self) -> None:
+        """Drop pooled connections (a write reached a replica: new ones find the primary)."""
+        ...
+
+    async def read(self, sender: str, fields: Sequence[tuple[str, bytes]]) -> tuple[int, list[Any]]:
+        """The id of `sender` (-1: none) and the value of each (key, field), in one
+        round trip per server."""
+        ...
+
+    async def merge(self, items: Sequence[bytes], writer: Writer) -> bytes:
+        """Merge encoded items durably; their result codes in item order."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection."""
+        ...
+
+
+class ServerRouter:
+    """One server holds every key: see the module doc."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        client = connection.client
+        reads: Reads
+        endpoint = link_endpoint(client, connection.sentinel is not None)
+        if endpoint is None:  # TLS: through redis-py
+            reads = over_pool(client)
+        else:
+            reads = over_link(endpoint, connection.locate if connection.sentinel else None)
+        self._lookups = Lookups(reads)
+
+    async def client(self, key: str) -> aioredis.Redis:
+        """See Router.client."""
+        return self._connection.client
+
+    async def primaries(self) -> list[aioredis.Redis]:
+        """See Router.primaries."""
+        return [self._connection.client]
+
+    def unavailable(self, what: str, exc: BaseException) -> RegistryUnavailable:
+        """See Router.unavailable."""
+        return RegistryUnavailable(f"{what}: {exc}")
+
+    def stale(self) -> None:
+        """See Router.stale: one server, nothing to learn again."""
+
+    async def disconnect(self) -> None:
+        """See Router.disconnect."""
+        await self._connection.client.connection_pool.disconnect()
+
+    async def read(self, sender: str, fields: Sequence[tuple[str, bytes]]) -> tuple[int, list[Any]]:
+        """See Router.read: batched with the lookups of the same loop turn."""
+        return await self._lookups.fetch(sender, fields)
+
+    async def merge(self, items: Sequence[bytes], writer: Writer) -> bytes:
+        """See Router.merge: one call derives the bucket keys itself."""
+        return await writer.merge([((), items)], key=keys.LAYOUT)
+
+    async def close(self) -> None:
+        """Close the lookup link and the pool."""
+        self._lookups.close()
+        await self._connection.close()
