@@ -1,5 +1,5 @@
 """The service use cases over the in-memory registry fake (a unit test of the
-core; the Redis path is covered in test_cli and test_redis_registry)."""
+core; the Redis path is covered in test_cli_* and test_storage_*)."""
 
 from __future__ import annotations
 
