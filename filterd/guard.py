@@ -261,6 +261,25 @@ class ConnectionTable:
         self.tickets.add(ticket)
         return ticket
 
+    def admit_transport(
+        self,
+        transport: asyncio.BaseTransport,
+        *,
+        refusal: bytes = b"",
+        close: Callable[[], None] | None = None,
+        idle: bool = True,
+    ) -> Ticket | None:
+        """`admit` a new connection by its transport's peer; beyond a cap, write
+        `refusal` (if any) and close the transport. `close` ends the connection when
+        its deadline passes (default: the transport's close)."""
+        peer = peer_host(transport.get_extra_info("peername"))
+        ticket = self.admit(peer, close or transport.close, idle=idle)
+        if ticket is None:
+            if refusal and isinstance(transport, asyncio.WriteTransport):
+                transport.write(refusal)
+            transport.close()
+        return ticket
+
     def forget(self, ticket: Ticket) -> None:
         """Take a released ticket out of the counts."""
         self.tickets.discard(ticket)

@@ -73,7 +73,7 @@ from filterd import replies
 from filterd.accounts import AccountBook
 from filterd.admission import Refused, email_recipient
 from filterd.errors import FilterdError
-from filterd.guard import ConnectionTable, Ticket, peer_host
+from filterd.guard import ConnectionTable, Ticket
 from filterd.logs import get_logger
 from filterd.model import Address, Decision
 from filterd.normalize import mask
@@ -335,9 +335,8 @@ class _Handler:
         task = asyncio.current_task()
         if task is None:  # pragma: no cover - always inside a task
             raise RuntimeError("policy connection outside a task")
-        ticket = self.table.admit(peer_host(writer.get_extra_info("peername")), writer.close)
+        ticket = self.table.admit_transport(writer.transport, close=writer.close)
         if ticket is None:  # over a cap: closed at once, nothing said
-            writer.transport.abort()
             return
         self.connections.tasks.add(task)
         peer = _peer(writer)

@@ -41,7 +41,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from filterd.errors import RegistryUnavailable
-from filterd.guard import ConnectionTable, Network, Ticket, in_networks, peer_host
+from filterd.guard import ConnectionTable, Network, Ticket, in_networks
 from filterd.logs import get_logger
 from filterd.metrics import CONTENT_TYPE
 from filterd.service import Service
@@ -325,14 +325,11 @@ class _GuardedHandler(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Admit (the first head due within idle_timeout), or answer 503 and close."""
-        peer = peer_host(transport.get_extra_info("peername"))
-        self.ticket = self.table.admit(peer, self.force_close)
-        if self.ticket is None:
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(TOO_MANY_CONNECTIONS)
-            transport.close()
-            return
-        super().connection_made(transport)
+        self.ticket = self.table.admit_transport(
+            transport, refusal=TOO_MANY_CONNECTIONS, close=self.force_close
+        )
+        if self.ticket is not None:
+            super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         """aiohttp's parser, for an admitted connection only."""

@@ -336,3 +336,43 @@ def test_gate_attempts_of_a_client_that_left_are_dropped_unjudged() -> None:
         return gate.backoff.failures("192.0.2.1"), gate.waiting("192.0.2.1")
 
     assert asyncio.run(run()) == (1, 0)
+
+
+class _Transport(asyncio.WriteTransport):
+    """Just enough of a transport for admit_transport: a peer, writes, a close."""
+
+    def __init__(self, peer: str) -> None:
+        super().__init__()
+        self.peer = peer
+        self.written = b""
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        """The peer address, as asyncio gives it."""
+        return (self.peer, 4321) if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        """Keep what is written."""
+        self.written += data
+
+    def close(self) -> None:
+        """Note the close."""
+        self.closed = True
+
+
+def test_admit_transport_refuses_with_the_listeners_words_and_closes() -> None:
+    """A transport within the caps gets a ticket and stays open; beyond them it is
+    written the listener's refusal (if any) and closed; a ticket's close is the
+    transport's close unless the front end gives its own."""
+    table = _table(Clock(), total=10, per_address=1)
+    first, second = _Transport("192.0.2.1"), _Transport("192.0.2.1")
+    ticket = table.admit_transport(first, refusal=b"421 4.7.0 busy\r\n")
+    assert ticket is not None
+    assert (first.written, first.closed) == (b"", False)
+    assert table.admit_transport(second, refusal=b"421 4.7.0 busy\r\n") is None
+    assert (second.written, second.closed) == (b"421 4.7.0 busy\r\n", True)
+    ticket.close()
+    assert first.closed
+    silent = _Transport("192.0.2.1")
+    assert table.admit_transport(silent) is None
+    assert (silent.written, silent.closed) == (b"", True)

@@ -54,7 +54,7 @@ from collections import OrderedDict
 from filterd.accounts import password_matches
 from filterd.admission import Refused, phone_recipient
 from filterd.errors import RegistryUnavailable
-from filterd.guard import Abandoned, ConnectionTable, LoginGate, Ticket, peer_host
+from filterd.guard import Abandoned, ConnectionTable, LoginGate, Ticket
 from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Channel, Decision, FactRequest, Kind, Reason
@@ -182,9 +182,8 @@ class SmppRelay:
         return server
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ticket = self.table.admit(peer_host(writer.get_extra_info("peername")), writer.close)
+        ticket = self.table.admit_transport(writer.transport, close=writer.close)
         if ticket is None:  # over a cap: closed at once, nothing said
-            writer.transport.abort()
             return
         session = ClientSession(self, reader, writer, ticket)
         self.sessions.add(session)

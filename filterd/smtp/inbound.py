@@ -64,7 +64,7 @@ from filterd import replies
 from filterd.accounts import AccountBook
 from filterd.admission import Refused, email_recipient, shown, unusable
 from filterd.errors import RegistryUnavailable
-from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
+from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket
 from filterd.logs import get_logger
 from filterd.model import Address, MessageClass
 from filterd.normalize import mask
@@ -179,12 +179,9 @@ class RelaySMTP(SMTP):
         """Admit the connection within the listener's caps (else 421 and close) and
         register it for draining. (Called again with the TLS transport after STARTTLS.)"""
         if self.ticket is None:
-            peer = peer_host(transport.get_extra_info("peername"))
-            self.ticket = self.relay_handler.table.admit(peer, transport.close, idle=False)
+            table = self.relay_handler.table
+            self.ticket = table.admit_transport(transport, refusal=TOO_MANY_CONNECTIONS, idle=False)
             if self.ticket is None:
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(TOO_MANY_CONNECTIONS)
-                transport.close()
                 return
         super().connection_made(transport)
         self.relay_handler.connections.add(self)

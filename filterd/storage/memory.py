@@ -6,6 +6,7 @@ and can be switched off (`available = False`) to play a registry that is down.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
 from filterd.errors import RegistryUnavailable
@@ -119,11 +120,4 @@ class MemoryRegistry:
 
 def _bare(fact: Fact) -> Fact:
     """The fact as lookup() returns it: without evidence and message id."""
-    return Fact(
-        kind=fact.kind,
-        sender=fact.sender,
-        channel=fact.channel,
-        at_ms=fact.at_ms,
-        source=fact.source,
-        expires_ms=fact.expires_ms,
-    )
+    return dataclasses.replace(fact, evidence=None, message_id=None)
