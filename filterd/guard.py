@@ -37,6 +37,10 @@ LOG_EVERY_S = 10.0
 """Refused connections of a listener are logged at most once per this many seconds."""
 SWEEP_MAX_S = 1.0
 """Longest wait between two looks for connections past their deadline."""
+SWEEP_BATCH = 64
+"""Connections closed per look at most (closing each costs the event loop time)."""
+SWEEP_AGAIN_S = 0.01
+"""The next look after a full batch: the rest soon, but other work in between."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -303,9 +307,12 @@ class ConnectionTable:
         """The tickets whose deadline has passed at `now`."""
         return [ticket for ticket in self.tickets if ticket.deadline <= now]
 
-    def sweep(self) -> int:
-        """Close every connection past its deadline; how many were closed."""
+    def sweep(self, most: int | None = None) -> int:
+        """Close the connections past their deadline (at most `most`, the longest
+        overdue first); how many were closed."""
         late = self.expired(self.clock())
+        if most is not None and len(late) > most:
+            late = sorted(late, key=lambda ticket: ticket.deadline)[:most]
         for ticket in late:
             ticket.release()
             with contextlib.suppress(Exception):  # a transport already closing
@@ -319,13 +326,16 @@ class ConnectionTable:
         if self._timer is None:
             self._schedule()
 
-    def _schedule(self) -> None:
-        interval = min(SWEEP_MAX_S, self.limits.idle_timeout_s / 4)
+    def _schedule(self, interval: float | None = None) -> None:
+        if interval is None:
+            interval = min(SWEEP_MAX_S, self.limits.idle_timeout_s / 4)
         self._timer = asyncio.get_running_loop().call_later(interval, self._tick)
 
     def _tick(self) -> None:
-        self.sweep()
-        self._schedule()
+        """Close a bounded batch; come back soon while more are overdue, so that many
+        connections timing out together do not stall the event loop at once."""
+        closed = self.sweep(SWEEP_BATCH)
+        self._schedule(SWEEP_AGAIN_S if closed == SWEEP_BATCH else None)
 
     def stop(self) -> None:
         """No more sweeping (the listener is closed)."""

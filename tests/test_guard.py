@@ -376,3 +376,20 @@ def test_admit_transport_refuses_with_the_listeners_words_and_closes() -> None:
     silent = _Transport("192.0.2.1")
     assert table.admit_transport(silent) is None
     assert (silent.written, silent.closed) == (b"", True)
+
+
+def test_sweep_closes_a_bounded_batch_longest_overdue_first() -> None:
+    """sweep(most) closes at most `most` overdue connections, the longest overdue first
+    (the timer comes back for the rest), so many timing out at once do not stall the
+    event loop in one go."""
+    clock = Clock()
+    table = _table(clock, total=10, per_address=10, idle=10.0)
+    closed: list[int] = []
+    for index in range(5):
+        table.admit("192.0.2.1", lambda index=index: closed.append(index))
+        clock.now += 1.0
+    clock.now += 20.0
+    assert table.sweep(2) == 2
+    assert closed == [0, 1]
+    assert table.sweep() == 3
+    assert sorted(closed) == [0, 1, 2, 3, 4]
