@@ -923,3 +923,14 @@ def test_connection_caps_and_idle_timeout(server_pool: ServerPool) -> None:
         assert stop_filterd(process) == 0
         sink.shutdown()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_rcpt_without_mail_is_503_even_for_a_bad_address(relay: Relay) -> None:
+    """After a finished transaction, a RCPT without a new MAIL gets aiosmtpd's 503 (no
+    transaction), not admission's 553, however bad its address."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], MESSAGE) == {}
+    assert client.rcpt("jane@")[0] == 503
+    assert client.rcpt("jane@example.com")[0] == 503
+    client.quit()

@@ -145,7 +145,8 @@ class RelaySMTP(SMTP):
         """RCPT, counted toward max_recipients whatever its answer (a refused or
         unparsable recipient too), so a transaction cannot probe without end."""
         relay = self.relay
-        if relay.transaction:
+        envelope = self.envelope
+        if envelope is not None and envelope.mail_from is not None:  # else aiosmtpd's 503
             relay.rcpts += 1
             if relay.rcpts > self.relay_handler.settings.max_recipients:
                 await self.push(replies.TOO_MANY_RECIPIENTS)
