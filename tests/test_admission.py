@@ -5,10 +5,8 @@ verdict."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -28,8 +26,8 @@ from filterd.admission import (
 )
 from filterd.model import Address, Channel
 from tests.conftest import ServerPool, flush
-from tests.helpers import LogReader, SinkServer
-from tests.test_smtp_inbound import FILTERD, SECRET, stop_filterd
+from tests.helpers import SinkServer
+from tests.test_smtp_inbound import SECRET, start_listeners, stop_filterd
 
 BAD_BYTE = b"j\xffne@example.com".decode("utf-8", "surrogateescape")
 
@@ -184,19 +182,8 @@ stream = "commercial"
 [policy]
 listen = "127.0.0.1:0"
 """)
-    process = subprocess.Popen(
-        [FILTERD, "serve", "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        bufsize=0,
-        env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
-    )
+    process, _, ports = start_listeners(config, 2)
     try:
-        log = LogReader(process)
-        ports = {}
-        while len(ports) < 2:
-            record = log.wait_for("listening")
-            ports[str(record["front_end"])] = int(record["port"])  # type: ignore[call-overload]
         with socket.create_connection(("127.0.0.1", ports["smtp"]), timeout=15) as smtp:
             smtp.recv(4096)
             auth = b"AUTH PLAIN AG5ld3NsZXR0ZXIAcHctbmV3cw==\r\n"  # newsletter / pw-news

@@ -26,6 +26,7 @@ import itertools
 import json
 import os
 import re
+import resource
 import select
 import shutil
 import signal
@@ -61,7 +62,8 @@ from filterd.smpp.pdu import (
     response_to,
 )
 from filterd.storage.redis import RedisRegistry
-from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
+from tests.helpers import RedisProcess, SinkServer, aof_args, bundled_valkey, system_redis
+from tests.smsc import FakeSmsc
 
 FILTERD = str(Path(sys.executable).parent / "filterd")
 FILTERCTL = str(Path(sys.executable).parent / "filterctl")
@@ -458,9 +460,13 @@ class Daemon:
         reaper: Reaper,
         front_ends: tuple[str, ...],
         keep: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        nofile: int | None = None,
     ) -> None:
         self.config = config
         self.keep = keep
+        self.nofile = nofile
+        """RLIMIT_NOFILE (soft = hard) the daemon is started with; None: inherited."""
         self.reaper = reaper
         self.front_ends = front_ends
         self.process: subprocess.Popen[bytes] | None = None
@@ -478,6 +484,7 @@ class Daemon:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
+            preexec_fn=self._limit if self.nofile is not None else None,  # noqa: PLW1509
         )
         errors.close()
         self.starts += 1
@@ -489,6 +496,11 @@ class Daemon:
             record = self.log.wait_for(_listening(name))
             self.ports[name] = int(record["port"])
         return self
+
+    def _limit(self) -> None:
+        """In the child, before exec: lower the descriptor limit."""
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     @property
     def pid(self) -> int:
@@ -842,3 +854,19 @@ class SmppLoad:
             destination_addr=self.destination,
             short_message=ident.encode(),
         )
+
+
+@pytest.fixture
+def sink(reaper: Reaper) -> SinkServer:
+    """An aiosmtpd upstream sink for this test."""
+    server = SinkServer().start()
+    reaper.finalizers.append(server.shutdown)
+    return server
+
+
+@pytest.fixture
+def smsc(reaper: Reaper) -> FakeSmsc:
+    """A fake carrier SMSC for this test."""
+    server = FakeSmsc().start()
+    reaper.finalizers.append(server.shutdown)
+    return server

@@ -21,16 +21,13 @@ import contextlib
 import itertools
 import json
 import os
-import resource
 import selectors
 import smtplib
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from filterd.identity import ConsumerHasher
 from filterd.model import Channel
@@ -47,7 +44,6 @@ from filterd.smpp.pdu import (
 )
 from filterd.tokens import TokenKeys, derive_key
 from tests.faults.conftest import (
-    FILTERD,
     JANE,
     JANE_SMS,
     NUMBER,
@@ -57,7 +53,6 @@ from tests.faults.conftest import (
     SMTP_PASSWORD,
     SMTP_USER,
     Daemon,
-    LogTail,
     Reaper,
     write_config,
 )
@@ -113,11 +108,6 @@ def hostile_config(
     return path
 
 
-def _listening_of(front_end: str) -> Callable[[dict[str, Any]], bool]:
-    """Matches the `listening` log line of one front end."""
-    return lambda r: r.get("event") == "listening" and r.get("front_end") == front_end
-
-
 class LimitedDaemon(Daemon):
     """conftest's `Daemon`, started with RLIMIT_NOFILE soft = hard = `nofile` when given."""
 
@@ -129,36 +119,7 @@ class LimitedDaemon(Daemon):
         *,
         nofile: int | None = None,
     ) -> None:
-        super().__init__(config, reaper, front_ends)
-        self.nofile = nofile
-
-    def _limit(self) -> None:
-        """In the child, before exec: lower the descriptor limit."""
-        if self.nofile is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
-
-    def start(self) -> LimitedDaemon:
-        """Start (with the limit) and wait until every front end logs `listening`."""
-        errors = (self.config.parent / f"stderr.{self.starts}").open("wb")
-        self.process = subprocess.Popen(
-            [FILTERD, "serve", "--config", str(self.config)],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "FILTERD_LOG_LEVEL": "INFO"},
-            preexec_fn=self._limit if self.nofile is not None else None,  # noqa: PLW1509
-        )
-        errors.close()
-        self.starts += 1
-        self.reaper.track(self.process)
-        assert self.process.stdout is not None
-        self.log = LogTail(self.process.stdout, self.keep)
-        self.ports = {}
-        for name in self.front_ends:
-            record = self.log.wait_for(_listening_of(name))
-            self.ports[name] = int(record["port"])
-        return self
+        super().__init__(config, reaper, front_ends, nofile=nofile)
 
     def open_descriptors(self) -> int:
         """How many descriptors the main process holds now (0 once it is gone)."""

@@ -143,22 +143,6 @@ class Peers:
 
 
 @pytest.fixture
-def sink(reaper: Reaper) -> SinkServer:
-    """An aiosmtpd upstream sink for this test."""
-    server = SinkServer().start()
-    reaper.finalizers.append(server.shutdown)
-    return server
-
-
-@pytest.fixture
-def smsc(reaper: Reaper) -> FakeSmsc:
-    """A fake carrier SMSC for this test."""
-    server = FakeSmsc().start()
-    reaper.finalizers.append(server.shutdown)
-    return server
-
-
-@pytest.fixture
 def peers(
     home: Path, valkey: RedisProcess, sink: SinkServer, smsc: FakeSmsc, reaper: Reaper
 ) -> Iterator[Peers]:

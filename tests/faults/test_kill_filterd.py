@@ -34,22 +34,6 @@ pytestmark = pytest.mark.timeout(90 + 12 * ROUNDS)
 NEW_ACKS_BEFORE_KILL = 3
 
 
-@pytest.fixture
-def sink(reaper: Reaper) -> SinkServer:
-    """An aiosmtpd upstream sink for this test."""
-    server = SinkServer().start()
-    reaper.finalizers.append(server.shutdown)
-    return server
-
-
-@pytest.fixture
-def smsc(reaper: Reaper) -> FakeSmsc:
-    """A fake carrier SMSC for this test."""
-    server = FakeSmsc().start()
-    reaper.finalizers.append(server.shutdown)
-    return server
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_kill9_during_smtp_loses_no_acknowledged_message(
     home: Path, valkey: RedisProcess, sink: SinkServer, reaper: Reaper, workers: int
