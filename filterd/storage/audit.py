@@ -43,10 +43,13 @@ class AuditStream:
         self._retention_ms = retention_ms
 
     def queue(self, pipe: Any, entry: AuditEntry) -> None:
-        """Queue the XADD of `entry` (and the trims) on a pipeline."""
+        """Queue the XADD of `entry` (capped at max_entries) on a pipeline."""
         fields = {name: getattr(entry, name) for name in _FIELDS}
         pipe.xadd(keys.AUDIT, {k: v for k, v in fields.items() if v is not None},
                   maxlen=self._max, approximate=True)  # fmt: skip
+
+    def trim(self, pipe: Any) -> None:
+        """Queue the trim of entries older than the retention (once per pipeline)."""
         oldest = int(time.time() * 1000) - self._retention_ms
         pipe.xtrim(keys.AUDIT, minid=str(oldest), approximate=True)
 
@@ -58,6 +61,7 @@ class AuditStream:
         def build(pipe: Any) -> None:
             for entry in entries:
                 self.queue(pipe, entry)
+            self.trim(pipe)
 
         try:
             await self._writer.run(build, durable=True, key=keys.AUDIT)
