@@ -1,6 +1,7 @@
 """Shared fixtures: real registry servers spawned by the test session; short temp
 directories and a minimal config for `filterd serve`; a filterctl home (config and
-embedded registry) with and without [http]."""
+embedded registry) with and without [http]; `filterd serve` running the SMTP relay
+(and with opt-outs by mail and DKIM signing) for the tests of the SMTP relay."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pytest
 
 from filterd.storage.embedded import EmbeddedServer
 from tests.cli_helpers import HTTP_SECTIONS
-from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
+from tests.helpers import RedisProcess, SinkServer, aof_args, bundled_valkey, system_redis
+from tests.helpers import dkim_key as make_dkim_key
+from tests.smtp_helpers import Relay, start_filterd, start_listeners, stop_filterd, write_config
 
 SERVERS = {"valkey": bundled_valkey(), "redis": system_redis()}
 
@@ -111,3 +114,64 @@ def http_home(home: Path) -> Path:
     with (home / "filterd.toml").open("a") as config:
         config.write(HTTP_SECTIONS)
     return home
+
+
+# ---- the SMTP relay ([smtp]; opt-outs by mail and DKIM signing) ------------------
+
+
+@pytest.fixture
+def relay(server_pool: ServerPool) -> Iterator[Relay]:
+    """filterd relaying to a fresh sink, on a flushed Valkey registry."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
+    sink = SinkServer().start()
+    config = write_config(home, registry_server.url, sink.port)
+    try:
+        process, reader, port = start_filterd(config)
+    except BaseException:
+        sink.shutdown()
+        raise
+    try:
+        yield Relay(process, reader, port, sink, registry_server, home)
+    finally:
+        code = stop_filterd(process)
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    assert code == 0
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """An RSA key file (0600) for [dkim] and the TXT record that publishes it."""
+    return make_dkim_key(tmp_path_factory.mktemp("dkim"))
+
+
+@pytest.fixture
+def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Iterator[Relay]:
+    """filterd with an unsubscribe domain, [http] and [dkim], relaying to a fresh sink."""
+    registry_server = server_pool.get("valkey")
+    flush(registry_server)
+    home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
+    sink = SinkServer().start()
+    extra = (
+        'unsubscribe_domain = "unsub.test"\nunsubscribe_listen = "127.0.0.1:0"\n'
+        '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://u.acme.test"\n'
+        f'[dkim]\nselector = "mail"\ndomain = "acme.test"\nkey_file = "{dkim_key[0]}"\n'
+    )
+    config = write_config(home, registry_server.url, sink.port, extra)
+    try:
+        process, reader, ports = start_listeners(config, 3)
+    except BaseException:
+        sink.shutdown()
+        raise
+    try:
+        yield Relay(
+            process, reader, ports["smtp"], sink, registry_server, home,
+            intake_port=ports["smtp.unsubscribe"],
+        )  # fmt: skip
+    finally:
+        code = stop_filterd(process)
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    assert code == 0

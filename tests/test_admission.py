@@ -27,7 +27,7 @@ from filterd.admission import (
 from filterd.model import Address, Channel
 from tests.conftest import ServerPool, flush
 from tests.helpers import SinkServer
-from tests.test_smtp_inbound import SECRET, start_listeners, stop_filterd
+from tests.smtp_helpers import SECRET, start_listeners, stop_filterd
 
 BAD_BYTE = b"j\xffne@example.com".decode("utf-8", "surrogateescape")
 

@@ -36,8 +36,8 @@ from tests.helpers import (
     free_port,
     until,
 )
-from tests.test_smtp_inbound import start_filterd, stop_filterd
-from tests.test_smtp_inbound import write_config as smtp_config
+from tests.smtp_helpers import start_filterd, stop_filterd
+from tests.smtp_helpers import write_config as smtp_config
 from tests.test_storage_port import CONTRACT
 
 

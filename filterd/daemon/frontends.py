@@ -16,15 +16,21 @@ from typing import Any, Protocol
 from filterd import logs
 from filterd.daemon.live import Live
 from filterd.errors import ConfigError
+from filterd.guard import ConnectionTable
 from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
 from filterd.settings import HttpSettings, PolicySettings, SmppSettings, SmtpSettings
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.hub import HubClient
 from filterd.smpp.server import SmppRelay
-from filterd.smtp.inbound import RelayHandler, start_smtp_server
+from filterd.smtp.connection import Connections
+from filterd.smtp.data import DataStage
+from filterd.smtp.envelope import EnvelopeStage
+from filterd.smtp.inbound import RelayHandler
+from filterd.smtp.listener import start_smtp_server
 from filterd.smtp.oneclick import OneClick
 from filterd.smtp.outbound import UpstreamPool
+from filterd.smtp.transaction import Transactions
 from filterd.web import HttpFrontEnd, UnsubscribeSite
 
 
@@ -100,16 +106,7 @@ class SmtpFrontEnd:
         self.pool = UpstreamPool(host, port, tls=smtp.upstream_tls, local_hostname=self.hostname)
         oneclick = _oneclick(live, smtp)
         self.handlers = [
-            RelayHandler(
-                smtp,
-                live.runtime.service,
-                live.accounts,
-                self.pool,
-                default_region=live.settings.registry.default_region,
-                oneclick=oneclick,
-                intake_only=only,
-                gate=live.gate,
-            )
+            _relay_handler(live, smtp, self.pool, oneclick, intake_only=only)
             for only in ([False, True] if intake is not None else [False])
         ]
         self.servers: list[asyncio.Server] = []
@@ -129,15 +126,47 @@ class SmtpFrontEnd:
             server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
-                asyncio.gather(*(h.drained() for h in self.handlers)),
+                asyncio.gather(*(h.connections.drained() for h in self.handlers)),
                 self.live.settings.daemon.drain_timeout_s,
             )
         for handler in self.handlers:
-            handler.close_all()
+            handler.connections.close_all()
         for server in self.servers:
             await server.wait_closed()
         await self.pool.close()
         logs.get_logger("smtp").info("drained", front_end="smtp")
+
+
+def _relay_handler(
+    live: Live,
+    smtp: SmtpSettings,
+    pool: UpstreamPool,
+    oneclick: OneClick | None,
+    *,
+    intake_only: bool,
+) -> RelayHandler:
+    """One SMTP listener's handler and the collaborators it is given (its own
+    transactions and connection caps; the upstream pool and one-click are shared)."""
+    service = live.runtime.service
+    transactions = Transactions(pool)
+    envelope_stage = EnvelopeStage(
+        service,
+        live.accounts,
+        transactions,
+        max_recipients=smtp.max_recipients,
+        default_region=live.settings.registry.default_region,
+        oneclick=oneclick,
+        intake_only=intake_only,
+    )
+    table = ConnectionTable("smtp.unsubscribe" if intake_only else "smtp", smtp.limits)
+    return RelayHandler(
+        envelope_stage,
+        DataStage(service, transactions, oneclick),
+        transactions,
+        Connections(table, transactions),
+        accounts=live.accounts,
+        gate=live.gate,
+    )
 
 
 def _oneclick(live: Live, smtp: SmtpSettings) -> OneClick | None:

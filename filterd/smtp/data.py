@@ -1,0 +1,155 @@
+"""DATA of an SMTP relay transaction: the message goes to the upstream and the
+client gets the upstream's reply, 250 only after the upstream accepted it.
+Nothing is spooled.
+
+Before that: a message with a NUL byte is refused (550 5.6.0: mail text may not
+hold NUL, RFC 5322 §2.3); the transaction's opt-outs are written durably (451
+when the registry cannot take them; 250 "unsubscribed" when nothing else is
+left to relay). A transactional account's message with commercial signals
+(signals.py) is upgraded: all its recipients are judged at once; those without
+permission are dropped (and audited), the upstream transaction is redone for
+the rest, and if none remain the message is refused with 550 5.7.1. With
+`[dkim]`, commercial mail is signed (and given one-click headers) before it
+goes upstream.
+"""
+
+from __future__ import annotations
+
+from filterd import replies
+from filterd.errors import RegistryUnavailable
+from filterd.logs import get_logger
+from filterd.model import Address, MessageClass
+from filterd.service import Service
+from filterd.settings import SmtpAccount
+from filterd.signing import SigningError
+from filterd.smtp.oneclick import UNSUBSCRIBED, OneClick
+from filterd.smtp.outbound import UpstreamReply
+from filterd.smtp.signals import commercial_signals
+from filterd.smtp.transaction import EnvelopeView, RelayState, Transactions
+
+log = get_logger("smtp")
+
+
+class DataStage:
+    """DATA of one listener's transactions."""
+
+    def __init__(
+        self, service: Service, transactions: Transactions, oneclick: OneClick | None = None
+    ) -> None:
+        self.service = service
+        self.transactions = transactions
+        self.oneclick = oneclick
+        """Opt-out intake and DKIM signing; None when neither is configured."""
+
+    async def relay_message(self, relay: RelayState, envelope: EnvelopeView, peer: str) -> str:
+        """Record opt-outs, then relay the message; answer with the upstream's reply."""
+        content: bytes = envelope.original_content or b""
+        if b"\0" in content:
+            await self.transactions.end(relay)
+            return _NUL_IN_MESSAGE
+        account = relay.account
+        reply: UpstreamReply | None = None
+        try:
+            if relay.optouts:
+                taken = await self._record_optouts(relay, peer)
+                if taken is not None:
+                    return taken
+            commercial = account is not None and account.stream is MessageClass.COMMERCIAL
+            if account is not None and account.stream is MessageClass.TRANSACTIONAL:
+                signals = commercial_signals(content)
+                if signals:
+                    refusal = await self._upgrade(relay, envelope, account, signals)
+                    if refusal is not None:
+                        return refusal
+                    commercial = True
+            upstream = relay.upstream
+            if upstream is None:
+                return "451 4.3.0 no open upstream transaction, try again"
+            if commercial and account is not None and self.oneclick is not None:
+                content = await self._signed(content, account.sender, relay.addresses)
+            try:
+                reply = await upstream.data(content)
+            except BaseException:
+                upstream.close()  # interrupted mid-DATA: never reuse this connection
+                raise
+        finally:
+            # after a 250 the transaction is over; after a refusal (of the DATA command
+            # itself, say) it may still be open at the upstream: RSET before reuse
+            await self.transactions.end(relay, reset=reply is None or not reply.ok)
+        if not reply.ok:
+            self.service.metrics.upstream_error("smtp", f"data_{reply.code // 100}xx")
+        log.info("relayed" if reply.ok else "upstream_refused_message",
+                 sender=account.sender if account else None, recipients=len(envelope.rcpt_tos),
+                 transaction=relay.transaction, reply=reply.line())  # fmt: skip
+        return reply.line()
+
+    async def _record_optouts(self, relay: RelayState, peer: str) -> str | None:
+        """Write every unsubscribe of this transaction durably; the reply that ends
+        the transaction (250 when nothing is left to relay, 451 when the registry
+        cannot take them), or None to go on relaying."""
+        assert self.oneclick is not None  # noqa: S101 - optouts need it
+        try:
+            for wanted in relay.optouts:
+                await self.oneclick.record(wanted, peer)
+        except RegistryUnavailable as exc:
+            log.warning("unsubscribe_deferred", error=str(exc), origin="mailto")
+            await self.transactions.end(relay)
+            return replies.UNAVAILABLE
+        relay.optouts = []
+        if relay.upstream is None and not relay.addresses:
+            await self.transactions.end(relay)
+            return UNSUBSCRIBED
+        return None
+
+    async def _signed(self, content: bytes, sender: str, recipients: list[Address]) -> bytes:
+        """The message signed (with one-click headers) when [dkim] is set; as it was
+        if signing fails (logged), since refusing it would not help the consumer."""
+        assert self.oneclick is not None  # noqa: S101 - the caller checked
+        try:
+            return await self.oneclick.sign(content, sender, recipients)
+        except SigningError as exc:
+            log.warning("dkim_not_signed", sender=sender, error=str(exc))
+        except Exception as exc:  # a signing fault must not lose the message
+            log.error("dkim_not_signed", sender=sender, error=type(exc).__name__)
+        return content
+
+    async def _upgrade(
+        self, relay: RelayState, envelope: EnvelopeView, account: SmtpAccount, signals: list[str]
+    ) -> str | None:
+        """The service's upgrade rule (one read); keep the permitted recipients."""
+        upgrade = await self.service.upgrade(
+            account.sender, relay.addresses, signals,
+            origin="smtp", message_id=relay.transaction,
+        )  # fmt: skip
+        if upgrade.deferred:
+            await self.transactions.end(relay)
+            return replies.UNAVAILABLE
+        pairs = list(zip(envelope.rcpt_tos, relay.addresses, strict=True))
+        keep = [pairs[index] for index in upgrade.keep]
+        if not keep:
+            await self.transactions.end(relay)
+            return replies.ALL_DROPPED
+        if len(keep) == len(relay.addresses):
+            return None
+        # Some were dropped: redo the upstream transaction with the rest only. If the
+        # upstream now refuses one of them, the whole message gets that answer (a 4xx
+        # first), never a 250 that silently leaves a permitted recipient out.
+        await self.transactions.end(relay)
+        envelope.rcpt_tos = []
+        relay.addresses = []
+        failures = []
+        for address, recipient in keep:
+            reply = await self.transactions.rcpt(relay, envelope, address)
+            if not reply.ok:
+                failures.append(reply)
+                break
+            envelope.rcpt_tos.append(address)
+            relay.addresses.append(recipient)
+        if failures:
+            await self.transactions.end(relay)
+            worst = min(failures, key=lambda r: (r.code >= 500, r.code))
+            return worst.line()
+        return None
+
+
+_NUL_IN_MESSAGE = "550 5.6.0 message contains a NUL byte, which mail text may not hold"
