@@ -1,6 +1,6 @@
 """Shared fixtures: real registry servers spawned by the test session; short temp
 directories and a minimal config for `filterd serve`; a filterctl home (config and
-embedded registry) with and without [http]."""
+embedded registry) with and without [http]; the reference config, parsed."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from filterd.config.load import load as load_config
+from filterd.settings import Settings
 from filterd.storage.embedded import EmbeddedServer
 from tests.cli_helpers import HTTP_SECTIONS
+from tests.config_helpers import REFERENCE
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
 
 SERVERS = {"valkey": bundled_valkey(), "redis": system_redis()}
@@ -111,3 +114,9 @@ def http_home(home: Path) -> Path:
     with (home / "filterd.toml").open("a") as config:
         config.write(HTTP_SECTIONS)
     return home
+
+
+@pytest.fixture(scope="module")
+def reference() -> Settings:
+    """The annotated reference config, parsed once."""
+    return load_config(REFERENCE)
