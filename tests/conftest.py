@@ -1,7 +1,8 @@
 """Shared fixtures: real registry servers spawned by the test session; short temp
 directories and a minimal config for `filterd serve`; a filterctl home (config and
-embedded registry) with and without [http]; `filterd serve` running the SMTP relay
-(and with opt-outs by mail and DKIM signing) for the tests of the SMTP relay."""
+embedded registry) with and without [http]; the reference config, parsed; `filterd serve`
+running the SMTP relay (and with opt-outs by mail and DKIM signing) for the tests of the
+SMTP relay."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from filterd.config.load import load as load_config
+from filterd.settings import Settings
 from filterd.storage.embedded import EmbeddedServer
 from tests.cli_helpers import HTTP_SECTIONS
+from tests.config_helpers import REFERENCE
 from tests.helpers import RedisProcess, SinkServer, aof_args, bundled_valkey, system_redis
 from tests.helpers import dkim_key as make_dkim_key
 from tests.smtp_helpers import Relay, start_filterd, start_listeners, stop_filterd, write_config
@@ -175,3 +179,9 @@ def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Itera
         sink.shutdown()
         shutil.rmtree(home, ignore_errors=True)
     assert code == 0
+
+
+@pytest.fixture(scope="module")
+def reference() -> Settings:
+    """The annotated reference config, parsed once."""
+    return load_config(REFERENCE)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from filterd.bootstrap import build, senders, token_keys
-from filterd.config import parse
+from filterd.config.load import parse
 from filterd.errors import ConfigError
 from filterd.model import Action, Channel, MessageClass
 from filterd.normalize import normalize

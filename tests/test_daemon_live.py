@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from filterd import config
+from filterd.config.load import load as load_config
 from filterd.daemon.live import Live, smtp_accounts
 
 REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
@@ -17,7 +17,7 @@ def test_all_listening_is_set_once_every_front_end_listens() -> None:
 
     async def run() -> list[bool]:
         live = Live(
-            config.load(REFERENCE),
+            load_config(REFERENCE),
             runtime=None,  # type: ignore[arg-type]  # not used by the counting
             stop=asyncio.Event(),
             notifier=None,  # type: ignore[arg-type]
@@ -36,9 +36,9 @@ def test_all_listening_is_set_once_every_front_end_listens() -> None:
 
 def test_smtp_accounts_of_a_config(tmp_path: Path) -> None:
     """The [[smtp.accounts]] of a config, or none without [smtp]."""
-    reference = config.load(REFERENCE)
+    reference = load_config(REFERENCE)
     assert reference.smtp is not None
     assert smtp_accounts(reference) == reference.smtp.accounts
     bare = tmp_path / "bare.toml"
     bare.write_text("[registry]\n")
-    assert smtp_accounts(config.load(bare)) == ()
+    assert smtp_accounts(load_config(bare)) == ()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from filterd import config
+from filterd.config.load import load as load_config
 from filterd.daemon.reload import restart_needed
 from filterd.settings import ListenerLimits
 
@@ -15,7 +15,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
 def test_restart_needed_names_what_a_reload_cannot_take() -> None:
     """Listen addresses, limits and whole [http]/[policy] sections need a restart;
     accounts, numbers and keywords do not (a reload takes them)."""
-    old = config.load(REFERENCE)
+    old = load_config(REFERENCE)
     assert old.smtp is not None
     assert old.smpp is not None
     assert restart_needed(old, old) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd import config as config_module
+from filterd.config.load import load as load_config
 from filterd.filemodes import config_warnings, inline_passwords, mode_warnings
 
 INLINE = """
@@ -77,7 +77,7 @@ def write_config(directory: Path, text: str, mode: int) -> Path:
     path = directory / "filterd.toml"
     path.write_text(text)
     path.chmod(mode)
-    config_module.load(path)  # a config filterd accepts, not one it refuses outright
+    load_config(path)  # a config filterd accepts, not one it refuses outright
     return path
 
 

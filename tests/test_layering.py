@@ -123,9 +123,13 @@ LAYERS = {
         "policy",
         "storage.port",
     },
-    "config": {
+    # config/: the TOML loader, table by table (only the composition roots import it)
+    "config.table": {"errors", "settings"},
+    "config.values": {"config.table", "errors", "settings", "units"},
+    "config.accounts": {"config.table", "config.values", "errors", "model", "settings"},
+    "config.registry": {
+        "config.table",
         "errors",
-        "model",
         "normalize",
         "policy",
         "settings",
@@ -133,6 +137,35 @@ LAYERS = {
         "storage.sentinel_url",
         "units",
     },
+    "config.smtp": {
+        "config.accounts",
+        "config.table",
+        "config.values",
+        "errors",
+        "settings",
+        "units",
+    },
+    "config.smpp": {
+        "config.accounts",
+        "config.table",
+        "config.values",
+        "errors",
+        "settings",
+        "units",
+    },
+    "config.http": {"config.table", "config.values", "errors", "settings", "units"},
+    "config.load": {
+        "config.http",
+        "config.registry",
+        "config.smpp",
+        "config.smtp",
+        "config.table",
+        "config.values",
+        "errors",
+        "settings",
+        "units",
+    },
+    "config.search": {"errors"},
     "settings": {"model", "policy"},
     "bootstrap": {
         "settings",
@@ -251,6 +284,10 @@ def source_of(module: str) -> str:
     return (PACKAGE / (module.replace(".", "/") + ".py")).read_text()
 
 
+PACKAGES = ("filterd", "filterd.config", "filterd.smtp", "filterd.smpp", "filterd.storage")
+"""Packages whose modules may be imported by name (`from filterd.config import load`)."""
+
+
 def imports(module: str) -> set[str]:
     """Everything `module` imports (filterd modules as 'filterd.x' / 'filterd.smtp.y')."""
     found: set[str] = set()
@@ -258,7 +295,7 @@ def imports(module: str) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            if node.module in ("filterd", "filterd.smtp", "filterd.smpp", "filterd.storage"):
+            if node.module in PACKAGES:
                 found |= {f"{node.module}.{alias.name}" for alias in node.names}
             else:
                 found.add(node.module)

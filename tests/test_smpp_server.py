@@ -25,7 +25,7 @@ import smpplib.client
 import smpplib.exceptions
 import smpplib.smpp
 
-from filterd import config as config_module
+from filterd.config.load import load as load_config
 from filterd.identity import ConsumerHasher
 from filterd.keywords import Keywords
 from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind
@@ -667,7 +667,7 @@ def test_a_receiver_that_stops_reading_gets_no_more_than_the_backlog(
     refused for that bind (deliver_local False: undeliverable, logged), so filterd's
     buffer for it stays bounded."""
     monkeypatch.setattr(server_module, "DELIVER_BACKLOG", 64 * 1024)
-    settings = config_module.load(config(tmp_path, valkey_server.url, free_port()))
+    settings = load_config(config(tmp_path, valkey_server.url, free_port()))
     smpp = settings.smpp
     assert smpp is not None
 
@@ -698,7 +698,7 @@ def test_a_client_that_does_not_read_its_answers_is_not_read_either(
     TCP peer with a small receive buffer): filterd stops reading it once its answers
     pass the write buffer's high-water mark, so they stay bounded (not 3 MB of answers in
     memory); when the client reads again every request gets its one answer."""
-    settings = config_module.load(config(tmp_path, valkey_server.url, free_port()))
+    settings = load_config(config(tmp_path, valkey_server.url, free_port()))
     smpp = settings.smpp
     assert smpp is not None
     requests = 200_000

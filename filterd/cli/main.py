@@ -13,11 +13,12 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
-from filterd import config as config_module
 from filterd import logs
 from filterd.cli.commands import Invocation
 from filterd.cli.exits import EXIT_INTERRUPTED, EXIT_PIPE, EXIT_UNAVAILABLE, EXIT_USAGE
 from filterd.cli.parsing import parser
+from filterd.config.load import load as load_config
+from filterd.config.search import default_path
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, UsageError
 
 
@@ -49,7 +50,7 @@ def run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     log_level = os.environ.get("FILTERD_LOG_LEVEL", "WARNING")
     logs.configure(err, log_level)
     try:
-        settings = config_module.load(config_module.default_path(args.config, dict(os.environ)))
+        settings = load_config(default_path(args.config, dict(os.environ)))
         command = Invocation(args, settings, out, err, log_level=log_level)
         command.validate()
         return asyncio.run(command.execute())

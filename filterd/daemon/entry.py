@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import NoReturn
 
 import filterd
-from filterd import config as config_module
 from filterd import logs
 from filterd.bootstrap import dkim_signer
+from filterd.config.load import load as load_config
+from filterd.config.search import default_path
 from filterd.daemon.serve import EXIT_CONFIG, EXIT_OK, EXIT_START, EXIT_UNAVAILABLE, serve
 from filterd.errors import ConfigError
 from filterd.metrics_dir import MetricsDir
@@ -95,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `filterd` console script."""
     args = _parser().parse_args(argv)
     try:
-        path = config_module.default_path(args.config, dict(os.environ))
-        settings = config_module.load(path)
+        path = default_path(args.config, dict(os.environ))
+        settings = load_config(path)
         if args.command == "check-config":
             load_or_create_check(settings)
             sys.stdout.write(f"config ok: {path}\n")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import signal
 
-from filterd import config as config_module
 from filterd import logs
 from filterd.bootstrap import senders as token_senders
+from filterd.config.load import load as load_config
 from filterd.daemon.live import Live, smtp_accounts
 from filterd.keywords import Keywords
 from filterd.settings import Settings
@@ -24,7 +24,7 @@ def reload(live: Live) -> None:
     log = logs.get_logger("daemon")
     live.notifier.reloading()
     try:
-        new = config_module.load(live.settings.path)
+        new = load_config(live.settings.path)
         senders = token_senders(new)
     except Exception as exc:  # a reload must never leave systemd waiting in RELOADING
         log.error("reload_failed", error=str(exc) or type(exc).__name__)

@@ -1,5 +1,5 @@
 """`registry.url = "redis+sentinel://…"`: what such a url names, read once for both
-the config check (filterd.config) and the adapter (filterd.storage.connection).
+the config check (filterd.config.registry) and the adapter (filterd.storage.connection).
 
     redis+sentinel://[[user]:password@]host:port[,host:port...]/SERVICE[/db]
                      [?sentinel_password=...[&sentinel_username=...]]

@@ -1,0 +1,107 @@
+"""The config file read and checked into frozen Settings.
+
+Every key of SPEC §3 is read under filterd/config/ and nowhere else; relative
+paths are taken relative to the directory of the config file, so `filterctl`
+and the daemon find the same registry from any working directory. Each table
+goes to its reader; the checks that span tables, and the small tables
+([keywords], [policy], [daemon]), are here.
+"""
+
+from __future__ import annotations
+
+import stat
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from filterd.config.http import read_http
+from filterd.config.registry import read_registry
+from filterd.config.smpp import read_smpp
+from filterd.config.smtp import read_dkim, read_smtp
+from filterd.config.table import Table, section
+from filterd.config.values import endpoint, limits
+from filterd.errors import ConfigError
+from filterd.settings import (
+    POLICY_IDLE_S,
+    DaemonSettings,
+    KeywordSettings,
+    PolicySettings,
+    Settings,
+)
+from filterd.units import parse_duration
+
+
+def load(path: Path) -> Settings:
+    """Read and validate the config file at `path`.
+
+    A config file that anyone may write is refused: whoever can write it can
+    name the upstream and the accounts.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0
+    if mode & 0o002:
+        raise ConfigError(
+            "--config", f"{path} has mode {mode:04o}: others may write it (chmod 644 or 640)"
+        )
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("--config", f"{path}: not UTF-8 text ({exc.reason})") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: Path) -> Settings:
+    """Validate parsed TOML; `path` anchors relative paths."""
+    root = Table(data, "")
+    base = path.resolve().parent
+    registry = read_registry(root, base)
+    keywords = _keywords(root)
+    smtp = section(root, "smtp", lambda t: read_smtp(t, base))
+    smpp = section(root, "smpp", read_smpp)
+    http = section(root, "http", lambda t: read_http(t, base))
+    policy = section(
+        root, "policy", lambda t: PolicySettings(endpoint(t, "listen"), limits(t, POLICY_IDLE_S))
+    )
+    dkim = section(root, "dkim", lambda t: read_dkim(t, base))
+    daemon = section(root, "daemon", _daemon) or DaemonSettings()
+    root.done()
+    settings = Settings(path, registry, keywords, smtp, smpp, http, policy, dkim, daemon)
+    if dkim is not None and (smtp is None or smtp.listen is None):
+        raise ConfigError("dkim", "needs the SMTP relay ([smtp] listen)")
+    if dkim is not None and http is None:
+        raise ConfigError("dkim", "needs [http] (public_url, for the List-Unsubscribe URL)")
+    if smtp is not None and smtp.unsubscribe_domain and http is None:
+        raise ConfigError("smtp.unsubscribe_domain", "needs [http] (its token settings)")
+    if smtp is not None and smtp.unsubscribe_listen and not smtp.unsubscribe_domain:
+        raise ConfigError("smtp.unsubscribe_listen", "needs smtp.unsubscribe_domain")
+    if smtp is not None and smtp.unsubscribe_listen and smtp.listen is None:
+        raise ConfigError("smtp.unsubscribe_listen", "needs the relay (smtp.listen)")
+    return settings
+
+
+def _keywords(root: Table) -> KeywordSettings:
+    t = Table(root.take("keywords", dict, {}), "keywords")
+    defaults = KeywordSettings()
+    result = KeywordSettings(
+        opt_out=t.strings("opt_out", defaults.opt_out),
+        opt_in=t.strings("opt_in", defaults.opt_in),
+        help=t.strings("help", defaults.help),
+    )
+    t.done()
+    return result
+
+
+def _daemon(t: Table) -> DaemonSettings:
+    drain = t.parse("drain_timeout", parse_duration, 30)
+    if not 1 <= drain <= 3600:
+        raise ConfigError("daemon.drain_timeout", f"{drain}s is outside 1s-1h")
+    return DaemonSettings(float(drain))

@@ -1,0 +1,80 @@
+"""Values several config tables hold: endpoints, listener limits, worker counts,
+CIDR networks, and files holding a secret. Each error names the dotted key."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import stat
+from pathlib import Path
+
+from filterd.config.table import Table
+from filterd.errors import ConfigError
+from filterd.settings import Endpoint, ListenerLimits
+from filterd.units import parse_duration, parse_endpoint
+
+
+def endpoint(table: Table, key: str) -> Endpoint:
+    """A required host:port; for `listen`, port 0 (any free port, logged at start) is allowed."""
+    parser = functools.partial(parse_endpoint, any_port=key.endswith("listen"))
+    result: Endpoint = table.parse(key, parser, ("", 0), required=True)
+    return result
+
+
+def limits(t: Table, idle_s: float) -> ListenerLimits:
+    """`idle_timeout`, `max_connections`, `max_connections_per_address` of a listener table."""
+    idle = float(t.parse("idle_timeout", parse_duration, int(idle_s)))
+    if idle > 86400:
+        raise ConfigError(t.key("idle_timeout"), f"{idle:.0f}s is over 1d")
+    total = t.take("max_connections", int, 1000)
+    if not 1 <= total <= 1_000_000:
+        raise ConfigError(t.key("max_connections"), f"{total} is outside 1-1000000")
+    per_address = t.take("max_connections_per_address", int, 100)
+    if not 1 <= per_address <= total:
+        raise ConfigError(
+            t.key("max_connections_per_address"),
+            f"{per_address} is outside 1-{total} (max_connections)",
+        )
+    return ListenerLimits(idle, total, per_address)
+
+
+def workers(t: Table, listen: Endpoint | None) -> int:
+    """`workers`: 1-64 processes, more than one only on a fixed listen port."""
+    count: int = t.take("workers", int, 1)
+    if not 1 <= count <= 64:
+        raise ConfigError(t.key("workers"), f"{count} is outside 1-64")
+    if count > 1 and listen is not None and listen[1] == 0:
+        raise ConfigError(t.key("workers"), f"{count} workers need a fixed listen port, not port 0")
+    return count
+
+
+def networks(
+    t: Table, key: str, default: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """A list of CIDR networks (`"10.0.0.0/8"`, `"::1/128"`; a bare address is a /32 or /128)."""
+    if key not in t.data:
+        return default
+    found = []
+    for raw in t.strings(key):
+        try:
+            found.append(ipaddress.ip_network(raw, strict=False))
+        except ValueError:
+            raise ConfigError(t.key(key), f"{raw!r} is not a CIDR network") from None
+    return tuple(found)
+
+
+_LOOSE = 0o026
+"""Mode bits a file holding a secret must not have: group write, other read or write."""
+
+
+def check_private(path: Path, key: str) -> None:
+    """Refuse a file holding a secret that others may read or anyone but its owner write."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError as exc:
+        raise ConfigError(key, f"{path}: {exc.strerror}") from None
+    if mode & _LOOSE:
+        raise ConfigError(
+            key,
+            f"{path} has mode {mode:04o}: others may read or write it (chmod 600, or 640)",
+        )
