@@ -5,7 +5,7 @@ Run from the repository root, as root (Postfix's master runs as root):
     .venv/bin/python bench/postfix.py [--quick] [--messages M] [--rounds R]
                                       [--sessions S] [--size BYTES]
 
-Default: R = 3 rounds per configuration, M = 3,000 messages per run (~1 to 2 min
+Default: R = 3 rounds per configuration, M = 3,000 messages per run (~30 s
 on a 2-core VM); `--quick`: R = 2, M = 1,000. Each run is `smtp-source -s S -m M
 -l BYTES -N -M bench.test -f shop@acme.test -t rcpt@example.com 127.0.0.1:PORT`
 (S = 20, BYTES = 1,000): one message per connection, one recipient per message,
