@@ -1,6 +1,7 @@
 """What the benchmark scripts in bench/ share: progress lines, machine facts, the
-figures table, CPU accounting from /proc, and starting and cleaning up the
-processes and temp dir of a run.
+figures table, CPU accounting from /proc, starting and cleaning up the
+processes and temp dir of a run, and Postfix's test tools (smtp-source, the
+counting smtp-sink).
 
 Imported by the scripts as `import _common` (a script run as `python bench/X.py`
 has bench/ first on its path). Nothing here measures anything by itself; every
@@ -14,11 +15,14 @@ import importlib.metadata
 import math
 import os
 import platform
+import pwd
+import re
 import resource
 import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -355,3 +359,91 @@ def write_secret(path: Path) -> bytes:
     path.write_text(secret.hex() + "\n")
     path.chmod(0o600)
     return secret
+
+
+# ---- Postfix test tools (smtp-source, smtp-sink) -------------------------------------
+
+_COUNTERS = re.compile(rb"sess=(\d+) quit=\d+ mesg=(\d+)\r")
+_RCPT_ARG = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
+
+
+def tool(name: str) -> str:
+    """Path of a Postfix test tool (PATH, then /usr/sbin)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
+    if found is None:
+        raise RuntimeError(f"{name} not found: install Postfix (Debian package postfix)")
+    return found
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (bind to 0, close)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_banner(port: int, child: subprocess.Popen[bytes] | None, what: str) -> None:
+    """Wait until `what` greets with 220 on 127.0.0.1:`port`; an error if `child` (the
+    process that should listen there, if it is ours) exits first."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if child is not None and child.poll() is not None:
+            raise RuntimeError(f"{what} exited ({child.returncode})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+            if s.recv(64).startswith(b"220"):
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} did not greet on port {port}")
+
+
+@dataclass
+class Sink:
+    """An smtp-sink child: counting (-c) and optionally dumping (-D) what it receives."""
+
+    port: int
+    output: Path
+    process: subprocess.Popen[bytes]
+    dump: Path | None = None
+
+    @classmethod
+    def start(cls, name: str, directory: Path, cleanup: Cleanup, *, dump: bool = False) -> Sink:
+        """`smtp-sink -c [-D FILE] 127.0.0.1:PORT 1000` on a free port."""
+        port = free_port()
+        output = directory / f"{name}.out"
+        command = [tool("smtp-sink"), "-c"]
+        if os.geteuid() == 0:
+            command += ["-u", pwd.getpwuid(0).pw_name]
+        dump_path = directory / f"{name}.dump" if dump else None
+        if dump_path is not None:
+            command += ["-D", str(dump_path)]
+        command += [f"127.0.0.1:{port}", "1000"]
+        child = cleanup.spawn(command, log=output, cwd=directory)
+        wait_banner(port, child, "smtp-sink")
+        return cls(port, output, child, dump_path)
+
+    def counters(self) -> tuple[int, int]:
+        """The last (sessions ended, messages) that -c printed; (0, 0) before any."""
+        with self.output.open("rb") as f:
+            f.seek(max(0, self.output.stat().st_size - 512))
+            found = _COUNTERS.findall(f.read())
+        return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
+
+    def messages(self) -> int:
+        """The sink's message counter."""
+        return self.counters()[1]
+
+    def wait_for(self, expected: int, timeout: float = 10.0) -> int:
+        """The counter once it reaches `expected` (or whatever it is after `timeout`)."""
+        deadline = time.monotonic() + timeout
+        count = self.messages()
+        while count < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+            count = self.messages()
+        return count
+
+    def recipients(self) -> list[list[str]]:
+        """Per dumped transaction, its X-Rcpt-Args addresses (dumping sink only)."""
+        if self.dump is None or not self.dump.exists():
+            return []
+        messages = self.dump.read_bytes().split(b"X-Client-Addr: ")[1:]
+        return [[a.decode() for a in _RCPT_ARG.findall(message)] for message in messages]

@@ -91,12 +91,8 @@ import asyncio
 import contextlib
 import json
 import os
-import pwd
-import re
 import shlex
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -139,24 +135,7 @@ SIDES = ("reference", "plain", "commercial", "commercial-w2")
 between plain (the issue's reference) and its own `workers = 2`, so the runs compared
 in figures 1 and 3 are back to back."""
 FILTERD = str(Path(sys.executable).parent / "filterd")
-_COUNTERS = re.compile(rb"sess=(\d+) quit=\d+ mesg=(\d+)\r")
-_RCPT_ARG = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
 progress = _common.progress
-
-
-def tool(name: str) -> str:
-    """Path of a Postfix test tool (PATH, then /usr/sbin)."""
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin")
-    if found is None:
-        raise RuntimeError(f"{name} not found: install Postfix (Debian package postfix)")
-    return found
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (bind to 0, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def recipient(sequence: int) -> str:
@@ -211,76 +190,6 @@ class Meter:
             b - a for a, b in zip(self.started, self._snapshot(), strict=True)
         )
         return Usage(relay, registry, max(0.0, machine - ours), wall, ours)
-
-
-# ---- children ----------------------------------------------------------------------
-
-
-def _wait_banner(port: int, child: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise RuntimeError(f"{what} exited ({child.returncode})")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
-            if s.recv(64).startswith(b"220"):
-                return
-        time.sleep(0.02)
-    raise RuntimeError(f"{what} did not greet on port {port}")
-
-
-@dataclass
-class Sink:
-    """An smtp-sink child: counting (-c) and optionally dumping (-D) what it receives."""
-
-    port: int
-    output: Path
-    process: subprocess.Popen[bytes]
-    dump: Path | None = None
-
-    @classmethod
-    def start(
-        cls, name: str, directory: Path, cleanup: _common.Cleanup, *, dump: bool = False
-    ) -> Sink:
-        """`smtp-sink -c [-D FILE] 127.0.0.1:PORT 1000` on a free port."""
-        port = free_port()
-        output = directory / f"{name}.out"
-        command = [tool("smtp-sink"), "-c"]
-        if os.geteuid() == 0:
-            command += ["-u", pwd.getpwuid(0).pw_name]
-        dump_path = directory / f"{name}.dump" if dump else None
-        if dump_path is not None:
-            command += ["-D", str(dump_path)]
-        command += [f"127.0.0.1:{port}", "1000"]
-        child = cleanup.spawn(command, log=output, cwd=directory)
-        _wait_banner(port, child, "smtp-sink")
-        return cls(port, output, child, dump_path)
-
-    def counters(self) -> tuple[int, int]:
-        """The last (sessions ended, messages) that -c printed; (0, 0) before any."""
-        with self.output.open("rb") as f:
-            f.seek(max(0, self.output.stat().st_size - 512))
-            found = _COUNTERS.findall(f.read())
-        return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
-
-    def messages(self) -> int:
-        """The sink's message counter."""
-        return self.counters()[1]
-
-    def wait_for(self, expected: int, timeout: float = 10.0) -> int:
-        """The counter once it reaches `expected` (or whatever it is after `timeout`)."""
-        deadline = time.monotonic() + timeout
-        count = self.messages()
-        while count < expected and time.monotonic() < deadline:
-            time.sleep(0.02)
-            count = self.messages()
-        return count
-
-    def recipients(self) -> list[list[str]]:
-        """Per dumped transaction, its X-Rcpt-Args addresses (dumping sink only)."""
-        if self.dump is None or not self.dump.exists():
-            return []
-        messages = self.dump.read_bytes().split(b"X-Client-Addr: ")[1:]
-        return [[a.decode() for a in _RCPT_ARG.findall(message)] for message in messages]
 
 
 # ---- relays --------------------------------------------------------------------------
@@ -398,7 +307,7 @@ def start_relay(
     directory = cleanup.temp_dir
     if directory is None:
         raise RuntimeError("no temp dir yet")
-    port = free_port()
+    port = _common.free_port()
     config = directory / f"{name}.toml"
     write_config(
         config, registry_url=registry_url, secret_file=secret_file, port=port,
@@ -558,7 +467,7 @@ async def load_consent(url: str, secret: bytes, count: int) -> float:
 def source_command(port: int, sessions: int, messages: int, rcpts: int) -> list[str]:
     """The smtp-source command line of every throughput run."""
     return [
-        tool("smtp-source"),
+        _common.tool("smtp-source"),
         "-s", str(sessions),
         "-m", str(messages),
         "-d",
@@ -599,7 +508,7 @@ class Throughput:
 class Bench:
     """The shared set-up: sink, relays, parameters, notes."""
 
-    sink: Sink
+    sink: _common.Sink
     relays: dict[str, Relay]
     sessions: int
     per_run: int
@@ -801,7 +710,7 @@ def run_paced(
 # ---- verification ------------------------------------------------------------------
 
 
-def verify(bench: Bench, dump_sink: Sink, relay: Relay) -> None:
+def verify(bench: Bench, dump_sink: _common.Sink, relay: Relay) -> None:
     """Recipients smtp-source generates; a commercial relay passes them all; consent matters."""
     count, rcpts = VERIFY_MESSAGES, MAX_RCPTS
     expected = sorted(recipient(n) for n in range(1, count * rcpts + 1))
@@ -1017,7 +926,7 @@ def machine_facts(binary: ServerBinary) -> list[str]:
         _common.machine_line(),
         _common.python_line(names),
         f"- registry server: {binary.path} ({_common.command_version([binary.path, '--version'])})",
-        f"- postfix tools: {tool('smtp-source')}, {tool('smtp-sink')} ({postfix})",
+        f"- postfix tools: {_common.tool('smtp-source')}, {_common.tool('smtp-sink')} ({postfix})",
         _common.environment_line(),
         _common.loadavg_line("start"),
     ]
@@ -1058,7 +967,7 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Clean
     progress(f"consent for {consented:,} recipients ...")
     load_seconds = asyncio.run(load_consent(url, secret, consented))
     progress("smtp-sink and three filterd relays ...")
-    sink = Sink.start("sink", temp, cleanup)
+    sink = _common.Sink.start("sink", temp, cleanup)
     relays = {
         name: start_relay(
             name,
@@ -1082,7 +991,7 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Clean
         f"{recipient(consented)}) with record_many in {load_seconds:.2f} s"
     )
     progress("verification pass (dumping sink, its own commercial filterd) ...")
-    dump_sink = Sink.start("dump-sink", temp, cleanup, dump=True)
+    dump_sink = _common.Sink.start("dump-sink", temp, cleanup, dump=True)
     checker = start_relay(
         "verify", "commercial", 1, upstream=dump_sink.port, registry_url=url,
         secret_file=secret_file, cleanup=cleanup,
