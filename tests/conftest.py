@@ -1,6 +1,6 @@
 """Shared fixtures: real registry servers spawned by the test session; short temp
 directories and a minimal config for `filterd serve`; a filterctl home (config and
-embedded registry) with and without [http]."""
+embedded registry) with and without [http]; a running SMPP relay."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 from filterd.storage.embedded import EmbeddedServer
 from tests.cli_helpers import HTTP_SECTIONS
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
+from tests.smpp_relay_helpers import Relay, running_relay
 
 SERVERS = {"valkey": bundled_valkey(), "redis": system_redis()}
 
@@ -111,3 +112,11 @@ def http_home(home: Path) -> Path:
     with (home / "filterd.toml").open("a") as config:
         config.write(HTTP_SECTIONS)
     return home
+
+
+@pytest.fixture
+def relay(valkey_server: RedisProcess) -> Iterator[Relay]:
+    """filterd bound to a fresh fake carrier, on a flushed Valkey registry (the SMPP
+    relay's tests; test_smtp_inbound.py has a `relay` of its own)."""
+    with running_relay(valkey_server) as relay:
+        yield relay
