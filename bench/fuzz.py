@@ -8,7 +8,7 @@ Run from the repository root:
 
 Targets and the invariant each input must keep (anything else is a failure):
 
-- `pdu`: `filterd.smpp.pdu.decode()` of any bytes (random, or a plausible header with a
+- `pdu`: `filterd.smpp.decode.decode()` of any bytes (random, or a plausible header with a
   random body) returns a PDU that re-encodes to the same value, or raises
   `SmppProtocolError` whose reply encodes; `parse_receipt()` of the body returns a
   Receipt or None.
@@ -58,13 +58,10 @@ from filterd.csvimport import BadRow, GoodRow, ImportSpec, read_rows
 from filterd.errors import InvalidAddress
 from filterd.model import Channel, Kind
 from filterd.normalize import normalize
-from filterd.smpp.pdu import (
-    PDU_CLASSES,
-    SmppProtocolError,
-    decode,
-    encode,
-    parse_receipt,
-)
+from filterd.smpp.decode import SmppProtocolError, decode
+from filterd.smpp.encode import encode
+from filterd.smpp.pdu import PDU_CLASSES
+from filterd.smpp.receipt import parse_receipt
 
 CHUNK = 2_000
 EXAMPLES_SHOWN = 3

@@ -20,7 +20,7 @@ themselves when their stdin closes, should this process be killed outright):
   (`filterd.storage.embedded.server_config`: unix socket only, AOF on), never the system Redis;
   consent of sender `acme` for jane@example.com (email) and +8613800138000 (sms);
 - the peers child (`bench/hostile.py peers`): an aiosmtpd sink that accepts and counts
-  every message, and a fake SMPP carrier (on `filterd.smpp.pdu`) that accepts any bind
+  every message, and a fake SMPP carrier (on filterd's SMPP codec) that accepts any bind
   and answers every submit_sm ESME_ROK with a message id, counting them;
 - `filterd serve` with all four front ends on 127.0.0.1, ports from the OS: the SMTP
   relay (to the sink, one commercial account with a password), the SMPP relay (to the
@@ -100,20 +100,20 @@ from filterd.identity import ConsumerHasher
 from filterd.model import FactRequest, Kind
 from filterd.normalize import normalize
 from filterd.service import Service
+from filterd.smpp.decode import SmppProtocolError
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import Framer
 from filterd.smpp.pdu import (
-    ESME_ROK,
     AnyPdu,
     BindTransceiver,
     BindTransceiverResp,
     EnquireLink,
-    Framer,
     Pdu,
-    SmppProtocolError,
     SubmitSm,
     Unbind,
-    encode,
     response_to,
 )
+from filterd.smpp.status import ESME_ROK
 from filterd.storage.embedded import ServerBinary, find_binary
 from filterd.storage.redis import RedisRegistry
 

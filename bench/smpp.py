@@ -30,7 +30,7 @@ the end, on an error, on Ctrl-C and on SIGTERM:
   only, no TCP port); the system Redis on 6379 is never touched;
 - a fake carrier SMSC: this same script run as a child process with `--carrier`
   (its own interpreter and event loop, so it does not share a core's worth of Python
-  with the client): an asyncio server on `filterd.smpp.pdu` that accepts any bind
+  with the client): an asyncio server on filterd's SMPP codec that accepts any bind
   with password "bench", answers every submit_sm at once with ESME_ROK and a unique
   message id, and counts, per bound system_id, the submits and the sum of the CRC-32
   of their bodies (the bytes after the 16-byte header). Asked over a pipe, it prints
@@ -48,7 +48,7 @@ Consent of sender "acme" (channel sms) is written for 10,000 numbers
 +86138xxxxxxxx (random, fixed seed) with `RedisRegistry.record_many` and the relays'
 secret before anything is timed; submit number i goes to number i mod 10,000.
 
-The client is this process: an asyncio protocol on `filterd.smpp.pdu` (pre-encoded
+The client is this process: an asyncio protocol on filterd's SMPP codec (pre-encoded
 submit_sm bodies, a header packed per send, responses read by their header) that
 binds as a transceiver and keeps W submits outstanding per connection.
 
@@ -118,32 +118,29 @@ from filterd.identity import ConsumerHasher
 from filterd.model import Action, BulkRow, Channel, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
 from filterd.service import Service
+from filterd.smpp.decode import SmppProtocolError, decode
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import MAX_PDU_LENGTH
+from filterd.smpp.header import GENERIC_NACK, HEADER, HEADER_LENGTH, SUBMIT_SM, SUBMIT_SM_RESP
 from filterd.smpp.pdu import (
-    ESME_RINVBNDSTS,
-    ESME_RINVPASWD,
-    ESME_ROK,
-    FILTERD_NO_CONSENT,
-    FILTERD_REFUSED,
-    GENERIC_NACK,
-    HEADER,
-    HEADER_LENGTH,
-    MAX_PDU_LENGTH,
-    SUBMIT_SM,
-    SUBMIT_SM_RESP,
     AnyPdu,
     BindReceiver,
     BindTransceiver,
     BindTransmitter,
     EnquireLink,
     Pdu,
-    SmppProtocolError,
     SubmitSm,
     Unbind,
     UnbindResp,
     UnknownPdu,
-    decode,
-    encode,
     response_to,
+)
+from filterd.smpp.status import (
+    ESME_RINVBNDSTS,
+    ESME_RINVPASWD,
+    ESME_ROK,
+    FILTERD_NO_CONSENT,
+    FILTERD_REFUSED,
 )
 from filterd.storage.embedded import ServerBinary, find_binary
 from filterd.storage.redis import RedisRegistry
@@ -1379,7 +1376,7 @@ def report(
             "",
             table.markdown(),
             "",
-            f"load (figure 1): the bench's own asyncio client on filterd.smpp.pdu, bound as "
+            f"load (figure 1): the bench's own asyncio client on filterd's SMPP codec, bound as "
             f"transceiver `{ACCOUNT_ID}`, {bench.connections} connection(s) × window "
             f"{bench.window}, {per_run:,} submit_sm per run, {args.rounds} round(s) with the "
             f"order of the sides reversed every round, after {WARMUP_SUBMITS:,} warm-up "

@@ -2,7 +2,7 @@
 directories and a minimal config for `filterd serve`; a filterctl home (config and
 embedded registry) with and without [http]; the reference config, parsed; `filterd serve`
 running the SMTP relay (and with opt-outs by mail and DKIM signing) for the tests of the
-SMTP relay."""
+SMTP relay; a running SMPP relay (`smpp_relay`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from tests.cli_helpers import HTTP_SECTIONS
 from tests.config_helpers import REFERENCE
 from tests.helpers import RedisProcess, SinkServer, aof_args, bundled_valkey, system_redis
 from tests.helpers import dkim_key as make_dkim_key
+from tests.smpp_relay_helpers import Relay as SmppRelay
+from tests.smpp_relay_helpers import running_relay
 from tests.smtp_helpers import Relay, start_filterd, start_listeners, stop_filterd, write_config
 
 SERVERS = {"valkey": bundled_valkey(), "redis": system_redis()}
@@ -185,3 +187,11 @@ def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Itera
 def reference() -> Settings:
     """The annotated reference config, parsed once."""
     return load_config(REFERENCE)
+
+
+@pytest.fixture
+def smpp_relay(valkey_server: RedisProcess) -> Iterator[SmppRelay]:
+    """filterd's SMPP relay bound to a fresh fake carrier, on a flushed Valkey
+    registry (the SMPP relay's tests)."""
+    with running_relay(valkey_server) as relay:
+        yield relay

@@ -14,23 +14,22 @@ import itertools
 import threading
 from concurrent.futures import Future
 
+from filterd.smpp.encode import encode
+from filterd.smpp.fields import ESM_DELIVERY_RECEIPT
+from filterd.smpp.framer import Framer
 from filterd.smpp.pdu import (
-    ESM_DELIVERY_RECEIPT,
-    ESME_RINVPASWD,
-    ESME_ROK,
-    TAG_RECEIPTED_MESSAGE_ID,
     BindTransceiver,
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
-    Framer,
     Pdu,
     SubmitSm,
     Unbind,
     UnbindResp,
-    encode,
     response_to,
 )
+from filterd.smpp.status import ESME_RINVPASWD, ESME_ROK
+from filterd.smpp.tlv import TAG_RECEIPTED_MESSAGE_ID
 
 
 class FakeSmsc:

@@ -14,7 +14,8 @@ import pytest
 from filterd import logs
 from filterd.settings import SmppUpstream
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
-from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp, encode
+from filterd.smpp.encode import encode
+from filterd.smpp.pdu import DeliverSm, SubmitSm, SubmitSmResp
 from tests.smsc import FakeSmsc
 
 

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from filterd.smpp import hub as hub_module
+from filterd.smpp.encode import encode
 from filterd.smpp.hub import (
     MAX_FRAME,
     Deliver,
@@ -25,7 +26,7 @@ from filterd.smpp.hub import (
     encode_deliver,
     encode_receivers,
 )
-from filterd.smpp.pdu import DeliverSm, SubmitSm, encode
+from filterd.smpp.pdu import DeliverSm, SubmitSm
 from tests.helpers import until
 
 MO = DeliverSm(

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from filterd.errors import FilterdError
-from filterd.smpp.pdu import DataSm, DeliverSm, SubmitSm, decode, encode
+from filterd.smpp.decode import decode
+from filterd.smpp.encode import encode
+from filterd.smpp.pdu import DataSm, DeliverSm, SubmitSm
 from filterd.smpp.text import (
     GSM_BASIC,
     GSM_EXTENSION,

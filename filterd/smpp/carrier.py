@@ -21,9 +21,11 @@ from collections.abc import Awaitable, Callable
 from filterd.errors import FilterdError
 from filterd.logs import get_logger
 from filterd.settings import SmppUpstream
+from filterd.smpp.decode import SmppProtocolError
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import Framer
+from filterd.smpp.header import RESPONSE_BIT
 from filterd.smpp.pdu import (
-    ESME_ROK,
-    RESPONSE_BIT,
     AnyPdu,
     BindTransceiver,
     BindTransceiverResp,
@@ -31,17 +33,15 @@ from filterd.smpp.pdu import (
     DeliverSm,
     EnquireLink,
     EnquireLinkResp,
-    Framer,
     GenericNack,
     Pdu,
-    SmppProtocolError,
     SubmitSm,
     SubmitSmResp,
     Unbind,
     UnbindResp,
-    encode,
     response_to,
 )
+from filterd.smpp.status import ESME_ROK
 
 log = get_logger("smpp.carrier")
 

@@ -36,15 +36,11 @@ from typing import Protocol
 
 from filterd.errors import FilterdError
 from filterd.logs import get_logger
-from filterd.smpp.pdu import (
-    MAX_PDU_LENGTH,
-    DataSm,
-    DeliverSm,
-    SmppProtocolError,
-    decode,
-    encode,
-    is_receipt,
-)
+from filterd.smpp.decode import SmppProtocolError, decode
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import MAX_PDU_LENGTH
+from filterd.smpp.pdu import DataSm, DeliverSm
+from filterd.smpp.receipt import is_receipt
 
 log = get_logger("smpp.hub")
 

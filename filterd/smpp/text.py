@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from filterd.errors import FilterdError
-from filterd.smpp.pdu import ESM_UDHI, DataSm, DeliverSm, SubmitSm
+from filterd.smpp.fields import ESM_UDHI
+from filterd.smpp.pdu import DataSm, DeliverSm, SubmitSm
 
 
 class SmsTextError(FilterdError, ValueError):

@@ -49,16 +49,16 @@ from filterd.identity import ConsumerHasher
 from filterd.model import ALL_SENDERS, FactRequest, Kind
 from filterd.normalize import normalize
 from filterd.service import Service
+from filterd.smpp.decode import SmppProtocolError
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import Framer
 from filterd.smpp.pdu import (
     BindTransceiver,
     DeliverSm,
     EnquireLink,
-    Framer,
-    SmppProtocolError,
     SubmitSm,
     SubmitSmResp,
     Unbind,
-    encode,
     response_to,
 )
 from filterd.storage.redis import RedisRegistry

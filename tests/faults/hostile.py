@@ -32,16 +32,9 @@ from pathlib import Path
 from filterd.identity import ConsumerHasher
 from filterd.model import Channel
 from filterd.normalize import normalize
-from filterd.smpp.pdu import (
-    AnyPdu,
-    BindTransceiver,
-    EnquireLink,
-    EnquireLinkResp,
-    Framer,
-    Pdu,
-    SubmitSm,
-    encode,
-)
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import Framer
+from filterd.smpp.pdu import AnyPdu, BindTransceiver, EnquireLink, EnquireLinkResp, Pdu, SubmitSm
 from filterd.tokens import TokenKeys, derive_key
 from tests.faults.conftest import (
     JANE,

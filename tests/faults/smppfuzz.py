@@ -4,7 +4,7 @@ answer to them, and a driver that plays a session over TCP and checks every answ
 
 The model (`plan`) follows the byte stream the way SMPP 3.4 frames it (by
 command_length) and the way filterd's server says it handles it
-(filterd/smpp/server.py, `ClientSession`):
+(filterd/smpp/session.py, `ClientSession`):
 
 - command_length outside 16..MAX_PDU_LENGTH: one generic_nack ESME_RINVCMDLEN with
   the header's sequence number, then filterd closes the connection (framing is lost);
@@ -37,13 +37,35 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from filterd.smpp.pdu import (
+from filterd.smpp.decode import SmppProtocolError, decode
+from filterd.smpp.encode import encode
+from filterd.smpp.framer import MAX_PDU_LENGTH
+from filterd.smpp.header import (
     BIND_RECEIVER,
     BIND_TRANSCEIVER,
     BIND_TRANSMITTER,
     DATA_SM,
     DELIVER_SM,
     ENQUIRE_LINK,
+    GENERIC_NACK,
+    HEADER,
+    RESPONSE_BIT,
+    SUBMIT_SM,
+    UNBIND,
+)
+from filterd.smpp.pdu import (
+    AnyPdu,
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    DataSm,
+    DeliverSm,
+    EnquireLink,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+)
+from filterd.smpp.status import (
     ESME_RALYBND,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
@@ -63,29 +85,12 @@ from filterd.smpp.pdu import (
     ESME_RSYSERR,
     FILTERD_NO_CONSENT,
     FILTERD_REFUSED,
-    GENERIC_NACK,
-    HEADER,
-    MAX_PDU_LENGTH,
-    RESPONSE_BIT,
-    SUBMIT_SM,
+)
+from filterd.smpp.tlv import (
     TAG_MESSAGE_PAYLOAD,
     TAG_SAR_MSG_REF_NUM,
     TAG_SAR_SEGMENT_SEQNUM,
     TAG_SAR_TOTAL_SEGMENTS,
-    UNBIND,
-    AnyPdu,
-    BindReceiver,
-    BindTransceiver,
-    BindTransmitter,
-    DataSm,
-    DeliverSm,
-    EnquireLink,
-    SmppProtocolError,
-    SubmitSm,
-    SubmitSmResp,
-    Unbind,
-    decode,
-    encode,
 )
 from tests.faults.conftest import JANE_SMS as CONSENTING_SMS
 from tests.faults.conftest import SMPP_PASSWORD, SMPP_SYSTEM_ID
@@ -114,7 +119,7 @@ BAD_INPUT = frozenset(
      ESME_RINVPASWD, ESME_RINVSYSID, ESME_RINVSERTYP, ESME_RINVSYSTYP, ESME_RINVSCHED,
      ESME_RINVEXPIRY, ESME_RINVOPTPARSTREAM}
 )  # fmt: skip
-"""The statuses filterd's codec answers a malformed body with (filterd/smpp/pdu.py)."""
+"""The statuses filterd's codec answers a malformed body with (filterd/smpp/decode.py)."""
 BAD_LENGTH = frozenset({ESME_RINVCMDLEN})
 UNKNOWN_COMMAND = frozenset({ESME_RINVCMDID})
 SUBMIT_OUTCOMES = frozenset({ESME_ROK, FILTERD_REFUSED, FILTERD_NO_CONSENT, ESME_RINVDSTADR})

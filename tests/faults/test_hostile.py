@@ -37,12 +37,8 @@ from pathlib import Path
 import pytest
 
 from filterd.model import Kind
-from filterd.smpp.pdu import (
-    ESME_RINVPASWD,
-    ESME_ROK,
-    EnquireLink,
-    EnquireLinkResp,
-)
+from filterd.smpp.pdu import EnquireLink, EnquireLinkResp
+from filterd.smpp.status import ESME_RINVPASWD, ESME_ROK
 from tests.faults.conftest import (
     JANE,
     JANE_SMS,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from filterd.smpp.pdu import ESME_ROK, ESME_RTHROTTLED
+from filterd.smpp.status import ESME_ROK, ESME_RTHROTTLED
 from filterd.storage.embedded import answers_ping
 from tests.faults.conftest import (
     FILTERCTL,

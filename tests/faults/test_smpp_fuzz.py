@@ -15,21 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from filterd.model import Kind
-from filterd.smpp.pdu import (
-    BIND_TRANSCEIVER,
-    ESME_RINVCMDLEN,
-    ESME_RINVDSTADR,
-    ESME_RINVPASWD,
-    ESME_ROK,
-    HEADER,
-    RESPONSE_BIT,
-    SUBMIT_SM,
-    BindTransceiver,
-    EnquireLink,
-    SubmitSm,
-    Unbind,
-    encode,
-)
+from filterd.smpp.encode import encode
+from filterd.smpp.header import BIND_TRANSCEIVER, HEADER, RESPONSE_BIT, SUBMIT_SM
+from filterd.smpp.pdu import BindTransceiver, EnquireLink, SubmitSm, Unbind
+from filterd.smpp.status import ESME_RINVCMDLEN, ESME_RINVDSTADR, ESME_RINVPASWD, ESME_ROK
 from tests.faults import smppfuzz
 from tests.faults.conftest import (
     JANE,

@@ -1,0 +1,63 @@
+"""What the carrier delivers (filterd/smpp/deliveries.py), end to end: opt-out and
+opt-in replies recorded and confirmed, MO and receipts passed to the client."""
+
+from __future__ import annotations
+
+import pytest
+
+from filterd.model import Kind
+from tests.smpp_relay_helpers import BOB, JANE, NUMBER, Relay
+
+
+@pytest.mark.parametrize(
+    ("text", "coding"),
+    [
+        ("退订", 8),
+        ("ＴＤ", 8),
+        ("td。", 8),
+        ("Stop", 0),
+        ("STOP please", 0),
+    ],
+)
+def test_opt_out_keyword_records_refusal_and_confirms(
+    smpp_relay: Relay, text: str, coding: int
+) -> None:
+    """An opt-out reply records a refusal for the number's sender (channel sms) before the
+    carrier gets its deliver_sm_resp, and a confirmation goes back to the consumer."""
+    smpp_relay.record(JANE, Kind.CONSENT)
+    payload = text.encode("utf-16-be") if coding == 8 else text.encode("ascii")
+    assert smpp_relay.smsc.send_mo(JANE, NUMBER, payload, data_coding=coding) == 0
+    assert ("refusal", "acme", "sms-keyword") in smpp_relay.facts(JANE)
+    [confirmation] = smpp_relay.smsc.wait_submits(1)
+    assert (confirmation.source_addr, confirmation.destination_addr) == (NUMBER, JANE)
+    client = smpp_relay.client()
+    assert client.submit(JANE) == ("error", 0x400)
+
+
+def test_start_after_stop(smpp_relay: Relay) -> None:
+    """START after STOP records a consent (the reply as evidence): sending resumes."""
+    assert smpp_relay.smsc.send_mo(BOB, NUMBER, b"STOP") == 0
+    client = smpp_relay.client()
+    assert client.submit(BOB) == ("error", 0x400)
+    assert smpp_relay.smsc.send_mo(BOB, NUMBER, b"START") == 0
+    assert client.submit(BOB)[0] == "ok"
+
+
+def test_mo_and_receipts_reach_the_client(smpp_relay: Relay) -> None:
+    """A receipt comes back to the submitting client with the client's message id;
+    an MO to the account's number is passed on to its receiver bind."""
+    smpp_relay.record(JANE, Kind.CONSENT)
+    client = smpp_relay.client()
+    _, client_id = client.submit(JANE)
+    smpp_relay.smsc.wait_submits(1)
+    assert smpp_relay.smsc.send_receipt("c1") == 0
+    while not client.received:
+        client.smpp.read_once()
+    receipt = client.received.pop()
+    assert f"id:{client_id.decode() if isinstance(client_id, bytes) else client_id}".encode() in (
+        receipt.short_message
+    )
+    assert smpp_relay.smsc.send_mo(JANE, NUMBER, b"hello there") == 0
+    while not client.received:
+        client.smpp.read_once()
+    assert client.received.pop().short_message == b"hello there"
