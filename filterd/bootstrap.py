@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from filterd.compliance import QuietRule
 from filterd.errors import ConfigError
 from filterd.identity import ConsumerHasher
 from filterd.secret import load_or_create
@@ -68,6 +69,7 @@ def build(settings: Settings) -> Runtime:
         ConsumerHasher(secret),
         request_ttl_s=reg.request_ttl_s,
         fail_mode=reg.fail_mode,
+        quiet=QuietRule.of(settings.compliance),
     )
     return Runtime(
         service,

@@ -122,6 +122,42 @@ class Keywords:
         return Intent.NONE
 
 
+def mentioned(text: str, keywords: Iterable[str]) -> str | None:
+    """The first of `keywords` that `text` names (an SMS cancel instruction such as
+    "回T退订" or "Reply STOP to end" must name a keyword filterd acts on), or None.
+
+    Compared after NFKC and case folding. A keyword of ASCII letters and digits
+    counts only where no ASCII letter or digit touches it ("T" in "回T退订" and
+    "STOP" in "Reply STOP" count, the "t" of "text" does not); any other keyword
+    counts wherever it appears ("退订").
+    """
+    folded = _fold(text)
+    for keyword in keywords:
+        form = _fold(keyword).strip()
+        if form and _names(folded, form):
+            return keyword
+    return None
+
+
+def _names(folded: str, form: str) -> bool:
+    """Whether the folded `form` appears in `folded` as `mentioned` counts it."""
+    if not (form.isascii() and form.isalnum()):
+        return form in folded
+    start = folded.find(form)
+    while start >= 0:
+        end = start + len(form)
+        before = folded[start - 1] if start else ""
+        after = folded[end] if end < len(folded) else ""
+        if not _ascii_alnum(before) and not _ascii_alnum(after):
+            return True
+        start = folded.find(form, start + 1)
+    return False
+
+
+def _ascii_alnum(char: str) -> bool:
+    return bool(char) and char.isascii() and char.isalnum()
+
+
 def _normalised(words: Iterable[str]) -> frozenset[str]:
     """The non-empty normalised forms of `words`."""
     return frozenset(form for form in map(normalise, words) if form)

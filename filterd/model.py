@@ -53,6 +53,12 @@ class Reason(enum.Enum):
     REFUSED = "refused"
     NO_CONSENT = "no_consent"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
+    QUIET_HOURS = "quiet_hours"
+    """Deferred: inside the quiet hours of the recipient's time zone."""
+    NO_SIGNATURE = "no_signature"
+    """A commercial SMS without its sender's 【signature】."""
+    NO_CANCEL_METHOD = "no_cancel_method"
+    """A commercial message without a way to cancel (List-Unsubscribe, 回T退订)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +120,8 @@ class Decision:
     action: Action
     reason: Reason | None = None
     basis: Fact | None = None
+    resume: str | None = None
+    """For a quiet-hours deferral: when sending may resume, "08:00 Asia/Shanghai"."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,11 @@ def for_decision(decision: Decision, address: str) -> str | None:
     """The reply that drops or defers this recipient, or None when it is delivered."""
     if decision.action is Action.DELIVER:
         return None
+    if decision.action is Action.DEFER and decision.reason is Reason.QUIET_HOURS:
+        return (
+            f"451 4.7.0 <{address}>: outside sending hours in the recipient's time zone, "
+            f"try again after {decision.resume}"
+        )
     if decision.action is Action.DEFER:
         return UNAVAILABLE
     if decision.reason is Reason.REFUSED:

@@ -11,14 +11,13 @@ email address and phone number in it masked (SPEC §11), whoever built it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from filterd.audit_buffer import AuditBuffer
+from filterd.compliance import QuietRule
 from filterd.errors import RegistryUnavailable
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.logs import get_logger
@@ -33,6 +32,7 @@ from filterd.model import (
     FactRequest,
     Kind,
     MessageClass,
+    Reason,
     Submission,
     WriteResult,
 )
@@ -41,137 +41,6 @@ from filterd.policy import FailMode, decide
 from filterd.storage.port import Registry
 
 log = get_logger("service")
-_CLOSE_WAIT_S = 5.0
-
-
-class AuditBuffer:
-    """Drop and deferral entries, written to the audit log in the background.
-
-    A decision is answered without waiting for its audit entry (one registry
-    round trip per decision point); entries are written in batches, one durable
-    pipeline each, at most one batch every `linger_s` (50 ms): the first entry
-    after a quiet spell is written at once, later ones gather until the 50 ms
-    since the last batch are up (or `BATCH` entries wait), so that a busy server
-    pays one write and one fsync per batch, not per drop. While the registry is
-    down (the very time deferrals happen) they wait and are written once it is
-    back; beyond `limit` queued entries the oldest are dropped, with a log line.
-    `flush` and `close` write at once. Facts written one by one are audited
-    synchronously instead (Service.record).
-    """
-
-    BATCH = 500
-    """Entries per pipeline at most; this many waiting end the linger at once."""
-
-    def __init__(
-        self,
-        registry: Registry,
-        limit: int = 100_000,
-        retry_s: float = 1.0,
-        linger_s: float = 0.05,
-    ) -> None:
-        self._registry = registry
-        self._limit = limit
-        self._retry_s = retry_s
-        self._linger_s = linger_s
-        self._pending: list[AuditEntry] = []
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-        self._hurried = False
-        """End the linger at once: a full batch waits, or a flush asks."""
-        self._wake: asyncio.Future[None] | None = None
-        self._last = -math.inf
-        """Loop time when the last batch was taken."""
-
-    def add(self, entries: Sequence[AuditEntry]) -> None:
-        """Queue entries; start the writer if it is not running."""
-        self._pending.extend(entries)
-        overflow = len(self._pending) - self._limit
-        if overflow > 0:
-            del self._pending[:overflow]
-            log.error("audit_entries_lost", entries=overflow, reason="queue full")
-        if len(self._pending) >= self.BATCH:
-            self._hurry()
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._write())
-
-    def _hurry(self) -> None:
-        """End the linger now (or skip the next one)."""
-        self._hurried = True
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    async def _linger(self) -> None:
-        """Let entries gather until linger_s after the last batch (not when hurried)."""
-        loop = asyncio.get_running_loop()
-        wait = self._last + self._linger_s - loop.time()
-        if not self._hurried and wait > 0:
-            self._wake = wake = loop.create_future()
-            timer = loop.call_later(wait, _settle, wake)
-            try:
-                await wake
-            finally:
-                timer.cancel()
-                self._wake = None
-        self._hurried = False
-        self._last = loop.time()
-
-    async def _write(self) -> None:
-        await self._linger()
-        while self._pending:
-            # take the batch out first: add() may trim the queue while it is written
-            batch = self._pending[: self.BATCH]
-            self._pending = self._pending[self.BATCH :]
-            try:
-                try:
-                    await self._registry.append_audit(batch)
-                except RegistryUnavailable:
-                    raise
-                except Exception:  # an entry the registry cannot take: not the others
-                    log.exception("audit_batch_failed", entries=len(batch))
-                    await self._write_alone(batch)
-            except RegistryUnavailable as exc:
-                self._pending[:0] = batch
-                log.warning("audit_delayed", error=str(exc), entries=len(self._pending))
-                if self._closing:
-                    return
-                await asyncio.sleep(self._retry_s)
-            if self._pending and len(self._pending) < self.BATCH and not self._closing:
-                await self._linger()  # what came in while this batch was written
-
-    async def _write_alone(self, batch: list[AuditEntry]) -> None:
-        """Write each entry of a failed batch by itself; those that still fail are lost
-        (logged); RegistryUnavailable leaves the unwritten rest in `batch`."""
-        lost = 0
-        while batch:
-            try:
-                await self._registry.append_audit(batch[:1])
-            except RegistryUnavailable:
-                raise
-            except Exception:
-                lost += 1
-            del batch[0]
-        if lost:
-            log.error("audit_entries_lost", entries=lost, reason="not writable")
-
-    async def flush(self) -> None:
-        """Wait until everything queued so far is written (no lingering)."""
-        while self._task is not None and not self._task.done():
-            self._hurry()
-            await asyncio.shield(self._task)
-
-    async def close(self) -> None:
-        """Write what is queued, for at most 5 seconds; log what is left."""
-        self._closing = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.flush(), _CLOSE_WAIT_S)
-        if self._pending:
-            log.error("audit_entries_lost", entries=len(self._pending), reason="shutdown")
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    """Resolve `future` unless it already is."""
-    if not future.done():
-        future.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +50,10 @@ class Upgrade:
     keep: tuple[int, ...]
     """The recipients (by position) that may still be sent to."""
     deferred: bool
-    """Some recipient could not be judged (registry unavailable): the whole message
-    must be deferred, never sent in part."""
+    """Some recipient could not be judged (registry unavailable) or is inside its quiet
+    hours: the whole message must be deferred, never sent in part."""
+    deferral: tuple[int, Decision] | None = None
+    """The first deferred recipient (by position) and its decision, for the reply."""
 
 
 class Service:
@@ -197,6 +68,7 @@ class Service:
         fail_mode: FailMode = FailMode.CLOSED,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        quiet: QuietRule | None = None,
     ) -> None:
         self.registry = registry
         self.hasher = hasher
@@ -205,6 +77,9 @@ class Service:
         self.metrics = metrics or Metrics()
         self._clock = clock
         self._audit = AuditBuffer(registry)
+        self.quiet = quiet
+        """Quiet hours ([compliance] quiet_hours), applied to commercial recipients the
+        registry lets through."""
 
     def now_ms(self) -> int:
         """The current time in ms."""
@@ -224,6 +99,48 @@ class Service:
         ids = [self.hasher.consumer_id(a) for a in addresses]
         now = self.now_ms()
         decisions = await self._judge(sender, message_class, addresses, ids, now=now, origin=origin)
+        self._report(
+            sender, addresses, ids, decisions, now=now, origin=origin, message_id=message_id
+        )
+        return decisions
+
+    def refuse(
+        self,
+        sender: str,
+        addresses: Sequence[Address],
+        reason: Reason,
+        *,
+        origin: str,
+        message_id: str | None = None,
+    ) -> list[Decision]:
+        """Drop every recipient of a message the registry let through but a compliance
+        rule refuses (no signature, no way to cancel): logged, counted and audited as
+        any drop."""
+        ids = [self.hasher.consumer_id(a) for a in addresses]
+        decisions = [Decision(Action.DROP, reason) for _ in addresses]
+        self._report(
+            sender,
+            addresses,
+            ids,
+            decisions,
+            now=self.now_ms(),
+            origin=origin,
+            message_id=message_id,
+        )
+        return decisions
+
+    def _report(
+        self,
+        sender: str,
+        addresses: Sequence[Address],
+        ids: Sequence[bytes],
+        decisions: Sequence[Decision],
+        *,
+        now: int,
+        origin: str,
+        message_id: str | None,
+    ) -> None:
+        """One log line and one count per decision; an audit entry per drop and deferral."""
         count, info = self.metrics.decision, log.info  # once per recipient: looked up once
         audit = []
         for index, (address, decision) in enumerate(zip(addresses, decisions, strict=True)):
@@ -254,7 +171,6 @@ class Service:
                 )
         if audit:
             self._audit.add(audit)
-        return decisions
 
     async def judge(
         self, sender: str, message_class: MessageClass, addresses: Sequence[Address]
@@ -288,7 +204,7 @@ class Service:
                 log.warning("registry_unavailable", error=str(exc), origin=origin)
             else:
                 self.metrics.registry_latency("lookup", time.perf_counter() - started)
-        return [
+        decisions = [
             decide(
                 Submission(sender, address.channel, message_class),
                 facts[index] if facts is not None else None,
@@ -297,6 +213,20 @@ class Service:
             )
             for index, address in enumerate(addresses)
         ]
+        if self.quiet is not None and message_class is MessageClass.COMMERCIAL:
+            decisions = [
+                self._in_hours(d, a, now) for d, a in zip(decisions, addresses, strict=True)
+            ]
+        return decisions
+
+    def _in_hours(self, decision: Decision, address: Address, now_ms: int) -> Decision:
+        """A delivery inside the recipient's quiet hours becomes a deferral (never a drop)."""
+        if decision.action is not Action.DELIVER or self.quiet is None:
+            return decision
+        resume = self.quiet.resume(address, now_ms / 1000)
+        if resume is None:
+            return decision
+        return Decision(Action.DEFER, Reason.QUIET_HOURS, decision.basis, str(resume))
 
     async def upgrade(
         self,
@@ -315,9 +245,11 @@ class Service:
         )
         log.info("upgraded_to_commercial", sender=sender, signals=list(signals),
                  message_id=message_id, origin=origin)  # fmt: skip
+        deferrals = [(i, d) for i, d in enumerate(decisions) if d.action is Action.DEFER]
         return Upgrade(
             keep=tuple(i for i, d in enumerate(decisions) if d.action is Action.DELIVER),
-            deferred=any(d.action is Action.DEFER for d in decisions),
+            deferred=bool(deferrals),
+            deferral=deferrals[0] if deferrals else None,
         )
 
     async def flush_audit(self) -> None:

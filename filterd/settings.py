@@ -5,12 +5,14 @@ not the loader."""
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filterd.model import MessageClass
 from filterd.policy import FailMode
+from filterd.quiet_hours import QuietHours
 
 Endpoint = tuple[str, int]
 
@@ -231,6 +233,51 @@ class DaemonSettings:
     """On SIGTERM, how long transactions in flight may take before connections are cut."""
 
 
+class CancelMethod(enum.Enum):
+    """[compliance] cancel_method: what a commercial message without a way to cancel gets."""
+
+    ADD = "add"
+    """Email: the List-Unsubscribe headers are added; SMS: the cancel text is appended."""
+    REQUIRE = "require"
+    """Refused (550 / SMPP 0x402 / CMPP 66)."""
+    OFF = "off"
+    """Relayed as it is."""
+
+
+@dataclass(frozen=True, slots=True)
+class SenderCompliance:
+    """[[compliance.senders]]: what one sender's commercial SMS must carry."""
+
+    sender: str
+    signature: str | None = None
+    """Its 【signature】: at the start or the end of the text, else refused (0x403)."""
+    sms_cancel_text: str | None = None
+    """The reply-to-cancel instruction (回T退订): looked for, appended under `add`."""
+
+
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceSettings:
+    """[compliance]: a way to cancel, the sender's signature, quiet hours. Absent
+    (Settings.compliance None), none of it applies."""
+
+    cancel_method: CancelMethod = CancelMethod.ADD
+    quiet_hours: QuietHours | None = None
+    """The recipient's local hours when commercial messages are deferred; None: never."""
+    time_zone: str = DEFAULT_TIME_ZONE
+    """The zone of recipients whose address does not tell theirs (every email address)."""
+    senders: tuple[SenderCompliance, ...] = ()
+
+    def rules(self, sender: str) -> SenderCompliance | None:
+        """The signature and cancel text of `sender`, if it has a table."""
+        for rules in self.senders:
+            if rules.sender == sender:
+                return rules
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration. An absent section is None: that front end is off."""
@@ -244,6 +291,7 @@ class Settings:
     policy: PolicySettings | None = None
     dkim: DkimSettings | None = None
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    compliance: ComplianceSettings | None = None
 
     def senders(self) -> list[str]:
         """Every sender an account or a number names (the ones tokens may carry)."""

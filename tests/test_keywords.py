@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from filterd.keywords import Intent, Keywords, classify, first_word, normalise
+from filterd.keywords import Intent, Keywords, classify, first_word, mentioned, normalise
 
 # The lists of SPEC §3's reference config.
 OPT_OUT = [
@@ -190,3 +190,26 @@ def test_decorated_opt_out_keywords_match(
     )
     for variant in (cased, "".join(FULL_WIDTH.get(c, c) for c in cased)):
         assert KEYWORDS.classify(before + variant + after) is Intent.OPT_OUT
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("回T退订", "T"),
+        ("拒收请回复R", "R"),
+        ("Reply STOP to end", "STOP"),
+        ("reply ｓｔｏｐ to end", "STOP"),
+        ("回复退订", "退订"),
+        ("Text us for more", None),
+        ("Stopwatch sale", None),
+        ("点击链接了解详情", None),
+    ],
+)
+def test_mentioned_finds_the_keyword_a_cancel_instruction_names(
+    text: str, found: str | None
+) -> None:
+    """A cancel instruction names an opt-out keyword when the keyword stands on its own
+    (an ASCII keyword not touched by ASCII letters or digits, after NFKC and case
+    folding; a CJK keyword anywhere): "回T退订" names T, "Text us" names nothing."""
+    opt_out = ["STOP", "T", "R", "退订"]
+    assert mentioned(text, opt_out) == found

@@ -155,7 +155,9 @@ LAYERS = {
         "units",
     },
     "config.http": {"config.table", "config.values", "errors", "settings", "units"},
+    "config.compliance": {"config.table", "errors", "keywords", "quiet_hours", "settings"},
     "config.load": {
+        "config.compliance",
         "config.http",
         "config.registry",
         "config.smpp",
@@ -167,7 +169,7 @@ LAYERS = {
         "units",
     },
     "config.search": {"errors"},
-    "settings": {"model", "policy"},
+    "settings": {"model", "policy", "quiet_hours"},
     "bootstrap": {
         "settings",
         "errors",

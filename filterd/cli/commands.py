@@ -214,6 +214,8 @@ class Invocation:
             "class": message_class.value,
             "basis": fact_document(basis) if basis else None,
         }
+        if decision.resume is not None:
+            document["resume"] = decision.resume  # quiet hours: when sending may resume
         self.emit(document, decision.action.value + (f" {reason}" if reason else ""))
         return EXIT_OK if decision.action is Action.DELIVER else EXIT_DROP
 

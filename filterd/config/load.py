@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from filterd.config.compliance import read_compliance
 from filterd.config.http import read_http
 from filterd.config.registry import read_registry
 from filterd.config.smpp import read_smpp
@@ -23,6 +24,7 @@ from filterd.config.values import endpoint, limits
 from filterd.errors import ConfigError
 from filterd.settings import (
     POLICY_IDLE_S,
+    CancelMethod,
     DaemonSettings,
     KeywordSettings,
     PolicySettings,
@@ -73,8 +75,17 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     )
     dkim = section(root, "dkim", lambda t: read_dkim(t, base))
     daemon = section(root, "daemon", _daemon) or DaemonSettings()
+    compliance = section(root, "compliance", lambda t: read_compliance(t, keywords))
     root.done()
-    settings = Settings(path, registry, keywords, smtp, smpp, http, policy, dkim, daemon)
+    settings = Settings(
+        path, registry, keywords, smtp, smpp, http, policy, dkim, daemon, compliance
+    )
+    if compliance is not None and compliance.cancel_method is CancelMethod.ADD and http is None:
+        raise ConfigError(
+            "compliance.cancel_method",
+            '"add" needs [http] (public_url, for the List-Unsubscribe URL it adds); '
+            'set [http], or cancel_method = "require" or "off"',
+        )
     if dkim is not None and (smtp is None or smtp.listen is None):
         raise ConfigError("dkim", "needs the SMTP relay ([smtp] listen)")
     if dkim is not None and http is None:

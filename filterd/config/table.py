@@ -29,7 +29,9 @@ _TOML_TYPES = {
 
 _LIMIT_KEYS = ("idle_timeout", "max_connections", "max_connections_per_address")
 _KEYS: dict[str, frozenset[str]] = {
-    "": frozenset({"registry", "keywords", "smtp", "smpp", "http", "policy", "dkim", "daemon"}),
+    "": frozenset({
+        "registry", "keywords", "smtp", "smpp", "http", "policy", "dkim", "daemon", "compliance",
+    }),
     "registry": frozenset({
         "url", "cluster", "data_dir", "secret_file", "request_ttl", "fail_mode",
         "default_region", "server", "bucket_bits", "audit_max_entries", "audit_retention",
@@ -61,6 +63,8 @@ _KEYS: dict[str, frozenset[str]] = {
     "policy": frozenset({"listen", *_LIMIT_KEYS}),
     "dkim": frozenset({"selector", "domain", "key_file"}),
     "daemon": frozenset({"drain_timeout"}),
+    "compliance": frozenset({"cancel_method", "quiet_hours", "time_zone", "senders"}),
+    "compliance.senders": frozenset({"sender", "signature", "sms_cancel_text"}),
 }  # fmt: skip
 """Every key each table may hold, by the table's dotted name (the tables of an
 array of tables under the array's name, without the index). A key of the file

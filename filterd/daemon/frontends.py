@@ -19,7 +19,13 @@ from filterd.errors import ConfigError
 from filterd.guard import ConnectionTable
 from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
-from filterd.settings import HttpSettings, PolicySettings, SmppSettings, SmtpSettings
+from filterd.settings import (
+    CancelMethod,
+    HttpSettings,
+    PolicySettings,
+    SmppSettings,
+    SmtpSettings,
+)
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.hub import HubClient
 from filterd.smpp.server import SmppRelay
@@ -149,6 +155,11 @@ def _relay_handler(
     transactions and connection caps; the upstream pool and one-click are shared)."""
     service = live.runtime.service
     transactions = Transactions(pool)
+    compliance = live.settings.compliance
+    cancel_method = compliance.cancel_method if compliance is not None else None
+    adds_headers = cancel_method is CancelMethod.ADD or (
+        oneclick is not None and oneclick.signs and cancel_method is not CancelMethod.OFF
+    )
     envelope_stage = EnvelopeStage(
         service,
         live.accounts,
@@ -157,11 +168,12 @@ def _relay_handler(
         default_region=live.settings.registry.default_region,
         oneclick=oneclick,
         intake_only=intake_only,
+        one_per_message=adds_headers,
     )
     table = ConnectionTable("smtp.unsubscribe" if intake_only else "smtp", smtp.limits)
     return RelayHandler(
         envelope_stage,
-        DataStage(service, transactions, oneclick),
+        DataStage(service, transactions, oneclick, cancel_method),
         transactions,
         Connections(table, transactions),
         accounts=live.accounts,
@@ -170,11 +182,14 @@ def _relay_handler(
 
 
 def _oneclick(live: Live, smtp: SmtpSettings) -> OneClick | None:
-    """Opt-out intake and signing for the SMTP relay, when configured ([http] needed)."""
+    """Opt-out intake, one-click headers and signing for the SMTP relay, when
+    configured ([http] needed)."""
     runtime, http = live.runtime, live.settings.http
     if http is None or runtime.tokens is None:
         return None
-    if smtp.unsubscribe_domain is None and runtime.signer is None:
+    compliance = live.settings.compliance
+    adds = compliance is not None and compliance.cancel_method is CancelMethod.ADD
+    if smtp.unsubscribe_domain is None and runtime.signer is None and not adds:
         return None
     return OneClick(
         runtime.service,

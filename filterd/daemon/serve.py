@@ -123,9 +123,16 @@ async def serve(
 
 def _warn_about_config_file(settings: Settings) -> None:
     """Once at start: a config holding inline passwords that others may read, or that
-    its group may write, is named with its mode."""
+    its group may write, is named with its mode; a config without [compliance] is
+    named as such (written before it existed, it keeps its behaviour)."""
     for warning in config_warnings(settings.path):
         logs.get_logger("daemon").warning("config_file_mode", warning=warning)
+    if settings.compliance is None and (settings.smtp or settings.smpp or settings.policy):
+        logs.get_logger("daemon").warning(
+            "compliance_off",
+            warning="no [compliance] table: commercial messages are not checked for a "
+            "cancel method, a signature or quiet hours",
+        )
 
 
 async def _wait_ready(live: Live) -> None:

@@ -8,9 +8,10 @@ when the registry cannot take them; 250 "unsubscribed" when nothing else is
 left to relay). A transactional account's message with commercial signals
 (signals.py) is upgraded: all its recipients are judged at once; those without
 permission are dropped (and audited), the upstream transaction is redone for
-the rest, and if none remain the message is refused with 550 5.7.1. With
-`[dkim]`, commercial mail is signed (and given one-click headers) before it
-goes upstream.
+the rest, and if none remain the message is refused with 550 5.7.1. A
+commercial message then gets its way to cancel checked (smtp/cancel.py: the
+one-click headers added, or 550 5.7.1 without them) and, with `[dkim]`, is
+signed before it goes upstream.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 from filterd import replies
 from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
-from filterd.model import Address, MessageClass
+from filterd.model import Address, MessageClass, Reason
 from filterd.service import Service
-from filterd.settings import SmtpAccount
+from filterd.settings import CancelMethod, SmtpAccount
 from filterd.signing import SigningError
+from filterd.smtp.cancel import NO_LIST_UNSUBSCRIBE, MailCancel, mail_cancel
 from filterd.smtp.oneclick import UNSUBSCRIBED, OneClick
 from filterd.smtp.outbound import UpstreamReply
-from filterd.smtp.signals import commercial_signals
+from filterd.smtp.signals import commercial_signals, header_fields
 from filterd.smtp.transaction import EnvelopeView, RelayState, Transactions
 
 log = get_logger("smtp")
@@ -34,12 +36,18 @@ class DataStage:
     """DATA of one listener's transactions."""
 
     def __init__(
-        self, service: Service, transactions: Transactions, oneclick: OneClick | None = None
+        self,
+        service: Service,
+        transactions: Transactions,
+        oneclick: OneClick | None = None,
+        cancel_method: CancelMethod | None = None,
     ) -> None:
         self.service = service
         self.transactions = transactions
         self.oneclick = oneclick
-        """Opt-out intake and DKIM signing; None when neither is configured."""
+        """Opt-out intake, one-click headers and DKIM signing; None when not configured."""
+        self.cancel_method = cancel_method
+        """[compliance] cancel_method; None without the table (smtp/cancel.py)."""
 
     async def relay_message(self, relay: RelayState, envelope: EnvelopeView, peer: str) -> str:
         """Record opt-outs, then relay the message; answer with the upstream's reply."""
@@ -65,8 +73,11 @@ class DataStage:
             upstream = relay.upstream
             if upstream is None:
                 return "451 4.3.0 no open upstream transaction, try again"
-            if commercial and account is not None and self.oneclick is not None:
-                content = await self._signed(content, account.sender, relay.addresses)
+            if commercial and account is not None:
+                outgoing = await self._outgoing(content, account.sender, relay)
+                if isinstance(outgoing, str):
+                    return outgoing
+                content = outgoing
             try:
                 reply = await upstream.data(content)
             except BaseException:
@@ -101,12 +112,31 @@ class DataStage:
             return UNSUBSCRIBED
         return None
 
-    async def _signed(self, content: bytes, sender: str, recipients: list[Address]) -> bytes:
-        """The message signed (with one-click headers) when [dkim] is set; as it was
-        if signing fails (logged), since refusing it would not help the consumer."""
+    async def _outgoing(self, content: bytes, sender: str, relay: RelayState) -> bytes | str:
+        """A commercial message as it goes upstream (its way to cancel added, signed),
+        or the 550 that refuses it for want of one (smtp/cancel.py)."""
+        signing = self.oneclick is not None and self.oneclick.signs
+        action = mail_cancel(
+            header_fields(content), self.cancel_method, len(relay.addresses), signing=signing
+        )
+        if action is MailCancel.REFUSE:
+            self.service.refuse(
+                sender, relay.addresses, Reason.NO_CANCEL_METHOD,
+                origin="smtp", message_id=relay.transaction,
+            )  # fmt: skip
+            return NO_LIST_UNSUBSCRIBE
+        if self.oneclick is None:
+            return content
+        return await self._signed(content, sender, relay.addresses, add=action is MailCancel.ADD)
+
+    async def _signed(
+        self, content: bytes, sender: str, recipients: list[Address], *, add: bool
+    ) -> bytes:
+        """The message with one-click headers (when `add`) and signed (with [dkim]); as
+        it was if signing fails (logged), since refusing it would not help the consumer."""
         assert self.oneclick is not None  # noqa: S101 - the caller checked
         try:
-            return await self.oneclick.sign(content, sender, recipients)
+            return await self.oneclick.outgoing(content, sender, recipients, add=add)
         except SigningError as exc:
             log.warning("dkim_not_signed", sender=sender, error=str(exc))
         except Exception as exc:  # a signing fault must not lose the message
@@ -123,7 +153,10 @@ class DataStage:
         )  # fmt: skip
         if upgrade.deferred:
             await self.transactions.end(relay)
-            return replies.UNAVAILABLE
+            if upgrade.deferral is None:
+                return replies.UNAVAILABLE
+            index, decision = upgrade.deferral
+            return replies.for_decision(decision, envelope.rcpt_tos[index]) or replies.UNAVAILABLE
         pairs = list(zip(envelope.rcpt_tos, relay.addresses, strict=True))
         keep = [pairs[index] for index in upgrade.keep]
         if not keep:

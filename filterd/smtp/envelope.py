@@ -14,9 +14,10 @@ front end), a commercial account's recipient is decided (one registry read),
 then the same RCPT goes to the upstream in real time, so an upstream refusal
 reaches the client as that recipient's reply. Recipients
 `unsubscribe+TOKEN@{unsubscribe_domain}` are opt-outs: their token is checked
-here and they are recorded at DATA, never relayed. With `[dkim]` a commercial
-transaction carries one recipient (452 4.5.3 for more: the one-click token
-names one consumer).
+here and they are recorded at DATA, never relayed. When filterd adds one-click
+headers (`[compliance] cancel_method = "add"`, or `[dkim]`) a commercial
+transaction carries one recipient (452 4.5.3 for more: the token names one
+consumer).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class EnvelopeStage:
         default_region: str | None,
         oneclick: OneClick | None = None,
         intake_only: bool = False,
+        one_per_message: bool = False,
     ) -> None:
         self.service = service
         self.accounts = accounts
@@ -61,6 +63,9 @@ class EnvelopeStage:
         """Opt-out intake and DKIM signing; None when neither is configured."""
         self.intake_only = intake_only
         """The `smtp.unsubscribe_listen` listener: no login, only unsubscribe recipients."""
+        self.one_per_message = one_per_message
+        """A commercial transaction takes one recipient (452 4.5.3 to the others): the
+        one-click headers filterd adds (cancel_method add, or [dkim]) name one consumer."""
 
     async def mail(
         self, relay: RelayState, envelope: EnvelopeView, address: str, mail_options: list[str],
@@ -167,8 +172,7 @@ class EnvelopeStage:
 
     def _envelope_limit(self, relay: RelayState, account: SmtpAccount) -> str | None:
         """452 when this transaction may take no more recipients, else None."""
-        signing = self.oneclick is not None and self.oneclick.signs
-        if signing and account.stream is MessageClass.COMMERCIAL and relay.addresses:
+        if self.one_per_message and account.stream is MessageClass.COMMERCIAL and relay.addresses:
             return _ONE_PER_SIGNED_MESSAGE
         return None
 

@@ -5,11 +5,11 @@ RFC 8058 headers and DKIM signature of relayed commercial mail.
   relayed; its signed token (filterd/tokens.py) is checked at RCPT (bad →
   550 5.1.1) and the refusal is recorded durably at DATA, before the 250. No
   login is needed for these recipients, and only for them.
-- Signing (with `[dkim]`): a commercial message that is not DKIM-signed yet
-  gets `List-Unsubscribe: <https…>, <mailto:…>` and `List-Unsubscribe-Post`
-  when it has no List-Unsubscribe of its own and exactly one recipient (the
-  token names one consumer), then filterd's signature covering both. A
-  message with a DKIM-Signature is passed on byte for byte.
+- One-click headers and signing: a commercial message gets
+  `List-Unsubscribe: <https…>, <mailto:…>` and `List-Unsubscribe-Post` when
+  smtp/cancel.py says so (no List-Unsubscribe of its own, one recipient: the
+  token names one consumer), then, with `[dkim]`, filterd's signature covering
+  both. A message with a DKIM-Signature is passed on byte for byte.
 """
 
 from __future__ import annotations
@@ -97,14 +97,15 @@ class OneClick:
         mailto = f"{LOCAL_PREFIX}{mailto_form(token)}@{self.domain}" if self.domain else None
         return f"{self.public_url}/unsubscribe/{token}", mailto
 
-    async def sign(self, content: bytes, sender: str, recipients: list[Address]) -> bytes:
-        """The message as it goes upstream: untouched if already signed, else
-        (one recipient, no List-Unsubscribe) with the one-click headers, signed."""
-        if self.signer is None or is_signed(content):
-            return content
-        if len(recipients) == 1:
+    async def outgoing(
+        self, content: bytes, sender: str, recipients: list[Address], *, add: bool
+    ) -> bytes:
+        """The message as it goes upstream: with the one-click headers naming its one
+        recipient when `add` (smtp/cancel.py decides), then signed when [dkim] is set
+        and it carries no DKIM-Signature yet."""
+        if add and len(recipients) == 1:
             url, mailto = self.headers_for(sender, recipients[0])
             content = add_one_click(content, url, mailto)
-        else:
-            log.info("one_click_not_added", reason="several recipients", sender=sender)
+        if self.signer is None or is_signed(content):
+            return content
         return await asyncio.to_thread(self.signer.sign, content)
