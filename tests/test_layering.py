@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
-    "smpp.pdu", "smpp.text", "tokens",
+    "smpp.pdu", "smpp.text", "tokens", "quiet_hours",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
 }  # fmt: skip
@@ -27,6 +27,7 @@ LAYERS = {
     "normalize": {"errors", "model"},
     "policy": {"model"},
     "csvimport": {"errors", "model", "normalize"},
+    "quiet_hours": set(),
     "logs": set(),
     "secret": {"errors", "identity"},
     # storage/: the registry port (by role), the fake, and the Redis adapter's parts
