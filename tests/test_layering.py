@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
     "smpp.status", "smpp.header", "smpp.tlv", "smpp.fields", "smpp.pdu", "smpp.encode",
-    "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "tokens",
+    "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "tokens", "quiet_hours",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
 }  # fmt: skip
@@ -28,6 +28,7 @@ LAYERS = {
     "normalize": {"errors", "model"},
     "policy": {"model"},
     "csvimport": {"errors", "model", "normalize"},
+    "quiet_hours": set(),
     "logs": set(),
     "secret": {"errors", "identity"},
     # storage/: the registry port (by role), the fake, and the Redis adapter's parts

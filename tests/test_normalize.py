@@ -14,6 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from phonenumbers import timezone as phone_zones
 
 from filterd.errors import InvalidAddress
 from filterd.model import Address, Channel
@@ -25,6 +26,7 @@ from filterd.normalize import (
     normalize,
     normalize_email,
     normalize_phone,
+    phone_time_zone,
     scrub,
 )
 
@@ -303,6 +305,54 @@ def test_is_region() -> None:
     assert not is_region("cn")
     assert not is_region("XX")
     assert not is_region("001")
+
+
+# --- time zone of a phone number ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("e164", "zone"),
+    [
+        (CN, "Asia/Shanghai"),  # mobile
+        ("+861065529988", "Asia/Shanghai"),  # Beijing fixed line
+        ("+12015550123", "America/New_York"),  # New Jersey: one zone
+        ("+442079460000", "Europe/London"),
+    ],
+)
+def test_phone_time_zone_of_a_number_with_one_zone(e164: str, zone: str) -> None:
+    """A number phonenumbers places in exactly one zone gives that zone's IANA name
+    (every +86 number: Asia/Shanghai)."""
+    assert phone_time_zone(e164) == zone
+    assert phone_zones.time_zones_for_number(phonenumbers.parse(e164)) == (zone,)
+
+
+@pytest.mark.parametrize(
+    "e164",
+    [
+        "+18005550123",  # US toll-free: every zone of +1
+        "+12085550123",  # Idaho: America/Boise and America/Los_Angeles
+        "+79161234567",  # Russian mobile: the zones of all Russia
+    ],
+)
+def test_phone_time_zone_of_a_number_with_several_zones_is_none(e164: str) -> None:
+    """A number phonenumbers places in several zones gives None (the caller falls
+    back to compliance.time_zone)."""
+    assert len(phone_zones.time_zones_for_number(phonenumbers.parse(e164))) > 1
+    assert phone_time_zone(e164) is None
+
+
+@pytest.mark.parametrize("e164", ["+19999999999", "+80012345678", "not a number", ""])
+def test_phone_time_zone_unknown_is_none(e164: str) -> None:
+    """An invalid or non-geographic number (phonenumbers' Etc/Unknown placeholder)
+    and text that is no number give None, not an error."""
+    assert phone_time_zone(e164) is None
+
+
+def test_phone_time_zone_is_cached() -> None:
+    """A repeated look-up is answered from the cache with the same zone."""
+    phone_time_zone.cache_clear()
+    assert phone_time_zone(CN) == phone_time_zone(CN) == "Asia/Shanghai"
+    assert phone_time_zone.cache_info().hits == 1
 
 
 # --- masking --------------------------------------------------------------------------------
