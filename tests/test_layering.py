@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
-    "smpp.pdu", "smpp.text", "tokens",
+    "smpp.pdu", "smpp.text", "smpp.cancel", "tokens",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
 }  # fmt: skip
@@ -171,6 +171,7 @@ LAYERS = {
     "keywords": set(),
     "smpp.pdu": {"errors"},
     "smpp.text": {"errors", "smpp.pdu"},
+    "smpp.cancel": {"smpp.text"},
     "smpp.carrier": {"settings", "errors", "logs", "smpp.pdu"},
     "smpp.hub": {"errors", "logs", "smpp.pdu"},
     "smpp.server": {
