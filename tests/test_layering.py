@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
     "smpp.status", "smpp.header", "smpp.tlv", "smpp.fields", "smpp.pdu", "smpp.encode",
-    "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "tokens", "quiet_hours",
+    "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "smpp.cancel", "tokens",
+    "quiet_hours",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
 }  # fmt: skip
@@ -115,7 +116,11 @@ LAYERS = {
     "metrics_dir": {"logs", "metrics"},
     "notify": set(),
     "signing": set(),
+    "audit_buffer": {"errors", "logs", "model", "storage.port"},
+    "compliance": {"model", "normalize", "quiet_hours", "settings"},
     "service": {
+        "audit_buffer",
+        "compliance",
         "errors",
         "identity",
         "logs",
@@ -172,6 +177,7 @@ LAYERS = {
     "config.search": {"errors"},
     "settings": {"model", "policy", "quiet_hours"},
     "bootstrap": {
+        "compliance",
         "settings",
         "errors",
         "identity",
@@ -205,6 +211,7 @@ LAYERS = {
         "service",
     },
     "smtp.signals": set(),
+    "smtp.cancel": {"settings"},
     "keywords": set(),
     "smpp.status": set(),
     "smpp.header": set(),
@@ -223,6 +230,7 @@ LAYERS = {
     "smpp.framer": {"smpp.decode", "smpp.header", "smpp.pdu", "smpp.status"},
     "smpp.receipt": {"smpp.fields", "smpp.pdu", "smpp.tlv"},
     "smpp.text": {"errors", "smpp.fields", "smpp.pdu"},
+    "smpp.cancel": {"smpp.text"},
     "smpp.carrier": {
         "settings",
         "errors",
@@ -322,6 +330,7 @@ LAYERS = {
         "signing",
         "smtp.oneclick",
         "smtp.outbound",
+        "smtp.cancel",
         "smtp.signals",
         "smtp.transaction",
     },

@@ -26,6 +26,7 @@ from filterd.smpp.text import (
     concat_from_udh,
     concat_key,
     concat_of,
+    cut_udh,
     decode_gsm,
     decode_text,
     decode_ucs2,
@@ -34,8 +35,10 @@ from filterd.smpp.text import (
     gsm_septets,
     message_text,
     parse_udh,
+    sms_count,
     split_sms,
     split_udh,
+    user_data_limit,
 )
 
 GSM_CHARS = [c for c in GSM_BASIC if c != "\x1b"] + list(GSM_EXTENSION.values())
@@ -316,6 +319,30 @@ def test_split_udh_only_with_udhi() -> None:
     assert split_udh(0x40, data) == (((0x00, b"\x01\x02\x01"),), b"x")
 
 
+def test_cut_udh_keeps_the_udh_as_sent() -> None:
+    """cut_udh returns the UDH octets (length octet first) and the text after them;
+    without UDHI there is no UDH; a malformed UDH raises SmsTextError."""
+    data = bytes.fromhex("050003010201") + b"x"
+    assert cut_udh(0x40, data) == (bytes.fromhex("050003010201"), b"x")
+    assert cut_udh(0x00, data) == (None, data)
+    assert cut_udh(0x40, b"\x00") == (b"\x00", b"")
+    with pytest.raises(SmsTextError, match="runs past"):
+        cut_udh(0x40, b"\x05\x00")
+
+
+@given(st.binary(max_size=60))
+@settings(max_examples=200)
+def test_cut_udh_agrees_with_split_udh(data: bytes) -> None:
+    """The UDH cut_udh returns parses to the elements split_udh gives, with the same rest."""
+    try:
+        udh, rest = cut_udh(0x40, data)
+    except SmsTextError:
+        return
+    assert udh is not None
+    assert udh + rest == data
+    assert split_udh(0x40, data) == (parse_udh(udh)[0], rest)
+
+
 # -- concatenation ---------------------------------------------------------------------
 
 PARTS = [CHINESE[i : i + 60] for i in range(0, 180, 60)]
@@ -536,6 +563,62 @@ def test_split_limits() -> None:
         split_sms("a" * 153 * 256, reference=1)
     with pytest.raises(ValueError, match="reference"):
         split_sms("hi", reference=256)
+
+
+@pytest.mark.parametrize(
+    ("data_coding", "udh_octets", "limit"),
+    [
+        (0x00, 0, 160),
+        (0x00, 6, 153),  # 05 00 03 ref total seq
+        (0x00, 7, 152),  # 06 08 04 ref ref total seq
+        (0x00, 12, 146),
+        (0xF1, 6, 153),
+        (0x08, 0, 140),
+        (0x08, 6, 134),
+        (0x08, 7, 132),  # 133 octets rounded down to even
+        (0x18, 7, 132),
+        (0x03, 0, 140),
+        (0x03, 7, 133),
+        (0x01, 6, 134),
+        (0x04, 6, 134),
+    ],
+)
+def test_user_data_limit(data_coding: int, udh_octets: int, limit: int) -> None:
+    """One SMS holds 140 octets with the UDH: GSM septets with the UDH's fill bits
+    counted, UCS2 octets rounded down to even, other codings octets."""
+    assert user_data_limit(data_coding, udh_octets) == limit
+
+
+@pytest.mark.parametrize(
+    ("data_coding", "data", "count"),
+    [
+        (0x00, b"", 1),
+        (0x00, b"a" * 160, 1),
+        (0x00, b"a" * 161, 2),
+        (0x00, b"a" * 306, 2),
+        (0x00, b"a" * 307, 3),
+        (0x00, b"a" * 152 + b"\x1b\x65" + b"a" * 152, 3),  # the escape pair moves whole
+        (0x08, b"\x8b\xa2" * 70, 1),
+        (0x08, b"\x8b\xa2" * 71, 2),
+        (0x08, b"\x8b\xa2" * 134, 2),
+        (0x08, b"\x8b\xa2" * 135, 3),
+        (0x03, b"a" * 140, 1),
+        (0x03, b"a" * 268, 2),
+        (0x03, b"a" * 269, 3),
+    ],
+)
+def test_sms_count(data_coding: int, data: bytes, count: int) -> None:
+    """A whole message takes one SMS up to 160 septets / 140 octets, else parts of 153
+    septets / 134 octets, a GSM escape pair or UTF-16 surrogate pair never split."""
+    assert sms_count(data_coding, data) == count
+
+
+@given(st.one_of(GSM_TEXT, st.text(max_size=400)))
+@settings(max_examples=200)
+def test_sms_count_matches_split_sms(text: str) -> None:
+    """sms_count of an encoded text is the number of parts split_sms makes of it."""
+    text = "".join(c for c in text if not 0xD800 <= ord(c) <= 0xDFFF)
+    assert sms_count(*encode_text(text)) == len(split_sms(text, 1).messages)
 
 
 @given(st.one_of(GSM_TEXT, st.text(max_size=400)), st.integers(0, 255))

@@ -266,6 +266,47 @@ def split_sms(text: str, reference: int) -> SmsParts:
     return SmsParts(data_coding, ESM_UDHI, messages)
 
 
+SMS_OCTETS = 140
+"""The user data of one SMS (TS 23.040 §9.2.3.16), the UDH included."""
+
+
+def user_data_limit(data_coding: int, udh_octets: int = 0) -> int:
+    """How much text one SMS holds after a UDH of `udh_octets` octets (its length octet included).
+
+    In the units SMPP carries text in: GSM septets, one per octet, as
+    (140 - udh_octets) * 8 // 7 (160 without a UDH; the UDH and its fill bits up
+    to a septet boundary counted as TS 23.040 §9.2.3.24 does: 153 after
+    05 00 03 ref total seq, 152 after 06 08 04 ...); UCS2 octets, 140 - udh_octets
+    rounded down to even; any other coding, 140 - udh_octets octets.
+    """
+    room = SMS_OCTETS - udh_octets
+    alphabet = coding_of(data_coding).alphabet
+    if alphabet is Alphabet.GSM:
+        return room * 8 // 7
+    if alphabet is Alphabet.UCS2:
+        return room - room % 2
+    return room
+
+
+def sms_count(data_coding: int, data: bytes) -> int:
+    """How many SMS a whole message's user data (no UDH) takes when cut as split_sms cuts.
+
+    GSM: one SMS up to 160 septets, else parts of 153 (an escape pair never
+    split); UCS2: 140 octets, else parts of 134 (a surrogate pair never split);
+    other codings: 140 octets, else parts of 134. Empty data is one SMS.
+    """
+    alphabet = coding_of(data_coding).alphabet
+    gsm = alphabet is Alphabet.GSM
+    single, part = (
+        (GSM_SINGLE_SEPTETS, GSM_PART_SEPTETS) if gsm else (UCS2_SINGLE_OCTETS, UCS2_PART_OCTETS)
+    )
+    if len(data) <= single:
+        return 1
+    if gsm or alphabet is Alphabet.UCS2:
+        return len(_chunks(data, part, ucs2=not gsm))
+    return -(-len(data) // part)
+
+
 def _chunks(data: bytes, size: int, *, ucs2: bool) -> list[bytes]:
     """`data` in pieces of at most `size`; a cut that would split a pair moves back.
 
@@ -320,6 +361,18 @@ def split_udh(esm_class: int, data: bytes) -> tuple[Udh, bytes]:
     if esm_class & ESM_UDHI:
         return parse_udh(data)
     return (), data
+
+
+def cut_udh(esm_class: int, data: bytes) -> tuple[bytes | None, bytes]:
+    """(the UDH as sent, its length octet included, or None without UDHI; the user data after it).
+
+    SmsTextError when the UDH is malformed (as parse_udh).
+    """
+    if not esm_class & ESM_UDHI:
+        return None, data
+    parse_udh(data)
+    end = 1 + data[0]
+    return data[:end], data[end:]
 
 
 @dataclass(frozen=True, slots=True)
