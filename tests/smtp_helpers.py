@@ -6,11 +6,15 @@ there. The fixtures built on them (`relay`, `optout_relay`) are in conftest.py."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,3 +207,24 @@ def facts_of(relay: Relay, address: str) -> list[tuple[Kind, str, str]]:
         return [(f.kind, f.sender, f.source) for f in facts]
 
     return asyncio.run(read())
+
+
+@contextlib.contextmanager
+def relay_with(registry_server: RedisProcess, extra: str) -> Iterator[Relay]:
+    """filterd relaying to a fresh sink with `extra` config text after [smtp]'s keys
+    (further tables may follow), on `registry_server` (already flushed); exit 0 checked."""
+    home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
+    sink = SinkServer().start()
+    config = write_config(home, registry_server.url, sink.port, extra)
+    try:
+        process, reader, port = start_filterd(config)
+    except BaseException:
+        sink.shutdown()
+        raise
+    try:
+        yield Relay(process, reader, port, sink, registry_server, home)
+    finally:
+        code = stop_filterd(process)
+        sink.shutdown()
+        shutil.rmtree(home, ignore_errors=True)
+    assert code == 0

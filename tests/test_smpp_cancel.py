@@ -17,7 +17,9 @@ from filterd.smpp.cancel import (
     has_cancel_text,
     signature_ok,
 )
-from filterd.smpp.pdu import SubmitSm, decode, encode
+from filterd.smpp.decode import decode
+from filterd.smpp.encode import encode
+from filterd.smpp.pdu import SubmitSm
 from filterd.smpp.text import (
     GSM_BASIC,
     GSM_EXTENSION,
