@@ -51,6 +51,8 @@ class Relay:
     home: Path
     intake_port: int = 0
     """smtp.unsubscribe_listen's port, when configured."""
+    http_port: int = 0
+    """[http]'s port, when relay_with configured it."""
 
     def smtp(self, source: str = "127.0.0.1") -> smtplib.SMTP:
         """A client connection (EHLO done)."""
@@ -217,12 +219,15 @@ def relay_with(registry_server: RedisProcess, extra: str) -> Iterator[Relay]:
     sink = SinkServer().start()
     config = write_config(home, registry_server.url, sink.port, extra)
     try:
-        process, reader, port = start_filterd(config)
+        process, reader, ports = start_listeners(config, 2 if "[http]" in extra else 1)
     except BaseException:
         sink.shutdown()
         raise
     try:
-        yield Relay(process, reader, port, sink, registry_server, home)
+        yield Relay(
+            process, reader, ports["smtp"], sink, registry_server, home,
+            http_port=ports.get("http", 0),
+        )  # fmt: skip
     finally:
         code = stop_filterd(process)
         sink.shutdown()

@@ -5,7 +5,9 @@ export, invalid addresses, unsubscribe-url."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -248,3 +250,23 @@ def test_check_json_shows_the_evidence_of_its_basis(home: Path) -> None:
     assert consent.returncode == 0, consent.stderr
     delivered = json.loads(ctl(home, "--json", "check", PHONE_NATIONAL, "--sender", "acme").stdout)
     assert (delivered["basis"]["fact"], delivered["basis"]["evidence"]) == ("consent", "form #12")
+
+
+def test_check_reports_quiet_hours_as_a_deferral(http_home: Path) -> None:
+    """Inside the quiet hours of the recipient's zone (a +86 number: Asia/Shanghai), a
+    consented commercial recipient is `defer quiet_hours` with exit 1 (not deliverable
+    now) and --json gives when sending may resume; transactional is still deliver."""
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    with (http_home / "filterd.toml").open("a") as config:
+        config.write(f'[compliance]\nquiet_hours = "{start:%H:%M}-{end:%H:%M}"\n')
+    assert ctl(http_home, "consent", PHONE_RAW, "--sender", "acme").returncode == 0
+    held = ctl(http_home, "check", PHONE_RAW, "--sender", "acme")
+    assert (held.returncode, held.stdout.strip()) == (1, "defer quiet_hours")
+    document = json.loads(ctl(http_home, "--json", "check", PHONE_RAW, "--sender", "acme").stdout)
+    assert (document["decision"], document["reason"]) == ("defer", "quiet_hours")
+    assert document["resume"] == f"{end:%H:%M} Asia/Shanghai"
+    transactional = ctl(
+        http_home, "check", PHONE_RAW, "--sender", "acme", "--class", "transactional"
+    )
+    assert (transactional.returncode, transactional.stdout.strip()) == (0, "deliver")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from filterd.config.load import load as load_config
 from filterd.daemon.reload import restart_needed
-from filterd.settings import ListenerLimits
+from filterd.settings import CancelMethod, ListenerLimits
 
 REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
 
@@ -28,3 +28,15 @@ def test_restart_needed_names_what_a_reload_cannot_take() -> None:
         policy=None,
     )
     assert restart_needed(old, moved) == ["smtp.listen", "policy", "smtp.limits"]
+
+
+def test_a_changed_compliance_table_needs_a_restart() -> None:
+    """[compliance] (cancel method, quiet hours, signatures) is read at start: a reload
+    that changes it names it among what needs a restart."""
+    old = load_config(REFERENCE)
+    assert old.compliance is not None
+    changed = dataclasses.replace(
+        old, compliance=dataclasses.replace(old.compliance, cancel_method=CancelMethod.OFF)
+    )
+    assert restart_needed(old, changed) == ["compliance"]
+    assert restart_needed(old, dataclasses.replace(old, compliance=None)) == ["compliance"]

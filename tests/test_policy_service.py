@@ -24,8 +24,10 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
@@ -34,6 +36,7 @@ from hypothesis import strategies as st
 
 from filterd import logs
 from filterd.accounts import AccountBook
+from filterd.compliance import QuietRule
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import ALL_SENDERS, Channel, Decision, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
@@ -45,6 +48,7 @@ from filterd.policy_service import (
     serialize_reply,
     start_policy_server,
 )
+from filterd.quiet_hours import parse_window
 from filterd.service import Service
 from filterd.settings import ListenerLimits, SmtpAccount
 from filterd.storage.port import AuditQuery
@@ -974,3 +978,25 @@ def test_connection_caps_and_idle_timeout(
         event_loop_runner.run(asyncio.wait_for(go(), 6 * TIMEOUT))
     finally:
         event_loop_runner.run(registry.close())
+
+
+def test_quiet_hours_defer_with_the_time_sending_may_resume(rig: Rig) -> None:
+    """With quiet hours holding the current time (America/New_York, an email
+    recipient's configured zone), a consented recipient gets the 451 4.7.0 action
+    naming when sending may resume, audited as defer/quiet_hours; a refused recipient
+    is still dropped (quiet hours only hold back what would be delivered)."""
+    zone = ZoneInfo("America/New_York")
+    now = datetime.now(zone)
+    window = parse_window(f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}")
+    assert window is not None
+    rig.service.quiet = QuietRule(window, "America/New_York")
+    resume = f"{now + timedelta(hours=1):%H:%M} America/New_York"
+    assert rig.ask(request(JANE), request(BOB)) == [
+        f"451 4.7.0 <{JANE}>: outside sending hours in the recipient's time zone, "
+        f"try again after {resume}",
+        REFUSED_BOB,
+    ]
+    assert [d[:3] for d in rig.drops()] == [
+        ("drop", "refused", "policy"),
+        ("defer", "quiet_hours", "policy"),
+    ]

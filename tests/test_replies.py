@@ -38,11 +38,16 @@ ADDRESS = "jane@example.com"
             Decision(Action.DEFER, Reason.REGISTRY_UNAVAILABLE),
             "451 4.3.0 consent registry unavailable, try again later",
         ),
+        (
+            Decision(Action.DEFER, Reason.QUIET_HOURS, None, "08:00 Asia/Shanghai"),
+            "451 4.7.0 <jane@example.com>: outside sending hours in the recipient's time "
+            "zone, try again after 08:00 Asia/Shanghai",
+        ),
     ],
 )
 def test_for_decision(decision: Decision, expected: str | None) -> None:
-    """Deliver → None (no reply of its own); refused, no consent and registry unavailable
-    → the exact SPEC §4 texts."""
+    """Deliver → None (no reply of its own); refused, no consent, registry unavailable
+    and quiet hours (with the time sending may resume) → their exact texts."""
     assert replies.for_decision(decision, ADDRESS) == expected
 
 

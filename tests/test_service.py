@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from filterd import logs
+from filterd.compliance import QuietRule
 from filterd.errors import RegistryUnavailable
 from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import (
@@ -22,6 +23,7 @@ from filterd.model import (
     AuditEntry,
     BulkRow,
     Channel,
+    Decision,
     Fact,
     FactRequest,
     Kind,
@@ -31,6 +33,7 @@ from filterd.model import (
 )
 from filterd.normalize import normalize
 from filterd.policy import FailMode
+from filterd.quiet_hours import parse_window
 from filterd.service import Service
 from filterd.storage.memory import MemoryRegistry
 from filterd.storage.port import AuditQuery
@@ -433,3 +436,62 @@ def test_record_bulk_masks_addresses_in_every_row() -> None:
     assert facts[Kind.CONSENT].source == "list of f***@example.org"
     assert facts[Kind.CONSENT].evidence == THIRD_PARTY_MASKED
     assert (facts[Kind.REFUSAL].source, facts[Kind.REFUSAL].evidence) == ("import:x", None)
+
+
+def test_quiet_hours_defer_what_the_registry_lets_through() -> None:
+    """With quiet hours, a commercial recipient the registry lets through is deferred
+    (reason quiet_hours, with the time sending may resume, audited), one without
+    consent is still dropped, and transactional mail is never held back. NOW is
+    22:13 in Shanghai: inside 21:00-08:00 for a +86 number."""
+    window = parse_window("21:00-08:00")
+    assert window is not None
+    service, registry = make()
+    service.quiet = QuietRule(window, "Asia/Shanghai")
+    run = asyncio.run
+    run(service.record(request(Kind.CONSENT), origin="test"))
+    [held, dropped] = run(
+        service.screen("acme", MessageClass.COMMERCIAL, [PHONE, EMAIL], origin="smpp")
+    )
+    assert (held.action, held.reason, held.resume) == (
+        Action.DEFER,
+        Reason.QUIET_HOURS,
+        "08:00 Asia/Shanghai",
+    )
+    assert (dropped.action, dropped.reason) == (Action.DROP, Reason.NO_CONSENT)
+    [sent] = run(service.screen("acme", MessageClass.TRANSACTIONAL, [PHONE], origin="smpp"))
+    assert sent.action is Action.DELIVER
+    run(service.flush_audit())
+    entries = run(registry.read_audit(AuditQuery(limit=10)))
+    assert sorted((e.event, e.reason) for e in entries if e.event != "consent") == [
+        ("defer", "quiet_hours"),
+        ("drop", "no_consent"),
+    ]
+
+
+def test_refuse_drops_logs_counts_and_audits_every_recipient() -> None:
+    """refuse (a compliance rule's drop): each recipient gets a drop with the reason, one
+    decision line, one count and one audit entry, as any drop."""
+    service, registry = make()
+    stream = io.StringIO()
+    logs.configure(stream)
+
+    async def refuse() -> list[Decision]:
+        decisions = service.refuse(
+            "acme", [PHONE], Reason.NO_SIGNATURE, origin="smpp", message_id="m-7"
+        )
+        await service.flush_audit()
+        return decisions
+
+    try:
+        decisions = asyncio.run(refuse())
+    finally:
+        logs.configure(sys.stderr, "WARNING")
+    assert [(d.action, d.reason) for d in decisions] == [(Action.DROP, Reason.NO_SIGNATURE)]
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert (line["event"], line["decision"], line["reason"], line["recipient"]) == (
+        "decision", "drop", "no_signature", "+86138****8000",
+    )  # fmt: skip
+    assert metric(service, "filterd_decisions_total", front_end="smpp", decision="drop",
+                  reason="no_signature") == 1.0  # fmt: skip
+    [entry] = asyncio.run(registry.read_audit(AuditQuery(limit=10)))
+    assert (entry.event, entry.reason, entry.message_id) == ("drop", "no_signature", "m-7")

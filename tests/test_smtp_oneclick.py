@@ -123,7 +123,7 @@ def test_single_recipient_mail_gets_one_click_headers_and_a_valid_signature(
     pem, record = rsa_key
     one = make(service, DkimSigner("mail", "acme.test", pem))
     jane = normalize("jane@example.com")
-    signed = run(one.sign(MESSAGE, "acme", [jane]))
+    signed = run(one.outgoing(MESSAGE, "acme", [jane], add=True))
     url, mailto = one.headers_for("acme", jane)
     assert header_value(signed, b"list-unsubscribe") == f"<{url}>, <mailto:{mailto}>".encode()
     assert header_value(signed, b"list-unsubscribe-post") == b"List-Unsubscribe=One-Click"
@@ -142,8 +142,8 @@ def test_signed_or_multi_recipient_mail_is_not_given_headers(
     one = make(service, DkimSigner("mail", "acme.test", pem))
     already = b"DKIM-Signature: v=1; d=else.test; b=xyz\r\n" + MESSAGE
     two = [normalize("jane@example.com"), normalize("joe@example.com")]
-    assert run(one.sign(already, "acme", two[:1])) == already
-    signed = run(one.sign(MESSAGE, "acme", two))
+    assert run(one.outgoing(already, "acme", two[:1], add=True)) == already
+    signed = run(one.outgoing(MESSAGE, "acme", two, add=True))
     assert header_value(signed, b"list-unsubscribe") is None
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
 
@@ -151,8 +151,9 @@ def test_signed_or_multi_recipient_mail_is_not_given_headers(
 def test_without_a_signer_nothing_changes(
     service: Service, event_loop_runner: asyncio.Runner
 ) -> None:
-    """No [dkim]: the message goes on exactly as received."""
+    """No [dkim] (and no cancel_method = "add" asking for headers): the message goes on
+    exactly as received."""
     run = event_loop_runner.run
     one = make(service)
     assert not one.signs
-    assert run(one.sign(MESSAGE, "acme", [normalize("jane@example.com")])) == MESSAGE
+    assert run(one.outgoing(MESSAGE, "acme", [normalize("jane@example.com")], add=False)) == MESSAGE

@@ -18,7 +18,7 @@ def reload(live: Live) -> None:
 
     Connections stay up; sessions keep the account they logged in with. A
     config that does not load is logged and the running one kept. Changes
-    that need a restart (listen addresses, upstreams, registry) are named in
+    that need a restart (listen addresses, upstreams, registry, [compliance]) are named in
     the log. Worker processes get the SIGHUP too and reload their own copy.
     """
     log = logs.get_logger("daemon")
@@ -47,7 +47,7 @@ def reload(live: Live) -> None:
 
 _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
                  "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
-                 "smpp.limits", "daemon")  # fmt: skip
+                 "smpp.limits", "daemon", "compliance")  # fmt: skip
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

@@ -101,9 +101,10 @@ class OneClick:
         self, content: bytes, sender: str, recipients: list[Address], *, add: bool
     ) -> bytes:
         """The message as it goes upstream: with the one-click headers naming its one
-        recipient when `add` (smtp/cancel.py decides), then signed when [dkim] is set
-        and it carries no DKIM-Signature yet."""
-        if add and len(recipients) == 1:
+        recipient when `add` (smtp/cancel.py decides; never on a message with one
+        recipient too many or a DKIM-Signature, which they would break), then signed
+        when [dkim] is set and it carries no DKIM-Signature yet."""
+        if add and len(recipients) == 1 and not is_signed(content):
             url, mailto = self.headers_for(sender, recipients[0])
             content = add_one_click(content, url, mailto)
         if self.signer is None or is_signed(content):
