@@ -37,9 +37,10 @@ LOG_EVERY_S = 10.0
 """Refused connections of a listener are logged at most once per this many seconds."""
 SWEEP_MAX_S = 1.0
 """Longest wait between two looks for connections past their deadline."""
-SWEEP_BATCH = 64
-"""Connections closed per look at most (closing each costs the event loop time)."""
-SWEEP_AGAIN_S = 0.01
+SWEEP_BATCH = 8
+"""Connections closed per look at most: closing each costs the event loop time, and a
+peer that reopens what was closed (a slowloris) comes back in a burst of that size."""
+SWEEP_AGAIN_S = 0.005
 """The next look after a full batch: the rest soon, but other work in between."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
