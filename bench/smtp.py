@@ -1,13 +1,15 @@
-"""SMTP relay benchmark: msg/s, added latency and workers of `filterd serve`, with baselines.
+"""SMTP relay benchmark: msg/s, latency, workers, one-click headers; each with a baseline.
 
 Run from the repository root:
 
     .venv/bin/python bench/smtp.py [--quick] [--messages M] [--rounds R] [--sessions S]
-                                   [--seconds T]
+                                   [--seconds T] [--compliance-only]
 
 `--quick`: M = 2,000 messages per side, 4 s of paced load per side (~1 min).
 Default: M = 20,000 messages per side, 10 s per side (6 to 11 min on a 2-core VM).
 M is split over R alternating rounds (default 2): each smtp-source run sends M/R.
+`--compliance-only`: figure 4 alone, without the other relays, the verification
+pass and figures 1-3 (~20 s; with --quick ~5 s).
 
 Everything runs on loopback against processes this script starts itself, in a
 temp dir made with `tempfile.mkdtemp(dir="/tmp")`, and everything is stopped
@@ -31,16 +33,24 @@ and removed at the end, on an error, on Ctrl-C and on SIGTERM:
   account of each is chosen by the client's address (`networks =
   ["127.0.0.1/32"]`): smtp-source cannot AUTH. Logging stays at INFO (one JSON
   line per decision and per relayed message, to a file in the temp dir), as in
-  production; the environment (e.g. PYTHONUNBUFFERED) is passed on unchanged.
+  production; the environment (e.g. PYTHONUNBUFFERED) is passed on unchanged;
+- for figure 4, two more `filterd serve` (workers = 1, the commercial account),
+  identical but for one value: `compliance-add` with `[compliance] cancel_method
+  = "add"` and `compliance-off` with `"off"`, both with `quiet_hours = ""` and the
+  same `[http]` (`public_url = "https://filterd.bench"`, the token key derived
+  from the registry secret; each its own free `listen` port), relaying into a
+  third smtp-sink of their own, `-c -D FILE`, whose dump the bench reads after
+  each run.
 
 The load is `smtp-source -s S -m M/R -d -N -r RCPTS -M bench.test -f
-shop@acme.test -t rcpt@example.com 127.0.0.1:PORT` for RCPTS = 1 and 10. With
-`-N`, smtp-source prepends one global sequence number to each recipient, so a
-run's recipients are exactly `1rcpt@example.com` … `{(M/R)*RCPTS}rcpt@example.com`
-(checked at start against the dumping sink; without -N, `-r 10` would send the
-same 10 addresses `10rcpt`, …, `2rcpt`, `rcpt` in every message). Consent of
-sender "acme" (email) is written for all of them with
-`RedisRegistry.record_many` and the relays' secret before anything is timed.
+shop@acme.test -t rcpt@example.com 127.0.0.1:PORT` for RCPTS = 1 and 10 (figure
+4: 1 only). With `-N`, smtp-source prepends one global sequence number to each
+recipient, so a run's recipients are exactly `1rcpt@example.com` …
+`{(M/R)*RCPTS}rcpt@example.com` (checked at start against the dumping sink;
+without -N, `-r 10` would send the same 10 addresses `10rcpt`, …, `2rcpt`,
+`rcpt` in every message). Consent of sender "acme" (email) is written for all
+of them with `RedisRegistry.record_many` and the relays' secret before anything
+is timed.
 
 Checks, so that a relay that drops or refuses mail cannot look fast: every
 smtp-source run must exit 0 with nothing on stderr (it aborts on any reply it
@@ -49,7 +59,15 @@ and the relay's `relayed` log lines must add up to the messages and to messages
 x recipients. The verification pass relays 200 messages x 10 recipients through
 a commercial filterd into the dumping sink and compares every recipient with
 what smtp-source sends straight into the same sink; a recipient without consent
-must get 550 from `commercial` and 250 from `reference`.
+must get 550 from `commercial` and 250 from `reference`. A second RCPT in one
+transaction must get `452 4.5.3` from `compliance-add` (a commercial transaction
+takes one recipient under add) and 250 from `compliance-off`. After each figure 4
+run the bench reads every message the run left in the dump: under add each must
+carry `List-Unsubscribe: <https://filterd.bench/unsubscribe/TOKEN>`, TOKEN
+verifying with that key for sender acme, email and the consumer of the message's
+own recipient, and `List-Unsubscribe-Post: List-Unsubscribe=One-Click`; under
+off none may carry either. A run where that fails stops the bench with an error
+naming the run and the counts; the counts of all runs are printed in the checks.
 
 Figures:
 
@@ -69,14 +87,21 @@ Figures:
 3. Workers: the smtp-source load of figure 1 through `commercial-w2` vs
    `commercial` (workers = 1), in the same alternating rounds; target ≥ 1.6x.
    smtp-source, smtp-sink, Valkey and every filterd process share the cores.
+4. Compliance: the smtp-source load of figure 1 with 1 recipient per message
+   (smtp-source's messages have no List-Unsubscribe) through `compliance-add`
+   vs `compliance-off`, alternating in R rounds of M/R messages each; msg/s and
+   CPU µs/msg of filterd + registry; target add ÷ off ≥ 0.9. Both relay into
+   the dumping sink, which writes every message to a file: compare figure 4's
+   rates with each other, not with figure 1's.
 
 The notes give, per side, CPU µs/msg of filterd and of the registry server,
 the load on the machine that was not ours (machine CPU from /proc/stat minus
 every process of this bench), how the w2 relay's messages split over its two
-processes, how far behind schedule the paced client started messages, and the
-workers ceiling: the cores every process of the bench kept busy during the
-`workers = 1` run, and so the most any number of workers could add on this
-machine at the same CPU per message (the load generator and the sink share it).
+processes, how far behind schedule the paced client started messages, the add
+÷ off ratio of each round of figure 4, and the workers ceiling: the cores every
+process of the bench kept busy during the `workers = 1` run, and so the most any
+number of workers could add on this machine at the same CPU per message (the
+load generator and the sink share it).
 
 The report (markdown table, command, machine facts, checks, notes) goes to
 stdout; progress lines go to stderr, so `... > result.md` keeps just the report.
@@ -91,6 +116,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import statistics
@@ -114,6 +140,7 @@ from filterd.service import Service
 from filterd.smtp.outbound import UpstreamConnection, UpstreamPool, UpstreamReply
 from filterd.storage.embedded import ServerBinary, find_binary
 from filterd.storage.redis import RedisRegistry
+from filterd.tokens import TokenError, TokenKeys, derive_key, sender_table
 
 SENDER = "acme"
 HELO = "bench.test"
@@ -134,6 +161,17 @@ SIDES = ("reference", "plain", "commercial", "commercial-w2")
 """Run order of the relays in a round (reversed every other round): commercial sits
 between plain (the issue's reference) and its own `workers = 2`, so the runs compared
 in figures 1 and 3 are back to back."""
+RELAYS = (
+    ("commercial", "commercial", 1),
+    ("reference", "transactional", 1),
+    ("plain", "plain", 1),
+    ("commercial-w2", "commercial", 2),
+)
+"""Figures 1-3's relays: name, the account's stream ("plain": the plain relay), workers."""
+COMPLIANCE_SIDES = ("compliance-add", "compliance-off")
+"""Figure 4's relays, by their `[compliance] cancel_method`; run order as for SIDES."""
+PUBLIC_URL = "https://filterd.bench"
+"""`[http] public_url` of figure 4's relays: the added List-Unsubscribe URLs start with it."""
 FILTERD = str(Path(sys.executable).parent / "filterd")
 progress = _common.progress
 
@@ -278,9 +316,10 @@ class Relay:
 
 def write_config(
     path: Path, *, registry_url: str, secret_file: Path, port: int, upstream: int, stream: str,
-    workers: int,
+    workers: int, extra: str = "",
 ) -> None:  # fmt: skip
-    """The relay config: one account, chosen by the client's address."""
+    """The relay config: one account, chosen by the client's address; `extra`: more
+    tables (figure 4's [http] and [compliance])."""
     path.write_text(f"""[registry]
 url = "{registry_url}"
 secret_file = "{secret_file}"
@@ -296,12 +335,26 @@ username = "tool"
 networks = ["127.0.0.1/32"]
 sender = "{SENDER}"
 stream = "{stream}"
-""")
+{extra}""")
+
+
+def compliance_tables(method: str) -> str:
+    """Figure 4's [http] (its own free port; the rest the same on both sides) and
+    [compliance] with `cancel_method = method` and no quiet hours."""
+    return f"""
+[http]
+listen = "127.0.0.1:{_common.free_port()}"
+public_url = "{PUBLIC_URL}"
+
+[compliance]
+cancel_method = "{method}"
+quiet_hours = ""
+"""
 
 
 def start_relay(
     name: str, stream: str, workers: int, *, upstream: int, registry_url: str,
-    secret_file: Path, cleanup: _common.Cleanup,
+    secret_file: Path, cleanup: _common.Cleanup, extra: str = "",
 ) -> Relay:  # fmt: skip
     """`filterd serve --config CFG`; returns once every process logged `listening`."""
     directory = cleanup.temp_dir
@@ -311,7 +364,7 @@ def start_relay(
     config = directory / f"{name}.toml"
     write_config(
         config, registry_url=registry_url, secret_file=secret_file, port=port,
-        upstream=upstream, stream=stream, workers=workers,
+        upstream=upstream, stream=stream, workers=workers, extra=extra,
     )  # fmt: skip
     log = directory / f"{name}.log"
     command = [FILTERD, "serve", "--config", str(config)]
@@ -514,15 +567,17 @@ class Bench:
     per_run: int
     consented: int
     registry_pid: int
+    headers: HeaderCheck
+    """Figure 4's dumping sink, read after each of its runs."""
     checks: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def all_pids(self) -> list[int]:
-        """Every long-running process of the bench (registry, sink, relays)."""
-        pids = [self.registry_pid, self.sink.process.pid]
+        """Every long-running process of the bench (registry, sinks, relays)."""
+        pids = [self.registry_pid, self.sink.process.pid, self.headers.sink.process.pid]
         for relay in self.relays.values():
             pids += relay.pids
-        return pids
+        return list(dict.fromkeys(pids))  # with --compliance-only, sink is figure 4's
 
 
 def _check_tally(relay: Relay, tally: LogTally, messages: int, rcpts: int) -> None:
@@ -534,13 +589,16 @@ def _check_tally(relay: Relay, tally: LogTally, messages: int, rcpts: int) -> No
 
 
 def run_source(
-    bench: Bench, relay: Relay | None, rcpts: int, into: Throughput, messages: int
-) -> None:
-    """One smtp-source run into `relay` (None: straight into the sink), checked and timed."""
-    port = bench.sink.port if relay is None else relay.port
+    bench: Bench, relay: Relay | None, rcpts: int, into: Throughput, messages: int, *,
+    sink: _common.Sink | None = None,
+) -> None:  # fmt: skip
+    """One smtp-source run into `relay` (None: straight into the sink), checked and timed;
+    `sink`: the relay's upstream when it is not `bench.sink` (figure 4's)."""
+    sink = sink or bench.sink
+    port = sink.port if relay is None else relay.port
     command = source_command(port, bench.sessions, messages, rcpts)
     name = relay.name if relay else "sink"
-    sessions_before, before = bench.sink.counters()
+    sessions_before, before = sink.counters()
     meter = Meter(bench, relay)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, timeout=max(300, messages), check=False)
@@ -551,7 +609,7 @@ def run_source(
             f"smtp-source into {name} exited {done.returncode}: "
             f"{done.stderr.decode(errors='replace')[-1000:]} ({shlex.join(command)})"
         )
-    received = bench.sink.wait_for(before + messages) - before
+    received = sink.wait_for(before + messages) - before
     if received != messages:
         raise RuntimeError(
             f"{name}: smtp-source sent {messages} messages, smtp-sink got {received}"
@@ -565,7 +623,7 @@ def run_source(
         into.merged_lines += tally.merged_lines
         for pid, count in tally.by_pid.items():
             into.by_pid[pid] = into.by_pid.get(pid, 0) + count
-    into.upstream_sessions += bench.sink.counters()[0] - sessions_before
+    into.upstream_sessions += sink.counters()[0] - sessions_before
     into.messages += messages
     into.seconds += seconds
     into.run_rates.append(messages / seconds)
@@ -746,6 +804,126 @@ def verify(bench: Bench, dump_sink: _common.Sink, relay: Relay) -> None:
         bench.relays[name].tally()
 
 
+# ---- figure 4: the one-click headers at the sink ------------------------------------
+
+_RCPT_ARGS = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
+_LIST_UNSUBSCRIBE = re.compile(rb"^List-Unsubscribe:[ \t]*(.*)$", re.MULTILINE | re.IGNORECASE)
+_ONE_CLICK_POST = re.compile(
+    rb"^List-Unsubscribe-Post:[ \t]*List-Unsubscribe=One-Click[ \t]*$",
+    re.MULTILINE | re.IGNORECASE,
+)
+
+
+@dataclass
+class HeaderCount:
+    """What the dumped messages of one side carried, summed over its runs."""
+
+    messages: int = 0
+    list_unsubscribe: int = 0
+    own_url: int = 0
+    """Messages whose one List-Unsubscribe is `<PUBLIC_URL/unsubscribe/TOKEN>`, TOKEN
+    signed with the relays' key (derived from the registry secret) for sender acme,
+    channel email and the consumer of the message's one recipient."""
+    one_click_post: int = 0
+
+    def add(self, other: HeaderCount) -> None:
+        """Accumulate another run's count."""
+        self.messages += other.messages
+        self.list_unsubscribe += other.list_unsubscribe
+        self.own_url += other.own_url
+        self.one_click_post += other.one_click_post
+
+    def added_everywhere(self) -> bool:
+        """Every message got both headers, its List-Unsubscribe naming its recipient."""
+        full = (self.list_unsubscribe, self.own_url, self.one_click_post)
+        return self.messages > 0 and full == (self.messages,) * 3
+
+    def added_nowhere(self) -> bool:
+        """No message carries either header."""
+        return self.messages > 0 and self.list_unsubscribe == self.one_click_post == 0
+
+
+class HeaderCheck:
+    """Figure 4's dumping sink (`smtp-sink -c -D`), read run by run: the one-click
+    headers of every message it received, and whose URL each names."""
+
+    def __init__(self, sink: _common.Sink, secret: bytes) -> None:
+        if sink.dump is None:
+            raise RuntimeError("figure 4 needs a dumping sink")
+        self.sink = sink
+        self.dump = sink.dump
+        self.offset = 0
+        self.keys = TokenKeys(derive_key(secret), max_age_s=86400)
+        self.hasher = ConsumerHasher(secret)
+        self.senders = sender_table([SENDER])
+
+    def _new(self) -> bytes:
+        if not self.dump.exists():
+            return b""
+        with self.dump.open("rb") as f:
+            f.seek(self.offset)
+            return f.read()
+
+    def skip(self) -> None:
+        """Forget what the sink holds so far (the warm-up's messages)."""
+        self.offset += len(self._new())
+
+    def count(self, expected: int) -> HeaderCount:
+        """The messages dumped since the last call (waiting up to 10 s for `expected`)."""
+        deadline = time.monotonic() + 10
+        data = self._new()
+        while data.count(b"X-Client-Addr: ") < expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+            data = self._new()
+        self.offset += len(data)
+        result = HeaderCount()
+        for transaction in data.split(b"X-Client-Addr: ")[1:]:
+            head = transaction.split(b"\n\n", 1)[0]
+            result.messages += 1
+            result.one_click_post += _ONE_CLICK_POST.search(head) is not None
+            found = _LIST_UNSUBSCRIBE.findall(head)
+            if not found:
+                continue
+            result.list_unsubscribe += 1
+            rcpts = _RCPT_ARGS.findall(head)
+            if len(found) == 1 and len(rcpts) == 1:
+                result.own_url += self._names(found[0], rcpts[0].decode())
+        return result
+
+    def _names(self, value: bytes, rcpt: str) -> bool:
+        """The header's first target is the one-click URL of `rcpt` for SENDER."""
+        prefix = f"<{PUBLIC_URL}/unsubscribe/".encode()
+        first = value.split(b",", 1)[0].strip()
+        if not first.startswith(prefix) or not first.endswith(b">"):
+            return False
+        try:
+            wanted = self.keys.verify(
+                first[len(prefix) : -1].decode(), self.senders, int(time.time())
+            )
+        except (TokenError, UnicodeDecodeError):
+            return False
+        return (wanted.sender, wanted.channel, wanted.consumer) == (
+            SENDER,
+            Channel.EMAIL,
+            self.hasher.consumer_id(normalize(rcpt)),
+        )
+
+
+def check_one_recipient(bench: Bench) -> None:
+    """A second RCPT of a commercial transaction: 452 4.5.3 under add, 250 under off."""
+    to = [recipient(1), recipient(2)]
+    for name, code in (("compliance-add", b"452 4.5.3"), ("compliance-off", b"250")):
+        lines = asyncio.run(send_one(bench.relays[name].port, to))
+        first, second = (lines[i] if len(lines) > i else b"" for i in (3, 4))
+        if not first.startswith(b"250") or not second.startswith(code):
+            raise RuntimeError(f"RCPT {to} via {name}: {lines!r}, expected 250 then {code!r}")
+        bench.checks.append(
+            f"- RCPT TO:<{to[0]}> then RCPT TO:<{to[1]}> in one transaction via {name}: "
+            f"`{first.decode().strip()}`, then `{second.decode().strip()}`"
+        )
+        bench.relays[name].tally()
+
+
 # ---- phases ------------------------------------------------------------------------
 
 
@@ -756,6 +934,8 @@ class Results:
     rates: dict[tuple[str, int], Throughput] = field(default_factory=dict)
     paced: dict[tuple[str, int], Paced] = field(default_factory=dict)
     paced_rate: dict[int, float] = field(default_factory=dict)
+    headers: dict[str, HeaderCount] = field(default_factory=dict)
+    """Figure 4: what the sink's messages carried, by side."""
 
 
 def phase_throughput(bench: Bench, rounds: int, res: Results) -> None:
@@ -768,6 +948,31 @@ def phase_throughput(bench: Bench, rounds: int, res: Results) -> None:
                 into = res.rates.setdefault((side, rcpts), Throughput())
                 relay = bench.relays.get(side)
                 run_source(bench, relay, rcpts, into, bench.per_run)
+
+
+def phase_compliance(bench: Bench, rounds: int, res: Results) -> None:
+    """Figure 4: 1 rcpt/msg through `cancel_method = "add"` and `"off"`, alternating;
+    after each run, the headers of every message the sink got (a run where add did not
+    add them, or off did, stops the bench)."""
+    check = bench.headers
+    progress(f"figure 4: [compliance] add vs off, 1 recipient/message, {rounds} round(s) ...")
+    for number in range(rounds):
+        order = COMPLIANCE_SIDES if number % 2 == 0 else COMPLIANCE_SIDES[::-1]
+        for side in order:
+            into = res.rates.setdefault((side, 1), Throughput())
+            run_source(bench, bench.relays[side], 1, into, bench.per_run, sink=check.sink)
+            got = check.count(bench.per_run)
+            res.headers.setdefault(side, HeaderCount()).add(got)
+            adds = side == "compliance-add"
+            ok = got.added_everywhere() if adds else got.added_nowhere()
+            if got.messages != bench.per_run or not ok:
+                raise RuntimeError(
+                    f"{side}, round {number + 1}: failed: of the {got.messages:,} messages "
+                    f"the sink got ({bench.per_run:,} sent), {got.list_unsubscribe:,} carry "
+                    f"List-Unsubscribe ({got.own_url:,} naming their recipient's one-click "
+                    f"URL), {got.one_click_post:,} List-Unsubscribe-Post; expected "
+                    + ("all of them" if adds else "none")
+                )
 
 
 def phase_latency(bench: Bench, rounds: int, seconds: float, res: Results) -> None:
@@ -790,8 +995,30 @@ def phase_latency(bench: Bench, rounds: int, seconds: float, res: Results) -> No
 
 
 def build_table(bench: Bench, res: Results, rounds: int) -> _common.Table:
-    """The final table from the measurements."""
+    """The final table from the measurements (figures 1-3 unless --compliance-only)."""
     t = _common.Table()
+    if ("commercial", 1) in res.rates:
+        figures_1_to_3(t, bench, res, rounds)
+    add, off = (res.rates[(side, 1)] for side in COMPLIANCE_SIDES)
+    load = f"`-s {bench.sessions} -m {bench.per_run} -d -N -r 1` × {rounds}"
+    t.add(
+        f'4. msg/s, 1 rcpt/msg, {load}, commercial, `[compliance] cancel_method = "add"`, '
+        'messages without List-Unsubscribe (baseline: the same with `"off"`)',
+        add.rate,
+        off.rate,
+        f"≥ {TARGET_RATIO}× {_common.mark(add.rate / off.rate >= TARGET_RATIO)}",
+    )
+    t.add(
+        '4. CPU µs/msg of filterd + registry, 1 rcpt/msg, `cancel_method = "add"` '
+        '(baseline: `"off"`)',
+        add.cpu_us(),
+        off.cpu_us(),
+    )
+    return t
+
+
+def figures_1_to_3(t: _common.Table, bench: Bench, res: Results, rounds: int) -> None:
+    """Rows of figures 1, 2 and 3."""
     for rcpts in RCPT_COUNTS:
         com, ref = res.rates[("commercial", rcpts)], res.rates[("reference", rcpts)]
         sink = res.rates[("sink", rcpts)]
@@ -856,7 +1083,6 @@ def build_table(bench: Bench, res: Results, rounds: int) -> _common.Table:
             w1,
             f"≥ {TARGET_WORKERS}× {_common.mark(w2 / w1 >= TARGET_WORKERS)}",
         )
-    return t
 
 
 def diagnostics(bench: Bench, res: Results) -> list[str]:
@@ -881,6 +1107,31 @@ def diagnostics(bench: Bench, res: Results) -> list[str]:
         if run.merged_lines:
             text += f"; {run.merged_lines:,} log lines held 2+ JSON objects (interleaved writes)"
         lines.append(text)
+    pairs = zip(*(res.rates[(side, 1)].run_rates for side in COMPLIANCE_SIDES), strict=True)
+    ratios = ", ".join(f"{add / off:.2f}×" for add, off in pairs)
+    lines.append(
+        f'- cancel_method "add" ÷ "off" in each round, 1 rcpt: {ratios} (the two runs of a '
+        "round are back to back)"
+    )
+    if ("commercial", 1) in res.rates:
+        lines += workers_notes(res)
+    for (side, rcpts), paced in sorted(res.paced.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        late = sorted(paced.late)
+        u = paced.usage
+        lines.append(
+            f"- paced {side}, {rcpts} rcpt: {paced.messages:,} msgs at "
+            f"{paced.messages / u.wall:,.0f} msg/s (asked {res.paced_rate[rcpts]:,.0f}); "
+            f"started behind schedule p50 {statistics.median(late) * 1000:.2f} ms, max "
+            f"{late[-1] * 1000:.1f} ms; mean latency "
+            f"{statistics.fmean(paced.latencies) / 1e6:.2f} ms; other load "
+            f"{u.foreign / u.wall:.2f} cores"
+        )
+    return lines
+
+
+def workers_notes(res: Results) -> list[str]:
+    """Figure 3: the workers ceiling, and the ratio of each round."""
+    lines = []
     cores = len(os.sched_getaffinity(0))
     for rcpts in RCPT_COUNTS:
         w1 = res.rates[("commercial", rcpts)]
@@ -903,18 +1154,70 @@ def diagnostics(bench: Bench, res: Results) -> list[str]:
             f"- workers = 2 ÷ workers = 1 in each round, {rcpts} rcpt: {ratios} (the two "
             "runs of a round are back to back, so a slow spell of the machine hits both)"
         )
-    for (side, rcpts), paced in sorted(res.paced.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        late = sorted(paced.late)
-        u = paced.usage
+    return lines
+
+
+def load_lines(bench: Bench, args: argparse.Namespace) -> list[str]:
+    """The smtp-source command lines of the figures run."""
+    lines = []
+    rounds = f"{args.rounds} round(s), order of the sides reversed every round"
+    if not args.compliance_only:
+        port = bench.relays["commercial"].port
+        example = source_command(port, args.sessions, bench.per_run, MAX_RCPTS)
         lines.append(
-            f"- paced {side}, {rcpts} rcpt: {paced.messages:,} msgs at "
-            f"{paced.messages / u.wall:,.0f} msg/s (asked {res.paced_rate[rcpts]:,.0f}); "
-            f"started behind schedule p50 {statistics.median(late) * 1000:.2f} ms, max "
-            f"{late[-1] * 1000:.1f} ms; mean latency "
-            f"{statistics.fmean(paced.latencies) / 1e6:.2f} ms; other load "
-            f"{u.foreign / u.wall:.2f} cores"
+            f"load (figures 1 and 3): `{shlex.join(example)}` with the port of each relay, or "
+            f"of smtp-sink for the limit; {rounds}; rates = all messages ÷ all smtp-source "
+            "wall time."
+        )
+    port = bench.relays["compliance-add"].port
+    example = source_command(port, args.sessions, bench.per_run, 1)
+    lines.append(
+        f"load (figure 4): `{shlex.join(example)}` with the port of each of the two relays; "
+        f"{rounds}; both relay into one `smtp-sink -c -D` (a dump of every message, read "
+        "after each run for the checks)."
+    )
+    return lines
+
+
+def header_checks(res: Results) -> list[str]:
+    """What figure 4's sink found in the messages of each side."""
+    lines = []
+    for side, got in sorted(res.headers.items()):
+        ok = got.added_everywhere() if side == "compliance-add" else got.added_nowhere()
+        lines.append(
+            f"- {_common.mark(ok)} {side}: of the {got.messages:,} timed messages at the sink, "
+            f"{got.list_unsubscribe:,} carry List-Unsubscribe, {got.own_url:,} of them "
+            f"`<{PUBLIC_URL}/unsubscribe/TOKEN>` with TOKEN signed for sender {SENDER}, email, "
+            f"and the message's recipient; {got.one_click_post:,} carry "
+            "`List-Unsubscribe-Post: List-Unsubscribe=One-Click`"
         )
     return lines
+
+
+def side_notes(compliance_only: bool) -> list[str]:
+    """What the sides of the figures run are."""
+    figure4 = (
+        "- figure 4: filterd = `compliance-add`, the commercial account with `[compliance] "
+        'cancel_method = "add"`: smtp-source\'s messages carry no List-Unsubscribe, so each '
+        "gets List-Unsubscribe (its recipient's one-click URL: a signed token) and "
+        'List-Unsubscribe-Post; baseline = `compliance-off`, the same config with "off" '
+        '(relayed as they are). Both have `quiet_hours = ""` and the same `[http]` '
+        "(public_url, derived token key) but for its listen port, and relay into one "
+        "dumping sink (smtp-sink -D writes every message to a file), not the counting sink "
+        "of figures 1-3: compare figure 4's rates with each other only."
+    )
+    if compliance_only:
+        return ["- ratio = filterd ÷ baseline.", figure4]
+    return [
+        "- ratio = filterd ÷ baseline. filterd = the `commercial` account: one consent "
+        "lookup (registry read) per RCPT. reference = the same relay config with the "
+        "account's stream = transactional (no registry read, but filterd's other work: "
+        "account, address normalisation, the commercial-signal header scan at DATA). "
+        "plain = the issue's reference: an aiosmtpd relay through filterd's UpstreamPool "
+        "doing nothing else (`bench/smtp.py plain-relay`). None of these has a "
+        "`[compliance]` table.",
+        figure4,
+    ]
 
 
 def machine_facts(binary: ServerBinary) -> list[str]:
@@ -936,13 +1239,18 @@ def machine_facts(binary: ServerBinary) -> list[str]:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    """--quick, --messages, --rounds, --sessions, --seconds."""
+    """--quick, --messages, --rounds, --sessions, --seconds, --compliance-only."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--quick", action="store_true", help="2,000 messages per side, 4 s paced")
     p.add_argument("--messages", type=int, help="messages per side and figure (default 20,000)")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
     p.add_argument("--sessions", type=int, default=20, help="smtp-source -s (default 20)")
     p.add_argument("--seconds", type=float, help="paced load per latency side (default 10)")
+    p.add_argument(
+        "--compliance-only",
+        action="store_true",
+        help='figure 4 alone: [compliance] cancel_method = "add" vs "off"',
+    )
     args = p.parse_args(argv)
     if args.messages is None:
         args.messages = 2_000 if args.quick else 20_000
@@ -963,11 +1271,13 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Clean
     secret_file = temp / "secret"
     secret = _common.write_secret(secret_file)
     per_run = args.messages // args.rounds
-    consented = max(per_run, VERIFY_MESSAGES, WARMUP_MESSAGES) * MAX_RCPTS
+    spread = 1 if args.compliance_only else MAX_RCPTS
+    consented = max(per_run, VERIFY_MESSAGES, WARMUP_MESSAGES) * spread
     progress(f"consent for {consented:,} recipients ...")
     load_seconds = asyncio.run(load_consent(url, secret, consented))
-    progress("smtp-sink and three filterd relays ...")
-    sink = _common.Sink.start("sink", temp, cleanup)
+    progress("smtp-sinks and the filterd relays ...")
+    headers = HeaderCheck(_common.Sink.start("compliance-sink", temp, cleanup, dump=True), secret)
+    sink = headers.sink if args.compliance_only else _common.Sink.start("sink", temp, cleanup)
     relays = {
         name: start_relay(
             name,
@@ -978,18 +1288,22 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Clean
             secret_file=secret_file,
             cleanup=cleanup,
         )
-        for name, stream, workers in (
-            ("commercial", "commercial", 1),
-            ("reference", "transactional", 1),
-            ("plain", "plain", 1),
-            ("commercial-w2", "commercial", 2),
-        )
+        for name, stream, workers in (() if args.compliance_only else RELAYS)
     }
-    bench = Bench(sink, relays, args.sessions, per_run, consented, registry.pid)
+    for side in COMPLIANCE_SIDES:
+        relays[side] = start_relay(
+            side, "commercial", 1, upstream=headers.sink.port, registry_url=url,
+            secret_file=secret_file, cleanup=cleanup,
+            extra=compliance_tables(side.removeprefix("compliance-")),
+        )  # fmt: skip
+    bench = Bench(sink, relays, args.sessions, per_run, consented, registry.pid, headers)
     bench.notes.append(
         f"- consent loaded for {consented:,} recipients ({recipient(1)} … "
         f"{recipient(consented)}) with record_many in {load_seconds:.2f} s"
     )
+    check_one_recipient(bench)
+    if args.compliance_only:
+        return bench
     progress("verification pass (dumping sink, its own commercial filterd) ...")
     dump_sink = _common.Sink.start("dump-sink", temp, cleanup, dump=True)
     checker = start_relay(
@@ -1000,6 +1314,18 @@ def setup(args: argparse.Namespace, binary: ServerBinary, cleanup: _common.Clean
     _common.stop_child(checker.process)
     _common.stop_child(dump_sink.process)
     return bench
+
+
+def warm_up(bench: Bench) -> None:
+    """WARMUP_MESSAGES through each relay: MAX_RCPTS recipients per message, 1 through
+    figure 4's (a commercial transaction under add takes one); then figure 4's sink
+    forgets them."""
+    for relay in bench.relays.values():
+        if relay.name in COMPLIANCE_SIDES:
+            run_source(bench, relay, 1, Throughput(), WARMUP_MESSAGES, sink=bench.headers.sink)
+        else:
+            run_source(bench, relay, MAX_RCPTS, Throughput(), WARMUP_MESSAGES)
+    bench.headers.skip()
 
 
 def stop_relays(bench: Bench) -> None:
@@ -1031,17 +1357,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         header = machine_facts(binary)
         cleanup.temp_dir = Path(tempfile.mkdtemp(prefix="fds-", dir="/tmp"))
         bench = setup(args, binary, cleanup)
-        progress(f"warm-up ({WARMUP_MESSAGES} messages × {MAX_RCPTS} rcpt per relay) ...")
-        for relay in bench.relays.values():
-            run_source(bench, relay, MAX_RCPTS, Throughput(), WARMUP_MESSAGES)
+        progress(f"warm-up ({WARMUP_MESSAGES} messages per relay) ...")
+        warm_up(bench)
         res = Results()
-        phase_throughput(bench, args.rounds, res)
-        phase_latency(bench, args.rounds, args.seconds, res)
+        if not args.compliance_only:
+            phase_throughput(bench, args.rounds, res)
+        phase_compliance(bench, args.rounds, res)
+        if not args.compliance_only:
+            phase_latency(bench, args.rounds, args.seconds, res)
         stop_relays(bench)
         table = build_table(bench, res, args.rounds)
         command = _common.bench_command("bench/smtp.py", raw_argv)
-        port = bench.relays["commercial"].port
-        example = source_command(port, args.sessions, bench.per_run, MAX_RCPTS)
         out = [
             *_common.report_head(
                 "filterd SMTP relay benchmark",
@@ -1051,23 +1377,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "",
             table.markdown(),
             "",
-            f"load (figures 1 and 3): `{shlex.join(example)}` with the port of each relay, or "
-            f"of smtp-sink for the limit; {args.rounds} round(s), order of the sides reversed "
-            "every round; rates = all messages ÷ all smtp-source wall time.",
+            *load_lines(bench, args),
             "",
             "checks (all passed, or the bench stops with an error):",
             *bench.checks,
+            *header_checks(res),
             "- every timed run: smtp-source exit 0 and silent; smtp-sink's counter grew by "
             "exactly the messages sent; the relay's `relayed` log lines add up to the messages "
             "and messages × recipients",
             "",
             "notes:",
-            "- ratio = filterd ÷ baseline. filterd = the `commercial` account: one consent "
-            "lookup (registry read) per RCPT. reference = the same relay config with the "
-            "account's stream = transactional (no registry read, but filterd's other work: "
-            "account, address normalisation, the commercial-signal header scan at DATA). "
-            "plain = the issue's reference: an aiosmtpd relay through filterd's UpstreamPool "
-            "doing nothing else (`bench/smtp.py plain-relay`).",
+            *side_notes(args.compliance_only),
             "- every process shares the machine's cores: smtp-source or the paced client, "
             "smtp-sink, Valkey, filterd. 'other load' = machine CPU (/proc/stat) minus every "
             "process of this bench, in cores, during the run.",
