@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from filterd.model import Kind
 from filterd.smtp.connection import RelaySMTP
+from filterd.smtp.inbound import RelayHandler
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, SinkServer
 from tests.smtp_helpers import (
@@ -200,3 +201,35 @@ def test_rcpt_without_mail_is_503_even_for_a_bad_address(relay: Relay) -> None:
     assert client.rcpt("jane@")[0] == 503
     assert client.rcpt("jane@example.com")[0] == 503
     client.quit()
+
+
+def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
+    """RelaySMTP and RelayHandler list only their command, AUTH and hook names to
+    aiosmtpd (so that a new connection does not walk every attribute): a connection
+    still gets every command, AUTH mechanism and handler hook that aiosmtpd would
+    have found by listing every attribute, and the EHLO hook in its 5-argument form."""
+
+    class Everything:
+        """Lists every attribute, as an object without the shortcut would."""
+
+        def __init__(self, wrapped: object) -> None:
+            self.wrapped = wrapped
+
+        def __dir__(self) -> list[str]:
+            return object.__dir__(self.wrapped)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.wrapped, name)
+
+    handler = RelayHandler.__new__(RelayHandler)
+    fast = RelaySMTP.__new__(RelaySMTP)
+    SMTP.__init__(fast, handler, hostname="filterd.test", auth_required=False)
+    full = SMTP.__new__(SMTP)
+    SMTP.__init__(full, Everything(handler), hostname="filterd.test", auth_required=False)
+    every_name = object.__dir__(fast)
+    commands = {name.removeprefix("smtp_") for name in every_name if name.startswith("smtp_")}
+    assert set(fast._smtp_methods) == commands
+    assert set(fast._auth_methods) == set(full._auth_methods) == {"LOGIN", "PLAIN"}
+    assert set(fast._handle_hooks) == set(full._handle_hooks)
+    assert {"EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception"} <= set(fast._handle_hooks)
+    assert fast._ehlo_hook_ver == "new"

@@ -20,6 +20,7 @@ anyone, and nothing else is taken there (no AUTH is offered on it).
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, TL
 from filterd.accounts import AccountBook
 from filterd.guard import LoginGate, peer_host
 from filterd.logs import get_logger
-from filterd.smtp.connection import Connections, RelaySMTP
+from filterd.smtp.connection import Connections, RelaySMTP, hook_names
 from filterd.smtp.data import DataStage
 from filterd.smtp.envelope import EnvelopeStage
 from filterd.smtp.transaction import Transactions
@@ -40,6 +41,10 @@ log = get_logger("smtp")
 class RelayHandler:
     """aiosmtpd handler hooks of one listener: authentication, and each command
     handed to the envelope stage, the DATA stage or the transactions."""
+
+    def __dir__(self) -> list[str]:
+        """Only the hook names aiosmtpd looks for on every connection (see RelaySMTP)."""
+        return hook_names(type(self))
 
     def __init__(
         self,
@@ -121,6 +126,10 @@ class RelayHandler:
         if self.intake_only:  # no login there: do not advertise one
             responses = [line for line in responses if not line[4:].upper().startswith("AUTH")]
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    # aiosmtpd reads this hook's signature on every new connection (to tell its old
+    # 4-argument form): given once here, it is not worked out again each time
+    handle_EHLO.__signature__ = inspect.signature(handle_EHLO)  # type: ignore[attr-defined]
 
     async def handle_MAIL(
         self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
