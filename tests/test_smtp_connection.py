@@ -6,6 +6,7 @@ compared with aiosmtpd's parser."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -222,10 +223,16 @@ def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
             return getattr(self.wrapped, name)
 
     handler = RelayHandler.__new__(RelayHandler)
-    fast = RelaySMTP.__new__(RelaySMTP)
-    SMTP.__init__(fast, handler, hostname="filterd.test", auth_required=False)
-    full = SMTP.__new__(SMTP)
-    SMTP.__init__(full, Everything(handler), hostname="filterd.test", auth_required=False)
+    loop = asyncio.new_event_loop()  # aiosmtpd would make one of its own, left open
+    try:
+        fast = RelaySMTP.__new__(RelaySMTP)
+        SMTP.__init__(fast, handler, hostname="filterd.test", auth_required=False, loop=loop)
+        full = SMTP.__new__(SMTP)
+        SMTP.__init__(
+            full, Everything(handler), hostname="filterd.test", auth_required=False, loop=loop
+        )
+    finally:
+        loop.close()
     every_name = object.__dir__(fast)
     commands = {name.removeprefix("smtp_") for name in every_name if name.startswith("smtp_")}
     assert set(fast._smtp_methods) == commands
