@@ -1,7 +1,8 @@
 """Shared by the tests of the SMPP relay (tests/test_smpp_{server,session,submit,
 deliveries}.py): `filterd serve` as a real process, smpplib (an independent SMPP client)
 as the marketing tool, a fake carrier SMSC on filterd's codec, a real Valkey registry;
-and an SmppRelay in the test's own process with raw TCP peers."""
+and an SmppRelay in the test's own process with raw TCP peers; [compliance] tables and
+UCS2 message parts."""
 
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ from filterd.normalize import normalize
 from filterd.service import Service
 from filterd.settings import SmppSettings
 from filterd.smpp.encode import encode
-from filterd.smpp.pdu import BindReceiver, BindTransceiver
+from filterd.smpp.framer import Framer
+from filterd.smpp.pdu import AnyPdu, BindReceiver, BindTransceiver
 from filterd.smpp.server import SmppRelay
+from filterd.storage.port import AuditQuery
 from filterd.storage.redis import RedisRegistry
 from tests.helpers import LogReader, RedisProcess
 from tests.smsc import FakeSmsc
@@ -39,6 +42,9 @@ FILTERD = str(Path(sys.executable).parent / "filterd")
 SECRET = "ef" * 32
 NUMBER = "10690001"
 JANE, BOB, CAROL = "8613800138000", "8613800138001", "8613800138002"
+HTTP = '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://unsub.acme.test/"\n'
+SIGNATURE = "【Acme】"
+CANCEL = "回T退订"
 
 
 @dataclass
@@ -127,6 +133,23 @@ class Relay:
         )
         await registry.close()
 
+    def audit(self) -> list[tuple[str, str | None, str | None]]:
+        """(event, reason, sender) of the audit log, newest first, read once filterd has
+        stopped (drop entries are written in the background; a clean stop writes them all)."""
+        for client in self.clients:
+            client.close()
+        self.clients.clear()
+        stop(self.process)
+        assert self.process.returncode == 0
+
+        async def read() -> list[tuple[str, str | None, str | None]]:
+            registry = RedisRegistry.from_url(self.registry_server.url)
+            entries = await registry.read_audit(AuditQuery(limit=50))
+            await registry.close()
+            return [(e.event, e.reason, e.sender) for e in entries]
+
+        return asyncio.run(read())
+
     def facts(self, number: str) -> list[tuple[str, str, str]]:
         """(kind, sender, source) of every fact on record for +number."""
 
@@ -141,8 +164,8 @@ class Relay:
 
 
 def config(home: Path, registry_url: str, smsc_port: int, listen: str = "127.0.0.1:0",
-           workers: int = 1, *, extra: str = "") -> Path:  # fmt: skip
-    """The relay config used here."""
+           workers: int = 1, *, extra: str = "", tables: str = "") -> Path:  # fmt: skip
+    """The relay config used here (`extra` lines in [smpp], `tables` at the end)."""
     (home / "secret").write_text(SECRET + "\n")
     (home / "secret").chmod(0o600)
     path = home / "filterd.toml"
@@ -178,8 +201,60 @@ stream = "transactional"
 [[smpp.numbers]]
 address = "{NUMBER}"
 sender = "acme"
+{tables}
 """)
     return path
+
+
+def smpp_listening(log: LogReader) -> dict[str, object]:
+    """The next "listening" line of the SMPP listener (other front ends' are skipped)."""
+    while True:
+        entry = log.wait_for("listening")
+        if entry.get("front_end") == "smpp":
+            return entry
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a `filterd serve` still running and wait for it (killed after 30 s)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def compliance(
+    method: str = "add",
+    signature: str | None = SIGNATURE,
+    cancel: str | None = CANCEL,
+    quiet: str | None = None,
+) -> str:
+    """The [compliance] table (and [http], which "add" needs) with one sender table for
+    acme."""
+    lines = [HTTP, "[compliance]", f'cancel_method = "{method}"']
+    if quiet is not None:
+        lines.append(f'quiet_hours = "{quiet}"')
+    lines += ["[[compliance.senders]]", 'sender = "acme"']
+    if signature is not None:
+        lines.append(f'signature = "{signature}"')
+    if cancel is not None:
+        lines.append(f'sms_cancel_text = "{cancel}"')
+    return "\n".join(lines) + "\n"
+
+
+def ucs2(text: str) -> bytes:
+    """UTF-16BE, as data_coding 8 carries it."""
+    return text.encode("utf-16-be")
+
+
+def udh_parts(texts: list[str], reference: int = 0x21) -> list[bytes]:
+    """One UCS2 part per text, each led by the 8-bit concatenation UDH."""
+    return [
+        bytes([5, 0, 3, reference, len(texts), seq]) + ucs2(text)
+        for seq, text in enumerate(texts, 1)
+    ]
 
 
 def free_port() -> int:
@@ -191,15 +266,20 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_relay(
-    registry_server: RedisProcess, workers: int = 1, exit_code: int = 0, extra: str = ""
+    registry_server: RedisProcess,
+    workers: int = 1,
+    exit_code: int = 0,
+    extra: str = "",
+    tables: str = "",
 ) -> Iterator[Relay]:
-    """`filterd serve` with smpp.workers = `workers` (and `extra` lines in [smpp]) over
-    `registry_server` (flushed by the caller), every process bound to the carrier; on exit
-    SIGTERM, and the exit code must be `exit_code`."""
+    """`filterd serve` with smpp.workers = `workers` (and `extra` lines in [smpp], `tables`
+    after it) over `registry_server` (flushed by the caller), every process bound to the
+    carrier; on exit SIGTERM (unless stopped already), and the exit code must be
+    `exit_code`."""
     home = Path(tempfile.mkdtemp(prefix="smpp", dir="/tmp"))
     smsc = FakeSmsc().start()
     listen = "127.0.0.1:0" if workers == 1 else f"127.0.0.1:{free_port()}"
-    path = config(home, registry_server.url, smsc.port, listen, workers, extra=extra)
+    path = config(home, registry_server.url, smsc.port, listen, workers, extra=extra, tables=tables)
     process = subprocess.Popen(
         [FILTERD, "serve", "--config", str(path)],
         stdout=subprocess.PIPE,
@@ -210,7 +290,7 @@ def running_relay(
     relay = None
     try:
         log = LogReader(process)
-        listening = [log.wait_for("listening") for _ in range(workers)]
+        listening = [smpp_listening(log) for _ in range(workers)]
         port = int(listening[0]["port"])  # type: ignore[call-overload]
         smsc.wait_bound(links=workers)
         relay = Relay(process, port, smsc, registry_server, home=home, log=log)
@@ -219,13 +299,7 @@ def running_relay(
     finally:
         for client in relay.clients if relay else []:
             client.close()
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
+        stop(process)
         assert process.stdout is not None
         process.stdout.close()
         smsc.shutdown()
@@ -235,14 +309,15 @@ def running_relay(
 
 @contextlib.asynccontextmanager
 async def in_process_relay(
-    settings: SmppSettings, registry_url: str
+    settings: SmppSettings, registry_url: str, **options: Any
 ) -> AsyncIterator[tuple[SmppRelay, int]]:
     """An SmppRelay of this process listening on 127.0.0.1 (OS port), over the registry
-    at `registry_url`, and its port; unbound and closed at the end."""
+    at `registry_url` (`options`: SmppRelay's keyword arguments), and its port; unbound
+    and closed at the end."""
     registry = RedisRegistry.from_url(registry_url)
     service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
     keywords = Keywords.from_lists([], [], [])
-    relay = SmppRelay(settings, service, registry, keywords, default_region="CN")
+    relay = SmppRelay(settings, service, registry, keywords, default_region="CN", **options)
     server = await relay.start()
     try:
         yield relay, server.sockets[0].getsockname()[1]
@@ -265,3 +340,13 @@ async def bound_peer(port: int, bind: type[BindReceiver] | type[BindTransceiver]
     answer = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
     assert int.from_bytes(answer[8:12], "big") == 0  # the bind's response: ESME_ROK
     return peer
+
+
+async def next_pdu(peer: socket.socket, framer: Framer) -> AnyPdu:
+    """The next PDU the relay sends to a raw `peer` (read through `framer`), within 30 s."""
+    loop = asyncio.get_running_loop()
+    while (pdu := framer.next_pdu()) is None:
+        data = await asyncio.wait_for(loop.sock_recv(peer, 4096), 30)
+        assert data, "the relay closed the connection"
+        framer.feed(data)
+    return pdu

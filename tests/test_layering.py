@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "filterd"
 PURE_CORE = {
     "model", "errors", "units", "normalize", "policy", "identity", "csvimport", "keywords",
     "smpp.status", "smpp.header", "smpp.tlv", "smpp.fields", "smpp.pdu", "smpp.encode",
-    "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "smpp.cancel", "tokens",
+    "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "smpp.cancel", "smpp.compliance",
+    "tokens",
     "quiet_hours",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
@@ -231,6 +232,8 @@ LAYERS = {
     "smpp.receipt": {"smpp.fields", "smpp.pdu", "smpp.tlv"},
     "smpp.text": {"errors", "smpp.fields", "smpp.pdu"},
     "smpp.cancel": {"smpp.text"},
+    "smpp.compliance": {"model", "settings", "smpp.cancel", "smpp.pdu", "smpp.text", "smpp.tlv"},
+    "smpp.assembly": {"smpp.pdu", "smpp.text"},
     "smpp.carrier": {
         "settings",
         "errors",
@@ -269,7 +272,9 @@ LAYERS = {
         "model",
         "service",
         "settings",
+        "smpp.assembly",
         "smpp.carrier",
+        "smpp.compliance",
         "smpp.pdu",
         "smpp.status",
         "smpp.text",

@@ -23,18 +23,32 @@ from filterd.config.load import load as load_config
 from filterd.model import Kind
 from filterd.smpp import server as server_module
 from filterd.smpp.encode import encode
-from filterd.smpp.pdu import BindReceiver, DeliverSm
+from filterd.smpp.framer import Framer
+from filterd.smpp.pdu import (
+    BindReceiver,
+    BindTransceiver,
+    DeliverSm,
+    EnquireLink,
+    EnquireLinkResp,
+    SubmitSm,
+    SubmitSmResp,
+    Unbind,
+)
 from tests.helpers import RedisProcess
 from tests.smpp_relay_helpers import (
     JANE,
     NUMBER,
+    SIGNATURE,
     Client,
     Relay,
     bound_peer,
+    compliance,
     config,
     free_port,
     in_process_relay,
+    next_pdu,
     running_relay,
+    udh_parts,
 )
 
 
@@ -241,3 +255,35 @@ def test_worker_exits_when_main_is_killed(valkey_server: RedisProcess) -> None:
             assert select.select([pidfd], [], [], 30)[0] == [pidfd], "the worker still runs"
         finally:
             os.close(pidfd)
+
+
+def test_stopping_answers_held_parts_at_once(valkey_server: RedisProcess, tmp_path: Path) -> None:
+    """At shutdown a part held for the other parts of its message (the [compliance] text
+    rules) is answered at once, before the unbind: 0x403, the message can no longer be
+    whole (hold_s is an hour here)."""
+    tables = compliance("require")
+    settings = load_config(config(tmp_path, valkey_server.url, free_port(), tables=tables))
+    smpp = settings.smpp
+    assert smpp is not None
+    first = udh_parts([SIGNATURE + "尊敬的客户，", "全场八折。"])[0]
+
+    async def scenario() -> list[tuple[type, int, int]]:
+        options = {"compliance": settings.compliance, "hold_s": 3600}
+        async with in_process_relay(smpp, valkey_server.url, **options) as (relay, port):
+            peer = await bound_peer(port, BindTransceiver)
+            submit = SubmitSm(sequence_number=2, dest_addr_ton=1, destination_addr=JANE,
+                              esm_class=0x40, data_coding=8, short_message=first)  # fmt: skip
+            ping = EnquireLink(sequence_number=3)
+            await asyncio.get_running_loop().sock_sendall(peer, encode(submit) + encode(ping))
+            framer = Framer()
+            answers = [await next_pdu(peer, framer)]  # the enquire_link_resp: the part is held
+            await asyncio.wait_for(relay.unbind_all(), 30)
+            answers += [await next_pdu(peer, framer) for _ in range(2)]
+            peer.close()
+        return [(type(a), a.sequence_number, a.command_status) for a in answers]
+
+    assert asyncio.run(scenario()) == [
+        (EnquireLinkResp, 3, 0),
+        (SubmitSmResp, 2, 0x403),
+        (Unbind, 1, 0),
+    ]

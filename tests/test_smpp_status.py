@@ -18,7 +18,10 @@ from filterd.smpp.status import (
     ESME_ROK,
     ESME_RSYSERR,
     ESME_RTHROTTLED,
+    FILTERD_NO_CANCEL_METHOD,
     FILTERD_NO_CONSENT,
+    FILTERD_NO_SIGNATURE,
+    FILTERD_QUIET_HOURS,
     FILTERD_REFUSED,
 )
 
@@ -31,3 +34,13 @@ def test_status_constants() -> None:
     assert (ESME_RINVPASWD, ESME_RINVSYSID, ESME_RMSGQFUL) == (0x0E, 0x0F, 0x14)
     assert (ESME_RTHROTTLED, ESME_RINVDCS) == (0x58, 0x104)
     assert (FILTERD_REFUSED, FILTERD_NO_CONSENT) == (0x400, 0x401)
+
+
+def test_compliance_statuses() -> None:
+    """SPEC §7's statuses: no cancel method 0x402, no signature 0x403, quiet hours 0x404,
+    each its own value in the vendor-specific range (0x400-0x4FF)."""
+    assert (FILTERD_NO_CANCEL_METHOD, FILTERD_NO_SIGNATURE, FILTERD_QUIET_HOURS) == (
+        0x402,
+        0x403,
+        0x404,
+    )

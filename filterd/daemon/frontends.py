@@ -276,6 +276,7 @@ class SmppFrontEnd:
             default_region=live.settings.registry.default_region,
             drain_s=live.settings.daemon.drain_timeout_s,
             gate=live.gate,
+            compliance=live.settings.compliance,
         )
         live.relay = self.relay
         self.server: asyncio.Server | None = None

@@ -5,10 +5,10 @@ The listener takes at most `max_connections` (`max_connections_per_address`
 from one address; beyond them a connection is closed at once) and closes a
 connection that sends nothing for `idle_timeout` (enquire_link is traffic).
 Each connection is a `ClientSession` (`filterd.smpp.session`: binds, the window
-of submits); each submit_sm is decided and forwarded to the carrier by
-`filterd.smpp.submit`; what the carrier delivers (receipts and consumers'
-replies) is handled by `filterd.smpp.deliveries` and passed to a receiver bind
-of the account.
+of submits); each submit_sm is decided (under `[compliance]`, judged on its
+text too) and forwarded to the carrier by `filterd.smpp.submit`; what the
+carrier delivers (receipts and consumers' replies) is handled by
+`filterd.smpp.deliveries` and passed to a receiver bind of the account.
 
 With `smpp.workers > 1` several processes serve the port; a receipt or MO
 that arrives on this process's carrier bind while the client's receiver bind
@@ -25,13 +25,13 @@ from filterd.guard import ConnectionTable, LoginGate
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
 from filterd.service import Service
-from filterd.settings import SmppAccount, SmppSettings
+from filterd.settings import ComplianceSettings, SmppAccount, SmppSettings
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.deliveries import Deliveries
 from filterd.smpp.hub import Peers
 from filterd.smpp.pdu import DataSm, DeliverSm, Pdu, SubmitSm
 from filterd.smpp.session import ClientSession
-from filterd.smpp.submit import Submitter
+from filterd.smpp.submit import HOLD_S, Submitter
 from filterd.storage.port import Registry
 
 log = get_logger("smpp")
@@ -55,6 +55,8 @@ class SmppRelay:
         default_region: str | None,
         drain_s: float = 30.0,
         gate: LoginGate | None = None,
+        compliance: ComplianceSettings | None = None,
+        hold_s: float = HOLD_S,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -72,7 +74,7 @@ class SmppRelay:
         """The `[[smpp.accounts]]` by system_id."""
         self.numbers = {n.address: n.sender for n in settings.numbers}
         """The sender of each `[[smpp.numbers]]` address."""
-        self._submitter = Submitter(service, registry, default_region)
+        self._submitter = Submitter(service, registry, default_region, compliance, hold_s)
         self._deliveries = Deliveries(self, service, registry, default_region)
         self.gate = gate or LoginGate()
         """The process's login gate (per-address back-off after failed logins)."""
@@ -169,6 +171,8 @@ class SmppRelay:
         return False
 
     async def unbind_all(self) -> None:
-        """Stop: let every client's submits in flight get their answers, then unbind."""
+        """Stop: let every client's submits in flight get their answers, then unbind
+        (concatenated messages still waiting for parts are refused now)."""
         self.table.stop()
+        self._submitter.close()
         await asyncio.gather(*(session.close_gracefully() for session in list(self.sessions)))

@@ -10,7 +10,10 @@ cannot be probed; a first bind with a field too long for SMPP is a failed bind
 too, answered with the codec's status). A client that does not read its
 answers is not read either once the transport's high-water mark of answers
 waits for it. At most `smpp.window` submits of a client are in flight; one more
-gets ESME_RTHROTTLED.
+gets ESME_RTHROTTLED. A part of a concatenated message held until its other
+parts are in (the `[compliance]` text rules, `filterd.smpp.submit`) is in
+flight until its message is answered: a message needs a window of at least its
+number of parts, here and in the client.
 """
 
 from __future__ import annotations

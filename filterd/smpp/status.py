@@ -1,5 +1,5 @@
 """SMPP command_status values (SMPP 3.4 §5.1.3; 0x104 from SMPP 5.0) and filterd's
-own two (SPEC §4, in the vendor-specific range)."""
+own (SPEC §4 and §7, in the vendor-specific range)."""
 
 from __future__ import annotations
 
@@ -42,3 +42,10 @@ FILTERD_REFUSED = 0x00000400
 """SPEC §4: the recipient has refused commercial messages (SMPP vendor-specific range)."""
 FILTERD_NO_CONSENT = 0x00000401
 """SPEC §4: no consent or request on record for the recipient."""
+FILTERD_NO_CANCEL_METHOD = 0x00000402
+"""SPEC §7: a commercial SMS without the sender's cancel instruction, none appended
+(`cancel_method = "require"`, or it does not fit)."""
+FILTERD_NO_SIGNATURE = 0x00000403
+"""SPEC §7: a commercial SMS whose text neither starts nor ends with the sender's signature."""
+FILTERD_QUIET_HOURS = 0x00000404
+"""SPEC §7: inside the recipient's quiet hours; deferred, the client sends it again later."""
