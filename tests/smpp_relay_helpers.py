@@ -312,8 +312,8 @@ async def in_process_relay(
     settings: SmppSettings, registry_url: str, **options: Any
 ) -> AsyncIterator[tuple[SmppRelay, int]]:
     """An SmppRelay of this process listening on 127.0.0.1 (OS port), over the registry
-    at `registry_url` (`options`: SmppRelay's keyword arguments), and its port; unbound
-    and closed at the end."""
+    at `registry_url` (`options`: SmppRelay's keyword arguments), and its port; unbound,
+    its audit entries written and closed at the end."""
     registry = RedisRegistry.from_url(registry_url)
     service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
     keywords = Keywords.from_lists([], [], [])
@@ -324,6 +324,7 @@ async def in_process_relay(
     finally:
         server.close()
         await relay.unbind_all()
+        await service.close()  # the audit entries still queued are written
         await registry.close()
 
 
