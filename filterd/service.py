@@ -93,12 +93,19 @@ class Service:
         *,
         origin: str,
         message_id: str | None = None,
+        refused_by: Reason | None = None,
     ) -> list[Decision]:
         """Decide every recipient of one message with one registry read; each decision
-        is logged and counted, each drop and deferral audited."""
+        is logged and counted, each drop and deferral audited.
+
+        `refused_by`: a compliance rule the message's text already fails (the SMS
+        signature or cancel text, judged before the lookup): a recipient the
+        registry lets through is dropped for it, in the one decision recorded."""
         ids = [self.hasher.consumer_id(a) for a in addresses]
         now = self.now_ms()
-        decisions = await self._judge(sender, message_class, addresses, ids, now=now, origin=origin)
+        decisions = await self._judge(
+            sender, message_class, addresses, ids, now=now, origin=origin, refused_by=refused_by
+        )
         self._report(
             sender, addresses, ids, decisions, now=now, origin=origin, message_id=message_id
         )
@@ -191,9 +198,12 @@ class Service:
         *,
         now: int,
         origin: str,
+        refused_by: Reason | None = None,
     ) -> list[Decision]:
         """One registry read (commercial only), then `decide()` per recipient; an
-        unreadable registry is decide()'s input like any other."""
+        unreadable registry is decide()'s input like any other. What the registry lets
+        through is then dropped for `refused_by` (a failed text rule), else deferred
+        inside the recipient's quiet hours."""
         facts: list[list[Fact]] | None = None
         if message_class is MessageClass.COMMERCIAL:
             started = time.perf_counter()
@@ -213,6 +223,11 @@ class Service:
             )
             for index, address in enumerate(addresses)
         ]
+        if refused_by is not None:
+            decisions = [
+                Decision(Action.DROP, refused_by) if d.action is Action.DELIVER else d
+                for d in decisions
+            ]
         if self.quiet is not None and message_class is MessageClass.COMMERCIAL:
             decisions = [
                 self._in_hours(d, a, now) for d, a in zip(decisions, addresses, strict=True)

@@ -495,3 +495,35 @@ def test_refuse_drops_logs_counts_and_audits_every_recipient() -> None:
                   reason="no_signature") == 1.0  # fmt: skip
     [entry] = asyncio.run(registry.read_audit(AuditQuery(limit=10)))
     assert (entry.event, entry.reason, entry.message_id) == ("drop", "no_signature", "m-7")
+
+
+def test_a_failed_text_rule_is_the_one_decision_recorded() -> None:
+    """screen with refused_by (an SMS that fails its sender's signature or cancel-text
+    rule, judged before the lookup): a recipient the registry lets through is
+    dropped for that reason, one decision counted (no deliver before it), and the
+    refusal wins over quiet hours; one without consent keeps its own reason."""
+    window = parse_window("21:00-08:00")
+    assert window is not None
+    service, _ = make()
+    service.quiet = QuietRule(window, "Asia/Shanghai")  # NOW is inside it for +86
+    run = asyncio.run
+    run(service.record(request(Kind.CONSENT), origin="test"))
+    [dropped] = run(
+        service.screen(
+            "acme", MessageClass.COMMERCIAL, [PHONE], origin="smpp", refused_by=Reason.NO_SIGNATURE
+        )
+    )
+    assert (dropped.action, dropped.reason) == (Action.DROP, Reason.NO_SIGNATURE)
+    counted = [
+        (sample.labels["decision"], sample.labels["reason"], sample.value)
+        for family in text_string_to_metric_families(service.metrics.render().decode())
+        for sample in family.samples
+        if sample.name == "filterd_decisions_total" and sample.labels.get("front_end") == "smpp"
+    ]
+    assert counted == [("drop", "no_signature", 1.0)]
+    [unconsented] = run(
+        service.screen(
+            "acme", MessageClass.COMMERCIAL, [EMAIL], origin="smpp", refused_by=Reason.NO_SIGNATURE
+        )
+    )
+    assert (unconsented.action, unconsented.reason) == (Action.DROP, Reason.NO_CONSENT)

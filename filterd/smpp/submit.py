@@ -25,11 +25,12 @@ registry (`smpp.receipt_ttl`), so that its delivery receipts can be routed back
 Compliance (SPEC §7, `[compliance]`): quiet hours are the decision's
 (`Service.screen` defers a commercial recipient inside them). A commercial
 account's sender with a signature or a checked cancel text
-(`filterd.smpp.compliance.SmsRules`) has its delivered messages judged on
-their text (`filterd.smpp.compliance.judge`): refused with 0x403 / 0x402 (each
-recipient audited `no_signature` / `no_cancel_method` through
-`Service.refuse`, nothing sent to the carrier), or sent, the last part with
-the cancel text appended under "add". The parts of such a concatenated message
+(`filterd.smpp.compliance.SmsRules`) has its messages judged on their text
+(`filterd.smpp.compliance.judge`, before the lookup): what the registry lets
+through is then refused with 0x403 / 0x402 (one decision, drop with reason
+`no_signature` / `no_cancel_method`, logged, counted and audited once; nothing
+sent to the carrier), or sent, the last part with the cancel text appended
+under "add". The parts of such a concatenated message
 are held (`filterd.smpp.assembly`) until all are in: the message is then
 decided once, judged on the text of all its parts and, if sent, every part
 goes to the carrier in sequence order and each held submit_sm gets its own
@@ -142,14 +143,13 @@ class Submitter:
 
             key = (account.system_id, concat_key(pdu))
             return await self._held.hold(key, concat, pdu, release)
-        decision = await self._decide(account, pdu, address)
+        verdict = judge([pdu], rules) if rules is not None else None
+        refused_by = verdict.refused if verdict is not None else None
+        decision = await self._decide(account, pdu, address, refused_by)
         if decision.action is not Action.DELIVER:
             return response_to(pdu, _STATUS[decision.reason or Reason.NO_CONSENT])
-        if rules is not None:
-            verdict = judge([pdu], rules)
-            if verdict.refused is not None:
-                return self._refuse(account, [pdu], address, verdict.refused)[0]
-            pdu = verdict.last or pdu
+        if verdict is not None and verdict.last is not None:
+            pdu = verdict.last
         return await self._forward(account, pdu, carrier, receipt_ttl_s)
 
     async def _release(
@@ -169,13 +169,11 @@ class Submitter:
             log.info("concatenation_incomplete", system_id=account.system_id,
                      parts=len(parts))  # fmt: skip
             return self._refuse(account, parts, address, rules.unchecked)
-        decision = await self._screen(account, parts[0], address)
+        verdict = judge(parts, rules)
+        decision = await self._screen(account, parts[0], address, verdict.refused)
         if decision.action is not Action.DELIVER:
             status = _STATUS[decision.reason or Reason.NO_CONSENT]
             return [response_to(part, status) for part in parts]
-        verdict = judge(parts, rules)
-        if verdict.refused is not None:
-            return self._refuse(account, parts, address, verdict.refused)
         if verdict.last is not None:
             parts = [*parts[:-1], verdict.last]
         return [await self._forward(account, part, carrier, receipt_ttl_s) for part in parts]
@@ -183,8 +181,8 @@ class Submitter:
     def _refuse(
         self, account: SmppAccount, parts: list[SubmitSm], address: Address, reason: Reason
     ) -> list[Pdu]:
-        """A message the registry let through (or could not judge whole) but a text rule
-        refuses: logged, counted and audited once; every part gets the status."""
+        """A held message that never arrived whole (its text cannot be judged): logged,
+        counted and audited once, with no registry read; every part gets the status."""
         self.service.refuse(
             account.sender,
             [address],
@@ -223,12 +221,15 @@ class Submitter:
             log.warning("message_id_not_mapped", error=str(exc))
         return response_to(pdu, ESME_ROK, message_id=client_id)
 
-    async def _decide(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
+    async def _decide(
+        self, account: SmppAccount, pdu: SubmitSm, address: Address, refused_by: Reason | None
+    ) -> Decision:
         """One decision per message: parts of a concatenated message share the first's
-        (parts arriving together wait for the one lookup in flight)."""
+        (parts arriving together wait for the one lookup in flight; such parts are
+        never judged by a text rule, which holds them instead)."""
         key = concat_key(pdu)
         if key is None:
-            return await self._screen(account, pdu, address)
+            return await self._screen(account, pdu, address, refused_by)
         cache_key = (account.system_id, key)
         now = time.monotonic()
         cached = self._decisions.get(cache_key)
@@ -239,7 +240,7 @@ class Submitter:
         while len(self._decisions) > _CONCAT_MAX:
             self._decisions.popitem(last=False)
         try:
-            decision = await self._screen(account, pdu, address)
+            decision = await self._screen(account, pdu, address, refused_by)
         except BaseException as exc:
             self._decisions.pop(cache_key, None)
             future.set_exception(exc)
@@ -250,12 +251,17 @@ class Submitter:
             self._decisions.pop(cache_key, None)
         return decision
 
-    async def _screen(self, account: SmppAccount, pdu: SubmitSm, address: Address) -> Decision:
+    async def _screen(
+        self, account: SmppAccount, pdu: SubmitSm, address: Address, refused_by: Reason | None
+    ) -> Decision:
+        """The one recorded decision (a failed text rule drops what the registry lets
+        through)."""
         decisions = await self.service.screen(
             account.sender,
             account.stream,
             [address],
             origin="smpp",
             message_id=f"{account.system_id}/{pdu.sequence_number}",
+            refused_by=refused_by,
         )
         return decisions[0]
