@@ -49,11 +49,15 @@ class Upgrade:
 
     keep: tuple[int, ...]
     """The recipients (by position) that may still be sent to."""
-    deferred: bool
-    """Some recipient could not be judged (registry unavailable) or is inside its quiet
-    hours: the whole message must be deferred, never sent in part."""
     deferral: tuple[int, Decision] | None = None
-    """The first deferred recipient (by position) and its decision, for the reply."""
+    """The first recipient (by position) that could not be judged (registry
+    unavailable) or is inside its quiet hours, and its decision: the whole message
+    must then be deferred, never sent in part."""
+
+    @property
+    def deferred(self) -> bool:
+        """Whether the whole message must be deferred."""
+        return self.deferral is not None
 
 
 class Service:
@@ -263,7 +267,6 @@ class Service:
         deferrals = [(i, d) for i, d in enumerate(decisions) if d.action is Action.DEFER]
         return Upgrade(
             keep=tuple(i for i, d in enumerate(decisions) if d.action is Action.DELIVER),
-            deferred=bool(deferrals),
             deferral=deferrals[0] if deferrals else None,
         )
 

@@ -12,7 +12,7 @@ from filterd.config.load import load
 from filterd.errors import ConfigError
 from filterd.quiet_hours import parse_window
 from filterd.settings import CancelMethod, SenderCompliance, Settings
-from tests.config_helpers import HTTP_HEAD, write
+from tests.config_helpers import HTTP_HEAD, SMTP_ACCOUNT, SMTP_HEAD, write
 
 ACME = (
     '[[compliance.senders]]\nsender = "acme"\nsignature = "【Acme】"\nsms_cancel_text = "回T退订"\n'
@@ -148,3 +148,19 @@ def test_cancel_text_may_name_a_configured_keyword(tmp_path: Path) -> None:
     settings = load(write(tmp_path, text))
     assert settings.compliance is not None
     assert settings.compliance.rules("acme") == SenderCompliance("acme", None, "Rispondi BASTA")
+
+
+def test_a_sender_table_must_name_a_known_sender(tmp_path: Path) -> None:
+    """With accounts configured, a [[compliance.senders]] table for a sender no account
+    or number has (a typo) is refused naming it and the known senders, instead of
+    silently leaving that sender's messages unchecked."""
+    text = (
+        HTTP_HEAD + SMTP_HEAD + SMTP_ACCOUNT + 'password = "pw"\n[compliance]\n'
+        "[[compliance.senders]]\n"
+        'sender = "acmee"\nsignature = "【Acme】"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, text))
+    assert info.value.key == "compliance.senders[0].sender"
+    assert "'acmee'" in str(info.value)
+    assert "acme" in str(info.value).split("senders are:")[1]

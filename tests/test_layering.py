@@ -329,6 +329,7 @@ LAYERS = {
         "errors",
         "logs",
         "model",
+        "normalize",
         "replies",
         "service",
         "settings",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import urllib.request
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -205,3 +206,22 @@ def post_one_click(port: int, token: str) -> int:
     )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
         return int(response.status)
+
+
+def test_require_with_dkim_takes_several_recipients(
+    valkey_server: RedisProcess, dkim_key: tuple[Path, bytes]
+) -> None:
+    """Under require, filterd adds no header, so a commercial transaction may carry
+    several recipients even with [dkim]: both RCPTs get 250 and a message with its own
+    List-Unsubscribe reaches both, signed."""
+    dkim = f'[dkim]\nselector = "mail"\ndomain = "acme.test"\nkey_file = "{dkim_key[0]}"\n'
+    with relay_with(valkey_server, compliance("require") + dkim) as relay:
+        relay.record("jane@example.com", Kind.CONSENT)
+        relay.record("joe@example.com", Kind.CONSENT)
+        client = relay.login()
+        own = b"List-Unsubscribe: <mailto:u@acme.test>\r\n" + UNSIGNED
+        assert client.sendmail("shop@acme.test", ["jane@example.com", "joe@example.com"], own) == {}
+        client.quit()
+        [(_, rcpts, content)] = relay.sink.handler.messages
+        assert rcpts == ["jane@example.com", "joe@example.com"]
+        assert content.startswith(b"DKIM-Signature:")

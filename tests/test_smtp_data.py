@@ -196,3 +196,22 @@ def test_nul_byte_in_message_is_refused(relay: Relay) -> None:
     client.quit()
     assert len(relay.sink.handler.messages) == 1
     assert b"\x00" not in relay.sink.handler.messages[0][2]
+
+
+def test_an_upgraded_message_with_an_unsubscribe_recipient_is_relayed(
+    optout_relay: Relay,
+) -> None:
+    """A transactional account's message upgraded by its headers, sent both to a
+    consented recipient and to an unsubscribe+TOKEN address: the opt-out is recorded,
+    the consented recipient gets the message, and the client gets the upstream's 250
+    (the unsubscribe address is not a recipient to judge or relay)."""
+    relay = optout_relay
+    relay.record("jane@example.com", Kind.CONSENT)
+    token = unsubscribe_token(relay, "bob@example.com")
+    client = relay.login("receipts", "pw-tx")
+    bulk = b"List-Id: <news.acme.test>\r\n" + MESSAGE
+    recipients = ["jane@example.com", f"unsubscribe+{mailto_form(token)}@unsub.test"]
+    assert client.sendmail("shop@acme.test", recipients, bulk) == {}
+    client.quit()
+    assert [m[1] for m in relay.sink.handler.messages] == [["jane@example.com"]]
+    assert facts_of(relay, "bob@example.com") == [(Kind.REFUSAL, "acme", "mailto")]

@@ -15,7 +15,7 @@ from filterd.identity import ConsumerHasher
 from filterd.model import Channel, Kind
 from filterd.normalize import normalize
 from filterd.service import Service
-from filterd.signing import DkimSigner, header_value
+from filterd.signing import DkimSigner, SigningError, header_value
 from filterd.smtp.oneclick import LOCAL_PREFIX, OneClick
 from filterd.storage.redis import RedisRegistry
 from filterd.tokens import TokenKeys, derive_key, mailto_form, sender_table
@@ -157,3 +157,26 @@ def test_without_a_signer_nothing_changes(
     one = make(service)
     assert not one.signs
     assert run(one.outgoing(MESSAGE, "acme", [normalize("jane@example.com")], add=False)) == MESSAGE
+
+
+def test_a_signature_that_fails_keeps_the_added_headers(
+    service: Service, event_loop_runner: asyncio.Runner, rsa_key: tuple[bytes, bytes]
+) -> None:
+    """When signing fails after the one-click headers were added, the message goes on
+    unsigned but with its List-Unsubscribe headers: a commercial message never leaves
+    without its way to cancel because the signer broke."""
+
+    class Broken(DkimSigner):
+        """A signer whose signing fails."""
+
+        def sign(self, message: bytes) -> bytes:
+            raise SigningError("key gone")
+
+    run = event_loop_runner.run
+    one = make(service, Broken("mail", "acme.test", rsa_key[0]))
+    jane = normalize("jane@example.com")
+    sent = run(one.outgoing(MESSAGE, "acme", [jane], add=True))
+    url, mailto = one.headers_for("acme", jane)
+    assert header_value(sent, b"list-unsubscribe") == f"<{url}>, <mailto:{mailto}>".encode()
+    assert header_value(sent, b"list-unsubscribe-post") == b"List-Unsubscribe=One-Click"
+    assert header_value(sent, b"dkim-signature") is None

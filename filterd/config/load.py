@@ -28,6 +28,7 @@ from filterd.settings import (
     DaemonSettings,
     KeywordSettings,
     PolicySettings,
+    SenderCompliance,
     Settings,
 )
 from filterd.units import parse_duration
@@ -80,6 +81,8 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     settings = Settings(
         path, registry, keywords, smtp, smpp, http, policy, dkim, daemon, compliance
     )
+    if compliance is not None and settings.senders():
+        _check_compliance_senders(compliance.senders, settings.senders())
     if compliance is not None and compliance.cancel_method is CancelMethod.ADD and http is None:
         raise ConfigError(
             "compliance.cancel_method",
@@ -97,6 +100,18 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     if smtp is not None and smtp.unsubscribe_listen and smtp.listen is None:
         raise ConfigError("smtp.unsubscribe_listen", "needs the relay (smtp.listen)")
     return settings
+
+
+def _check_compliance_senders(rules: tuple[SenderCompliance, ...], senders: list[str]) -> None:
+    """A [[compliance.senders]] table must name a sender some account or number has: a
+    typo would silently leave that sender's messages unchecked."""
+    for index, sender in enumerate(rules):
+        if sender.sender not in senders:
+            raise ConfigError(
+                f"compliance.senders[{index}].sender",
+                f"{sender.sender!r} is the sender of no account or number "
+                f"(the senders are: {', '.join(senders)})",
+            )
 
 
 def _keywords(root: Table) -> KeywordSettings:

@@ -157,8 +157,10 @@ def _relay_handler(
     transactions = Transactions(pool)
     compliance = live.settings.compliance
     cancel_method = compliance.cancel_method if compliance is not None else None
+    # the one-click headers filterd adds name one recipient: under add, or (no
+    # [compliance] table) where filterd signs; not under require or off
     adds_headers = cancel_method is CancelMethod.ADD or (
-        oneclick is not None and oneclick.signs and cancel_method is not CancelMethod.OFF
+        cancel_method is None and oneclick is not None and oneclick.signs
     )
     envelope_stage = EnvelopeStage(
         service,

@@ -28,6 +28,9 @@ import enum
 from filterd.settings import CancelMethod
 
 NO_LIST_UNSUBSCRIBE = "550 5.7.1 commercial message has no List-Unsubscribe header"
+ONE_PER_MESSAGE = ": one recipient per message could be given one"
+"""Added to the 550 under add when the message has several recipients (a transactional
+account's message upgraded by its headers: its RCPTs were taken before)."""
 
 
 class MailCancel(enum.Enum):

@@ -19,11 +19,11 @@ from __future__ import annotations
 from filterd import replies
 from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
-from filterd.model import Address, MessageClass, Reason
+from filterd.model import MessageClass, Reason
+from filterd.normalize import mask_text
 from filterd.service import Service
 from filterd.settings import CancelMethod, SmtpAccount
-from filterd.signing import SigningError
-from filterd.smtp.cancel import NO_LIST_UNSUBSCRIBE, MailCancel, mail_cancel
+from filterd.smtp.cancel import NO_LIST_UNSUBSCRIBE, ONE_PER_MESSAGE, MailCancel, mail_cancel
 from filterd.smtp.oneclick import UNSUBSCRIBED, OneClick
 from filterd.smtp.outbound import UpstreamReply
 from filterd.smtp.signals import commercial_signals, header_fields
@@ -91,7 +91,7 @@ class DataStage:
             self.service.metrics.upstream_error("smtp", f"data_{reply.code // 100}xx")
         log.info("relayed" if reply.ok else "upstream_refused_message",
                  sender=account.sender if account else None, recipients=len(envelope.rcpt_tos),
-                 transaction=relay.transaction, reply=reply.line())  # fmt: skip
+                 transaction=relay.transaction, reply=mask_text(reply.line()))  # fmt: skip
         return reply.line()
 
     async def _record_optouts(self, relay: RelayState, peer: str) -> str | None:
@@ -116,6 +116,8 @@ class DataStage:
         """A commercial message as it goes upstream (its way to cancel added, signed),
         or the 550 that refuses it for want of one (smtp/cancel.py)."""
         signing = self.oneclick is not None and self.oneclick.signs
+        if not signing and self.cancel_method in (None, CancelMethod.OFF):
+            return content  # nothing to check, add or sign: the header is not even read
         action = mail_cancel(
             header_fields(content), self.cancel_method, len(relay.addresses), signing=signing
         )
@@ -124,24 +126,13 @@ class DataStage:
                 sender, relay.addresses, Reason.NO_CANCEL_METHOD,
                 origin="smtp", message_id=relay.transaction,
             )  # fmt: skip
-            return NO_LIST_UNSUBSCRIBE
+            several = len(relay.addresses) > 1 and self.cancel_method is CancelMethod.ADD
+            return NO_LIST_UNSUBSCRIBE + (ONE_PER_MESSAGE if several else "")
         if self.oneclick is None:
             return content
-        return await self._signed(content, sender, relay.addresses, add=action is MailCancel.ADD)
-
-    async def _signed(
-        self, content: bytes, sender: str, recipients: list[Address], *, add: bool
-    ) -> bytes:
-        """The message with one-click headers (when `add`) and signed (with [dkim]); as
-        it was if signing fails (logged), since refusing it would not help the consumer."""
-        assert self.oneclick is not None  # noqa: S101 - the caller checked
-        try:
-            return await self.oneclick.outgoing(content, sender, recipients, add=add)
-        except SigningError as exc:
-            log.warning("dkim_not_signed", sender=sender, error=str(exc))
-        except Exception as exc:  # a signing fault must not lose the message
-            log.error("dkim_not_signed", sender=sender, error=type(exc).__name__)
-        return content
+        return await self.oneclick.outgoing(
+            content, sender, relay.addresses, add=action is MailCancel.ADD
+        )
 
     async def _upgrade(
         self, relay: RelayState, envelope: EnvelopeView, account: SmtpAccount, signals: list[str]
@@ -151,13 +142,13 @@ class DataStage:
             account.sender, relay.addresses, signals,
             origin="smtp", message_id=relay.transaction,
         )  # fmt: skip
-        if upgrade.deferred:
-            await self.transactions.end(relay)
-            if upgrade.deferral is None:
-                return replies.UNAVAILABLE
+        if upgrade.deferral is not None:  # the whole message waits (registry, quiet hours)
             index, decision = upgrade.deferral
-            return replies.for_decision(decision, envelope.rcpt_tos[index]) or replies.UNAVAILABLE
-        pairs = list(zip(envelope.rcpt_tos, relay.addresses, strict=True))
+            deferred = replies.for_decision(decision, relay.paths[index]) or replies.UNAVAILABLE
+            await self.transactions.end(relay)
+            return deferred
+        # the relayable recipients only: unsubscribe+TOKEN ones are in rcpt_tos too
+        pairs = list(zip(relay.paths, relay.addresses, strict=True))
         keep = [pairs[index] for index in upgrade.keep]
         if not keep:
             await self.transactions.end(relay)
@@ -169,7 +160,6 @@ class DataStage:
         # first), never a 250 that silently leaves a permitted recipient out.
         await self.transactions.end(relay)
         envelope.rcpt_tos = []
-        relay.addresses = []
         failures = []
         for address, recipient in keep:
             reply = await self.transactions.rcpt(relay, envelope, address)
@@ -178,6 +168,7 @@ class DataStage:
                 break
             envelope.rcpt_tos.append(address)
             relay.addresses.append(recipient)
+            relay.paths.append(address)
         if failures:
             await self.transactions.end(relay)
             worst = min(failures, key=lambda r: (r.code >= 500, r.code))

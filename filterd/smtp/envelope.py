@@ -30,7 +30,7 @@ from filterd.accounts import AccountBook
 from filterd.admission import Refused, email_recipient, shown, unusable
 from filterd.logs import get_logger
 from filterd.model import Address, MessageClass
-from filterd.normalize import mask
+from filterd.normalize import mask, mask_text
 from filterd.service import Service
 from filterd.settings import SmtpAccount
 from filterd.smtp.oneclick import BAD_UNSUBSCRIBE_ADDRESS, OneClick
@@ -122,12 +122,13 @@ class EnvelopeStage:
             log.info(
                 "upstream_refused_recipient",
                 recipient=mask(recipient.canonical),
-                reply=reply.line(),
+                reply=mask_text(reply.line()),  # upstreams name the address
             )
             return reply.line()
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         relay.addresses.append(recipient)
+        relay.paths.append(address)
         return "250 2.1.5 OK"
 
     def _take_optout(

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from filterd.logs import get_logger
 from filterd.model import Address, Channel
 from filterd.service import Service
-from filterd.signing import DkimSigner, add_one_click, is_signed
+from filterd.signing import DkimSigner, SigningError, add_one_click, is_signed
 from filterd.tokens import TokenError, TokenKeys, Unsubscribe, from_mailto_form, mailto_form
 
 log = get_logger("smtp")
@@ -103,10 +103,18 @@ class OneClick:
         """The message as it goes upstream: with the one-click headers naming its one
         recipient when `add` (smtp/cancel.py decides; never on a message with one
         recipient too many or a DKIM-Signature, which they would break), then signed
-        when [dkim] is set and it carries no DKIM-Signature yet."""
+        when [dkim] is set and it carries no DKIM-Signature yet. A signature that
+        fails is logged and the message goes on unsigned, its headers kept (refusing
+        it would not help the consumer)."""
         if add and len(recipients) == 1 and not is_signed(content):
             url, mailto = self.headers_for(sender, recipients[0])
             content = add_one_click(content, url, mailto)
         if self.signer is None or is_signed(content):
             return content
-        return await asyncio.to_thread(self.signer.sign, content)
+        try:
+            return await asyncio.to_thread(self.signer.sign, content)
+        except SigningError as exc:
+            log.warning("dkim_not_signed", sender=sender, error=str(exc))
+        except Exception as exc:  # a signing fault must not lose the message
+            log.error("dkim_not_signed", sender=sender, error=type(exc).__name__)
+        return content

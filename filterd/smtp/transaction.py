@@ -39,6 +39,9 @@ class RelayState:
     account: SmtpAccount | None = None
     upstream: UpstreamConnection | None = None
     addresses: list[Address] = field(default_factory=list)
+    """The recipients to relay, normalised (unsubscribe recipients are not here)."""
+    paths: list[str] = field(default_factory=list)
+    """The same recipients as the client wrote them (for replies and the upstream)."""
     optouts: list[Unsubscribe] = field(default_factory=list)
     utf8: bool = False
     transaction: str = ""
@@ -93,6 +96,7 @@ class Transactions:
         """Give the upstream connection back (RSET first unless DATA just ended it)."""
         connection = relay.upstream
         relay.addresses = []
+        relay.paths = []
         relay.optouts = []
         relay.rcpts = 0
         if connection is None:
