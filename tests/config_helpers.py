@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from filterd.config.load import load
+from filterd.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "config" / "filterd.toml"
 
@@ -23,3 +28,13 @@ def write(directory: Path, text: str, name: str = "filterd.toml") -> Path:
     if name != "filterd.toml":
         path.chmod(0o600)
     return path
+
+
+def assert_refused(path: Path, key: str) -> None:
+    """Loading the config at `path` raises ConfigError naming the dotted `key`, its
+    message starting `config: KEY: ` and giving a reason."""
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.key == key
+    assert str(info.value).startswith(f"config: {key}: ")
+    assert info.value.reason

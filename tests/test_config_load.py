@@ -18,7 +18,15 @@ from filterd.config.load import load
 from filterd.errors import ConfigError
 from filterd.policy import FailMode
 from filterd.settings import HttpSettings, KeywordSettings, PolicySettings, Settings
-from tests.config_helpers import DKIM_HEAD, REFERENCE, SMPP_HEAD, SMTP_ACCOUNT, SMTP_HEAD, write
+from tests.config_helpers import (
+    DKIM_HEAD,
+    REFERENCE,
+    SMPP_HEAD,
+    SMTP_ACCOUNT,
+    SMTP_HEAD,
+    assert_refused,
+    write,
+)
 
 
 def test_reference_has_every_section(reference: Settings) -> None:
@@ -120,11 +128,7 @@ BAD_VALUES = [
 def test_bad_value_names_dotted_key(tmp_path: Path, text: str, key: str) -> None:
     """Each bad value raises ConfigError whose key and message name the dotted key."""
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load(path)
-    assert info.value.key == key
-    assert str(info.value).startswith(f"config: {key}: ")
-    assert info.value.reason
+    assert_refused(path, key)
 
 
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
@@ -202,11 +206,7 @@ def test_bad_token_dkim_and_unsubscribe_values_name_the_key(
     """Bad [http] token settings, [dkim] values and unsubscribe_domain raise ConfigError
     naming the dotted key (a DKIM key file exists unless the case is about it)."""
     write(tmp_path, "-----BEGIN PRIVATE KEY-----\n", name="dkim.key")
-    with pytest.raises(ConfigError) as info:
-        load(write(tmp_path, text))
-    assert info.value.key == key
-    assert str(info.value).startswith(f"config: {key}: ")
-    assert info.value.reason
+    assert_refused(write(tmp_path, text), key)
 
 
 @pytest.mark.parametrize("mode", [0o666, 0o646, 0o602])

@@ -12,7 +12,7 @@ from filterd.config.load import load
 from filterd.errors import ConfigError
 from filterd.policy import FailMode
 from filterd.settings import Settings
-from tests.config_helpers import REFERENCE, write
+from tests.config_helpers import REFERENCE, assert_refused, write
 
 
 def test_reference_registry(reference: Settings) -> None:
@@ -74,11 +74,7 @@ BAD_VALUES = [
 def test_bad_value_names_dotted_key(tmp_path: Path, text: str, key: str) -> None:
     """Each bad value raises ConfigError whose key and message name the dotted key."""
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load(path)
-    assert info.value.key == key
-    assert str(info.value).startswith(f"config: {key}: ")
-    assert info.value.reason
+    assert_refused(path, key)
 
 
 def test_bad_value_message_names_the_value(tmp_path: Path) -> None:

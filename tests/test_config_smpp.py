@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from filterd.config.load import load
-from filterd.errors import ConfigError
 from filterd.model import MessageClass
 from filterd.settings import Settings, SmppAccount, SmppNumber, SmppUpstream
-from tests.config_helpers import SMPP_HEAD, write
+from tests.config_helpers import SMPP_HEAD, assert_refused, write
 
 
 def test_reference_smpp(reference: Settings) -> None:
@@ -49,8 +47,4 @@ BAD_VALUES = [
 def test_bad_value_names_dotted_key(tmp_path: Path, text: str, key: str) -> None:
     """Each bad value raises ConfigError whose key and message name the dotted key."""
     path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as info:
-        load(path)
-    assert info.value.key == key
-    assert str(info.value).startswith(f"config: {key}: ")
-    assert info.value.reason
+    assert_refused(path, key)
