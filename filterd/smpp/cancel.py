@@ -64,6 +64,7 @@ part of odd length, a UDH whose length octet does not match its bytes.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from typing import NamedTuple
 
@@ -97,13 +98,30 @@ def fold(text: str) -> str:
 
 def signature_ok(text: str, signature: str) -> bool:
     """Whether the whole text starts or ends with the signature (folded, outer spaces ignored)."""
-    body, wanted = fold(text).strip(), fold(signature).strip()
-    return body.startswith(wanted) or body.endswith(wanted)
+    return signature_in(fold(text), signature)
 
 
 def has_cancel_text(text: str, cancel_text: str) -> bool:
     """Whether the whole text contains the cancel text (both folded)."""
-    return fold(cancel_text) in fold(text)
+    return cancel_text_in(fold(text), cancel_text)
+
+
+def signature_in(folded: str, signature: str) -> bool:
+    """signature_ok on a text already folded (a message's text is folded once for
+    both checks; the configured strings once per process)."""
+    body, wanted = folded.strip(), _folded_rule(signature)
+    return body.startswith(wanted) or body.endswith(wanted)
+
+
+def cancel_text_in(folded: str, cancel_text: str) -> bool:
+    """has_cancel_text on a text already folded."""
+    return _folded_rule(cancel_text) in folded
+
+
+@functools.lru_cache(maxsize=256)
+def _folded_rule(rule: str) -> str:
+    """A configured signature or cancel text, folded, outer spaces removed."""
+    return fold(rule).strip()
 
 
 class Appended(NamedTuple):

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from filterd.model import Reason
 from filterd.settings import CancelMethod, ComplianceSettings
-from filterd.smpp.cancel import append_cancel_text, has_cancel_text, signature_ok
+from filterd.smpp.cancel import append_cancel_text, cancel_text_in, fold, signature_in
 from filterd.smpp.pdu import SubmitSm
 from filterd.smpp.text import SmsTextError, cut_udh, decode_text
 from filterd.smpp.tlv import TAG_MESSAGE_PAYLOAD, with_tlv
@@ -96,9 +96,10 @@ def judge(parts: Sequence[SubmitSm], rules: SmsRules) -> Verdict:
     text = joined_text(parts)
     if text is None:
         return Verdict(rules.unchecked)
-    if rules.signature is not None and not signature_ok(text, rules.signature):
+    folded = fold(text)  # once for both checks
+    if rules.signature is not None and not signature_in(folded, rules.signature):
         return Verdict(Reason.NO_SIGNATURE)
-    if rules.cancel_text is None or has_cancel_text(text, rules.cancel_text):
+    if rules.cancel_text is None or cancel_text_in(folded, rules.cancel_text):
         return KEEP
     if not rules.add:
         return Verdict(Reason.NO_CANCEL_METHOD)

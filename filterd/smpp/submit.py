@@ -103,6 +103,7 @@ class Submitter:
         self.registry = registry
         self.default_region = default_region
         self.compliance = compliance
+        self._rules: dict[str, SmsRules | None] = {}
         """[compliance]; None: no text rule applies."""
         self._decisions: OrderedDict[tuple[str, object], tuple[float, asyncio.Future[Decision]]] = (
             OrderedDict()
@@ -117,7 +118,9 @@ class Submitter:
         """The text rules on the account's messages: its sender's, for a commercial account."""
         if account.stream is not MessageClass.COMMERCIAL:
             return None
-        return SmsRules.of(self.compliance, account.sender)
+        if account.sender not in self._rules:  # [compliance] is read once, at start
+            self._rules[account.sender] = SmsRules.of(self.compliance, account.sender)
+        return self._rules[account.sender]
 
     async def submit(
         self,
