@@ -19,6 +19,7 @@ from phonenumbers import timezone as phone_zones
 from filterd.errors import InvalidAddress
 from filterd.model import Address, Channel
 from filterd.normalize import (
+    _number_time_zone,
     channel_of,
     is_region,
     mask,
@@ -348,11 +349,18 @@ def test_phone_time_zone_unknown_is_none(e164: str) -> None:
     assert phone_time_zone(e164) is None
 
 
-def test_phone_time_zone_is_cached() -> None:
-    """A repeated look-up is answered from the cache with the same zone."""
-    phone_time_zone.cache_clear()
-    assert phone_time_zone(CN) == phone_time_zone(CN) == "Asia/Shanghai"
-    assert phone_time_zone.cache_info().hits == 1
+def test_phone_time_zone_of_a_one_zone_country_needs_no_lookup_per_number() -> None:
+    """A number of a country in one zone (+86, +852) is answered from its calling code,
+    with no per-number lookup or cache entry (a campaign's millions of numbers do not
+    fill a cache); a number of a country with several zones is looked up in full
+    once, then answered from the cache with the same zone."""
+    _number_time_zone.cache_clear()
+    assert phone_time_zone(CN) == phone_time_zone("+8613911112222") == "Asia/Shanghai"
+    assert phone_time_zone("+85291234567") == "Asia/Hong_Kong"
+    assert _number_time_zone.cache_info().currsize == 0
+    assert phone_time_zone("+14155552671") == phone_time_zone("+14155552671")
+    assert phone_time_zone("+14155552671") == "America/Los_Angeles"
+    assert _number_time_zone.cache_info().hits == 2
 
 
 # --- masking --------------------------------------------------------------------------------
