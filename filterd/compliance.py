@@ -22,6 +22,12 @@ class QuietRule:
     def __init__(self, window: QuietHours, default_zone: str) -> None:
         self.window = window
         self.default_zone = zone(default_zone)
+        self._minute = -1
+        self._answers: dict[str, Resume | None] = {}
+        """This minute's answer per zone: the window's ends are whole minutes of the
+        zone's wall clock, and every zone's offset is whole minutes, so the answer
+        cannot change inside a minute of UTC (a decision costs a dict look-up, not
+        the calendar arithmetic)."""
 
     @classmethod
     def of(cls, settings: ComplianceSettings | None) -> QuietRule | None:
@@ -33,4 +39,11 @@ class QuietRule:
     def resume(self, address: Address, now_s: float) -> Resume | None:
         """When a commercial message to `address` may be sent, if not now; None: now."""
         own = phone_time_zone(address.canonical) if address.channel is Channel.SMS else None
-        return quiet_until(self.window, recipient_zone(own, self.default_zone), now_s)
+        where = recipient_zone(own, self.default_zone)
+        minute = int(now_s // 60)
+        if minute != self._minute:
+            self._minute, self._answers = minute, {}
+        key = str(where.key)
+        if key not in self._answers:
+            self._answers[key] = quiet_until(self.window, where, now_s)
+        return self._answers[key]

@@ -51,3 +51,22 @@ def test_no_rule_without_the_table_or_the_window() -> None:
     rule = QuietRule.of(ComplianceSettings(quiet_hours=WINDOW))
     assert rule is not None
     assert rule.default_zone.key == "Asia/Shanghai"
+
+
+def test_the_answer_changes_at_the_window_edge_on_one_rule() -> None:
+    """One rule asked again and again (its answers are kept for the current minute):
+    at 20:59:59 Beijing time sending is allowed, at 21:00:00 it is quiet until 08:00,
+    at 07:59:59 still quiet, at 08:00:00 allowed again."""
+    assert WINDOW is not None
+    rule = QuietRule(WINDOW, "Asia/Shanghai")
+    email = normalize("jane@example.com")
+    edge = at("2026-12-07T13:00")  # 21:00 in Shanghai
+    assert rule.resume(email, edge - 1) is None
+    assert rule.resume(email, edge - 30) is None
+    quiet = rule.resume(email, edge)
+    assert quiet is not None
+    assert str(quiet) == "08:00 Asia/Shanghai"
+    assert rule.resume(email, edge + 59) == quiet
+    morning = at("2026-12-08T00:00")  # 08:00 in Shanghai
+    assert rule.resume(email, morning - 1) == quiet
+    assert rule.resume(email, morning) is None
