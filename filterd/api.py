@@ -278,12 +278,14 @@ class ApiSite:
             ) as attempt:
                 key = self._match(given)
                 if key is None:
-                    attempt.failed()
-                    log.info("api_key_refused", peer=request.remote)
-                    raise Problem(401, "unknown key")
-                attempt.succeeded()
+                    attempt.failed()  # recorded when the block ends: raise only after it
+                else:
+                    attempt.succeeded()
         except Abandoned:
-            raise Problem(401, "unknown key") from None
+            key = None
+        if key is None:
+            log.info("api_key_refused", peer=request.remote)
+            raise Problem(401, "unknown key")
         if scope not in key.scopes:
             raise Problem(403, f"this key does not have the {scope} scope")
         return key
@@ -463,6 +465,9 @@ def _may_act(key: ApiKey, sender: str) -> None:
 
 
 _AT_FIELD = re.compile(r" - at `\$\.?([^`]*)`$")
+"""Where msgspec says the bad value is (`... - at `$.kind``)."""
+_NAMED_FIELD = re.compile(r"^Object (?:missing required|contains unknown) field `([^`]*)`")
+_INDEX = re.compile(r"\[\d+\].*$")
 
 
 async def _decode(request: web.Request, kind: type[T]) -> T:
@@ -475,14 +480,10 @@ async def _decode(request: web.Request, kind: type[T]) -> T:
         return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         text = str(exc)
-        match = _AT_FIELD.search(text)
-        field = match.group(1) if match else None
-        if field is not None:
-            field = re.sub(r"\[\d+\]$", "", field) or None
-        if "Object missing required field" in text:
-            field = text.rsplit("`", 2)[-2]
-        message = _AT_FIELD.sub("", text)
-        raise Problem(400, message, field) from None
+        at = _AT_FIELD.search(text)
+        named = _NAMED_FIELD.search(text)
+        field = named.group(1) if named else (at.group(1) if at else "")
+        raise Problem(400, _AT_FIELD.sub("", text), _INDEX.sub("", field) or None) from None
     except msgspec.DecodeError:
         raise Problem(400, "the body is not a JSON document") from None
 
