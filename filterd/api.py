@@ -31,7 +31,7 @@ from __future__ import annotations
 import hmac
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
@@ -78,6 +78,8 @@ ALL_CHANNELS = "all"
 _CHANNEL_CHOICES = [c.value for c in Channel] + [ALL_CHANNELS]
 
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=256, examples=["acme"])]
+AddressText = Annotated[str, msgspec.Meta(examples=["jane@example.com", "+8613800138000"])]
 Evidence = Annotated[str, msgspec.Meta(max_length=MAX_EVIDENCE_BYTES)]
 
 
@@ -104,8 +106,8 @@ class Problem(Exception):
 class CheckBody(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/check: may `sender` send a message of `class` to each address?"""
 
-    sender: Text
-    addresses: Annotated[list[str], msgspec.Meta(min_length=1, max_length=MAX_ADDRESSES)]
+    sender: Sender
+    addresses: Annotated[list[AddressText], msgspec.Meta(min_length=1, max_length=MAX_ADDRESSES)]
     channel: Channel | None = None
     """Default: each address's own channel (email, or sms for a phone number)."""
     message_class: MessageClass = msgspec.field(name="class", default=MessageClass.COMMERCIAL)
@@ -132,9 +134,9 @@ class CheckAnswer(msgspec.Struct):
 class FactBody(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/facts: a consent, request or refusal for one address."""
 
-    address: str
+    address: AddressText
     kind: Kind
-    sender: Text | None = None
+    sender: Sender | None = None
     all_senders: bool = False
     """A refusal of every sender (needs a key for `"*"`); instead of `sender`."""
     channel: Annotated[str, msgspec.Meta(extra_json_schema={"enum": _CHANNEL_CHOICES})] | None = (
@@ -172,8 +174,8 @@ class FactAnswer(msgspec.Struct):
 class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
     """POST /v1/status: the facts of one address."""
 
-    address: str
-    sender: Text | None = None
+    address: AddressText
+    sender: Sender | None = None
     """Only the facts of this sender (and global refusals)."""
 
 
@@ -236,6 +238,7 @@ class ApiSite:
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
         app = guarded_application(MAX_BODY_BYTES)
+        app.middlewares.append(_json_errors)
         app.router.add_post("/v1/check", self._guarded(self.check, "check"))
         app.router.add_post("/v1/facts", self._guarded(self.facts, "write"))
         app.router.add_post("/v1/status", self._guarded(self.status, "read"))
@@ -440,7 +443,8 @@ class ApiSite:
         since_ms = 0
         if query.get("since"):
             try:
-                since_ms = int(self._clock() * 1000) - 1000 * parse_duration(query["since"])
+                back_ms = 1000 * parse_duration(query["since"])
+                since_ms = max(0, int(self._clock() * 1000) - back_ms)  # 9999d: everything
             except ValueError as exc:
                 raise Problem(400, str(exc), "since") from None
         limit = 100
@@ -486,6 +490,22 @@ async def _decode(request: web.Request, kind: type[T]) -> T:
         raise Problem(400, _AT_FIELD.sub("", text), _INDEX.sub("", field) or None) from None
     except msgspec.DecodeError:
         raise Problem(400, "the body is not a JSON document") from None
+
+
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own answers (404 no such path, 405 another method) as JSON errors too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error(Problem(exc.status, exc.reason.lower()))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 def _unavailable() -> Problem:

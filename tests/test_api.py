@@ -22,6 +22,7 @@ import json
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -29,8 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import hypothesis
 import pytest
+import schemathesis
 from openapi_spec_validator import validate
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from filterd import logs
 from filterd.api import MAX_ADDRESSES, MAX_BODY_BYTES, ApiSite, openapi_document
@@ -44,6 +54,7 @@ from filterd.settings import ApiKey, ListenerLimits
 from filterd.storage.port import AuditQuery
 from filterd.storage.redis import RedisRegistry
 from filterd.web import TOO_MANY_CONNECTIONS, HttpFrontEnd
+from tests.conftest import ServerPool
 from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
 
 SECRET = bytes.fromhex("6a" * 32)
@@ -142,7 +153,8 @@ def captured_logs() -> Iterator[io.StringIO]:
 
 def test_openapi_document_is_valid_and_served_without_a_key(valkey_server: RedisProcess) -> None:
     """GET /v1/openapi.json needs no key and is a valid OpenAPI 3.1 document naming every
-    endpoint, its request schema generated from the structs (class, ≤ 1,000 addresses)."""
+    endpoint, its request schema generated from the structs (class, ≤ 1,000 addresses);
+    an unknown path (404) or method (405, with Allow) gets a JSON error too."""
 
     async def scenario(api: Api) -> None:
         status, document, _ = await api.call("GET", "/v1/openapi.json", key=None)
@@ -157,6 +169,12 @@ def test_openapi_document_is_valid_and_served_without_a_key(valkey_server: Redis
         assert "class" in check["properties"]
         assert check["additionalProperties"] is False
         assert document == json.loads(json.dumps(openapi_document()))
+        status, answer, headers = await api.call("GET", "/v1/facts", key=None)
+        assert (status, headers["Allow"]) == (405, "POST")
+        assert answer["error"]
+        status, answer, _ = await api.call("GET", "/v1/nothing", key=None)
+        assert status == 404
+        assert answer["error"]
 
     serve(valkey_server, scenario)
 
@@ -484,6 +502,8 @@ def test_audit_reads_newest_first_within_the_keys_senders(valkey_server: RedisPr
         assert all(e["origin"] == "api" and e["detail"] == "key=crm" for e in entries)
         _, answer, _ = await api.call("GET", "/v1/audit?limit=1&since=1h")
         assert len(answer["entries"]) == 1
+        _, answer, _ = await api.call("GET", "/v1/audit?since=089994790d")
+        assert len(answer["entries"]) == 2
         _, answer, _ = await api.call("GET", "/v1/audit", key=ADMIN)
         assert len(answer["entries"]) == 3
         status, answer, _ = await api.call("GET", "/v1/audit", key=TWO)
@@ -574,3 +594,56 @@ def test_listener_keeps_its_idle_deadline_and_caps(valkey_server: RedisProcess) 
         writer.close()
 
     serve(valkey_server, scenario, limits=ListenerLimits(0.5, 1, 1))
+
+
+# ---- Schemathesis against the live API -------------------------------------------
+
+SCHEMA = schemathesis.openapi.from_dict(openapi_document())
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+"""What every generated request must meet: no 5xx (a registry that answers), a status,
+content type, body and headers the document declares."""
+
+
+@pytest.fixture(scope="module")
+def live_api(server_pool: ServerPool) -> Iterator[str]:
+    """The API served from a thread of its own (its own event loop) over a shared
+    registry server, for the length of this module's Schemathesis run; its base URL."""
+    server = server_pool.get("valkey")
+    ready = threading.Event()
+    handle: list[tuple[str, asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    async def main() -> None:
+        done = asyncio.Event()
+        async with running(server.url) as api:
+            handle.append((api.base, asyncio.get_running_loop(), done))
+            ready.set()
+            await done.wait()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    thread.start()
+    assert ready.wait(30)
+    base, loop, done = handle[0]
+    yield base
+    loop.call_soon_threadsafe(done.set)
+    thread.join(30)
+
+
+@SCHEMA.parametrize()
+@hypothesis.settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+)
+def test_every_generated_request_gets_a_conforming_answer(
+    case: schemathesis.Case, live_api: str
+) -> None:
+    """Schemathesis requests of every operation, valid and not, with the admin key: no
+    5xx, and every answer conforms to the OpenAPI document (status, type, body,
+    headers)."""
+    case.call_and_validate(base_url=live_api, headers=bearer(ADMIN), checks=CONFORMANCE)
