@@ -307,6 +307,8 @@ class ApiSite:
     async def check(self, request: web.Request, key: ApiKey) -> CheckAnswer:
         """The decisions for every address, one registry read for the batch."""
         body = await _decode(request, CheckBody)
+        if body.sender == ALL_SENDERS:
+            raise Problem(400, 'a check is for one sender, not "*"', "sender")
         _may_act(key, body.sender)
         judged: list[Address] = []
         slots: list[CheckResult | int] = []

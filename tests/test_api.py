@@ -262,7 +262,7 @@ def test_check_answers_in_request_order_with_one_registry_read(
 ) -> None:
     """Each address gets its decision in request order, the input string as given; a bad
     address gets decision null and an error in its slot; a transactional question
-    delivers; one registry read for the batch; nothing audited."""
+    delivers; one registry read for the batch; nothing audited; sender "*" is 400."""
 
     async def scenario(api: Api) -> None:
         refused, consented = "refused@example.com", "13800138001"
@@ -291,6 +291,10 @@ def test_check_answers_in_request_order_with_one_registry_read(
         )  # fmt: skip
         assert answer["results"][0]["decision"] == "deliver"
         assert len(await api.registry.read_audit(AuditQuery())) == audited
+        status, answer, _ = await api.call(
+            "POST", "/v1/check", key=ADMIN, json={"sender": "*", "addresses": [EMAIL]}
+        )
+        assert (status, answer["field"]) == (400, "sender")
 
     serve(valkey_server, scenario)
 
