@@ -99,7 +99,11 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def running(
-    redis_url: str, *, limits: ListenerLimits | None = None, body_timeout_s: float = 30.0
+    redis_url: str,
+    *,
+    limits: ListenerLimits | None = None,
+    body_timeout_s: float = 30.0,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Api]:
     """Serve the API on 127.0.0.1:<OS port> over the registry at `redis_url`."""
     registry = RedisRegistry.from_url(redis_url)
@@ -113,7 +117,7 @@ async def running(
     registry.lookup = counted  # type: ignore[method-assign]
     service = Service(registry, ConsumerHasher(SECRET), request_ttl_s=3600, metrics=Metrics())
     gate = LoginGate(FailureBackoff(first_s=FIRST_BACKOFF_S, max_s=2.0))
-    site = ApiSite(service, KEYS, gate, default_region="CN")
+    site = ApiSite(service, KEYS, gate, default_region="CN", clock=clock)
     front_end = HttpFrontEnd(site, limits, body_timeout_s=body_timeout_s, name="api")
     server = await front_end.start(("127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
@@ -467,10 +471,8 @@ def test_status_shows_the_keys_senders_newest_first(valkey_server: RedisProcess)
     async def scenario(api: Api) -> None:
         await api.call("POST", "/v1/facts", key=ADMIN,
                        json={"address": EMAIL, "kind": "consent", "sender": "beta"})  # fmt: skip
-        await asyncio.sleep(0.01)
         await api.call("POST", "/v1/facts",
                        json={"address": EMAIL, "kind": "consent", "sender": "acme"})  # fmt: skip
-        await asyncio.sleep(0.01)
         await api.call("POST", "/v1/facts", key=ADMIN,
                        json={"address": EMAIL, "kind": "refusal", "all_senders": True})  # fmt: skip
         status, answer, _ = await api.call("POST", "/v1/status", key=ADMIN, json={"address": EMAIL})
@@ -485,7 +487,8 @@ def test_status_shows_the_keys_senders_newest_first(valkey_server: RedisProcess)
         )
         assert [f["sender"] for f in answer["facts"]] == ["*", "beta"]
 
-    serve(valkey_server, scenario)
+    ticks = iter(range(1_750_000_000, 1_750_001_000))
+    serve(valkey_server, scenario, clock=lambda: float(next(ticks)))
 
 
 def test_audit_reads_newest_first_within_the_keys_senders(valkey_server: RedisProcess) -> None:
