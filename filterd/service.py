@@ -295,11 +295,16 @@ class Service:
             expires_ms=expires,
         )
 
-    async def record(self, request: FactRequest, *, origin: str) -> WriteResult:
-        """Write one fact durably with its audit entry; log it."""
+    async def record(
+        self, request: FactRequest, *, origin: str, detail: str | None = None
+    ) -> WriteResult:
+        """Write one fact durably with its audit entry (`detail`: who wrote it, e.g.
+        the API key's name); log it."""
         fact = self.build_fact(request)
         consumer = self.hasher.consumer_id(request.address)
-        return await self._write(consumer, fact, origin, mask(request.address.canonical))
+        return await self._write(
+            consumer, fact, origin, mask(request.address.canonical), detail=detail
+        )
 
     async def record_consumer(self, consumer: bytes, fact: Fact, *, origin: str) -> WriteResult:
         """Write a fact for a consumer known only by its id (a signed unsubscribe token).
@@ -308,7 +313,9 @@ class Service:
         """
         return await self._write(consumer, fact, origin, "consumer:" + consumer_hex(consumer))
 
-    async def _write(self, consumer: bytes, fact: Fact, origin: str, shown: str) -> WriteResult:
+    async def _write(
+        self, consumer: bytes, fact: Fact, origin: str, shown: str, *, detail: str | None = None
+    ) -> WriteResult:
         fact = private_fact(fact)
         entry = AuditEntry(
             at_ms=fact.at_ms,
@@ -319,6 +326,7 @@ class Service:
             source=fact.source,
             origin=origin,
             message_id=fact.message_id,
+            detail=detail,
         )
         started = time.perf_counter()
         try:

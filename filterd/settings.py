@@ -208,6 +208,40 @@ class HttpSettings:
     """Client networks served `/metrics` and `/healthz`."""
 
 
+API_SCOPES = ("check", "read", "write")
+"""What an API key may be allowed: ask for decisions, read facts and the audit log,
+write facts."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """[[api.keys]]: one bearer key of the decision and consent API."""
+
+    name: str
+    key: str = field(repr=False)
+    """The bearer key itself (read from key_file; never shown or logged)."""
+    senders: tuple[str, ...]
+    """The senders it may act for; `("*",)`: every sender."""
+    scopes: frozenset[str]
+    """A subset of API_SCOPES."""
+
+    def may_act_for(self, sender: str) -> bool:
+        """Whether this key may act for `sender` (`"*"`, a global refusal, needs `"*"`)."""
+        return "*" in self.senders or (sender != "*" and sender in self.senders)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """[api]: the decision and consent API (SPEC §8)."""
+
+    listen: Endpoint
+    keys: tuple[ApiKey, ...]
+    limits: ListenerLimits = ListenerLimits(HTTP_IDLE_S)
+    """`idle_timeout` here: time allowed for a complete request head."""
+    body_timeout_s: float = 30.0
+    """Time allowed, once the head is in, for the body and the answer."""
+
+
 @dataclass(frozen=True, slots=True)
 class DkimSettings:
     """[dkim]: sign relayed commercial mail (and add the one-click headers)."""
@@ -292,6 +326,7 @@ class Settings:
     dkim: DkimSettings | None = None
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     compliance: ComplianceSettings | None = None
+    api: ApiSettings | None = None
 
     def senders(self) -> list[str]:
         """Every sender an account or a number names (the ones tokens may carry)."""

@@ -35,7 +35,7 @@ import html
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -100,8 +100,7 @@ class UnsubscribeSite:
 
     def application(self) -> web.Application:
         """The aiohttp application with every route."""
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_deadlines])
-        app.on_response_prepare.append(_name_server)
+        app = guarded_application(MAX_BODY_BYTES)
         app.router.add_get("/unsubscribe/{token}", self.confirm_page)
         app.router.add_post("/unsubscribe/{token}", self.unsubscribe)
         app.router.add_get("/healthz", self.healthz)
@@ -191,6 +190,14 @@ class UnsubscribeSite:
         response = web.Response(body=self.service.metrics.render())
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
+
+
+def guarded_application(max_body_bytes: int) -> web.Application:
+    """An aiohttp application for `HttpFrontEnd`: bodies up to `max_body_bytes`, the
+    body deadline of SPEC §11 applied to every request, `Server: filterd`."""
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[_deadlines])
+    app.on_response_prepare.append(_name_server)
+    return app
 
 
 def _page(status: int, title: str, body: str) -> web.Response:
@@ -344,12 +351,19 @@ class _GuardedHandler(web.RequestHandler):
         super().connection_lost(exc)
 
 
+class Site(Protocol):
+    """What `HttpFrontEnd` serves: an application made by `guarded_application`."""
+
+    def application(self) -> web.Application:
+        """The aiohttp application with every route."""
+
+
 class HttpFrontEnd:
-    """The site served on listening sockets: `start`, then `close` to drain."""
+    """A site served on listening sockets: `start`, then `close` to drain."""
 
     def __init__(
         self,
-        site: UnsubscribeSite,
+        site: Site,
         limits: ListenerLimits | None = None,
         *,
         body_timeout_s: float = 30.0,

@@ -418,6 +418,8 @@ class LogReader:
         assert process.stdout is not None
         self.fd = process.stdout.fileno()
         self.pending = b""
+        self.seen: list[bytes] = []
+        """Every line read so far."""
 
     def wait_for(self, event: str, timeout: float = 30) -> dict[str, object]:
         """Read JSON log lines until `event` (bounded)."""
@@ -425,6 +427,7 @@ class LogReader:
         while True:
             while b"\n" in self.pending:
                 line, self.pending = self.pending.split(b"\n", 1)
+                self.seen.append(line)
                 record = json.loads(line)
                 if record.get("event") == event:
                     return record  # type: ignore[no-any-return]

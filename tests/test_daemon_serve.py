@@ -1,7 +1,7 @@
 """`filterd serve` (filterd/daemon/serve.py), run as a real subprocess: with only a
 [registry] section it starts its embedded registry server, logs JSON lines (a
 "started" event), and on SIGTERM exits 0 and stops the server it started; it runs
-the policy service and the HTTP front end when configured."""
+the policy service, the HTTP front end and the decision API when configured."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -156,3 +157,65 @@ def test_serve_runs_the_http_front_end(valkey_server: RedisProcess, short_dir: P
     assert status.returncode == 0, status.stderr
     [entry] = json.loads(status.stdout)
     assert (entry["fact"], entry["sender"], entry["source"]) == ("refusal", "acme", "one-click")
+
+
+def test_serve_runs_the_decision_api(valkey_server: RedisProcess, short_dir: Path) -> None:
+    """`filterd serve` with [api] listens, takes a refusal from a key with the write scope
+    (201, audited with origin api and the key's name), answers a check with it, refuses
+    an unknown key with 401, and on SIGTERM drains the API and exits 0; neither the
+    address nor the key reaches its log."""
+    (short_dir / "secret").write_text("cd" * 32 + "\n")
+    (short_dir / "secret").chmod(0o600)
+    key = "K" * 40
+    (short_dir / "crm.key").write_text(key + "\n")
+    (short_dir / "crm.key").chmod(0o600)
+    config = short_dir / "filterd.toml"
+    config.write_text(
+        f'[registry]\nurl = "{valkey_server.url}"\nsecret_file = "secret"\n'
+        '[api]\nlisten = "127.0.0.1:0"\n'
+        '[[api.keys]]\nname = "crm"\nkey_file = "crm.key"\nsenders = ["acme"]\n'
+        'scopes = ["check", "read", "write"]\n'
+    )
+
+    def call(base: str, path: str, body: object, bearer: str) -> tuple[int, object]:
+        request = urllib.request.Request(  # noqa: S310 - a loopback URL the test built
+            base + path, data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    with serving(config) as process:
+        log = LogReader(process)
+        listening = log.wait_for("listening")
+        assert listening["front_end"] == "api"
+        base = f"http://127.0.0.1:{listening['port']}"
+        refusal = {"address": "jane@example.com", "kind": "refusal", "sender": "acme"}
+        status, answer = call(base, "/v1/facts", refusal, key)
+        assert status == 201, answer
+        fact = log.wait_for("fact")
+        assert (fact["origin"], fact["sender"], fact["result"]) == ("api", "acme", "stored")
+        check = {"sender": "acme", "addresses": ["jane@example.com"]}
+        status, answer = call(base, "/v1/check", check, key)
+        assert status == 200
+        assert answer == {
+            "results": [{"address": "jane@example.com", "decision": "drop", "reason": "refused"}]
+        }
+        assert call(base, "/v1/check", check, "x" * 40)[0] == 401
+        process.send_signal(signal.SIGTERM)
+        assert log.wait_for("drained")["front_end"] == "api"
+        assert process.wait(STOP_TIMEOUT_S) == 0
+        assert process.stdout is not None
+        text = b"\n".join([*log.seen, log.pending, process.stdout.read()])
+    assert b"jane@example.com" not in text
+    assert key.encode() not in text
+    audit = subprocess.run(
+        [FILTERD.parent / "filterctl", "--config", str(config), "--json", "audit"],
+        capture_output=True, text=True, timeout=60, check=False, env=environment(),
+    )  # fmt: skip
+    assert audit.returncode == 0, audit.stderr
+    [entry] = json.loads(audit.stdout)
+    assert (entry["origin"], entry["detail"], entry["event"]) == ("api", "key=crm", "refusal")

@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from filterd.config.api import read_api
 from filterd.config.compliance import read_compliance
 from filterd.config.http import read_http
 from filterd.config.registry import read_registry
@@ -77,9 +78,10 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     dkim = section(root, "dkim", lambda t: read_dkim(t, base))
     daemon = section(root, "daemon", _daemon) or DaemonSettings()
     compliance = section(root, "compliance", lambda t: read_compliance(t, keywords))
+    api = section(root, "api", lambda t: read_api(t, base))
     root.done()
     settings = Settings(
-        path, registry, keywords, smtp, smpp, http, policy, dkim, daemon, compliance
+        path, registry, keywords, smtp, smpp, http, policy, dkim, daemon, compliance, api
     )
     if compliance is not None and settings.senders():
         _check_compliance_senders(compliance.senders, settings.senders())

@@ -31,6 +31,7 @@ _LIMIT_KEYS = ("idle_timeout", "max_connections", "max_connections_per_address")
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({
         "registry", "keywords", "smtp", "smpp", "http", "policy", "dkim", "daemon", "compliance",
+        "api",
     }),
     "registry": frozenset({
         "url", "cluster", "data_dir", "secret_file", "request_ttl", "fail_mode",
@@ -65,6 +66,8 @@ _KEYS: dict[str, frozenset[str]] = {
     "daemon": frozenset({"drain_timeout"}),
     "compliance": frozenset({"cancel_method", "quiet_hours", "time_zone", "senders"}),
     "compliance.senders": frozenset({"sender", "signature", "sms_cancel_text"}),
+    "api": frozenset({"listen", "keys", "body_timeout", *_LIMIT_KEYS}),
+    "api.keys": frozenset({"name", "key_file", "senders", "scopes"}),
 }  # fmt: skip
 """Every key each table may hold, by the table's dotted name (the tables of an
 array of tables under the array's name, without the index). A key of the file

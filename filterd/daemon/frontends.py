@@ -1,9 +1,9 @@
 """Each front end of `filterd serve` as a small object: `start` (listen; a bind
 failure names its key) and `drain` (stop accepting, finish what is in flight,
 close), run by `run` until `stop`: the SMTP relay and its unsubscribe listener, the
-Postfix policy service, the HTTP front end, and the SMPP relay with its carrier link
-and (with workers) its hub link. `drain` is safe after a `start` that failed
-part-way."""
+Postfix policy service, the HTTP front end, the decision and consent API, and the
+SMPP relay with its carrier link and (with workers) its hub link. `drain` is safe
+after a `start` that failed part-way."""
 
 from __future__ import annotations
 
@@ -14,12 +14,14 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from filterd import logs
+from filterd.api import ApiSite
 from filterd.daemon.live import Live
 from filterd.errors import ConfigError
 from filterd.guard import ConnectionTable
 from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
 from filterd.settings import (
+    ApiSettings,
     CancelMethod,
     HttpSettings,
     PolicySettings,
@@ -261,6 +263,35 @@ class HttpService:
             self.server.close()
         await self.site.close()
         logs.get_logger("http").info("drained", front_end="http")
+
+
+class ApiService:
+    """The decision and consent API (SPEC §8) on api.listen; bad keys go through the
+    process's login gate, shared with SMTP AUTH and SMPP binds."""
+
+    def __init__(self, live: Live, api: ApiSettings) -> None:
+        site = ApiSite(
+            live.runtime.service,
+            api.keys,
+            live.gate,
+            default_region=live.settings.registry.default_region,
+        )
+        self.live = live
+        self.api = api
+        self.site = HttpFrontEnd(site, api.limits, body_timeout_s=api.body_timeout_s, name="api")
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Set the site up and listen on api.listen."""
+        starting = self.site.start(self.api.listen)
+        self.server = await open_listener(self.live, "api", self.api.listen, starting)
+
+    async def drain(self) -> None:
+        """Finish the requests in flight, then clean up."""
+        if self.server is not None:
+            self.server.close()
+        await self.site.close()
+        logs.get_logger("api").info("drained", front_end="api")
 
 
 class SmppFrontEnd:

@@ -47,7 +47,7 @@ def reload(live: Live) -> None:
 
 _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
                  "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
-                 "smpp.limits", "daemon", "compliance")  # fmt: skip
+                 "smpp.limits", "daemon", "compliance", "api")  # fmt: skip
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

@@ -19,6 +19,7 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import build
 from filterd.daemon.frontends import (
+    ApiService,
     HttpService,
     PolicyFrontEnd,
     SmppFrontEnd,
@@ -192,6 +193,8 @@ def _start_front_ends(
         tasks.append(run(live, PolicyFrontEnd(live, settings.policy)))
     if settings.http is not None and main:
         tasks.append(run(live, HttpService(live, settings.http)))
+    if settings.api is not None and main:
+        tasks.append(run(live, ApiService(live, settings.api)))
     live.expected = listeners + len(tasks) - (1 if listeners else 0)
     for task in tasks:
         group.create_task(task)
