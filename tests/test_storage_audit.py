@@ -29,3 +29,16 @@ def test_audit_stream_is_bounded(
     newest = event_loop_runner.run(registry.read_audit(AuditQuery(limit=3)))
     assert [e.detail for e in newest] == ["4999", "4998", "4997"]
     event_loop_runner.run(registry.close())
+
+
+def test_a_since_before_1970_reads_from_the_start(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """A read whose since lies before the epoch (`filterctl audit --since 20000d` on a
+    young clock, or a huge duration) reads every entry instead of failing on a
+    negative stream id."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    event_loop_runner.run(registry.append_audit([AuditEntry(at_ms=0, event="drop", detail="x")]))
+    found = event_loop_runner.run(registry.read_audit(AuditQuery(since_ms=-(10**12), limit=5)))
+    assert [e.detail for e in found] == ["x"]
+    event_loop_runner.run(registry.close())

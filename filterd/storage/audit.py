@@ -75,7 +75,7 @@ class AuditStream:
         try:
             while len(out) < query.limit:
                 page = await (await self._router.client(keys.AUDIT)).xrevrange(
-                    keys.AUDIT, max=upper, min=str(query.since_ms), count=1000
+                    keys.AUDIT, max=upper, min=str(max(query.since_ms, 0)), count=1000
                 )
                 if not page:
                     break
