@@ -93,13 +93,15 @@ def _feedback_address(t: Table) -> str | None:
     if not address:
         return None
     local, at, domain = address.rpartition("@")
-    if not at or not _DOT_ATOM.fullmatch(local) or not domain:
-        raise ConfigError(t.key("feedback_address"), f"{address!r} is not a plain address")
+    labels = domain.split(".")
+    if not at or not _DOT_ATOM.fullmatch(local) or not all(map(_DNS_LABEL.fullmatch, labels)):
+        raise ConfigError(
+            t.key("feedback_address"), f"{address!r} is not a plain address (local@domain)"
+        )
     if local.lower().startswith("unsubscribe+"):
         raise ConfigError(
             t.key("feedback_address"), f"{address!r}: unsubscribe+… addresses are opt-outs"
         )
-    _dns_name(t, "feedback_address", domain)
     return address.lower()
 
 
