@@ -27,6 +27,7 @@ from tests.arf_helpers import (
     original,
     report,
 )
+from tests.conftest import ServerPool
 from tests.smtp_helpers import (
     MESSAGE,
     SECRET,
@@ -341,3 +342,40 @@ def test_mail_to_the_feedback_address_that_is_not_a_report_is_refused(
     assert _report_to(relay, big)[0] == 552
     assert facts_of(relay, "jane@example.com") == [(Kind.CONSENT, "acme", "test")]
     assert not any(event.startswith("complaint") for event, _ in relay.audit())
+
+
+def test_a_complaint_the_registry_cannot_take_is_deferred(
+    optout_relay: Relay, server_pool: ServerPool
+) -> None:
+    """Registry down: an abuse report gets 451 4.3.0 (the provider retries), never a
+    250 for a refusal not on record; once it is back the retried report is recorded."""
+    relay = optout_relay
+    content = report(_relayed_to_jane(relay), fields=RFC5965_FIELDS)
+    relay.registry_server.kill()
+    assert _report_to(relay, content)[0] == 451
+    server_pool.get("valkey")  # restarts it on the same data (AOF)
+    assert _report_to(relay, content)[0] == 250
+    assert (Kind.REFUSAL, "acme", "complaint") in facts_of(relay, "jane@example.com")
+
+
+def test_a_report_beside_an_unsubscribe_address(optout_relay: Relay) -> None:
+    """A transaction to the feedback address and an unsubscribe+TOKEN address: a report
+    records both refusals before its 250; a message that is not a report gets 550
+    5.6.0 and records neither."""
+    relay = optout_relay
+    content = report(_relayed_to_jane(relay), fields=RFC5965_FIELDS)
+    bobs = unsubscribe_token(relay, "bob@example.com")
+    joes = unsubscribe_token(relay, "joe@example.com")
+    for recipient, message, code in (
+        (f"unsubscribe+{joes}@unsub.test", b"Subject: stop\r\n\r\n\r\n", 550),
+        (f"unsubscribe+{bobs}@unsub.test", content, 250),
+    ):
+        client = relay.intake()
+        client.mail("<>")
+        assert client.rcpt(recipient)[0] == 250
+        assert client.rcpt("fbl@acme.test")[0] == 250
+        assert client.data(message)[0] == code
+        client.quit()
+    assert facts_of(relay, "joe@example.com") == []
+    assert facts_of(relay, "bob@example.com") == [(Kind.REFUSAL, "acme", "mailto")]
+    assert (Kind.REFUSAL, "acme", "complaint") in facts_of(relay, "jane@example.com")
