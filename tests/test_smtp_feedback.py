@@ -5,8 +5,6 @@ exception."""
 
 from __future__ import annotations
 
-import time
-
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -121,18 +119,17 @@ def test_too_many_parts_are_not_read() -> None:
     assert read_report(content) == FeedbackReport(problem="too_many_parts")
 
 
-def test_deep_nesting_inside_the_original_costs_nothing() -> None:
-    """An original nested 100,000 levels deep (message/rfc822 in message/rfc822 …) is
-    not parsed: its top header block is read at once."""
+def test_deep_nesting_inside_the_original_is_not_parsed() -> None:
+    """An original nested 100,000 levels deep (message/rfc822 in message/rfc822 …),
+    beyond any recursion limit, still gives its targets: only its top header block
+    is read."""
     nested = original(ONE_CLICK).replace(
         b"Content-Type: text/plain; charset=utf-8\r\n\r\n",
         b"Content-Type: message/rfc822\r\n\r\n" + b"Content-Type: message/rfc822\r\n\r\n" * 100_000,
     )
-    started = time.perf_counter()
     got = read_report(report(nested, fields=RFC5965_FIELDS))
     assert got is not None
-    assert got.unsubscribe == (HTTPS, MAILTO)
-    assert time.perf_counter() - started < 5
+    assert (got.unsubscribe, got.problem) == ((HTTPS, MAILTO), None)
 
 
 def test_other_feedback_types_are_not_abuse() -> None:
