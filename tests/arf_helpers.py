@@ -98,8 +98,9 @@ YAHOO_FIELDS = (
     "\tdomainkeys=neutral (no sig);  from=acme.test; dkim=pass (ok)\r\n"
     "Reported-Domain: acme.test\r\n"
 )
-"""Yahoo's complaint feedback loop: the recipient redacted, the older Received-Date
-spelling of Arrival-Date (RFC 5965 §3.2 notes it), a DKIM-signed original."""
+"""Yahoo's complaint feedback loop: the recipient redacted, a DKIM-signed original;
+here with Received-Date, the historic name of Arrival-Date (RFC 5965's registry
+of report fields) that older report generators still write."""
 
 MICROSOFT_FIELDS = (
     "Feedback-Type: abuse\r\n"

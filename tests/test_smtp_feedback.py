@@ -39,7 +39,7 @@ def test_the_rfc_5965_example_reads_in_full() -> None:
 
 
 def test_a_yahoo_report_with_received_date_reads() -> None:
-    """Yahoo's shape: Received-Date stands in for Arrival-Date (converted to UTC)."""
+    """Yahoo's shape: the historic Received-Date stands in for Arrival-Date (in UTC)."""
     got = read_report(report(original(ONE_CLICK), fields=YAHOO_FIELDS))
     assert got is not None
     assert (got.feedback_type, got.arrival_date, got.source_ip) == (
