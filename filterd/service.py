@@ -270,6 +270,11 @@ class Service:
             deferral=deferrals[0] if deferrals else None,
         )
 
+    def audit_event(self, entry: AuditEntry) -> None:
+        """Queue the audit entry of an event that writes no fact (a complaint that
+        names no opt-out); written in the background as drop entries are."""
+        self._audit.add([entry])
+
     async def flush_audit(self) -> None:
         """Return once every queued drop/deferral entry is in the audit log."""
         await self._audit.flush()

@@ -88,6 +88,9 @@ class SmtpSettings:
     """Mail to unsubscribe+TOKEN@this domain is an opt-out."""
     unsubscribe_listen: Endpoint | None = None
     """A listener that takes such mail from anyone (no AUTH) and nothing else."""
+    feedback_address: str | None = None
+    """Feedback-loop reports (RFC 5965) mailed here on `unsubscribe_listen` are
+    complaints (lower case)."""
     limits: ListenerLimits = ListenerLimits(SMTP_IDLE_S)
     """Idle timeout and connection caps of `listen` and `unsubscribe_listen` (each
     listener counts its own connections)."""

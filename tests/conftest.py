@@ -155,13 +155,15 @@ def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
 
 @pytest.fixture
 def optout_relay(server_pool: ServerPool, dkim_key: tuple[Path, bytes]) -> Iterator[Relay]:
-    """filterd with an unsubscribe domain, [http] and [dkim], relaying to a fresh sink."""
+    """filterd with an unsubscribe domain and listener, a feedback address, [http] and
+    [dkim], relaying to a fresh sink."""
     registry_server = server_pool.get("valkey")
     flush(registry_server)
     home = Path(tempfile.mkdtemp(prefix="smtp", dir="/tmp"))
     sink = SinkServer().start()
     extra = (
         'unsubscribe_domain = "unsub.test"\nunsubscribe_listen = "127.0.0.1:0"\n'
+        'feedback_address = "fbl@acme.test"\n'
         '[http]\nlisten = "127.0.0.1:0"\npublic_url = "https://u.acme.test"\n'
         f'[dkim]\nselector = "mail"\ndomain = "acme.test"\nkey_file = "{dkim_key[0]}"\n'
     )

@@ -148,3 +148,32 @@ def test_unsubscribe_listen(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as error:
             load(write(tmp_path, text))
         assert error.value.key == "smtp.unsubscribe_listen"
+
+
+def test_feedback_address(tmp_path: Path) -> None:
+    """smtp.feedback_address is a plain address (kept in lower case) and needs
+    smtp.unsubscribe_listen, where reports arrive; a bad one, or one without that
+    listener, names the key and the value."""
+    intake = 'unsubscribe_domain = "unsub.example.com"\nunsubscribe_listen = "127.0.0.1:0"\n'
+    good = SMTP_HEAD + intake + 'feedback_address = "FBL.reports@Example.com"\n' + HTTP_HEAD
+    settings = load(write(tmp_path, good))
+    assert settings.smtp is not None
+    assert settings.smtp.feedback_address == "fbl.reports@example.com"
+    assert load(write(tmp_path, SMTP_HEAD + intake + HTTP_HEAD)).smtp.feedback_address is None  # type: ignore[union-attr]
+    for value in (
+        "fbl",
+        "fbl@",
+        "@example.com",
+        "fbl@bad_domain.test",
+        "Jane <fbl@example.com>",
+        "a@b@example.com",
+        "fbl..x@example.com",
+        "unsubscribe+x@unsub.example.com",
+    ):
+        path = write(tmp_path, SMTP_HEAD + intake + f'feedback_address = "{value}"\n' + HTTP_HEAD)
+        assert_refused(path, "smtp.feedback_address")
+        with pytest.raises(ConfigError) as error:
+            load(path)
+        assert repr(value) in str(error.value)
+    alone = SMTP_HEAD + 'feedback_address = "fbl@example.com"\n' + HTTP_HEAD
+    assert_refused(write(tmp_path, alone), "smtp.feedback_address")

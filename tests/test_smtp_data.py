@@ -1,7 +1,7 @@
 """DATA of the SMTP relay (filterd/smtp/data.py), end to end against `filterd serve`
 as a real process: the message relayed unchanged, the transactional upgrade and its
 redo, NUL bytes, smuggling, opt-outs recorded at DATA, DKIM signing with one-click
-headers."""
+headers, and feedback reports to the feedback address (complaints)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,28 @@ import base64
 import re
 import smtplib
 import socket
+import time
 from pathlib import Path
 
 import dkim
 import pytest
 
-from filterd.model import Kind
-from filterd.tokens import from_mailto_form, mailto_form
+from filterd.identity import ConsumerHasher
+from filterd.model import Channel, Kind
+from filterd.normalize import normalize
+from filterd.tokens import TokenKeys, derive_key, from_mailto_form, mailto_form
+from tests.arf_helpers import (
+    BOUNDARY,
+    MICROSOFT_FIELDS,
+    RFC5965_FIELDS,
+    YAHOO_FIELDS,
+    original,
+    report,
+)
+from tests.conftest import ServerPool
 from tests.smtp_helpers import (
     MESSAGE,
+    SECRET,
     UNSIGNED,
     Relay,
     facts_of,
@@ -215,3 +228,154 @@ def test_an_upgraded_message_with_an_unsubscribe_recipient_is_relayed(
     client.quit()
     assert [m[1] for m in relay.sink.handler.messages] == [["jane@example.com"]]
     assert facts_of(relay, "bob@example.com") == [(Kind.REFUSAL, "acme", "mailto")]
+
+
+def _relayed_to_jane(relay: Relay) -> bytes:
+    """A commercial message to a consented jane@example.com as the upstream got it
+    (with filterd's List-Unsubscribe and signature)."""
+    relay.record("jane@example.com", Kind.CONSENT)
+    client = relay.login()
+    assert client.sendmail("shop@acme.test", ["jane@example.com"], UNSIGNED) == {}
+    client.quit()
+    return relay.sink.handler.messages[-1][2]
+
+
+def _report_to(
+    relay: Relay, content: bytes, sender: str = "feedback@mailbox.test"
+) -> tuple[int, bytes]:
+    """DATA's reply to `content` sent to the feedback address on the unsubscribe listener."""
+    client = relay.intake()
+    assert client.mail(sender)[0] == 250
+    assert client.rcpt("FBL@acme.test")[0] == 250
+    reply = client.data(content)
+    assert client.noop()[0] == 250  # the connection goes on
+    client.quit()
+    return reply
+
+
+def test_a_complaint_records_a_refusal_before_250(optout_relay: Relay) -> None:
+    """An abuse report (RFC 5965's shape, Yahoo's with the headers only, Microsoft's)
+    returning a message filterd relayed with its List-Unsubscribe: 250 on the
+    unsubscribe listener with no login, and jane's refusal of acme (source complaint)
+    is on record by then; nothing is relayed."""
+    relay = optout_relay
+    relayed = _relayed_to_jane(relay)
+    headers = relayed.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    for content in (
+        report(relayed, fields=RFC5965_FIELDS),
+        report(headers, fields=YAHOO_FIELDS, returned_type="text/rfc822-headers"),
+        report(b"X-HmXmrOriginalRecipient: <jane@example.com>\r\n" + relayed,
+               fields=MICROSOFT_FIELDS, returned_encoding="base64"),
+    ):  # fmt: skip
+        assert _report_to(relay, content, "<>") == (250, b"2.0.0 feedback report received")
+        assert (Kind.REFUSAL, "acme", "complaint") in facts_of(relay, "jane@example.com")
+    assert len(relay.sink.handler.messages) == 1  # the message first relayed, no other
+    assert relay.audit().count(("refusal", None)) == 3
+
+
+def test_a_report_without_a_token_changes_nothing(optout_relay: Relay) -> None:
+    """Reports with no target of filterd's, a forged, an expired or an unknown sender's
+    token, a not-spam report, or none of the parts (empty, too many, deeply nested, bad
+    encodings): 250, nothing recorded, each audited as complaint_unmatched; never a
+    5xx, and filterd goes on."""
+    relay = optout_relay
+    relayed = _relayed_to_jane(relay)
+    found = re.search(rb"/unsubscribe/([\w-]{43})>", relayed)
+    assert found is not None
+    token = found.group(1).decode()
+
+    def swapped(new: str) -> bytes:
+        """The relayed message with another token in both its targets."""
+        spelt = mailto_form(token).encode()
+        return relayed.replace(token.encode(), new.encode()).replace(
+            spelt, mailto_form(new).encode()
+        )
+
+    expired_keys = TokenKeys(derive_key(bytes.fromhex(SECRET)), max_age_s=1)
+    jane = ConsumerHasher(bytes.fromhex(SECRET)).consumer_id(normalize("jane@example.com"))
+    expired = expired_keys.issue("acme", Channel.EMAIL, jane, 1_000_000_000)
+    unknown = expired_keys.issue("nobody", Channel.EMAIL, jane, int(time.time()))
+    head = f'Content-Type: multipart/report; report-type=feedback-report; boundary="{BOUNDARY}"\r\n'
+    contents = [
+        report(original("<https://elsewhere.test/unsubscribe/x>"), fields=RFC5965_FIELDS),
+        report(swapped(token[:-4] + "AAAA"), fields=RFC5965_FIELDS),
+        report(swapped(expired), fields=RFC5965_FIELDS),
+        report(swapped(unknown), fields=RFC5965_FIELDS),
+        report(relayed, fields=RFC5965_FIELDS.replace("abuse", "not-spam")),
+        head.encode() + b"\r\nno parts at all\r\n",
+        (head + "\r\n" + f"--{BOUNDARY}\r\n\r\nx\r\n" * 40).encode(),
+        report(b"Content-Type: message/rfc822\r\n\r\n" * 500 + relayed, fields=RFC5965_FIELDS),
+        report(relayed, fields=RFC5965_FIELDS, returned_encoding="base64")
+        .replace(b"Version: 1", b"Version: \xff\xfe\xc3")
+        .replace(b"Encoding: base64", b"Encoding: x-bogus"),
+    ]  # fmt: skip
+    for content in contents:
+        assert _report_to(relay, content)[0] == 250, content[:300]
+    assert facts_of(relay, "jane@example.com") == [(Kind.CONSENT, "acme", "test")]
+    audit = relay.audit()
+    assert audit.count(("complaint_unmatched", "no_token")) >= 2
+    assert audit.count(("complaint_unmatched", "bad_token")) == 3
+    assert ("complaint_unmatched", "not_abuse") in audit
+    assert ("complaint_unmatched", "no_parts") in audit
+    assert ("complaint_unmatched", "too_many_parts") in audit
+    assert sum(event == "complaint_unmatched" for event, _ in audit) == len(contents)
+
+
+def test_mail_to_the_feedback_address_that_is_not_a_report_is_refused(
+    optout_relay: Relay,
+) -> None:
+    """Plain mail, a delivery status notification or Microsoft's older non-ARF format
+    to the feedback address: 550 5.6.0, nothing recorded or audited; a report over
+    the message size limit gets the size limit's 552."""
+    relay = optout_relay
+    relayed = _relayed_to_jane(relay)
+    dsn = f'multipart/report; report-type=delivery-status; boundary="{BOUNDARY}"'
+    mixed = f'multipart/mixed; boundary="{BOUNDARY}"'
+    for content in (
+        b"Subject: unsubscribe me\r\n\r\nplease\r\n",
+        report(relayed, fields=RFC5965_FIELDS, content_type=dsn),
+        report(relayed, fields=MICROSOFT_FIELDS, content_type=mixed),
+    ):
+        code, text = _report_to(relay, content)
+        assert (code, text[:5]) == (550, b"5.6.0")
+    big = report(relayed + (b"x" * 70 + b"\r\n") * 400, fields=RFC5965_FIELDS)
+    assert _report_to(relay, big)[0] == 552
+    assert facts_of(relay, "jane@example.com") == [(Kind.CONSENT, "acme", "test")]
+    assert not any(event.startswith("complaint") for event, _ in relay.audit())
+
+
+def test_a_complaint_the_registry_cannot_take_is_deferred(
+    optout_relay: Relay, server_pool: ServerPool
+) -> None:
+    """Registry down: an abuse report gets 451 4.3.0 (the provider retries), never a
+    250 for a refusal not on record; once it is back the retried report is recorded."""
+    relay = optout_relay
+    content = report(_relayed_to_jane(relay), fields=RFC5965_FIELDS)
+    relay.registry_server.kill()
+    assert _report_to(relay, content)[0] == 451
+    server_pool.get("valkey")  # restarts it on the same data (AOF)
+    assert _report_to(relay, content)[0] == 250
+    assert (Kind.REFUSAL, "acme", "complaint") in facts_of(relay, "jane@example.com")
+
+
+def test_a_report_beside_an_unsubscribe_address(optout_relay: Relay) -> None:
+    """A transaction to the feedback address and an unsubscribe+TOKEN address: a report
+    records both refusals before its 250; a message that is not a report gets 550
+    5.6.0 and records neither."""
+    relay = optout_relay
+    content = report(_relayed_to_jane(relay), fields=RFC5965_FIELDS)
+    bobs = unsubscribe_token(relay, "bob@example.com")
+    joes = unsubscribe_token(relay, "joe@example.com")
+    for recipient, message, code in (
+        (f"unsubscribe+{joes}@unsub.test", b"Subject: stop\r\n\r\n\r\n", 550),
+        (f"unsubscribe+{bobs}@unsub.test", content, 250),
+    ):
+        client = relay.intake()
+        client.mail("<>")
+        assert client.rcpt(recipient)[0] == 250
+        assert client.rcpt("fbl@acme.test")[0] == 250
+        assert client.data(message)[0] == code
+        client.quit()
+    assert facts_of(relay, "joe@example.com") == []
+    assert facts_of(relay, "bob@example.com") == [(Kind.REFUSAL, "acme", "mailto")]
+    assert (Kind.REFUSAL, "acme", "complaint") in facts_of(relay, "jane@example.com")

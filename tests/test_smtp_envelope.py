@@ -1,7 +1,7 @@
 """MAIL and RCPT of the SMTP relay (filterd/smtp/envelope.py), end to end against
 `filterd serve` as a real process: each recipient's consent decision, admission and
-limits, the registry down, unsubscribe recipients on the unsubscribe listener, one
-recipient per signed commercial message."""
+limits, the registry down, unsubscribe recipients and the feedback address on the
+unsubscribe listener, one recipient per signed commercial message."""
 
 from __future__ import annotations
 
@@ -141,6 +141,28 @@ def test_without_login_only_valid_unsubscribe_addresses_are_taken(optout_relay: 
     assert client.rcpt(f"unsubscribe+{token}@elsewhere.test")[0] == 550
     client.quit()
     assert facts_of(relay, "jane@example.com") == []
+    assert relay.sink.handler.messages == []
+
+
+def test_the_feedback_address_is_taken_on_the_unsubscribe_listener_only(
+    optout_relay: Relay,
+) -> None:
+    """smtp.feedback_address (any case) is taken without login on the unsubscribe
+    listener, from a null sender too, beside unsubscribe addresses; other addresses are
+    still refused there. On the relay listener it is an ordinary recipient (no
+    consent: refused for the commercial account)."""
+    relay = optout_relay
+    token = unsubscribe_token(relay, "jane@example.com")
+    client = relay.intake()
+    assert client.mail("<>")[0] == 250
+    assert client.rcpt("Fbl@Acme.Test")[0] == 250
+    assert client.rcpt(f"unsubscribe+{token}@unsub.test")[0] == 250
+    assert client.rcpt("fbl2@acme.test")[0] == 550
+    client.quit()
+    logged_in = relay.login()
+    logged_in.mail("shop@acme.test")
+    assert logged_in.rcpt("fbl@acme.test")[0] == 550
+    logged_in.quit()
     assert relay.sink.handler.messages == []
 
 

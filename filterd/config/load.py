@@ -101,6 +101,11 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
         raise ConfigError("smtp.unsubscribe_listen", "needs smtp.unsubscribe_domain")
     if smtp is not None and smtp.unsubscribe_listen and smtp.listen is None:
         raise ConfigError("smtp.unsubscribe_listen", "needs the relay (smtp.listen)")
+    if smtp is not None and smtp.feedback_address and not smtp.unsubscribe_listen:
+        raise ConfigError(
+            "smtp.feedback_address",
+            f"{smtp.feedback_address!r} needs smtp.unsubscribe_listen (reports arrive there)",
+        )
     return settings
 
 

@@ -1,6 +1,7 @@
 """[smtp] (the relay: listener, upstream, TLS, sizes, accounts, unsubscribe
-domain) and [dkim] (the relay's own signature). Without `listen` the relay is
-off and the accounts serve the Postfix policy service only."""
+domain and listener, feedback address) and [dkim] (the relay's own signature).
+Without `listen` the relay is off and the accounts serve the Postfix policy
+service only."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from filterd.settings import SMTP_IDLE_S, DkimSettings, SmtpSettings
 from filterd.units import parse_size
 
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*")
 
 
 def read_smtp(t: Table, base: Path) -> SmtpSettings:
@@ -59,6 +62,7 @@ def read_smtp(t: Table, base: Path) -> SmtpSettings:
         unsubscribe_listen=endpoint(t, "unsubscribe_listen")
         if "unsubscribe_listen" in t.data
         else None,
+        feedback_address=_feedback_address(t),
         limits=limits(t, SMTP_IDLE_S),
     )
 
@@ -81,6 +85,24 @@ def _unsubscribe_domain(t: Table) -> str | None:
     if not domain:
         return None
     return _dns_name(t, "unsubscribe_domain", domain).lower()
+
+
+def _feedback_address(t: Table) -> str | None:
+    """smtp.feedback_address: a plain address, local@domain (dot-atom, DNS name)."""
+    address: str = t.take("feedback_address", str, "")
+    if not address:
+        return None
+    local, at, domain = address.rpartition("@")
+    labels = domain.split(".")
+    if not at or not _DOT_ATOM.fullmatch(local) or not all(map(_DNS_LABEL.fullmatch, labels)):
+        raise ConfigError(
+            t.key("feedback_address"), f"{address!r} is not a plain address (local@domain)"
+        )
+    if local.lower().startswith("unsubscribe+"):
+        raise ConfigError(
+            t.key("feedback_address"), f"{address!r}: unsubscribe+… addresses are opt-outs"
+        )
+    return address.lower()
 
 
 def _dns_name(t: Table, key: str, value: str) -> str:

@@ -42,7 +42,7 @@ _KEYS: dict[str, frozenset[str]] = {
     "smtp": frozenset({
         "listen", "upstream", "upstream_tls", "tls_cert", "tls_key", "max_message_size",
         "max_recipients", "accounts", "hostname", "workers", "unsubscribe_domain",
-        "unsubscribe_listen", *_LIMIT_KEYS,
+        "unsubscribe_listen", "feedback_address", *_LIMIT_KEYS,
     }),
     "smtp.accounts": frozenset({
         "username", "password", "password_file", "networks", "sender", "stream",

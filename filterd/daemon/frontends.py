@@ -31,6 +31,7 @@ from filterd.settings import (
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.hub import HubClient
 from filterd.smpp.server import SmppRelay
+from filterd.smtp.complaints import Complaints
 from filterd.smtp.connection import Connections
 from filterd.smtp.data import DataStage
 from filterd.smtp.envelope import EnvelopeStage
@@ -161,6 +162,9 @@ def _relay_handler(
     cancel_method = compliance.cancel_method if compliance is not None else None
     # the one-click headers filterd adds name one recipient: under add, or (no
     # [compliance] table) where filterd signs; not under require or off
+    complaints = None  # reports are taken on the unsubscribe listener only
+    if intake_only and oneclick is not None and smtp.feedback_address is not None:
+        complaints = Complaints(service, oneclick, smtp.feedback_address)
     adds_headers = cancel_method is CancelMethod.ADD or (
         cancel_method is None and oneclick is not None and oneclick.signs
     )
@@ -173,11 +177,12 @@ def _relay_handler(
         oneclick=oneclick,
         intake_only=intake_only,
         one_per_message=adds_headers,
+        complaints=complaints,
     )
     table = ConnectionTable("smtp.unsubscribe" if intake_only else "smtp", smtp.limits)
     return RelayHandler(
         envelope_stage,
-        DataStage(service, transactions, oneclick, cancel_method),
+        DataStage(service, transactions, oneclick, cancel_method, complaints),
         transactions,
         Connections(table, transactions),
         accounts=live.accounts,

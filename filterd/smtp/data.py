@@ -12,9 +12,16 @@ the rest, and if none remain the message is refused with 550 5.7.1. A
 commercial message then gets its way to cancel checked (smtp/cancel.py: the
 one-click headers added, or 550 5.7.1 without them) and, with `[dkim]`, is
 signed before it goes upstream.
+
+On the unsubscribe listener, a message to `smtp.feedback_address` is a
+feedback report (smtp/complaints.py): 550 5.6.0 when it is not one, else 250
+once its complaint is recorded or audited (451 when the registry cannot take
+it); nothing is relayed.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from filterd import replies
 from filterd.errors import RegistryUnavailable
@@ -24,6 +31,8 @@ from filterd.normalize import mask_text
 from filterd.service import Service
 from filterd.settings import CancelMethod, SmtpAccount
 from filterd.smtp.cancel import NO_LIST_UNSUBSCRIBE, ONE_PER_MESSAGE, MailCancel, mail_cancel
+from filterd.smtp.complaints import NOT_A_REPORT, REPORT_TAKEN, Complaints
+from filterd.smtp.feedback import read_report
 from filterd.smtp.oneclick import UNSUBSCRIBED, OneClick
 from filterd.smtp.outbound import UpstreamReply
 from filterd.smtp.signals import commercial_signals, header_fields
@@ -41,6 +50,7 @@ class DataStage:
         transactions: Transactions,
         oneclick: OneClick | None = None,
         cancel_method: CancelMethod | None = None,
+        complaints: Complaints | None = None,
     ) -> None:
         self.service = service
         self.transactions = transactions
@@ -48,6 +58,8 @@ class DataStage:
         """Opt-out intake, one-click headers and DKIM signing; None when not configured."""
         self.cancel_method = cancel_method
         """[compliance] cancel_method; None without the table (smtp/cancel.py)."""
+        self.complaints = complaints
+        """smtp.feedback_address, on the unsubscribe listener only; None without it."""
 
     async def relay_message(self, relay: RelayState, envelope: EnvelopeView, peer: str) -> str:
         """Record opt-outs, then relay the message; answer with the upstream's reply."""
@@ -55,6 +67,14 @@ class DataStage:
         if b"\0" in content:
             await self.transactions.end(relay)
             return _NUL_IN_MESSAGE
+        if relay.feedback:
+            return await self._take_report(relay, content, peer)
+        return await self._relay(relay, envelope, content, peer)
+
+    async def _relay(
+        self, relay: RelayState, envelope: EnvelopeView, content: bytes, peer: str
+    ) -> str:
+        """Record the transaction's opt-outs, judge and relay its message."""
         account = relay.account
         reply: UpstreamReply | None = None
         try:
@@ -111,6 +131,29 @@ class DataStage:
             await self.transactions.end(relay)
             return UNSUBSCRIBED
         return None
+
+    async def _take_report(self, relay: RelayState, content: bytes, peer: str) -> str:
+        """A message to the feedback address: 550 5.6.0 when it is not a report;
+        else its complaint (and the transaction's other opt-outs) recorded durably,
+        or audited as unmatched, before the 250 (451 when the registry cannot)."""
+        assert self.complaints is not None  # noqa: S101 - feedback needs it
+        # parsing a message of up to max_message_size must not hold up the other clients
+        report = await asyncio.to_thread(read_report, content)
+        if report is None:
+            await self.transactions.end(relay)
+            return NOT_A_REPORT
+        try:
+            if relay.optouts:
+                taken = await self._record_optouts(relay, peer)
+                if taken == replies.UNAVAILABLE:
+                    return taken
+            await self.complaints.take(report, peer, message_id=relay.transaction)
+        except RegistryUnavailable as exc:
+            log.warning("complaint_deferred", error=str(exc), origin="complaint")
+            return replies.UNAVAILABLE
+        finally:
+            await self.transactions.end(relay)
+        return REPORT_TAKEN
 
     async def _outgoing(self, content: bytes, sender: str, relay: RelayState) -> bytes | str:
         """A commercial message as it goes upstream (its way to cancel added, signed),

@@ -17,7 +17,8 @@ reaches the client as that recipient's reply. Recipients
 here and they are recorded at DATA, never relayed. When filterd adds one-click
 headers (`[compliance] cancel_method = "add"`, or `[dkim]`) a commercial
 transaction carries one recipient (452 4.5.3 for more: the token names one
-consumer).
+consumer). On the unsubscribe listener `smtp.feedback_address` is taken too:
+its message is read as a feedback report at DATA (smtp/complaints.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from filterd.model import Address, MessageClass
 from filterd.normalize import mask, mask_text
 from filterd.service import Service
 from filterd.settings import SmtpAccount
+from filterd.smtp.complaints import Complaints
 from filterd.smtp.oneclick import BAD_UNSUBSCRIBE_ADDRESS, OneClick
 from filterd.smtp.transaction import EnvelopeView, RelayState, Transactions
 
@@ -53,6 +55,7 @@ class EnvelopeStage:
         oneclick: OneClick | None = None,
         intake_only: bool = False,
         one_per_message: bool = False,
+        complaints: Complaints | None = None,
     ) -> None:
         self.service = service
         self.accounts = accounts
@@ -66,6 +69,8 @@ class EnvelopeStage:
         self.one_per_message = one_per_message
         """A commercial transaction takes one recipient (452 4.5.3 to the others): the
         one-click headers filterd adds (cancel_method add, or [dkim]) name one consumer."""
+        self.complaints = complaints
+        """smtp.feedback_address, on the unsubscribe listener only; None without it."""
 
     async def mail(
         self, relay: RelayState, envelope: EnvelopeView, address: str, mail_options: list[str],
@@ -111,6 +116,11 @@ class EnvelopeStage:
             token = self.oneclick.intake_token(address)
             if token is not None:
                 return self._take_optout(relay, envelope, address, token)
+        complaints = self.complaints
+        if complaints is not None and relay.transaction and complaints.is_feedback_address(address):
+            relay.feedback = True  # its message is read at DATA
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 OK"
         if self.intake_only:
             return f"550 5.7.1 <{shown(address)}>: this address takes unsubscribe mail only"
         recipient = await self._admit(relay, address)

@@ -15,7 +15,8 @@ Email opt-outs (oneclick.py): recipients `unsubscribe+TOKEN@{unsubscribe_domain}
 are never relayed; their refusals are written durably before DATA's 250. On
 the relay listener they are taken from logged-in clients like any recipient
 (MAIL without an account is 530, SPEC §4); on `smtp.unsubscribe_listen` from
-anyone, and nothing else is taken there (no AUTH is offered on it).
+anyone, and nothing else is taken there (no AUTH is offered on it) but
+feedback reports to `smtp.feedback_address` (complaints.py).
 """
 
 from __future__ import annotations

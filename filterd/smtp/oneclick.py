@@ -66,14 +66,14 @@ class OneClick:
             return None
         return local[len(LOCAL_PREFIX) :]
 
-    def verify(self, token: str) -> Unsubscribe | None:
+    def verify(self, token: str, *, origin: str = "mailto") -> Unsubscribe | None:
         """The opt-out a token asks for (base64url, or its base32 mailto spelling in
-        any case), or None when it must be refused."""
+        any case), or None when it must be refused (logged with `origin`)."""
         token = from_mailto_form(token) or token
         try:
             return self.tokens.verify(token, self.senders, int(self._clock()))
         except TokenError as exc:
-            log.info("unsubscribe_token_refused", reason=exc.reason, origin="mailto")
+            log.info("unsubscribe_token_refused", reason=exc.reason, origin=origin)
             return None
 
     async def record(self, wanted: Unsubscribe, peer: str) -> None:

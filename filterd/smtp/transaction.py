@@ -43,6 +43,8 @@ class RelayState:
     paths: list[str] = field(default_factory=list)
     """The same recipients as the client wrote them (for replies and the upstream)."""
     optouts: list[Unsubscribe] = field(default_factory=list)
+    feedback: bool = False
+    """The transaction names smtp.feedback_address: its message must be a report."""
     utf8: bool = False
     transaction: str = ""
     rcpts: int = 0
@@ -98,6 +100,7 @@ class Transactions:
         relay.addresses = []
         relay.paths = []
         relay.optouts = []
+        relay.feedback = False
         relay.rcpts = 0
         if connection is None:
             self._ended.set()
