@@ -18,6 +18,7 @@ PURE_CORE = {
     "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "smpp.cancel", "smpp.compliance",
     "tokens",
     "quiet_hours",
+    "api_schema",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
 }  # fmt: skip
@@ -196,7 +197,9 @@ LAYERS = {
     "admission": {"errors", "model", "normalize"},
     "process_limits": {"logs"},
     "web": {"settings", "errors", "guard", "logs", "metrics", "model", "service", "tokens"},
+    "api_schema": {"model"},
     "api": {
+        "api_schema",
         "errors",
         "guard",
         "identity",
@@ -378,7 +381,7 @@ OWNERS: dict[str, str | tuple[str, ...]] = {
     "aiosmtpd": ("smtp.inbound", "smtp.connection"),
     "aiosmtplib": "smtp.outbound",
     "aiohttp": ("web", "api"),
-    "msgspec": "api",
+    "msgspec": ("api", "api_schema"),
     "hiredis": "storage.link",
     "prometheus_client": "metrics",
     "dkim": "signing",
