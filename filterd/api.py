@@ -19,11 +19,12 @@ constant time and never logged; each attempt goes through the process's
 `LoginGate` (SPEC §11), so after a wrong key *every* next request from that address
 waits out the back-off. A key acts only within its scopes and senders (else 403).
 
-Bodies are decoded and checked by msgspec structs (the same structs give the
-OpenAPI schemas): malformed JSON or a bad field is 400 naming the field; a body
-over MAX_BODY_BYTES is 413; a registry outage is 503 with Retry-After and nothing
-written. Addresses travel in bodies only: never in a URL, and never logged (the
-service logs the masked form of a fact written; the access log is off).
+Bodies are decoded and checked by the msgspec structs of `filterd.api_schema` (the
+same structs give the OpenAPI document): malformed JSON or a bad field is 400 naming
+the field; a body over MAX_BODY_BYTES is 413; a registry outage is 503 with
+Retry-After and nothing written. Addresses travel in bodies only: never in a URL,
+and never logged (the service logs the masked form of a fact written; the access log
+is off).
 """
 
 from __future__ import annotations
@@ -32,27 +33,40 @@ import hmac
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
+from filterd.api_schema import (
+    ALL_CHANNELS,
+    JSON,
+    MAX_AUDIT_LIMIT,
+    MAX_BODY_BYTES,
+    AuditAnswer,
+    CheckAnswer,
+    CheckBody,
+    CheckResult,
+    ErrorAnswer,
+    FactAnswer,
+    FactBody,
+    StatusAnswer,
+    StatusBody,
+    audit_out,
+    fact_out,
+    openapi_document,
+)
 from filterd.errors import InvalidAddress, RegistryUnavailable
 from filterd.guard import Abandoned, LoginGate
 from filterd.identity import consumer_hex
 from filterd.logs import get_logger
 from filterd.model import (
     ALL_SENDERS,
-    MAX_EVIDENCE_BYTES,
-    Action,
     Address,
-    AuditEntry,
     Channel,
     Decision,
-    Fact,
     FactRequest,
     Kind,
-    MessageClass,
     Reason,
     WriteResult,
 )
@@ -66,21 +80,8 @@ from filterd.web import guarded_application
 log = get_logger("api")
 T = TypeVar("T")
 
-MAX_BODY_BYTES = 1024 * 1024
-"""A request body over this (1 MiB) is refused with 413."""
-MAX_ADDRESSES = 1000
-"""Addresses one /v1/check may ask about."""
-MAX_AUDIT_LIMIT = 1000
 _RETRY_AFTER_S = "30"
-_JSON = "application/json"
 _NO_STORE = {"Cache-Control": "no-store"}
-ALL_CHANNELS = "all"
-_CHANNEL_CHOICES = [c.value for c in Channel] + [ALL_CHANNELS]
-
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=256, examples=["acme"])]
-AddressText = Annotated[str, msgspec.Meta(examples=["jane@example.com", "+8613800138000"])]
-Evidence = Annotated[str, msgspec.Meta(max_length=MAX_EVIDENCE_BYTES)]
 
 
 class Problem(Exception):
@@ -98,119 +99,6 @@ class Problem(Exception):
         self.error = error
         self.field = field
         self.headers = headers or {}
-
-
-# ---- request and answer bodies (also the OpenAPI schemas) -------------------------
-
-
-class CheckBody(msgspec.Struct, forbid_unknown_fields=True):
-    """POST /v1/check: may `sender` send a message of `class` to each address?"""
-
-    sender: Sender
-    addresses: Annotated[list[AddressText], msgspec.Meta(min_length=1, max_length=MAX_ADDRESSES)]
-    channel: Channel | None = None
-    """Default: each address's own channel (email, or sms for a phone number)."""
-    message_class: MessageClass = msgspec.field(name="class", default=MessageClass.COMMERCIAL)
-
-
-class CheckResult(msgspec.Struct, omit_defaults=True):
-    """One address's answer, in request order."""
-
-    address: str
-    decision: Action | None
-    reason: Reason | None = None
-    resume: str | None = None
-    """Quiet hours: when sending may resume."""
-    error: str | None = None
-    """Why the address could not be judged (decision null)."""
-
-
-class CheckAnswer(msgspec.Struct):
-    """200 of /v1/check."""
-
-    results: list[CheckResult]
-
-
-class FactBody(msgspec.Struct, forbid_unknown_fields=True):
-    """POST /v1/facts: a consent, request or refusal for one address."""
-
-    address: AddressText
-    kind: Kind
-    sender: Sender | None = None
-    all_senders: bool = False
-    """A refusal of every sender (needs a key for `"*"`); instead of `sender`."""
-    channel: Annotated[str, msgspec.Meta(extra_json_schema={"enum": _CHANNEL_CHOICES})] | None = (
-        None
-    )
-    """Default: the address's own channel; `all` (refusals only): every channel."""
-    ttl: Annotated[str, msgspec.Meta(pattern=r"^[0-9]+[smhd]$")] | None = None
-    """A request's lifetime (`30d`); default `registry.request_ttl`."""
-    source: Text | None = None
-    evidence: Evidence | None = None
-
-
-class FactOut(msgspec.Struct):
-    """A fact on record (its consumer known by hash only)."""
-
-    fact: Kind
-    sender: str
-    channel: str
-    created_at: str
-    expires_at: str | None
-    source: str
-    evidence: str | None
-    message_id: str | None
-
-
-class FactAnswer(msgspec.Struct):
-    """201 of /v1/facts."""
-
-    fact: FactOut
-    result: WriteResult
-    consumer: str
-    """The consumer's hash (as in the audit log)."""
-
-
-class StatusBody(msgspec.Struct, forbid_unknown_fields=True):
-    """POST /v1/status: the facts of one address."""
-
-    address: AddressText
-    sender: Sender | None = None
-    """Only the facts of this sender (and global refusals)."""
-
-
-class StatusAnswer(msgspec.Struct):
-    """200 of /v1/status."""
-
-    facts: list[FactOut]
-
-
-class AuditOut(msgspec.Struct):
-    """One audit-log entry."""
-
-    at: str
-    event: str
-    sender: str | None
-    consumer: str | None
-    channel: str | None
-    reason: str | None
-    source: str | None
-    origin: str | None
-    message_id: str | None
-    detail: str | None
-
-
-class AuditAnswer(msgspec.Struct):
-    """200 of /v1/audit."""
-
-    entries: list[AuditOut]
-
-
-class ErrorAnswer(msgspec.Struct, omit_defaults=True):
-    """Every 4xx and 5xx answer."""
-
-    error: str
-    field: str | None = None
 
 
 # ---- the site ---------------------------------------------------------------------
@@ -248,7 +136,7 @@ class ApiSite:
 
     async def openapi(self, request: web.Request) -> web.Response:
         """The OpenAPI 3.1 document (no key needed)."""
-        return web.Response(body=self._openapi, content_type=_JSON, headers=_NO_STORE)
+        return web.Response(body=self._openapi, content_type=JSON, headers=_NO_STORE)
 
     def _guarded(
         self, handler: Callable[[web.Request, ApiKey], Any], scope: str
@@ -261,7 +149,7 @@ class ApiSite:
                 return _error(problem)
             status = 201 if isinstance(answer, FactAnswer) else 200
             return web.Response(
-                body=msgspec.json.encode(answer), status=status, content_type=_JSON,
+                body=msgspec.json.encode(answer), status=status, content_type=JSON,
                 headers=_NO_STORE,
             )  # fmt: skip
 
@@ -524,132 +412,6 @@ def _error(problem: Problem) -> web.Response:
     return web.Response(
         body=msgspec.json.encode(ErrorAnswer(problem.error, problem.field)),
         status=problem.status,
-        content_type=_JSON,
+        content_type=JSON,
         headers=headers,
     )
-
-
-def iso_time(ms: int) -> str:
-    """A time in ms as ISO 8601 UTC with milliseconds (`2025-01-02T03:04:05.000Z`)."""
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
-def fact_out(fact: Fact) -> FactOut:
-    """A fact as the API shows it."""
-    return FactOut(
-        fact=fact.kind,
-        sender=fact.sender,
-        channel=fact.channel.value if fact.channel else ALL_CHANNELS,
-        created_at=iso_time(fact.at_ms),
-        expires_at=iso_time(fact.expires_ms) if fact.expires_ms is not None else None,
-        source=fact.source,
-        evidence=fact.evidence,
-        message_id=fact.message_id,
-    )
-
-
-def audit_out(entry: AuditEntry) -> AuditOut:
-    """An audit entry as the API shows it."""
-    return AuditOut(
-        at=iso_time(entry.at_ms), event=entry.event, sender=entry.sender,
-        consumer=entry.consumer, channel=entry.channel, reason=entry.reason,
-        source=entry.source, origin=entry.origin, message_id=entry.message_id,
-        detail=entry.detail,
-    )  # fmt: skip
-
-
-# ---- the OpenAPI document ---------------------------------------------------------
-
-_Method = Literal["get", "post"]
-
-
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the API, its schemas generated from the structs."""
-    structs = (CheckBody, CheckAnswer, FactBody, FactAnswer, StatusBody, StatusAnswer,
-               AuditAnswer, ErrorAnswer)  # fmt: skip
-    _, components = msgspec.json.schema_components(
-        structs, ref_template="#/components/schemas/{name}"
-    )
-
-    def ref(struct: type) -> dict[str, Any]:
-        return {"$ref": f"#/components/schemas/{struct.__name__}"}
-
-    def body(struct: type) -> dict[str, Any]:
-        return {"content": {_JSON: {"schema": ref(struct)}}}
-
-    def error(text: str) -> dict[str, Any]:
-        return {"description": text, **body(ErrorAnswer)}
-
-    def operation(
-        summary: str, scope: str, answer: type, status: str, request: type | None
-    ) -> dict[str, Any]:
-        responses: dict[str, Any] = {
-            status: {"description": summary, **body(answer)},
-            "400": error("malformed JSON or a bad field (named in `field`)"),
-            "401": {
-                "description": "no or unknown key",
-                "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-                **body(ErrorAnswer),
-            },
-            "403": error(f"the key lacks the {scope} scope or the sender"),
-            "413": error(f"a body over {MAX_BODY_BYTES} bytes"),
-            "503": {
-                "description": "registry unavailable; nothing written",
-                "headers": {"Retry-After": {"schema": {"type": "string"}}},
-                **body(ErrorAnswer),
-            },
-        }
-        if status == "201":
-            responses["409"] = error("a consent or request over a refusal, without evidence")
-        op: dict[str, Any] = {
-            "summary": summary,
-            "security": [{"bearer": []}],
-            "x-scope": scope,
-            "responses": responses,
-        }
-        if request is not None:
-            op["requestBody"] = {"required": True, **body(request)}
-        return op
-
-    audit = operation("audit entries, newest first", "read", AuditAnswer, "200", None)
-    audit["parameters"] = [
-        {"name": "sender", "in": "query", "schema": {"type": "string"}},
-        {"name": "since", "in": "query", "schema": {"type": "string", "pattern": "^[0-9]+[smhd]$"}},
-        {"name": "limit", "in": "query",
-         "schema": {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_LIMIT}},
-    ]  # fmt: skip
-    paths: dict[str, dict[_Method, Any]] = {
-        "/v1/check": {
-            "post": operation("decisions in request order", "check", CheckAnswer, "200", CheckBody)
-        },
-        "/v1/facts": {
-            "post": operation("the fact, written durably", "write", FactAnswer, "201", FactBody)
-        },
-        "/v1/status": {
-            "post": operation("facts, newest first", "read", StatusAnswer, "200", StatusBody)
-        },
-        "/v1/audit": {"get": audit},
-        "/v1/openapi.json": {
-            "get": {
-                "summary": "this document",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "the OpenAPI 3.1 document",
-                        "content": {_JSON: {"schema": {"type": "object"}}},
-                    }
-                },
-            }
-        },
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "filterd decision and consent API", "version": "1"},
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{"bearer": []}],
-    }

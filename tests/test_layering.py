@@ -19,6 +19,7 @@ PURE_CORE = {
     "tokens",
     "quiet_hours",
     "smtp.feedback",
+    "api_schema",
     "storage.port", "storage.memory", "storage.keys", "storage.records", "storage.sentinel_url",
     "storage.replies", "storage.scripts",
 }  # fmt: skip
@@ -197,7 +198,9 @@ LAYERS = {
     "admission": {"errors", "model", "normalize"},
     "process_limits": {"logs"},
     "web": {"settings", "errors", "guard", "logs", "metrics", "model", "service", "tokens"},
+    "api_schema": {"model"},
     "api": {
+        "api_schema",
         "errors",
         "guard",
         "identity",
@@ -384,7 +387,7 @@ OWNERS: dict[str, str | tuple[str, ...]] = {
     "aiosmtpd": ("smtp.inbound", "smtp.connection"),
     "aiosmtplib": "smtp.outbound",
     "aiohttp": ("web", "api"),
-    "msgspec": "api",
+    "msgspec": ("api", "api_schema"),
     "hiredis": "storage.link",
     "prometheus_client": "metrics",
     "dkim": "signing",
