@@ -18,10 +18,12 @@ MAX_EVIDENCE_BYTES = 4096
 
 
 class Channel(enum.Enum):
-    """A delivery channel."""
+    """A delivery channel: email to an email address; sms and voice (commercial
+    calls, 商业性电话) to a phone number."""
 
     EMAIL = "email"
     SMS = "sms"
+    VOICE = "voice"
 
 
 class Kind(enum.Enum):
