@@ -27,8 +27,8 @@ class ImportSpec:
     kind: Kind
     sender: str
     channel: Channel | None
-    """None: the channel each address implies (email or sms; voice is named).
-    A phone number takes sms or voice, an email address email."""
+    """None: the channel each address implies, email or sms (refusals: None means all
+    channels); voice is named. A phone number takes sms or voice, an email address email."""
     all_channels: bool
     source: str
     default_region: str | None

@@ -65,7 +65,8 @@ class Reason(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A normalised consumer address: E.164 (`+8613800138000`) or canonical email."""
+    """A normalised consumer address: E.164 (`+8613800138000`) or canonical email, and
+    the channel it is reached on (email; a phone number sms, or voice when named)."""
 
     canonical: str
     channel: Channel

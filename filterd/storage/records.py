@@ -12,7 +12,8 @@ One consumer's value is a run of records, newest slot last:
 
 Bytes 0-3 are the fact's slot. Evidence and message id live in the bucket's
 side table under (consumer field + slot) as `evidence \\x00 message_id`.
-The Lua merge in scripts.py reads this same layout.
+The Lua merge in scripts.py reads this same layout (of a channel code it asks
+only: equal, or 0 = all; so a new code needs no change of the script).
 """
 
 from __future__ import annotations
