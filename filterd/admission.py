@@ -3,12 +3,14 @@ front end (pure).
 
 The SMTP relay and the Postfix policy service take email recipients
 (`email_recipient`); the SMPP relay (and every later SMS front end) takes phone
-numbers with their type of number (`phone_recipient`). The same text gets the
-same verdict wherever it arrives:
+numbers with their type of number (`phone_recipient`); a front end told the
+channel with the address (a dialer asking about a call: voice) takes
+`recipient`. The same text gets the same verdict wherever it arrives:
 
 - surrounding spaces and tabs are trimmed;
 - an email recipient needs an `@` ("not an email address"); a phone recipient
-  is never an email address (no email consent can let an SMS through);
+  is never an email address (no email consent can let an SMS or a call
+  through: "not a phone number");
 - text that is not valid UTF-8 (undecodable bytes arrive as surrogate escapes),
   or that holds control characters (or, in an email address, spaces), is
   refused before anything else looks at it: it could not be relayed or echoed
@@ -35,6 +37,7 @@ _FORBIDDEN = frozenset(chr(c) for c in [*range(0x21), 0x7F])
 NOT_UTF8 = "not valid UTF-8"
 UNUSABLE = "empty, or has spaces or control characters"
 NOT_EMAIL = "not an email address"
+NOT_PHONE = "not a phone number"
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,5 +89,21 @@ def phone_recipient(raw: str, ton: int, default_region: str | None) -> Address |
         digits = "+" + digits
     try:
         return Address(normalize_phone(digits, default_region), Channel.SMS)
+    except InvalidAddress as exc:
+        return Refused(exc.reason, shown(raw))
+
+
+def recipient(raw: str, channel: Channel, default_region: str | None) -> Address | Refused:
+    """The address `raw` names as a recipient on `channel`, or why not: an email
+    address for email, a phone number (E.164, or national read with
+    `default_region`) for sms and voice."""
+    if channel is Channel.EMAIL:
+        return email_recipient(raw, default_region)
+    text = raw.strip(" \t")
+    problem = NOT_PHONE if "@" in text else unusable(text, spaces=True)
+    if problem is not None:
+        return Refused(problem, shown(raw))
+    try:
+        return Address(normalize_phone(text, default_region), channel)
     except InvalidAddress as exc:
         return Refused(exc.reason, shown(raw))

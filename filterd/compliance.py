@@ -2,10 +2,10 @@
 quiet hours in the recipient's time zone (the SMS cancel text and signature are
 in filterd.smpp.cancel, the email List-Unsubscribe rule in the SMTP relay).
 
-A phone number is judged in the one time zone its number places it in
-(`normalize.phone_time_zone`: +86 → Asia/Shanghai), any other recipient (every
-email address, numbers spread over several zones such as most US ones) in
-`[compliance] time_zone`.
+A phone number (an SMS or a call) is judged in the one time zone its number
+places it in (`normalize.phone_time_zone`: +86 → Asia/Shanghai), any other
+recipient (every email address, numbers spread over several zones such as most
+US ones) in `[compliance] time_zone`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ class QuietRule:
 
     def resume(self, address: Address, now_s: float) -> Resume | None:
         """When a commercial message to `address` may be sent, if not now; None: now."""
-        own = phone_time_zone(address.canonical) if address.channel is Channel.SMS else None
+        phone = address.channel is not Channel.EMAIL  # sms or voice: a phone number
+        own = phone_time_zone(address.canonical) if phone else None
         where = recipient_zone(own, self.default_zone)
         minute = int(now_s // 60)
         if minute != self._minute:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from filterd.errors import InvalidAddress
 from filterd.model import MAX_EVIDENCE_BYTES, Address, BulkRow, Channel, Kind
-from filterd.normalize import normalize, scrub
+from filterd.normalize import fits, normalize, scrub
 
 _FUTURE_SLACK_MS = 86_400_000
 _LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -27,7 +27,8 @@ class ImportSpec:
     kind: Kind
     sender: str
     channel: Channel | None
-    """None: the channel each address implies (refusals: None means all channels)."""
+    """None: the channel each address implies, email or sms (refusals: None means all
+    channels); voice is named. A phone number takes sms or voice, an email address email."""
     all_channels: bool
     source: str
     default_region: str | None
@@ -103,7 +104,7 @@ def _address(row: list[str], spec: ImportSpec) -> tuple[Address, Channel | None]
         raise ValueError(f"{len(row)} columns; expected address[,created_at,source,evidence]")
     address = normalize(row[0], spec.default_region)
     channel = None if spec.all_channels else (spec.channel or address.channel)
-    if channel is not None and channel is not address.channel:
+    if channel is not None and not fits(address, channel):
         raise ValueError(f"{row[0]!r} is not an address for channel {channel.value}")
     return address, channel
 

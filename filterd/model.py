@@ -18,10 +18,12 @@ MAX_EVIDENCE_BYTES = 4096
 
 
 class Channel(enum.Enum):
-    """A delivery channel."""
+    """A delivery channel: email to an email address; sms and voice (commercial
+    calls, 商业性电话) to a phone number."""
 
     EMAIL = "email"
     SMS = "sms"
+    VOICE = "voice"
 
 
 class Kind(enum.Enum):
@@ -63,7 +65,8 @@ class Reason(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A normalised consumer address: E.164 (`+8613800138000`) or canonical email."""
+    """A normalised consumer address: E.164 (`+8613800138000`) or canonical email, and
+    the channel it is reached on (email; a phone number sms, or voice when named)."""
 
     canonical: str
     channel: Channel

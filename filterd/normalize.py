@@ -48,6 +48,12 @@ def channel_of(raw: str) -> Channel:
     return Channel.EMAIL if "@" in raw else Channel.SMS
 
 
+def fits(address: Address, channel: Channel) -> bool:
+    """True when `channel` reaches `address`: email an email address, sms and voice a
+    phone number (a phone number is never an email recipient, nor the reverse)."""
+    return (address.channel is Channel.EMAIL) is (channel is Channel.EMAIL)
+
+
 def normalize(raw: str, default_region: str | None = None) -> Address:
     """Return the canonical Address for `raw`, or raise InvalidAddress naming it."""
     if "@" in raw:

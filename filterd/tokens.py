@@ -9,7 +9,7 @@ a local part and survives mail systems that change its case.
 
 Layout (big-endian):
 
-    0      version (high nibble, 1) | channel (low nibble: 0 email, 1 sms)
+    0      version (high nibble, 1) | channel (low nibble: 0 email, 1 sms, 2 voice)
     1      key id: first byte of SHA-256 of the signing key
     2..5   issue time, minutes since the Unix epoch
     6..15  consumer id (10 bytes, identity.CONSUMER_ID_BYTES)
@@ -41,7 +41,7 @@ TOKEN_BYTES = 32
 TOKEN_CHARS = 43
 MAC_BYTES = 12
 _SIGNED = TOKEN_BYTES - MAC_BYTES
-_CHANNELS = {Channel.EMAIL: 0, Channel.SMS: 1}
+_CHANNELS = {Channel.EMAIL: 0, Channel.SMS: 1, Channel.VOICE: 2}
 _CHANNEL_OF = {code: channel for channel, code in _CHANNELS.items()}
 _HEAD = struct.Struct(">BBI")
 _KEY_LABEL = b"filterd one-click unsubscribe token v1"

@@ -16,11 +16,13 @@ from hypothesis import strategies as st
 
 from filterd.admission import (
     NOT_EMAIL,
+    NOT_PHONE,
     NOT_UTF8,
     UNUSABLE,
     Refused,
     email_recipient,
     phone_recipient,
+    recipient,
     shown,
     unusable,
 )
@@ -84,6 +86,47 @@ def test_phone_recipient_refusals(raw: str) -> None:
     assert isinstance(phone_recipient(raw, 1, "CN"), Refused)
 
 
+@pytest.mark.parametrize("channel", [Channel.SMS, Channel.VOICE])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("+8613800138000", "+8613800138000"), (" 138 0013 8000\t", "+8613800138000")],
+)
+def test_recipient_on_a_phone_channel(channel: Channel, raw: str, expected: str) -> None:
+    """On sms or voice a recipient is a phone number (E.164, or national with the
+    region; spaces allowed), an Address on that channel."""
+    assert recipient(raw, channel, "CN") == Address(expected, channel)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("jane@example.com", NOT_PHONE),
+        ("+86138@example.com", NOT_PHONE),
+        ("", UNUSABLE),
+        ("138\x000013", UNUSABLE),
+        (b"138\xff0013".decode("utf-8", "surrogateescape"), NOT_UTF8),
+    ],
+)
+def test_voice_recipient_refusals(raw: str, reason: str) -> None:
+    """A call goes to a phone number: an email address (no email consent lets a call
+    through), a control character or an undecodable byte is refused with its reason;
+    a short number with the normaliser's reason."""
+    verdict = recipient(raw, Channel.VOICE, "CN")
+    assert isinstance(verdict, Refused)
+    assert verdict.reason == reason
+    short = recipient("12", Channel.VOICE, "CN")
+    assert isinstance(short, Refused)
+    assert short.reason not in (NOT_PHONE, UNUSABLE, NOT_UTF8)
+
+
+def test_recipient_on_email_is_email_recipient() -> None:
+    """On the email channel `recipient` gives email_recipient's verdict."""
+    assert recipient(" Jane@Example.COM", Channel.EMAIL, None) == Address(
+        "jane@example.com", Channel.EMAIL
+    )
+    assert recipient("+8613800138000", Channel.EMAIL, "CN") == Refused(NOT_EMAIL, "+8613800138000")
+
+
 def test_shown_is_safe_to_echo() -> None:
     """Undecodable bytes and control characters are echoed as '?', spaces kept."""
     assert shown(BAD_BYTE) == "j?ne@example.com"
@@ -96,7 +139,12 @@ def test_shown_is_safe_to_echo() -> None:
 def test_any_text_gets_a_verdict(raw: str) -> None:
     """Any text is admitted or refused (never an exception), and what a refusal would
     echo holds no control character."""
-    for verdict in (email_recipient(raw, "CN"), phone_recipient(raw, 1, "CN")):
+    verdicts = (
+        email_recipient(raw, "CN"),
+        phone_recipient(raw, 1, "CN"),
+        recipient(raw, Channel.VOICE, "CN"),
+    )
+    for verdict in verdicts:
         if isinstance(verdict, Refused):
             assert not any(ord(c) < 0x20 or ord(c) == 0x7F for c in verdict.shown)
         else:

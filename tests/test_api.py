@@ -312,6 +312,38 @@ def test_check_takes_a_channel_that_fits_the_address(valkey_server: RedisProcess
     serve(valkey_server, scenario)
 
 
+def test_a_dialer_checks_its_calls_on_the_voice_channel(valkey_server: RedisProcess) -> None:
+    """A dialer asks with `channel` voice: a voice refusal drops the call while the
+    sms consent of the same number still delivers SMS; a consent on sms alone answers
+    no_consent for a call; an email address is an error in its slot."""
+
+    async def scenario(api: Api) -> None:
+        for channel, kind in (("sms", "consent"), ("voice", "consent"), ("voice", "refusal")):
+            status, _, _ = await api.call("POST", "/v1/facts", json={
+                "address": PHONE, "kind": kind, "sender": "acme", "channel": channel})  # fmt: skip
+            assert status == 201
+        calls = {"sender": "acme", "addresses": [PHONE, EMAIL], "channel": "voice"}
+        status, answer, _ = await api.call("POST", "/v1/check", json=calls)
+        assert status == 200
+        first, second = answer["results"]
+        assert (first["decision"], first["reason"]) == ("drop", "refused")
+        assert second["decision"] is None
+        assert "channel" in second["error"]
+        sms = {"sender": "acme", "addresses": [PHONE], "channel": "sms"}
+        _, answer, _ = await api.call("POST", "/v1/check", json=sms)
+        assert answer["results"][0]["decision"] == "deliver"
+        other = "+8613900139000"
+        await api.call("POST", "/v1/facts", json={
+            "address": other, "kind": "consent", "sender": "acme", "channel": "sms"})  # fmt: skip
+        only_sms = {"sender": "acme", "addresses": [other], "channel": "voice"}
+        _, answer, _ = await api.call("POST", "/v1/check", json=only_sms)
+        assert (answer["results"][0]["decision"], answer["results"][0]["reason"]) == (
+            "drop", "no_consent"
+        )  # fmt: skip
+
+    serve(valkey_server, scenario)
+
+
 def test_check_of_a_thousand_addresses_is_one_read(valkey_server: RedisProcess) -> None:
     """1,000 addresses are answered in order with one registry read; 1,001 are 400
     naming `addresses`."""

@@ -270,3 +270,89 @@ def test_check_reports_quiet_hours_as_a_deferral(http_home: Path) -> None:
         http_home, "check", PHONE_RAW, "--sender", "acme", "--class", "transactional"
     )
     assert (transactional.returncode, transactional.stdout.strip()) == (0, "deliver")
+
+
+def test_voice_refusal_does_not_touch_sms(home: Path) -> None:
+    """With consents on sms and voice, `refuse --channel voice` stops calls only: check
+    --channel voice drops (refused, channel voice in --json) while check of an SMS
+    delivers; a voice consent over it needs --evidence; status and audit name voice."""
+    for channel in ("sms", "voice"):
+        result = ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme", "--channel", channel)
+        assert result.returncode == 0, result.stderr
+    refused = ctl(home, "refuse", PHONE_RAW, "--sender", "acme", "--channel", "voice")
+    assert refused.returncode == 0, refused.stderr
+    assert refused.stdout.endswith("sender=acme channel=voice\n")
+    call = ctl(home, "check", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    assert (call.returncode, call.stdout) == (1, "drop refused\n")
+    document = json.loads(
+        ctl(home, "--json", "check", PHONE_RAW, "--sender", "acme", "--channel", "voice").stdout
+    )
+    assert (document["channel"], document["basis"]["channel"]) == ("voice", "voice")
+    sms = ctl(home, "check", PHONE_NATIONAL, "--sender", "acme")
+    assert (sms.returncode, sms.stdout) == (0, "deliver\n")
+    again = ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    assert again.returncode == 2
+    assert "refusal on record" in again.stderr
+    status = json.loads(ctl(home, "--json", "status", PHONE_NATIONAL).stdout)
+    assert [(f["fact"], f["channel"]) for f in status] == [
+        ("refusal", "voice"), ("consent", "voice"), ("consent", "sms")
+    ]  # fmt: skip
+    audit = json.loads(ctl(home, "--json", "audit", "--to", PHONE_NATIONAL).stdout)
+    assert [(e["event"], e["channel"]) for e in audit] == [
+        ("refusal", "voice"), ("consent", "voice"), ("consent", "sms")
+    ]  # fmt: skip
+
+
+def test_sms_refusal_does_not_touch_voice(home: Path) -> None:
+    """An sms refusal leaves a voice consent in force: calls deliver, SMS drop."""
+    ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    assert ctl(home, "refuse", PHONE_NATIONAL, "--sender", "acme").returncode == 0
+    call = ctl(home, "check", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    assert (call.returncode, call.stdout) == (0, "deliver\n")
+    sms = ctl(home, "check", PHONE_NATIONAL, "--sender", "acme", "--channel", "sms")
+    assert (sms.returncode, sms.stdout) == (1, "drop refused\n")
+
+
+def test_refuse_all_channels_covers_voice(home: Path) -> None:
+    """`refuse --all-senders --channel all` drops calls too, over an older voice consent."""
+    ctl(home, "consent", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    result = ctl(home, "refuse", PHONE_NATIONAL, "--all-senders", "--channel", "all")
+    assert result.returncode == 0, result.stderr
+    call = ctl(home, "--json", "check", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    document = json.loads(call.stdout)
+    assert (call.returncode, document["reason"]) == (1, "refused")
+    assert (document["basis"]["sender"], document["basis"]["channel"]) == ("*", "all")
+
+
+@pytest.mark.parametrize("command", [["consent", "--sender", "acme"], ["refuse", "--all-senders"]])
+def test_voice_needs_a_phone_number(home: Path, command: list[str]) -> None:
+    """--channel voice with an email address: exit 2 naming the address, nothing written."""
+    name, *options = command
+    result = ctl(home, name, "jane@example.com", *options, "--channel", "voice")
+    assert result.returncode == 2
+    assert "'jane@example.com'" in result.stderr
+    assert result.stdout == ""
+    stats = json.loads(ctl(home, "stats", "--json").stdout)
+    assert (stats["consumers"], stats["audit_entries"]) == (0, 0)
+
+
+def test_export_names_the_voice_channel(home: Path) -> None:
+    """A voice fact is exported with channel voice, in CSV and JSONL."""
+    ctl(home, "refuse", PHONE_NATIONAL, "--sender", "acme", "--channel", "voice")
+    rows = ctl(home, "export").stdout.strip().splitlines()
+    assert len(rows) == 2
+    assert rows[1].split(",")[1:4] == ["refusal", "acme", "voice"]
+    [line] = ctl(home, "export", "--format", "jsonl").stdout.splitlines()
+    assert json.loads(line)["channel"] == "voice"
+
+
+def test_unsubscribe_url_for_calls(http_home: Path) -> None:
+    """--channel voice gets a voice token for the number's E.164 consumer; --json names it."""
+    result = ctl(http_home, "--json", "unsubscribe-url", PHONE_NATIONAL, "--sender", "acme",
+                 "--channel", "voice")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["channel"] == "voice"
+    wanted = verify_url(http_home, document["url"])
+    assert (wanted.sender, wanted.channel) == ("acme", Channel.VOICE)
+    assert wanted.consumer == consumer_of(http_home, "+8613800138000")

@@ -56,7 +56,8 @@ def test_import_consent_over_refusal_needs_evidence(home: Path) -> None:
 
 
 def test_import_refusals_all_senders(home: Path) -> None:
-    """An import of refusals for all senders and channels drops every sender; exit 0."""
+    """An import of refusals for all senders and channels drops every sender, calls
+    included; exit 0."""
     csv_file = home / "stop.csv"
     csv_file.write_text("+8613800138000\njane@example.com\n")
     result = ctl(home, "import", str(csv_file), "--action", "refuse", "--all-senders",
@@ -65,6 +66,8 @@ def test_import_refusals_all_senders(home: Path) -> None:
     for address in ("+8613800138000", "jane@example.com"):
         check = ctl(home, "check", address, "--sender", "anyone")
         assert (check.returncode, check.stdout) == (1, "drop refused\n")
+    call = ctl(home, "check", "+8613800138000", "--sender", "anyone", "--channel", "voice")
+    assert (call.returncode, call.stdout) == (1, "drop refused\n")
 
 
 def test_parallel_import_keeps_line_numbers(home: Path) -> None:
@@ -96,3 +99,28 @@ def test_quoted_file_is_read_by_one_process(home: Path) -> None:
                  "--jobs", "4", "--json")  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["processes"] == 1
+
+
+def test_import_voice_refusals(home: Path) -> None:
+    """An import with --channel voice records voice refusals for the phone rows (an
+    email row is a bad row naming voice): calls drop, SMS of the same numbers do not;
+    the file's audit entry names the channel."""
+    for number in ("+8613800138000", "+8613800138001"):
+        for channel in ("sms", "voice"):
+            ctl(home, "consent", number, "--sender", "acme", "--channel", channel)
+    csv_file = home / "do-not-call.csv"
+    csv_file.write_text("address\n+8613800138000\njane@example.com\n138 0013 8001,,call centre\n")
+    result = ctl(home, "import", str(csv_file), "--action", "refuse", "--sender", "acme",
+                 "--channel", "voice", "--json")  # fmt: skip
+    assert result.returncode == 2
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith("line 3: ")
+    assert "'jane@example.com'" in error
+    assert "voice" in error
+    assert json.loads(result.stdout)["stored"] == 2
+    for number in ("+8613800138000", "13800138001"):
+        call = ctl(home, "check", number, "--sender", "acme", "--channel", "voice")
+        assert (call.returncode, call.stdout) == (1, "drop refused\n")
+        assert ctl(home, "check", number, "--sender", "acme").returncode == 0
+    audit = json.loads(ctl(home, "audit", "--json", "--limit", "1").stdout)
+    assert (audit[0]["event"], audit[0]["channel"]) == ("import", "voice")

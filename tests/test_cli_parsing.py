@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from filterd.cli.parsing import parser
 from tests.cli_helpers import (
     COMMANDS,
     EXIT_CODE_LINES,
@@ -23,6 +24,10 @@ from tests.cli_helpers import (
         ["check", "+8613800138000"],  # --sender missing
         ["refuse", "+8613800138000"],  # scope missing
         ["consent", "+8613800138000", "--sender", "acme", "--channel", "email"],
+        ["consent", "jane@example.com", "--sender", "acme", "--channel", "voice"],
+        ["refuse", "jane@example.com", "--all-senders", "--channel", "voice"],
+        ["check", "+8613800138000", "--sender", "acme", "--channel", "all"],
+        ["consent", "+8613800138000", "--sender", "acme", "--channel", "phone"],
         ["request", "+8613800138000", "--sender", "acme", "--ttl", "soon"],
         ["audit", "--since", "yesterday"],
         ["audit", "--limit", "0"],
@@ -70,3 +75,37 @@ def test_consent_help_teaches_its_use(home: Path) -> None:
     assert "--evidence" in text
     assert "refusal on record" in text
     assert "filterctl consent +86" in text
+
+
+VOICE_COMMANDS = [
+    ["consent", "+8613800138000", "--sender", "acme"],
+    ["request", "+8613800138000", "--sender", "acme"],
+    ["refuse", "+8613800138000", "--all-senders"],
+    ["check", "+8613800138000", "--sender", "acme"],
+    ["unsubscribe-url", "+8613800138000", "--sender", "acme"],
+    ["import", "calls.csv", "--action", "refuse", "--all-senders"],
+]
+
+
+@pytest.mark.parametrize("args", VOICE_COMMANDS, ids=lambda args: args[0])
+def test_every_channel_option_takes_voice(args: list[str]) -> None:
+    """Every command with --channel takes voice (commercial calls) beside email and
+    sms; without it the channel is left to the address (None)."""
+    assert parser().parse_args([*args, "--channel", "voice"]).channel == "voice"
+    assert parser().parse_args(args).channel is None
+
+
+@pytest.mark.parametrize(
+    ("args", "takes_all"),
+    [(args, args[0] in ("refuse", "import")) for args in VOICE_COMMANDS],
+    ids=lambda value: value[0] if isinstance(value, list) else str(value),
+)
+def test_only_refuse_and_import_take_all(args: list[str], takes_all: bool) -> None:
+    """`--channel all` (email, sms and voice) is a refusal's choice: refuse and import
+    take it, the others exit 2."""
+    if takes_all:
+        assert parser().parse_args([*args, "--channel", "all"]).channel == "all"
+    else:
+        with pytest.raises(SystemExit) as exit_info:
+            parser().parse_args([*args, "--channel", "all"])
+        assert exit_info.value.code == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from filterd.compliance import QuietRule
+from filterd.model import Address, Channel
 from filterd.normalize import normalize
 from filterd.quiet_hours import parse_window
 from filterd.settings import ComplianceSettings
@@ -29,6 +30,18 @@ def test_a_chinese_number_is_judged_in_beijing_time() -> None:
     assert resume is not None
     assert str(resume) == "08:00 Asia/Shanghai"
     assert rule.resume(phone, at("2026-12-08T01:00")) is None
+
+
+def test_a_call_is_judged_in_the_numbers_zone() -> None:
+    """A call (voice) to a +86 number is judged in Beijing time, as an SMS to it is:
+    13:30 UTC is 21:30 there, quiet until 08:00 Asia/Shanghai."""
+    assert WINDOW is not None
+    rule = QuietRule(WINDOW, "America/New_York")
+    call = Address("+8613800138000", Channel.VOICE)
+    resume = rule.resume(call, at("2026-12-07T13:30"))
+    assert resume is not None
+    assert str(resume) == "08:00 Asia/Shanghai"
+    assert rule.resume(call, at("2026-12-08T01:00")) is None
 
 
 def test_email_and_multi_zone_numbers_use_the_configured_zone() -> None:

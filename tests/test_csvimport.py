@@ -167,6 +167,18 @@ def test_channel_mismatch() -> None:
     assert "email" in bad_phone.reason
 
 
+def test_voice_rows_are_phone_numbers() -> None:
+    """With --channel voice a phone number (E.164 or national) is a voice row of the
+    same consumer as its sms row; an email address is bad, naming the value and voice."""
+    results = read("+8613800138000\n138 0013 8000\nuser@example.com\n", channel=Channel.VOICE)
+    good = [r for r in results if isinstance(r, GoodRow)]
+    assert [(r.row.consumer, r.row.channel) for r in good] == [(PHONE.encode(), Channel.VOICE)] * 2
+    [bad] = [r for r in results if isinstance(r, BadRow)]
+    assert bad.line == 3
+    assert "'user@example.com'" in bad.reason
+    assert "voice" in bad.reason
+
+
 def test_all_channel_refusal_accepts_both_forms() -> None:
     """A refusal for all channels takes phones and emails, with channel None."""
     results = read(

@@ -91,6 +91,20 @@ def test_does_not_apply_to_another_channel() -> None:
     assert not request("shop", Channel.EMAIL).applies_to("shop", Channel.SMS)
 
 
+def test_voice_and_sms_facts_do_not_cross() -> None:
+    """A voice fact does not apply to sms, nor an sms fact to voice (one phone number,
+    separate channels)."""
+    assert refusal("shop", Channel.VOICE).applies_to("shop", Channel.VOICE)
+    assert not refusal("shop", Channel.VOICE).applies_to("shop", Channel.SMS)
+    assert not refusal("shop", Channel.SMS).applies_to("shop", Channel.VOICE)
+    assert not consent("shop", Channel.SMS).applies_to("shop", Channel.VOICE)
+
+
+def test_channel_values() -> None:
+    """The channels are spelt email, sms and voice (config, CLI, audit, exports)."""
+    assert [c.value for c in Channel] == ["email", "sms", "voice"]
+
+
 def test_global_refusal_applies_to_every_sender() -> None:
     """A refusal scoped '*' applies to any sender on its channel."""
     fact = refusal(ALL_SENDERS, Channel.EMAIL)
@@ -101,7 +115,7 @@ def test_global_refusal_applies_to_every_sender() -> None:
 
 @pytest.mark.parametrize("channel", list(Channel))
 def test_all_channel_refusal_applies_to_every_channel(channel: Channel) -> None:
-    """A refusal with channel None applies on email and sms alike."""
+    """A refusal with channel None applies on email, sms and voice alike."""
     assert refusal("shop", None).applies_to("shop", channel)
     assert refusal(ALL_SENDERS, None).applies_to("anyone", channel)
 

@@ -21,6 +21,7 @@ from filterd.model import Address, Channel
 from filterd.normalize import (
     _number_time_zone,
     channel_of,
+    fits,
     is_region,
     mask,
     mask_text,
@@ -297,6 +298,23 @@ def test_normalize_dispatches_on_at_sign() -> None:
     assert normalize("a@example.com").channel is Channel.EMAIL
     assert channel_of("a@example.com") is Channel.EMAIL
     assert channel_of(CN) is Channel.SMS
+
+
+@pytest.mark.parametrize(
+    ("address", "channel", "expected"),
+    [
+        (Address(CN, Channel.SMS), Channel.SMS, True),
+        (Address(CN, Channel.SMS), Channel.VOICE, True),
+        (Address(CN, Channel.VOICE), Channel.SMS, True),
+        (Address(CN, Channel.SMS), Channel.EMAIL, False),
+        (Address("a@example.com", Channel.EMAIL), Channel.EMAIL, True),
+        (Address("a@example.com", Channel.EMAIL), Channel.SMS, False),
+        (Address("a@example.com", Channel.EMAIL), Channel.VOICE, False),
+    ],
+)
+def test_fits(address: Address, channel: Channel, expected: bool) -> None:
+    """A phone number takes sms and voice, never email; an email address email only."""
+    assert fits(address, channel) is expected
 
 
 def test_is_region() -> None:

@@ -21,7 +21,7 @@ from filterd.policy import FailMode, decide
 
 NOW = 1_700_000_000_000
 HOUR = 3_600_000
-SMS, EMAIL = Channel.SMS, Channel.EMAIL
+SMS, EMAIL, VOICE = Channel.SMS, Channel.EMAIL, Channel.VOICE
 
 
 def commercial(sender: str = "A", channel: Channel = SMS) -> Submission:
@@ -158,12 +158,35 @@ def test_email_refusal_does_not_block_sms() -> None:
     assert outcome(decide(commercial("A", SMS), facts, NOW)) == DELIVER
 
 
+def test_voice_and_sms_are_separate_channels() -> None:
+    """A voice refusal leaves an sms consent in force and an sms refusal a voice consent;
+    an sms consent does not permit a call."""
+    voice_refused = [consent(NOW - 2 * HOUR, "A", SMS), refusal(NOW - HOUR, "A", VOICE)]
+    assert outcome(decide(commercial("A", SMS), voice_refused, NOW)) == DELIVER
+    assert outcome(decide(commercial("A", VOICE), voice_refused, NOW)) == REFUSED
+    sms_refused = [consent(NOW - 2 * HOUR, "A", VOICE), refusal(NOW - HOUR, "A", SMS)]
+    assert outcome(decide(commercial("A", VOICE), sms_refused, NOW)) == DELIVER
+    assert outcome(decide(commercial("A", SMS), sms_refused, NOW)) == REFUSED
+    sms_only = [consent(NOW - HOUR, "A", SMS)]
+    assert outcome(decide(commercial("A", VOICE), sms_only, NOW)) == NO_CONSENT
+
+
+def test_voice_consent_after_voice_refusal_delivers() -> None:
+    """A call is decided like a message: a voice consent newer than a voice refusal of
+    the sender delivers, with the consent as basis."""
+    facts = [refusal(NOW - 2 * HOUR, ALL_SENDERS, VOICE), consent(NOW - HOUR, "A", VOICE)]
+    decision = decide(commercial("A", VOICE), facts, NOW)
+    assert outcome(decision) == DELIVER
+    assert decision.basis == facts[1]
+
+
 @pytest.mark.parametrize("channel", list(Channel))
 def test_all_channel_refusal_applies_to_both_channels(channel: Channel) -> None:
-    """A refusal with channel None (all channels) refuses email and sms alike."""
+    """A refusal with channel None (all channels) refuses email, sms and voice alike."""
     facts = [
         consent(NOW - 2 * HOUR, "A", SMS),
         consent(NOW - 2 * HOUR, "A", EMAIL),
+        consent(NOW - 2 * HOUR, "A", VOICE),
         refusal(NOW - HOUR, "A", None),
     ]
     assert outcome(decide(commercial("A", channel), facts, NOW)) == REFUSED
@@ -258,9 +281,9 @@ def facts_strategy(draw: st.DrawFn) -> Fact:
     at = draw(TIMES)
     if kind is Kind.REFUSAL:
         sender = draw(st.sampled_from((*SENDERS, ALL_SENDERS)))
-        return refusal(at, sender, draw(st.sampled_from([None, SMS, EMAIL])))
+        return refusal(at, sender, draw(st.sampled_from([None, *Channel])))
     sender = draw(st.sampled_from(SENDERS))
-    channel = draw(st.sampled_from([SMS, EMAIL]))
+    channel = draw(st.sampled_from(list(Channel)))
     if kind is Kind.CONSENT:
         return consent(at, sender, channel)
     return request(at, draw(TIMES), sender, channel)

@@ -128,6 +128,37 @@ def test_refusal_for_other_sender_or_channel_does_not_block_consent(
     assert run(registry.record(A, consent("acme", at=3000))) is WriteResult.STORED
 
 
+def test_voice_and_sms_refusals_keep_to_their_channel(
+    registry: Registry, event_loop_runner: asyncio.Runner
+) -> None:
+    """A voice refusal asks evidence of a voice consent, not of an sms one; an sms
+    refusal not of a voice one; an all-channel refusal of both (single and bulk writes)."""
+    run = event_loop_runner.run
+    run(registry.record(A, refusal("acme", at=1000, channel=Channel.VOICE)))
+    assert run(registry.record(A, consent(at=2000, channel=Channel.SMS))) is WriteResult.STORED
+    voice = consent(at=2000, channel=Channel.VOICE)
+    assert run(registry.record(A, voice)) is WriteResult.REFUSAL_ON_RECORD
+    run(registry.record(B, refusal("acme", at=1000, channel=Channel.SMS)))
+    assert run(registry.record(B, voice)) is WriteResult.STORED
+    run(registry.record(C, refusal(ALL_SENDERS, at=1000, channel=None)))
+    rows = [
+        BulkRow(C, Kind.CONSENT, "acme", Channel.VOICE, 2000, "imp"),
+        BulkRow(C, Kind.CONSENT, "acme", Channel.SMS, 2000, "imp"),
+        BulkRow(C, Kind.CONSENT, "acme", Channel.VOICE, 2000, "imp", "recorded call"),
+    ]
+    assert run(registry.record_many(rows)) == [
+        WriteResult.REFUSAL_ON_RECORD,
+        WriteResult.REFUSAL_ON_RECORD,
+        WriteResult.STORED,
+    ]
+    facts = run(registry.lookup("acme", [A, B, C]))
+    assert [sorted((f.kind.value, f.channel and f.channel.value) for f in fs) for fs in facts] == [
+        [("consent", "sms"), ("refusal", "voice")],
+        [("consent", "voice"), ("refusal", "sms")],
+        [("consent", "voice"), ("refusal", None)],
+    ]
+
+
 def test_facts_newest_first_with_evidence(
     registry: Registry, event_loop_runner: asyncio.Runner
 ) -> None:

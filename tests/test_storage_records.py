@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from filterd.model import Channel, Kind
 from filterd.storage.records import (
     BASE_LEN,
+    CHANNEL_CODES,
     MAX_ID,
     MAX_SOURCE_ID,
     REQUEST_LEN,
@@ -18,10 +19,11 @@ from filterd.storage.records import (
     unpack,
     unpack_side,
 )
+from filterd.storage.records import CHANNELS as CHANNEL_OF_CODE
 
 T = 1_700_000_000_000
 TIMES = st.integers(min_value=0, max_value=2**48 - 1)
-CHANNELS = st.sampled_from([None, Channel.EMAIL, Channel.SMS])
+CHANNELS = st.sampled_from([None, Channel.EMAIL, Channel.SMS, Channel.VOICE])
 
 
 @st.composite
@@ -76,6 +78,8 @@ def test_byte_layout() -> None:
         (Kind.REQUEST, Channel.SMS, 0xABCDEF, b"\x22\xab\xcd\xef"),
         (Kind.REFUSAL, None, 0, b"\x30\x00\x00\x00"),
         (Kind.REFUSAL, Channel.SMS, MAX_ID, b"\x32\xff\xff\xff"),
+        (Kind.CONSENT, Channel.VOICE, 1, b"\x13\x00\x00\x01"),
+        (Kind.REFUSAL, Channel.VOICE, 0, b"\x33\x00\x00\x00"),
     ],
 )
 def test_slot_bytes(kind: Kind, channel: Channel | None, scope: int, slot: bytes) -> None:
@@ -84,6 +88,45 @@ def test_slot_bytes(kind: Kind, channel: Channel | None, scope: int, slot: bytes
     record = Record(kind, channel, scope, T, 1, expires)
     assert record.slot == slot
     assert pack(record)[:4] == slot
+
+
+def test_channel_codes_are_the_stored_ones() -> None:
+    """Channel codes are fixed: 0 all, 1 email, 2 sms as a registry has always held them,
+    voice the new 3; codes and channels map one to one."""
+    assert CHANNEL_CODES == {None: 0, Channel.EMAIL: 1, Channel.SMS: 2, Channel.VOICE: 3}
+    assert {code: channel for channel, code in CHANNEL_CODES.items()} == CHANNEL_OF_CODE
+
+
+# A consumer value as a registry written before the voice channel holds it: an email
+# consent (sender 1), an sms request (sender 2, expiring), a refusal for every
+# channel and every sender, an sms refusal of sender 2.
+LEGACY_VALUE = bytes.fromhex(
+    "11 000001 018bcfe56800 0001"
+    "22 000002 018bcfe56801 0002 018bd50bc401"
+    "30 000000 018bcfe56802 0003"
+    "32 000002 018bcfe56803 0001"
+)
+LEGACY_RECORDS = [
+    Record(Kind.CONSENT, Channel.EMAIL, 1, T, 1),
+    Record(Kind.REQUEST, Channel.SMS, 2, T + 1, 2, T + 1 + 86_400_000),
+    Record(Kind.REFUSAL, None, 0, T + 2, 3),
+    Record(Kind.REFUSAL, Channel.SMS, 2, T + 3, 1),
+]
+
+
+def test_value_written_before_voice_decodes_unchanged() -> None:
+    """Bytes a registry wrote before the voice channel decode to the same records, and
+    pack back to the very same bytes (no stored record changes meaning)."""
+    assert unpack(LEGACY_VALUE) == LEGACY_RECORDS
+    assert b"".join(pack(r) for r in LEGACY_RECORDS) == LEGACY_VALUE
+
+
+def test_voice_record_beside_the_others() -> None:
+    """A voice record is channel code 3 in the head's low nibble; appended to an older
+    value, the older records still decode as they did."""
+    voice = Record(Kind.REFUSAL, Channel.VOICE, 2, T + 4, 1)
+    assert pack(voice) == bytes.fromhex("33 000002 018bcfe56804 0001")
+    assert unpack(LEGACY_VALUE + pack(voice)) == [*LEGACY_RECORDS, voice]
 
 
 def test_slot_ignores_time_and_source() -> None:
@@ -134,7 +177,7 @@ def test_unpack_empty_value() -> None:
 
 @pytest.mark.parametrize(
     "head",
-    [0x00, 0x01, 0x40, 0xF2, 0x13, 0x1F, 0x33],
+    [0x00, 0x01, 0x40, 0xF2, 0x14, 0x1F, 0x34],
     ids=lambda h: f"head{h:02x}",
 )
 def test_unpack_rejects_unknown_kind_or_channel(head: int) -> None:

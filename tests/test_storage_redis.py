@@ -16,6 +16,7 @@ from filterd.identity import ConsumerHasher
 from filterd.model import (
     ALL_SENDERS,
     BulkRow,
+    Channel,
     Fact,
     FactRequest,
     Kind,
@@ -23,6 +24,7 @@ from filterd.model import (
 )
 from filterd.normalize import normalize
 from filterd.service import Service
+from filterd.storage import keys
 from filterd.storage.embedded import EmbeddedServer
 from filterd.storage.redis import RedisRegistry
 from tests.conftest import ServerPool, flush
@@ -168,3 +170,47 @@ def test_many_facts_per_consumer_stay_listpack(event_loop_runner: asyncio.Runner
     finally:
         server.release()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+T = 1_700_000_000_000
+
+
+def test_registry_written_before_voice_reads_unchanged(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """A bucket as a registry wrote it before the voice channel (raw bytes and names: an
+    email consent with evidence, an sms request, a refusal of every sender on every
+    channel, an sms refusal) reads back as the same facts; a voice refusal written
+    beside them is appended and leaves their bytes as they were."""
+    client = redis.Redis(unix_socket_path=str(valkey_server.socket_path))
+    client.hset(keys.LAYOUT, mapping={"bucket_bits": 16, "format": "1"})
+    client.hset(keys.SENDERS, mapping={"acme": 1, "beta": 2})
+    client.hset(keys.SENDER_NAMES, mapping={1: "acme", 2: "beta"})
+    client.hset(keys.SOURCES, mapping={"cli": 1, "import:a.csv": 2, "phone call": 3})
+    client.hset(keys.SOURCE_NAMES, mapping={1: "cli", 2: "import:a.csv", 3: "phone call"})
+    legacy = bytes.fromhex(
+        "11 000001 018bcfe56800 0001"
+        "22 000002 018bcfe56801 0002 0274a48a7801"
+        "30 000000 018bcfe56802 0003"
+        "32 000002 018bcfe56803 0001"
+    )
+    field = keys.consumer_field(A)
+    client.hset(keys.facts_key(A, 16), field, legacy)
+    client.hset(keys.side_key(A, 16), field + b"\x11\x00\x00\x01", b"form #1\x00")
+    expires = T + 1 + 10**12
+    before = [
+        Fact(Kind.REFUSAL, "beta", Channel.SMS, T + 3, "cli"),
+        Fact(Kind.REFUSAL, ALL_SENDERS, None, T + 2, "phone call"),
+        Fact(Kind.REQUEST, "beta", Channel.SMS, T + 1, "import:a.csv", expires_ms=expires),
+        Fact(Kind.CONSENT, "acme", Channel.EMAIL, T, "cli", evidence="form #1"),
+    ]
+    registry = RedisRegistry.from_url(valkey_server.url)
+    run = event_loop_runner.run
+    assert run(registry.facts(A)) == before
+    voice = Fact(Kind.REFUSAL, "acme", Channel.VOICE, T + 4, "cli")
+    assert run(registry.record(A, voice)) is WriteResult.STORED
+    assert run(registry.facts(A)) == [voice, *before]
+    run(registry.close())
+    stored = client.hget(keys.facts_key(A, 16), field)
+    client.close()
+    assert stored == legacy + bytes.fromhex("33 000001 018bcfe56804 0001")

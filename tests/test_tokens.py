@@ -98,6 +98,17 @@ def test_issue_verify_round_trip(
     assert wanted == Unsubscribe(sender, channel, consumer, now // 60 * 60)
 
 
+@pytest.mark.parametrize(
+    ("channel", "first"), [(Channel.EMAIL, 0x10), (Channel.SMS, 0x11), (Channel.VOICE, 0x12)]
+)
+def test_first_byte_is_version_and_channel(channel: Channel, first: int) -> None:
+    """Byte 0 is version 1 in the high nibble, the channel in the low: 0 email, 1 sms,
+    2 voice (a call's one-click refusal stops calls)."""
+    token = issue(channel=channel)
+    assert raw(token)[0] == first
+    assert keys().verify(token, SENDERS, NOW).channel is channel
+
+
 def test_tokens_differ_by_every_field() -> None:
     """Sender, channel, consumer, minute and key each change the token."""
     base = issue()

@@ -27,7 +27,7 @@ from filterd.model import (
     Reason,
     WriteResult,
 )
-from filterd.normalize import mask, normalize
+from filterd.normalize import fits, mask, normalize
 from filterd.secret import load_or_create
 from filterd.settings import Settings
 from filterd.storage.port import AuditQuery
@@ -62,8 +62,10 @@ class Invocation:
         if raw is not None:
             self.address = normalize(raw, self.region)
             channel = getattr(a, "channel", None)
-            if channel in ("email", "sms") and Channel(channel) is not self.address.channel:
-                raise UsageError(f"--channel {channel} does not fit the address {raw!r}")
+            if channel is not None and channel != "all":
+                if not fits(self.address, Channel(channel)):
+                    raise UsageError(f"--channel {channel} does not fit the address {raw!r}")
+                self.address = Address(self.address.canonical, Channel(channel))
         for name in ("ttl", "since"):
             value = getattr(a, name, None)
             if value is not None:

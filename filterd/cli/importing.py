@@ -45,7 +45,7 @@ async def import_file(self: Invocation, runtime: Runtime) -> int:
         path=path,
         kind=kind,
         sender=ALL_SENDERS if a.all_senders else a.sender,
-        channel=Channel(a.channel) if a.channel in ("email", "sms") else None,
+        channel=Channel(a.channel) if a.channel and a.channel != "all" else None,
         all_channels=a.channel == "all",
         source=a.source or f"import:{path.name}",
         ttl_s=parse_duration(a.ttl) if a.ttl else None,

@@ -20,7 +20,11 @@ _ADDRESS_HELP = (
 )
 
 
-_CHANNEL_HELP = "the channel (default: from the address: email for an email address, else sms)"
+_CHANNELS = ["email", "sms", "voice"]
+_CHANNEL_HELP = (
+    "the channel: voice is commercial calls, to a phone number "
+    "(default: from the address: email for an email address, else sms)"
+)
 
 
 _SENDER_HELP = "the sender (brand) the fact is about, as the accounts in the config name it"
@@ -81,12 +85,14 @@ example:
         "record a refusal (拒绝)",
         """\
 Record that the consumer at ADDRESS refused (拒绝) commercial messages: from one
-sender (--sender) or from every sender (--all-senders), on the address's channel
-or on every channel (--channel all). It takes effect at once and is acknowledged
-only once the registry has it on disk.
+sender (--sender) or from every sender (--all-senders), on the address's channel,
+on the --channel named (voice: commercial calls) or on every channel (--channel
+all: email, sms and voice). It takes effect at once and is acknowledged only
+once the registry has it on disk.
 
 examples:
   filterctl refuse +8613800138000 --all-senders --channel all --source "phone call"
+  filterctl refuse +8613800138000 --sender acme --channel voice --source "call centre"
   filterctl refuse jane@example.com --sender acme --evidence "ticket 7"
 """,
     ),
@@ -103,7 +109,8 @@ ones). --json prints an array.
         "the decision for one message; exit 0 deliver, 1 drop",
         """\
 Print the decision the relays would make for a message from --sender to
-ADDRESS: "deliver", or "drop" and the reason (refused, no_consent). The exit
+ADDRESS on its channel (--channel voice: a commercial call to the number):
+"deliver", or "drop" and the reason (refused, no_consent). The exit
 code carries it too: 0 deliver, 1 drop. --json prints an object with decision,
 reason, sender, channel, class and basis (the fact that settled it, with its
 source and evidence).
@@ -202,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
     for name in ("consent", "request"):
         c = fact_command(name)
         c.add_argument("--sender", metavar="NAME", required=True, help=_SENDER_HELP)
-        c.add_argument("--channel", choices=["email", "sms"], help=_CHANNEL_HELP)
+        c.add_argument("--channel", choices=_CHANNELS, help=_CHANNEL_HELP)
         if name == "request":
             c.add_argument(
                 "--ttl",
@@ -215,8 +222,8 @@ def parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-senders", action="store_true", help="refuse every sender's messages")
     c.add_argument(
         "--channel",
-        choices=["email", "sms", "all"],
-        help="the channel, or all (default: from the address: email or sms)",
+        choices=[*_CHANNELS, "all"],
+        help="the channel, or all (email, sms and voice; default: from the address: email or sms)",
     )
 
     c = command("status")
@@ -234,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
         choices=["commercial", "transactional"],
         help="the message's class (default: commercial; transactional is always delivered)",
     )
+    c.add_argument("--channel", choices=_CHANNELS, help=_CHANNEL_HELP)
     _import_parser(command("import"))
     c = command("export")
     c.add_argument(
@@ -266,7 +274,7 @@ def parser() -> argparse.ArgumentParser:
         required=True,
         help="the sender the consumer unsubscribes from (one an account or [[smpp.numbers]] names)",
     )
-    c.add_argument("--channel", choices=["email", "sms"], help=_CHANNEL_HELP)
+    c.add_argument("--channel", choices=_CHANNELS, help=_CHANNEL_HELP)
     return p
 
 
@@ -303,7 +311,7 @@ def _import_parser(c: argparse.ArgumentParser) -> None:
     )
     c.add_argument(
         "--channel",
-        choices=["email", "sms", "all"],
+        choices=[*_CHANNELS, "all"],
         help="the channel of every row, or all for refusals (default: from each address)",
     )
     c.add_argument(

@@ -3,7 +3,8 @@
 One consumer's value is a run of records, newest slot last:
 
     byte 0      kind << 4 | channel   (kind 1 consent, 2 request, 3 refusal;
-                                        channel 0 all, 1 email, 2 sms)
+                                        channel 0 all, 1 email, 2 sms,
+                                        3 voice)
     bytes 1-3   scope: sender id, big-endian; 0 = all senders
     bytes 4-9   time, ms since the epoch, big-endian (so bytes compare as times)
     bytes 10-11 source id, big-endian
@@ -11,7 +12,8 @@ One consumer's value is a run of records, newest slot last:
 
 Bytes 0-3 are the fact's slot. Evidence and message id live in the bucket's
 side table under (consumer field + slot) as `evidence \\x00 message_id`.
-The Lua merge in scripts.py reads this same layout.
+The Lua merge in scripts.py reads this same layout (of a channel code it asks
+only: equal, or 0 = all; so a new code needs no change of the script).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from filterd.model import Channel, Kind
 
 KIND_CODES = {Kind.CONSENT: 1, Kind.REQUEST: 2, Kind.REFUSAL: 3}
 KINDS = {code: kind for kind, code in KIND_CODES.items()}
-CHANNEL_CODES: dict[Channel | None, int] = {None: 0, Channel.EMAIL: 1, Channel.SMS: 2}
+CHANNEL_CODES: dict[Channel | None, int] = {
+    None: 0,
+    Channel.EMAIL: 1,
+    Channel.SMS: 2,
+    Channel.VOICE: 3,
+}
+"""Codes are never reused or renumbered: a registry written before a channel was
+added holds only the older codes, which decode as they always did."""
 CHANNELS = {code: channel for channel, code in CHANNEL_CODES.items()}
 BASE_LEN = 12
 REQUEST_LEN = 18
