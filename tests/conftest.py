@@ -197,3 +197,16 @@ def smpp_relay(valkey_server: RedisProcess) -> Iterator[SmppRelay]:
     registry (the SMPP relay's tests)."""
     with running_relay(valkey_server) as relay:
         yield relay
+
+
+@pytest.fixture
+def private_server() -> Iterator[RedisProcess]:
+    """A registry server of the test's own, which it may stop and restart (outages)."""
+    binary = bundled_valkey() or system_redis()
+    if binary is None:
+        pytest.skip("no valkey-server or redis-server binary installed")
+    directory = Path(tempfile.mkdtemp(prefix="reg-", dir="/tmp"))
+    server = RedisProcess(binary, directory, aof_args(binary)).start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)

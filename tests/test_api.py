@@ -19,14 +19,11 @@ import asyncio
 import contextlib
 import io
 import json
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -55,7 +52,7 @@ from filterd.storage.port import AuditQuery
 from filterd.storage.redis import RedisRegistry
 from filterd.web import TOO_MANY_CONNECTIONS, HttpFrontEnd
 from tests.conftest import ServerPool
-from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
+from tests.helpers import RedisProcess
 
 SECRET = bytes.fromhex("6a" * 32)
 EMAIL = "Jane.Doe@Example.com"
@@ -547,19 +544,6 @@ def test_audit_reads_newest_first_within_the_keys_senders(valkey_server: RedisPr
 
 
 # ---- registry down, privacy, the listener ----------------------------------------
-
-
-@pytest.fixture
-def private_server() -> Iterator[RedisProcess]:
-    """A registry server of this test's own (it is stopped)."""
-    binary = bundled_valkey() or system_redis()
-    if binary is None:
-        pytest.skip("no valkey-server or redis-server binary installed")
-    directory = Path(tempfile.mkdtemp(prefix="api-", dir="/tmp"))
-    server = RedisProcess(binary, directory, aof_args(binary)).start()
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_registry_down_is_503_with_retry_after(private_server: RedisProcess) -> None:

@@ -22,9 +22,7 @@ import contextlib
 import io
 import ipaddress
 import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ from filterd.storage.port import AuditQuery
 from filterd.storage.redis import RedisRegistry
 from filterd.tokens import TokenKeys, derive_key, sender_table
 from filterd.web import MAX_BODY_BYTES, TOO_MANY_CONNECTIONS, HttpFrontEnd, UnsubscribeSite
-from tests.helpers import RedisProcess, aof_args, bundled_valkey, system_redis
+from tests.helpers import RedisProcess
 
 SECRET = bytes.fromhex("5e" * 32)
 EMAIL = "Jane.Doe@Example.com"
@@ -563,19 +561,6 @@ def test_huge_body_is_413_and_writes_nothing(valkey_server: RedisProcess, chunke
 
 
 # ---- registry outage ----------------------------------------------------------------
-
-
-@pytest.fixture
-def private_server() -> Iterator[RedisProcess]:
-    """A registry server of this test's own (it is stopped and restarted)."""
-    binary = bundled_valkey() or system_redis()
-    if binary is None:
-        pytest.skip("no valkey-server or redis-server binary installed")
-    directory = Path(tempfile.mkdtemp(prefix="web-", dir="/tmp"))
-    server = RedisProcess(binary, directory, aof_args(binary)).start()
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 def test_registry_down_is_503_and_nothing_acknowledged(private_server: RedisProcess) -> None:
