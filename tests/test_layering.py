@@ -247,6 +247,18 @@ LAYERS = {
     "cmpp.decode": {"cmpp.fields", "cmpp.header", "cmpp.pdu", "cmpp.result", "errors"},
     "cmpp.framer": {"cmpp.decode", "cmpp.header", "cmpp.pdu"},
     "cmpp.auth": {"cmpp.header", "cmpp.pdu"},
+    # cmpp/: the carrier side (the ISMG link, what it delivers)
+    "cmpp.ismg": {
+        "cmpp.auth",
+        "cmpp.decode",
+        "cmpp.encode",
+        "cmpp.framer",
+        "cmpp.pdu",
+        "cmpp.result",
+        "errors",
+        "logs",
+        "settings",
+    },
     "smpp.status": set(),
     "smpp.header": set(),
     "smpp.tlv": set(),
