@@ -258,6 +258,18 @@ LAYERS = {
     "cmpp.auth": {"cmpp.header", "cmpp.pdu"},
     "cmpp.report": {"cmpp.encode", "cmpp.header", "cmpp.pdu", "errors"},
     "cmpp.text": {"cmpp.pdu", "smpp.text"},
+    # cmpp/: the carrier side (the ISMG link, what it delivers)
+    "cmpp.ismg": {
+        "cmpp.auth",
+        "cmpp.decode",
+        "cmpp.encode",
+        "cmpp.framer",
+        "cmpp.pdu",
+        "cmpp.result",
+        "errors",
+        "logs",
+        "settings",
+    },
     "smpp.status": set(),
     "smpp.header": set(),
     "smpp.tlv": set(),
