@@ -17,7 +17,7 @@ PURE_CORE = {
     "smpp.status", "smpp.header", "smpp.tlv", "smpp.fields", "smpp.pdu", "smpp.encode",
     "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "smpp.cancel", "smpp.compliance",
     "cmpp.header", "cmpp.fields", "cmpp.pdu", "cmpp.encode", "cmpp.decode", "cmpp.framer",
-    "cmpp.result", "cmpp.auth", "cmpp.msgid",
+    "cmpp.result", "cmpp.auth", "cmpp.msgid", "cmpp.report", "cmpp.text",
     "tokens",
     "quiet_hours",
     "smtp.feedback",
@@ -247,6 +247,8 @@ LAYERS = {
     "cmpp.decode": {"cmpp.fields", "cmpp.header", "cmpp.pdu", "cmpp.result", "errors"},
     "cmpp.framer": {"cmpp.decode", "cmpp.header", "cmpp.pdu"},
     "cmpp.auth": {"cmpp.header", "cmpp.pdu"},
+    "cmpp.report": {"cmpp.encode", "cmpp.header", "cmpp.pdu", "errors"},
+    "cmpp.text": {"cmpp.pdu", "smpp.text"},
     # cmpp/: the carrier side (the ISMG link, what it delivers)
     "cmpp.ismg": {
         "cmpp.auth",

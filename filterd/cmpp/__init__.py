@@ -9,4 +9,6 @@ framer.py        a byte stream cut into messages by Total_Length
 result.py        CONNECT Status and SUBMIT / DELIVER Result values, filterd's included
 auth.py          AuthenticatorSource / AuthenticatorISMG and the CONNECT Timestamp
 msgid.py         Msg_Id: packing (time, gateway, sequence) and a generator
+report.py        status reports: the content of a DELIVER with Registered_Delivery = 1
+text.py          message text: Msg_Fmt 0 / 8 / 15, the UDH, concatenation
 """

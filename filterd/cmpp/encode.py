@@ -30,11 +30,9 @@ def _field(f: Field, pdu: Pdu, version: int) -> bytes:
         return bytes(f.size)
     value = getattr(pdu, f.name)
     if isinstance(f, Uint):
-        if not 0 <= value < 1 << (8 * f.size):
-            raise ValueError(f"{f.name} {value} does not fit {f.size} octet(s) in {version:#04x}")
-        return bytes(value.to_bytes(f.size, "big"))
+        return fixed_uint(f"{f.name} in {version:#04x}", value, f.size)
     if isinstance(f, Text):
-        return _text(f.name, value, f.size)
+        return fixed_text(f.name, value, f.size)
     if isinstance(f, Raw):
         if len(value) != f.size:
             raise ValueError(f"{f.name} is {len(value)} octets, not {f.size}")
@@ -42,14 +40,23 @@ def _field(f: Field, pdu: Pdu, version: int) -> bytes:
     if isinstance(f, Terminals):
         if not 1 <= len(value) <= MAX_DESTINATIONS:
             raise ValueError(f"{len(value)} {f.name}: 1 to {MAX_DESTINATIONS}")
-        return bytes([len(value)]) + b"".join(_text(f.name, t, f.size) for t in value)
+        return bytes([len(value)]) + b"".join(fixed_text(f.name, t, f.size) for t in value)
     if len(value) > MAX_CONTENT:
         raise ValueError(f"{f.name} of {len(value)} octets (at most {MAX_CONTENT})")
     return bytes([len(value)]) + bytes(value)
 
 
-def _text(name: str, value: object, size: int) -> bytes:
-    """A string NUL-padded to `size` octets."""
+def fixed_uint(name: str, value: int, size: int) -> bytes:
+    """A big-endian unsigned integer of `size` octets; ValueError naming `name` when it does
+    not fit."""
+    if not 0 <= value < 1 << (8 * size):
+        raise ValueError(f"{name} {value} does not fit {size} octet(s)")
+    return value.to_bytes(size, "big")
+
+
+def fixed_text(name: str, value: object, size: int) -> bytes:
+    """A string NUL-padded to `size` octets; ValueError naming `name` when it is too long,
+    holds a NUL or is not Latin-1, TypeError when it is not a `str`."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be str, not {type(value).__name__}")
     try:
