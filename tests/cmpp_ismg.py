@@ -6,7 +6,7 @@ It answers CMPP_CONNECT by checking the SP's Source_Addr and AuthenticatorSource
 (Status 2 / 3 / 4 as an ISMG does, then closes), each link in the version its SP
 asked for; records every CMPP_SUBMIT and answers it with `submit_result` and its
 own Msg_Ids; answers CMPP_ACTIVE_TEST and CMPP_TERMINATE (both counted); and can
-send status reports, consumers' replies (MO), its own CMPP_ACTIVE_TEST or a
+send status reports (`send_report`), consumers' replies (MO), its own CMPP_ACTIVE_TEST or a
 CMPP_TERMINATE to a logged-in SP (the latest login, or the link chosen by index)
 and wait for the answer."""
 
@@ -39,6 +39,7 @@ from filterd.cmpp.pdu import (
     Terminate,
     TerminateResp,
 )
+from filterd.cmpp.report import StatusReport, report_deliver
 
 GATEWAY = 4321
 """The fake ISMG's gateway id in the Msg_Ids it issues."""
@@ -184,6 +185,21 @@ class FakeIsmg:
             ),
             link=link,
         )  # fmt: skip
+
+    def send_report(
+        self, msg_id: int, destination: str, stat: str = "DELIVRD", *, link: int | None = None
+    ) -> int:
+        """A status report on the submit this ISMG accepted with `msg_id`, for `destination`,
+        in the link's version; the Result of its CMPP_DELIVER_RESP."""
+        version = self._link(link).version
+        report = StatusReport(
+            msg_id=msg_id, stat=stat, submit_time="2612071000", done_time="2612071001",
+            dest_terminal_id=destination, smsc_sequence=1,
+        )  # fmt: skip
+        deliver = report_deliver(
+            report, version, sequence_id=0, msg_id=self._issue(), dest_id="10690001"
+        )
+        return self.deliver(deliver, link=link)
 
     # ---- the server, in the loop thread --------------------------------------------
 
