@@ -13,6 +13,9 @@ each CMPP_SUBMIT is decided and forwarded by `filterd.cmpp.submit`. What the ISM
 delivers (status reports, consumers' replies) comes back through `forward`, to one
 live connection of the account.
 
+Terminal ids are read as phone numbers in `registry.default_region`, China when none
+is set (CMPP's numbers are Chinese).
+
 Msg_Ids filterd gives its clients carry this process's id as their gateway id
 (22 bits: a Linux process id fits), so the processes of one host never issue the
 same Msg_Id.
@@ -24,12 +27,14 @@ import asyncio
 import dataclasses
 import os
 
+from filterd.cmpp.deliveries import CMPP_REGION, Deliveries
 from filterd.cmpp.ismg import IsmgClient
 from filterd.cmpp.msgid import GATEWAY_BITS, MsgIdGenerator
 from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.session import ClientSession
 from filterd.cmpp.submit import HOLD_S, Outcome, Submitter
 from filterd.guard import ConnectionTable, LoginGate
+from filterd.keywords import Keywords
 from filterd.logs import get_logger
 from filterd.service import Service
 from filterd.settings import CmppAccount, CmppSettings, ComplianceSettings
@@ -51,6 +56,7 @@ class CmppRelay:
         settings: CmppSettings,
         service: Service,
         registry: Registry,
+        keywords: Keywords,
         *,
         default_region: str | None,
         drain_s: float = 30.0,
@@ -61,6 +67,7 @@ class CmppRelay:
         self.settings = settings
         self.service = service
         self.registry = registry
+        self.keywords = keywords
         self.drain_s = drain_s
         """How long submits in flight may take at shutdown or disconnect."""
         self.default_region = default_region
@@ -78,18 +85,19 @@ class CmppRelay:
             service,
             registry,
             self.msg_ids,
-            default_region=default_region,
+            default_region=default_region or CMPP_REGION,
             msg_src=upstream.sp_id if upstream is not None else None,
             compliance=compliance,
             hold_s=hold_s,
         )
+        self._deliveries = Deliveries(self, service, registry, default_region)
         self.gate = gate or LoginGate()
         """The process's login gate (per-address back-off after failed logins)."""
         self.table = ConnectionTable("cmpp", settings.limits)
         """This listener's connections, within its caps and idle timeout."""
 
-    def reload(self, settings: CmppSettings) -> None:
-        """Take new accounts, numbers and confirmation texts (SIGHUP).
+    def reload(self, settings: CmppSettings, keywords: Keywords) -> None:
+        """Take new accounts, numbers, keywords and confirmation texts (SIGHUP).
 
         Logged-in sessions keep the account they logged in with; listen, upstream,
         window and limits need a restart.
@@ -101,6 +109,7 @@ class CmppRelay:
             receipt_ttl_s=settings.receipt_ttl_s,
             confirmations=settings.confirmations,
         )
+        self.keywords = keywords
         self.accounts = {a.sp_id: a for a in settings.accounts}
         self.numbers = {n.address: n.sender for n in settings.numbers}
 
@@ -131,6 +140,11 @@ class CmppRelay:
     async def submit(self, account: CmppAccount, pdu: Submit) -> Outcome:
         """Decide one CMPP_SUBMIT and forward it; the outcome for the client."""
         return await self._submitter.submit(account, pdu, self.carrier, self.settings.receipt_ttl_s)
+
+    async def from_ismg(self, deliver: Deliver) -> int:
+        """A CMPP_DELIVER from the ISMG (status report or MO, `filterd.cmpp.deliveries`);
+        the Result of its CMPP_DELIVER_RESP (8: the ISMG sends it again)."""
+        return await self._deliveries.handle(deliver)
 
     def forward(self, sp_id: str, deliver: Deliver) -> bool:
         """Send a DELIVER (status report or MO) to one live connection of the account

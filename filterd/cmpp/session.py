@@ -148,6 +148,8 @@ class ClientSession:
         self._heard = time.monotonic()
         self.open = True
         """False once the session is ending: DELIVERs go to another connection."""
+        self._ended = False
+        """True once the FIN is sent: nothing more is written."""
 
     def gone(self) -> bool:
         """Whether the client has left (or the connection is being closed)."""
@@ -324,7 +326,7 @@ class ClientSession:
         except ValueError as exc:
             log.warning("deliver_unfit", sp_id=self.account and self.account.sp_id, error=str(exc))
             return False
-        if self.writer.is_closing():
+        if self.writer.is_closing() or self._ended:
             return False
         self.writer.write(data)
         return True
@@ -353,7 +355,10 @@ class ClientSession:
             self._heard = time.monotonic()
 
     async def close_gracefully(self) -> None:
-        """Shutdown: answer the submits in flight (drain_s at most), then CMPP_TERMINATE."""
+        """Shutdown: answer the submits in flight (drain_s at most), then CMPP_TERMINATE (a
+        session already ending finishes on its own)."""
+        if not self.open:
+            return
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
@@ -368,7 +373,7 @@ class ClientSession:
         self._write_in(pdu, self.version)
 
     def _write_in(self, pdu: Pdu, version: int) -> None:
-        if not self.writer.is_closing():
+        if not self.writer.is_closing() and not self._ended:
             self.writer.write(encode(pdu, version))
 
     async def _finish(self) -> None:
@@ -381,6 +386,7 @@ class ClientSession:
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         with contextlib.suppress(OSError, RuntimeError, TimeoutError):
             if not self.writer.is_closing() and self.writer.can_write_eof():
+                self._ended = True
                 self.writer.write_eof()
                 await asyncio.wait_for(self._discard_input(), LINGER_S)
         self.writer.close()

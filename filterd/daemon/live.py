@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime
+from filterd.cmpp.server import CmppRelay
 from filterd.guard import LoginGate
 from filterd.metrics_dir import MetricsDir
 from filterd.notify import Notifier
@@ -28,8 +29,10 @@ class Live:
     notifier: Notifier
     accounts: AccountBook
     gate: LoginGate = field(default_factory=LoginGate)
-    """The process's one login gate: SMTP AUTH and SMPP binds share its back-off."""
+    """The process's one login gate: SMTP AUTH, SMPP binds and CMPP connects share its
+    back-off."""
     relay: SmppRelay | None = None
+    cmpp_relay: CmppRelay | None = None
     workers: dict[str, list[asyncio.subprocess.Process]] = field(default_factory=dict)
     """Worker processes by front end ("smtp", "smpp")."""
     hub: Hub | None = None
