@@ -46,12 +46,17 @@ Body = Callable[[CmppRelay, int], Awaitable[None]]
 
 
 def run(
-    registry: RedisProcess, body: Body, ismg: FakeIsmg | None = None, **options: object
+    registry: RedisProcess,
+    body: Body,
+    ismg: FakeIsmg | None = None,
+    drain_s: float = 30.0,
+    **options: object,
 ) -> None:
-    """Run `body(relay, port)` against an in-process relay (settings `options`)."""
+    """Run `body(relay, port)` against an in-process relay ([cmpp] `options`)."""
 
     async def main() -> None:
-        async with in_process_relay(settings(ismg, **options), registry.url) as (relay, port):
+        cmpp = settings(ismg, **options)
+        async with in_process_relay(cmpp, registry.url, drain_s=drain_s) as (relay, port):
             await body(relay, port)
 
     asyncio.run(main())
@@ -241,7 +246,7 @@ def test_window_full_answers_flow_control(valkey_server: RedisProcess) -> None:
         await client.close()
 
     try:
-        run(valkey_server, body, ismg=ismg, window=1)
+        run(valkey_server, body, ismg=ismg, drain_s=0.5, window=1)
     finally:
         ismg.shutdown()
 
