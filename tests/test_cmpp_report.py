@@ -113,3 +113,14 @@ def test_report_deliver() -> None:
 def test_report_time() -> None:
     """Submit_time and Done_time are YYMMDDHHMM."""
     assert report_time(datetime(2026, 12, 7, 16, 5, 59)) == "2612071605"
+
+
+@given(st.binary(max_size=80), st.sampled_from([V20, V30]))
+def test_any_content_gives_a_report_or_report_error(content: bytes, version: int) -> None:
+    """Whatever a DELIVER carries, decode_report returns a report or raises ReportError."""
+    try:
+        report = decode_report(content, version)
+    except ReportError:
+        return
+    assert len(content) == report_length(version)
+    assert decode_report(encode_report(report, version), version) == report

@@ -4,6 +4,8 @@ by UDH or Pk_total, and the text of a long message."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.text import (
@@ -130,3 +132,19 @@ def test_message_text_of_mixed_formats() -> None:
     assert message_text(mixed) == "Hi 退"
     binary = [Submit(1, msg_fmt=0, msg_content=b"Hi"), Submit(2, msg_fmt=4, msg_content=b"\x00")]
     assert message_text(binary) is None
+
+
+@given(st.integers(0, 255), st.integers(0, 1), st.binary(max_size=160))
+def test_any_content_gives_text_none_or_sms_text_error(
+    msg_fmt: int, tp_udhi: int, content: bytes
+) -> None:
+    """Whatever a message carries, its text is a str, None (not text) or SmsTextError, and
+    looking for its concatenation never raises."""
+    pdu = Deliver(1, msg_fmt=msg_fmt, tp_udhi=tp_udhi, msg_content=content)
+    try:
+        text = part_text(pdu)
+    except SmsTextError:
+        text = None
+    assert text is None or isinstance(text, str)
+    concat = concat_of(tp_udhi, content)
+    assert concat is None or 1 <= concat.sequence <= concat.total
