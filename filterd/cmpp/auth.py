@@ -16,7 +16,7 @@ import hmac
 from datetime import datetime
 
 from filterd.cmpp.header import V20, check_version
-from filterd.cmpp.pdu import NO_AUTHENTICATOR, Connect, ConnectResp
+from filterd.cmpp.pdu import Connect
 
 AUTHENTICATOR_LENGTH = 16
 
@@ -58,11 +58,11 @@ def connect_is_authentic(connect: Connect, secret: str) -> bool:
     return hmac.compare_digest(expected, connect.authenticator_source)
 
 
-def connect_resp_is_authentic(resp: ConnectResp, source: bytes, secret: str, version: int) -> bool:
-    """True when a CONNECT_RESP's AuthenticatorISMG was made with `secret` for the CONNECT
-    whose AuthenticatorSource was `source` (an SP checking its ISMG; constant time)."""
-    expected = authenticator_ismg(resp.status, source, secret, version)
-    return hmac.compare_digest(expected, resp.authenticator_ismg)
+def ismg_is_authentic(
+    authenticator: bytes, status: int, source: bytes, secret: str, version: int
+) -> bool:
+    """True when a CONNECT_RESP's AuthenticatorISMG matches (an SP checking its ISMG)."""
+    return hmac.compare_digest(authenticator_ismg(status, source, secret, version), authenticator)
 
 
 def connect_for(
@@ -77,20 +77,4 @@ def connect_for(
         authenticator_source=authenticator_source(source_addr, secret, timestamp),
         version=version,
         timestamp=timestamp,
-    )
-
-
-def connect_resp_for(
-    connect: Connect, status: int, secret: str | None, version: int
-) -> ConnectResp:
-    """The answer to `connect` in `version`, announcing `version`.
-
-    With a `secret` the AuthenticatorISMG is made from it (the protocol asks for it
-    when Status is 0); without one (an unknown Source_Addr) it is 16 NULs.
-    """
-    authenticator = NO_AUTHENTICATOR
-    if secret is not None:
-        authenticator = authenticator_ismg(status, connect.authenticator_source, secret, version)
-    return ConnectResp(
-        connect.sequence_id, status=status, authenticator_ismg=authenticator, version=version
     )
