@@ -23,7 +23,6 @@ from filterd.cmpp.header import (
     V20,
     V30,
     check_version,
-    layout_for,
 )
 from filterd.cmpp.pdu import Submit
 
@@ -74,13 +73,3 @@ def test_versions() -> None:
     check_version(V30)
     with pytest.raises(ValueError, match="0x21"):
         check_version(0x21)
-
-
-@pytest.mark.parametrize(
-    ("announced", "layout"),
-    [(0x20, V20), (0x21, V20), (0x2F, V20), (0x30, V30), (0x31, None), (0x1F, None), (0, None)],
-)
-def test_layout_for_a_connect_version(announced: int, layout: int | None) -> None:
-    """A CONNECT announcing 2.x (0x20-0x2F) is served in the 2.0 layout, 0x30 in 3.0, and
-    no other value has a layout."""
-    assert layout_for(announced) == layout

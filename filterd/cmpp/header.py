@@ -43,14 +43,3 @@ def check_version(version: int) -> None:
     """Raise ValueError unless `version` is V20 or V30 (the layouts this codec knows)."""
     if version not in VERSIONS:
         raise ValueError(f"CMPP version {version:#04x}: only 0x20 and 0x30 have layouts")
-
-
-def layout_for(connect_version: int) -> int | None:
-    """The layout (V20 or V30) to serve a CONNECT's Version in, or None.
-
-    0x20 to 0x2F are CMPP 2.x (some SPs announce 0x21) and read as 2.0; 0x30 is
-    3.0; any other value has no layout (above 0x30 is answered with Status 4).
-    """
-    if V20 <= connect_version < V30:
-        return V20
-    return V30 if connect_version == V30 else None
