@@ -11,6 +11,7 @@ from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.text import (
     MSG_FMT_ASCII,
     MSG_FMT_BINARY,
+    MSG_FMT_CARD_WRITE,
     MSG_FMT_GBK,
     MSG_FMT_UCS2,
     concat_of,
@@ -52,7 +53,7 @@ def test_malformed_text(msg_fmt: int, data: bytes, message: str) -> None:
         decode_text(msg_fmt, data)
 
 
-@pytest.mark.parametrize("msg_fmt", [MSG_FMT_BINARY, 3, 9, 255])
+@pytest.mark.parametrize("msg_fmt", [MSG_FMT_BINARY, MSG_FMT_CARD_WRITE, 9, 255])
 def test_formats_that_are_not_text(msg_fmt: int) -> None:
     """Binary, card-write and other formats are not text: None."""
     assert decode_text(msg_fmt, b"\xff\x00") is None
