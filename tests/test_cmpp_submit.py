@@ -24,9 +24,8 @@ from filterd.cmpp.result import (
     SIGNATURE_MISSING,
 )
 from filterd.cmpp.server import CmppRelay
-from filterd.cmpp.submit import refusal
 from filterd.cmpp.text import MSG_FMT_UCS2
-from filterd.model import Action, Decision, Kind, Reason
+from filterd.model import Kind
 from filterd.quiet_hours import parse_window
 from filterd.settings import CancelMethod, ComplianceSettings, SenderCompliance
 from tests.cmpp_ismg import FakeIsmg
@@ -303,23 +302,6 @@ def test_quiet_hours_defer(valkey_server: RedisProcess, ismg: FakeIsmg) -> None:
         assert ismg.submits == []
 
     run(valkey_server, ismg, body, compliance=_compliance(quiet="00:00-23:59"))
-
-
-def test_refusal_table() -> None:
-    """The Result of a submit from its decisions: a deferral defers all; any delivery
-    forwards; else text rules first, all refused 64, otherwise 65."""
-    deliver = Decision(Action.DELIVER, None)
-    refused = Decision(Action.DROP, Reason.REFUSED)
-    none = Decision(Action.DROP, Reason.NO_CONSENT)
-    defer = Decision(Action.DEFER, Reason.QUIET_HOURS)
-    unsigned = Decision(Action.DROP, Reason.NO_SIGNATURE)
-    uncancellable = Decision(Action.DROP, Reason.NO_CANCEL_METHOD)
-    assert refusal([deliver, refused]) is None
-    assert refusal([deliver, defer]) == FLOW_CONTROL
-    assert refusal([refused, refused]) == ALL_REFUSED
-    assert refusal([refused, none]) == NONE_PERMITTED
-    assert refusal([refused, unsigned]) == SIGNATURE_MISSING
-    assert refusal([uncancellable, none]) == CANCEL_TEXT_MISSING
 
 
 def _udh(reference: int, total: int, number: int) -> bytes:
