@@ -1,22 +1,28 @@
 """The CMPP server (filterd/cmpp/server.py) over loopback: connection caps and the idle
 timeout of its listener, status reports and consumers' replies from the ISMG reaching
 the SP's connection (across versions), CMPP_TERMINATE at shutdown; and `filterd serve`
-with a [cmpp] table as a real process between an SP client and the fake ISMG."""
+with a [cmpp] table as a real process between an SP client (filterd's codec, and
+cmppy as an independent one) and the fake ISMG."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cmppy.request import ConnectReq, SubmitReq
+from cmppy.response import parse_response
 
 from filterd.cmpp.header import V20, V30
 from filterd.cmpp.pdu import Deliver, Terminate
@@ -171,12 +177,14 @@ sender = "acme"
     return path
 
 
-def test_filterd_serve_relays_cmpp(valkey_server: RedisProcess, ismg: FakeIsmg) -> None:
-    """`filterd serve` with [cmpp]: it logs in to the ISMG (2.0 here), listens, relays a
-    3.0 client's permitted submit to the ISMG and refuses one to a consumer without
-    consent; on SIGTERM the client gets CMPP_TERMINATE and serve exits 0."""
+@contextlib.contextmanager
+def serving(
+    registry: RedisProcess, ismg: FakeIsmg
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`filterd serve` with [cmpp] linked to `ismg` (logged in, 2.0); the process and the
+    CMPP port. Killed at the end if still running."""
     home = Path(tempfile.mkdtemp(prefix="cmpp", dir="/tmp"))
-    path = _config(home, valkey_server.url, ismg.port)
+    path = _config(home, registry.url, ismg.port)
     process = subprocess.Popen(
         [FILTERD, "serve", "--config", str(path)],
         stdout=subprocess.PIPE,
@@ -188,8 +196,22 @@ def test_filterd_serve_relays_cmpp(valkey_server: RedisProcess, ismg: FakeIsmg) 
         log = LogReader(process)
         while (entry := log.wait_for("listening")).get("front_end") != "cmpp":
             pass
-        port = int(str(entry["port"]))
         ismg.wait_logged_in()
+        yield process, int(str(entry["port"]))
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        assert process.stdout is not None
+        process.stdout.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_filterd_serve_relays_cmpp(valkey_server: RedisProcess, ismg: FakeIsmg) -> None:
+    """`filterd serve` with [cmpp]: it logs in to the ISMG (2.0 here), listens, relays a
+    3.0 client's permitted submit to the ISMG and refuses one to a consumer without
+    consent; on SIGTERM the client gets CMPP_TERMINATE and serve exits 0."""
+    with serving(valkey_server, ismg) as (process, port):
         assert ismg.versions() == [V20]
 
         async def client_side() -> None:
@@ -205,10 +227,41 @@ def test_filterd_serve_relays_cmpp(valkey_server: RedisProcess, ismg: FakeIsmg) 
         asyncio.run(client_side())
         assert process.wait(30) == 0
         assert [s.dest_terminal_ids for s in ismg.submits] == [(JANE,)]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
-        assert process.stdout is not None
-        process.stdout.close()
-        shutil.rmtree(home, ignore_errors=True)
+
+
+def _exchange(peer: socket.socket, message: bytes) -> Any:
+    """Send a message cmppy built; cmppy's reading of the answer."""
+    peer.sendall(message)
+    head = _receive(peer, 4)
+    return parse_response(head + _receive(peer, int.from_bytes(head, "big") - 4))
+
+
+def _receive(peer: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = peer.recv(size - len(data))
+        assert chunk, "filterd closed the connection"
+        data += chunk
+    return data
+
+
+def test_cmppy_client_through_filterd_serve(valkey_server: RedisProcess, ismg: FakeIsmg) -> None:
+    """cmppy (an independent CMPP 3.0 client) logs in to `filterd serve` with the account's
+    secret (a wrong one gets Status 3), and its UCS2 submits get Result 0 for a consumer
+    with consent (forwarded to the ISMG) and 65 for one without."""
+    asyncio.run(record(valkey_server.url, JANE, Kind.CONSENT))
+    with serving(valkey_server, ismg) as (_, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as peer:
+            assert _exchange(peer, ConnectReq(SP_ID, "guess").message).status == 3
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as peer:
+            login = _exchange(peer, ConnectReq(SP_ID, SP_SECRET).message)
+            assert (login.status, login.version) == (0, 0x30)
+            sent = SubmitReq(
+                SP_ID, "【Acme】春季特卖", src_id=NUMBER, dest_terminal_id=["86" + JANE]
+            )
+            assert _exchange(peer, sent.message).result == 0
+            other = SubmitReq(SP_ID, "特卖", src_id=NUMBER, dest_terminal_id=["8613800138009"])
+            assert _exchange(peer, other.message).result == 65
+    [forwarded] = ismg.submits
+    assert forwarded.dest_terminal_ids == ("86" + JANE,)
+    assert forwarded.msg_content.decode("utf-16-be") == "【Acme】春季特卖"
