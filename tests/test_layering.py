@@ -310,15 +310,16 @@ LAYERS = {
         "smpp.pdu",
         "smpp.status",
     },
+    "hub": {"errors", "logs"},
     "smpp.hub": {
-        "errors",
-        "logs",
+        "hub",
         "smpp.decode",
         "smpp.encode",
         "smpp.framer",
         "smpp.pdu",
         "smpp.receipt",
     },
+    "cmpp.hub": {"cmpp.decode", "cmpp.encode", "cmpp.header", "cmpp.pdu", "hub"},
     "smpp.session": {
         "guard",
         "logs",
@@ -364,6 +365,7 @@ LAYERS = {
     "smpp.server": {
         "accounts",
         "guard",
+        "hub",
         "keywords",
         "logs",
         "service",

@@ -18,6 +18,7 @@ from filterd.api import ApiSite
 from filterd.daemon.live import Live
 from filterd.errors import ConfigError
 from filterd.guard import ConnectionTable
+from filterd.hub import HubClient
 from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
 from filterd.settings import (
@@ -29,7 +30,7 @@ from filterd.settings import (
     SmtpSettings,
 )
 from filterd.smpp.carrier import CarrierClient
-from filterd.smpp.hub import HubClient
+from filterd.smpp.hub import SMPP_WIRE, SmppDelivery
 from filterd.smpp.server import SmppRelay
 from filterd.smtp.complaints import Complaints
 from filterd.smtp.connection import Connections
@@ -329,7 +330,7 @@ class SmppFrontEnd:
             live.hub.local = relay.deliver_local
             relay.hub = live.hub
         if live.hub_fd is not None:
-            client = await HubClient.open(live.hub_fd, relay.deliver_local)
+            client = await HubClient.open(SMPP_WIRE, live.hub_fd, relay.deliver_local)
             relay.hub = client
             self.hub_link = asyncio.create_task(_hub_link(client, live.stop))
         if self.smpp.upstream is not None:
@@ -358,7 +359,7 @@ class SmppFrontEnd:
         logs.get_logger("smpp").info("drained", front_end="smpp")
 
 
-async def _hub_link(client: HubClient, stop: asyncio.Event) -> None:
+async def _hub_link(client: HubClient[SmppDelivery], stop: asyncio.Event) -> None:
     """An SMPP worker's link to the hub; lost while serving: stop, so that `filterd serve`
     starts this worker afresh with a new link (its clients bind again)."""
     try:
