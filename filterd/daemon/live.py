@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from filterd.accounts import AccountBook
 from filterd.bootstrap import Runtime
 from filterd.cmpp.pdu import Deliver
+from filterd.cmpp.server import CmppRelay
 from filterd.guard import LoginGate
 from filterd.hub import Hub
 from filterd.metrics_dir import MetricsDir
@@ -30,8 +31,10 @@ class Live:
     notifier: Notifier
     accounts: AccountBook
     gate: LoginGate = field(default_factory=LoginGate)
-    """The process's one login gate: SMTP AUTH and SMPP binds share its back-off."""
+    """The process's one login gate: SMTP AUTH, SMPP binds and CMPP connects share its
+    back-off."""
     relay: SmppRelay | None = None
+    cmpp_relay: CmppRelay | None = None
     workers: dict[str, list[asyncio.subprocess.Process]] = field(default_factory=dict)
     """Worker processes by front end ("smtp", "smpp")."""
     hub: Hub[SmppDelivery] | None = None

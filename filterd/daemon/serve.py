@@ -20,6 +20,7 @@ from filterd.accounts import AccountBook
 from filterd.bootstrap import build
 from filterd.daemon.frontends import (
     ApiService,
+    CmppFrontEnd,
     HttpService,
     PolicyFrontEnd,
     SmppFrontEnd,
@@ -129,7 +130,9 @@ def _warn_about_config_file(settings: Settings) -> None:
     named as such (written before it existed, it keeps its behaviour)."""
     for warning in config_warnings(settings.path):
         logs.get_logger("daemon").warning("config_file_mode", warning=warning)
-    if settings.compliance is None and (settings.smtp or settings.smpp or settings.policy):
+    if settings.compliance is None and (
+        settings.smtp or settings.smpp or settings.cmpp or settings.policy
+    ):
         logs.get_logger("daemon").warning(
             "compliance_off",
             warning="no [compliance] table: commercial messages are not checked for a "
@@ -190,6 +193,8 @@ def _start_front_ends(
         if main and smpp.workers > 1:
             live.hub = Hub(SMPP_WIRE)
             group.create_task(run_workers(live, "smpp", smpp.workers - 1, live.hub))
+    if settings.cmpp is not None and main:
+        tasks.append(run(live, CmppFrontEnd(live, settings.cmpp)))
     if settings.policy is not None and main:
         tasks.append(run(live, PolicyFrontEnd(live, settings.policy)))
     if settings.http is not None and main:
