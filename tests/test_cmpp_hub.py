@@ -1,6 +1,8 @@
 """The CMPP relay's deliveries on the hub (filterd/cmpp/hub.py): a CMPP_DELIVER travels
-as a 3.0 message whatever version it came in; anything else is a HubProtocolError; and
-the generic hub routes them between processes over a real socket pair."""
+as a 3.0 message whatever version it came in; anything else is a HubProtocolError; the
+generic hub routes them between processes over a real socket pair; and with
+cmpp.workers = 2 a status report or MO that reaches either process's ISMG link gets to
+the SP's connection in the other."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from filterd.cmpp.encode import encode
 from filterd.cmpp.header import V20, V30
 from filterd.cmpp.hub import CMPP_WIRE
 from filterd.cmpp.pdu import ActiveTest, Deliver
-from filterd.cmpp.report import StatusReport, encode_report
+from filterd.cmpp.report import StatusReport, decode_report, encode_report
 from filterd.hub import (
     Delivery,
     FrameReader,
@@ -25,6 +27,14 @@ from filterd.hub import (
     encode_deliver,
     encode_receivers,
 )
+from filterd.identity import ConsumerHasher
+from filterd.model import Channel, FactRequest, Kind
+from filterd.normalize import normalize
+from filterd.service import Service
+from filterd.storage.redis import RedisRegistry
+from tests.cmpp_relay_helpers import JANE, NUMBER, SECRET, CmppClient
+from tests.cmpp_serve import serving
+from tests.helpers import RedisProcess
 
 REPORT_20 = Deliver(
     7, msg_id=1 << 63, dest_id="10690001", src_terminal_id="8613800138000",
@@ -106,3 +116,55 @@ def test_hub_passes_a_report_to_the_worker_holding_the_sp() -> None:
     frame = asyncio.run(scenario())
     assert frame == Delivery("900001", REPORT_20)
     assert encode_deliver(CMPP_WIRE, "900001", REPORT_20)[5:12] == b"\x06900001"
+
+
+async def consent(url: str, number: str) -> None:
+    """Record acme's sms consent for the national number `number` (region CN)."""
+    registry = RedisRegistry.from_url(url)
+    service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+    address = normalize("+86" + number)
+    await service.record(FactRequest(address, Kind.CONSENT, "acme", Channel.SMS, "test"),
+                         origin="test")  # fmt: skip
+    await service.close()
+    await registry.close()
+
+
+def test_two_processes_pass_reports_and_mo_to_the_sp(valkey_server: RedisProcess) -> None:
+    """With cmpp.workers = 2 (two ISMG links), a status report on the SP's submit and a
+    consumer's reply reach the SP's one connection whichever link they arrive on: the
+    process without the connection hands them to the other through the hub."""
+    asyncio.run(consent(valkey_server.url, JANE))
+    with serving(valkey_server, workers=2) as served:
+        ismg = served.ismg
+
+        async def scenario() -> list[Deliver]:
+            client = await CmppClient.open(served.port)
+            assert (await client.connect()).status == 0
+            await asyncio.sleep(0.5)  # the login reaches the hub before the deliveries
+            answer = await client.submit(JANE)
+            assert answer.result == 0
+            [ismg_id] = ismg.msg_ids
+            for link in (0, 1):
+                assert await asyncio.to_thread(ismg.send_report, ismg_id, "86" + JANE,
+                                               link=link) == 0  # fmt: skip
+                assert await asyncio.to_thread(ismg.send_mo, "86" + JANE, NUMBER + "7",
+                                               b"hi", link=link) == 0  # fmt: skip
+            while len(client.received) < 4:
+                pdu = await client.read()
+                assert pdu is not None, "filterd closed the connection"
+                client.received.append(pdu)
+            await client.close()
+            return [pdu for pdu in client.received if isinstance(pdu, Deliver)]
+
+        delivered = asyncio.run(scenario())
+        answer_id = None
+        reports = [d for d in delivered if d.registered_delivery == 1]
+        replies = [d for d in delivered if d.registered_delivery == 0]
+        assert len(reports) == 2
+        assert len(replies) == 2
+        for report in reports:
+            found = decode_report(report.msg_content, V30)
+            answer_id = answer_id or found.msg_id
+            assert found.msg_id == answer_id
+            assert found.msg_id not in ismg.msg_ids  # filterd's own Msg_Id, not the ISMG's
+        assert all(r.msg_content == b"hi" for r in replies)

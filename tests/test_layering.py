@@ -315,6 +315,7 @@ LAYERS = {
         "cmpp.session",
         "cmpp.submit",
         "guard",
+        "hub",
         "keywords",
         "logs",
         "service",

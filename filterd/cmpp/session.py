@@ -111,6 +111,10 @@ class Relay(Protocol):
         """The account with that sp_id, or None."""
         ...
 
+    def receivers_changed(self) -> None:
+        """A session logged in (the server's other processes learn where its SP is)."""
+        ...
+
     async def submit(self, account: CmppAccount, pdu: Submit) -> Outcome:
         """Decide one CMPP_SUBMIT and forward it; the outcome for the client."""
         ...
@@ -263,6 +267,7 @@ class ClientSession:
             )
         )
         log.info("connected", sp_id=account.sp_id, version=f"{version:#04x}")
+        self.relay.receivers_changed()
         return True
 
     async def _unreadable_login(self, exc: CmppProtocolError) -> None:

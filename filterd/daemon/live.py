@@ -36,7 +36,7 @@ class Live:
     relay: SmppRelay | None = None
     cmpp_relay: CmppRelay | None = None
     workers: dict[str, list[asyncio.subprocess.Process]] = field(default_factory=dict)
-    """Worker processes by front end ("smtp", "smpp")."""
+    """Worker processes by front end ("smtp", "smpp", "cmpp")."""
     hub: Hub[SmppDelivery] | None = None
     """The parent's SMPP hub (smpp.workers > 1)."""
     cmpp_hub: Hub[Deliver] | None = None

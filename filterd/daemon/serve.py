@@ -18,6 +18,7 @@ from typing import Any
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import build
+from filterd.cmpp.hub import CMPP_WIRE
 from filterd.daemon.frontends import (
     ApiService,
     CmppFrontEnd,
@@ -193,8 +194,12 @@ def _start_front_ends(
         if main and smpp.workers > 1:
             live.hub = Hub(SMPP_WIRE)
             group.create_task(run_workers(live, "smpp", smpp.workers - 1, live.hub))
-    if settings.cmpp is not None and main:
-        tasks.append(run(live, CmppFrontEnd(live, settings.cmpp)))
+    cmpp = settings.cmpp
+    if cmpp is not None and worker in (None, "cmpp"):
+        tasks.append(run(live, CmppFrontEnd(live, cmpp)))
+        if main and cmpp.workers > 1:
+            live.cmpp_hub = Hub(CMPP_WIRE)
+            group.create_task(run_workers(live, "cmpp", cmpp.workers - 1, live.cmpp_hub))
     if settings.policy is not None and main:
         tasks.append(run(live, PolicyFrontEnd(live, settings.policy)))
     if settings.http is not None and main:
