@@ -110,6 +110,8 @@ SENDER = "acme"
 NUMBERS = 10_000
 RELAY_WINDOW = UPSTREAM_WINDOW = 200
 NO_CONSENT, REFUSED = "8613900000000", "8613900000001"
+MSG_SRC_AT = {V20: 8 + 4 + 10 + 1 + 21 + 3, V30: 8 + 4 + 10 + 1 + 32 + 1 + 3}
+"""Where Msg_src starts in a SUBMIT body."""
 TEXT = b"Acme spring sale: 20% off all week. Reply TD to unsubscribe."
 
 
@@ -359,13 +361,13 @@ async def open_client(port: int, version: int) -> Client:
     return client
 
 
-def bodies(numbers: Sequence[str], version: int) -> list[bytes]:
-    """One pre-encoded SUBMIT body per number."""
+def bodies(numbers: Sequence[str], version: int, msg_src: str = ACCOUNT) -> list[bytes]:
+    """One pre-encoded SUBMIT body per number, from the SP `msg_src`."""
     out = []
     for number in numbers:
         pdu = Submit(
             0,
-            msg_src=ACCOUNT,
+            msg_src=msg_src,
             src_id="10690001",
             service_id="bench",
             dest_terminal_ids=(number,),
@@ -509,10 +511,21 @@ class Side:
     name: str
     client: Client
     sp: str
+    msg_src: str | None = None
+    """The Msg_src the relay writes in place of the client's (filterd: its own SP code)."""
+    version: int = V30
     seconds: float = 0.0
     submits: int = 0
     cpu: float = 0.0
     latencies: list[int] = field(default_factory=list)
+
+    def arriving(self, load: list[bytes]) -> list[bytes]:
+        """The bodies the ISMG must receive for `load` sent this way."""
+        if self.msg_src is None:
+            return load
+        at = MSG_SRC_AT[self.version]
+        new = self.msg_src.encode()
+        return [body[:at] + new + body[at + len(new) :] for body in load]
 
 
 def counted(ismg: Child, sp: str) -> tuple[int, int]:
@@ -523,10 +536,17 @@ def counted(ismg: Child, sp: str) -> tuple[int, int]:
 
 async def checked_run(side: Side, ismg: Child, load: list[bytes], window: int) -> float:
     """A windowed run; every answer Result 0, the ISMG got each body once, byte for byte."""
+    return await _checked(side, ismg, load, side.arriving(load), window)
+
+
+async def _checked(
+    side: Side, ismg: Child, load: list[bytes], arriving: list[bytes], window: int
+) -> float:
+    """checked_run, the ISMG to receive `arriving` for `load`."""
     before = await asyncio.to_thread(counted, ismg, side.sp)
     seconds = await windowed(side.client, load, window)
     after = await asyncio.to_thread(counted, ismg, side.sp)
-    crc = sum(zlib.crc32(body[8:]) for body in load)
+    crc = sum(zlib.crc32(body[8:]) for body in arriving)
     if side.client.results != {0: len(load)}:
         raise RuntimeError(f"{side.name}: results {side.client.results}")
     if (after[0] - before[0], after[1] - before[1]) != (len(load), crc):
@@ -568,7 +588,13 @@ async def bench(
     """Figures 1 to 3."""
     version = args.version
     sides = {
-        "filterd": Side("filterd", await open_client(ports["filterd"], version), FILTERD_SP),
+        "filterd": Side(
+            "filterd",
+            await open_client(ports["filterd"], version),
+            FILTERD_SP,
+            FILTERD_SP,
+            version,
+        ),
         "pass-through": Side("pass-through", await open_client(ports["pass"], version), PASS_SP),
         "direct": Side("direct", await open_client(ismg.port, version), ACCOUNT),
     }
@@ -659,6 +685,7 @@ def main() -> int:
         asyncio.run(passthrough_main(args.passthrough, args.version))
         return 0
     _common.sigterm_as_interrupt()
+    logs.configure(sys.stderr, "WARNING")  # the consent loader's lines stay out of the report
     started = time.monotonic()
     binary = find_binary()
     cleanup = _common.Cleanup(temp_dir=Path(tempfile.mkdtemp(prefix="cmpp-bench-", dir="/tmp")))
