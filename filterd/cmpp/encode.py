@@ -30,7 +30,7 @@ def _field(f: Field, pdu: Pdu, version: int) -> bytes:
         return bytes(f.size)
     value = getattr(pdu, f.name)
     if isinstance(f, Uint):
-        return fixed_uint(f"{f.name} in {version:#04x}", value, f.size)
+        return fixed_uint(f.name, value, f.size, where=f" in CMPP {version >> 4}.0")
     if isinstance(f, Text):
         return fixed_text(f.name, value, f.size)
     if isinstance(f, Raw):
@@ -46,11 +46,11 @@ def _field(f: Field, pdu: Pdu, version: int) -> bytes:
     return bytes([len(value)]) + bytes(value)
 
 
-def fixed_uint(name: str, value: int, size: int) -> bytes:
-    """A big-endian unsigned integer of `size` octets; ValueError naming `name` when it does
-    not fit."""
+def fixed_uint(name: str, value: int, size: int, *, where: str = "") -> bytes:
+    """A big-endian unsigned integer of `size` octets; ValueError naming `name` (and
+    `where`) when it does not fit."""
     if not 0 <= value < 1 << (8 * size):
-        raise ValueError(f"{name} {value} does not fit {size} octet(s)")
+        raise ValueError(f"{name} {value} does not fit {size} octet(s){where}")
     return value.to_bytes(size, "big")
 
 

@@ -16,7 +16,7 @@ also accepts it without that octet, as some peers send it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from filterd.cmpp.fields import Content, Field, Raw, Reserved, Terminals, Text, Uint
 from filterd.cmpp.header import (
@@ -261,21 +261,7 @@ Pdu = (
     | TerminateResp
 )
 
-_CLASSES: dict[int, type[Pdu]] = {
-    cls.command_id: cls
-    for cls in (
-        Connect,
-        ConnectResp,
-        Submit,
-        SubmitResp,
-        Deliver,
-        DeliverResp,
-        ActiveTest,
-        ActiveTestResp,
-        Terminate,
-        TerminateResp,
-    )
-}
+_CLASSES: dict[int, type[Pdu]] = {cls.command_id: cls for cls in get_args(Pdu)}
 
 
 def pdu_class(command_id: int) -> type[Pdu] | None:
