@@ -13,6 +13,10 @@ each CMPP_SUBMIT is decided and forwarded by `filterd.cmpp.submit`. What the ISM
 delivers (status reports, consumers' replies) comes back through `forward`, to one
 live connection of the account.
 
+With `cmpp.workers > 1` several processes serve the port, each with its own ISMG
+link; a report or MO that arrives on this process's link while the SP's
+connections are in another process is handed to `hub` (see `filterd.hub`).
+
 Terminal ids are read as phone numbers in `registry.default_region`, China when none
 is set (CMPP's numbers are Chinese).
 
@@ -34,6 +38,7 @@ from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.session import ClientSession
 from filterd.cmpp.submit import HOLD_S, Outcome, Submitter
 from filterd.guard import ConnectionTable, LoginGate
+from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
 from filterd.service import Service
@@ -74,6 +79,9 @@ class CmppRelay:
         self.carrier: IsmgClient | None = None
         """The ISMG link (None without [cmpp.upstream]: submits get Result 8)."""
         self.sessions: set[ClientSession] = set()
+        self.hub: Peers[Deliver] | None = None
+        """The other CMPP processes (cmpp.workers > 1), for deliveries bound elsewhere."""
+        self._announced: frozenset[str] = frozenset()
         self.accounts = {a.sp_id: a for a in settings.accounts}
         """The `[[cmpp.accounts]]` by sp_id."""
         self.numbers = {n.address: n.sender for n in settings.numbers}
@@ -132,6 +140,19 @@ class CmppRelay:
         finally:
             ticket.release()
             self.sessions.discard(session)
+            self.receivers_changed()
+
+    def receivers_changed(self) -> None:
+        """Tell the hub the sp_ids with a logged-in connection here, when that set changed."""
+        sp_ids = frozenset(
+            session.account.sp_id
+            for session in self.sessions
+            if session.account is not None and session.open
+        )
+        if sp_ids != self._announced:
+            self._announced = sp_ids
+            if self.hub is not None:
+                self.hub.receivers(sp_ids)
 
     def account_of(self, sp_id: str) -> CmppAccount | None:
         """The account with that sp_id, or None."""
@@ -148,7 +169,14 @@ class CmppRelay:
 
     def forward(self, sp_id: str, deliver: Deliver) -> bool:
         """Send a DELIVER (status report or MO) to one live connection of the account
-        `sp_id` in this process; False if none takes it."""
+        `sp_id`, here or (through the hub) in another process; False if none takes it."""
+        if self.deliver_local(sp_id, deliver):
+            return True
+        return self.hub is not None and self.hub.forward(sp_id, deliver)
+
+    def deliver_local(self, sp_id: str, deliver: Deliver) -> bool:
+        """Send a DELIVER to one live connection of the account `sp_id` in this process;
+        False if none takes it."""
         for session in self.sessions:
             account = session.account
             if account is None or account.sp_id != sp_id or not session.open:

@@ -85,6 +85,10 @@ class Relay(Protocol):
         """The account with that sp_id, or None."""
         ...
 
+    def receivers_changed(self) -> None:
+        """A session logged in (the server's other processes learn where its SP is)."""
+        ...
+
     async def submit(self, account: CmppAccount, pdu: Submit) -> Outcome:
         """Decide one CMPP_SUBMIT and forward it; the outcome for the client."""
         ...
@@ -212,6 +216,7 @@ class ClientSession:
         self.framer.version = judged.layout
         self._write(judged.answer)
         log.info("connected", sp_id=account.sp_id, version=f"{judged.layout:#04x}")
+        self.relay.receivers_changed()
         return True
 
     async def _unreadable_login(self, exc: CmppProtocolError) -> None:
