@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -25,9 +26,11 @@ from cmppy.request import ConnectReq, SubmitReq
 from cmppy.response import parse_response
 
 from filterd.cmpp.header import V20, V30
-from filterd.cmpp.pdu import Deliver, Terminate
+from filterd.cmpp.pdu import ActiveTest, ActiveTestResp, Deliver, Terminate
 from filterd.cmpp.report import decode_report
-from filterd.model import Kind
+from filterd.keywords import Keywords
+from filterd.model import Kind, MessageClass
+from filterd.settings import CmppAccount, KeywordSettings
 from tests.cmpp_ismg import FakeIsmg
 from tests.cmpp_relay_helpers import (
     JANE,
@@ -265,3 +268,29 @@ def test_cmppy_client_through_filterd_serve(valkey_server: RedisProcess, ismg: F
     [forwarded] = ismg.submits
     assert forwarded.dest_terminal_ids == ("86" + JANE,)
     assert forwarded.msg_content.decode("utf-16-be") == "【Acme】春季特卖"
+
+
+def test_reload_takes_new_accounts(valkey_server: RedisProcess) -> None:
+    """After reload() a new [[cmpp.accounts]] entry logs in; a session logged in before
+    with an account the new config drops keeps it."""
+
+    async def main() -> None:
+        async with in_process_relay(settings(None), valkey_server.url) as (relay, port):
+            early = await CmppClient.open(port)
+            assert (await early.connect()).status == 0
+            newcomer = CmppAccount("900003", "new-one", "acme", MessageClass.COMMERCIAL)
+            kw = KeywordSettings()
+            relay.reload(
+                dataclasses.replace(relay.settings, accounts=(newcomer,)),
+                Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
+            )
+            late = await CmppClient.open(port)
+            assert (await late.connect("900003", "new-one")).status == 0
+            early.send(ActiveTest(5))
+            assert await early.read() == ActiveTestResp(5)
+            gone = await CmppClient.open(port)
+            assert (await gone.connect()).status == 2
+            for client in (early, late, gone):
+                await client.close()
+
+    asyncio.run(main())
