@@ -217,8 +217,18 @@ async def in_process_relay(
 
 async def record(registry_url: str, number: str, kind: Kind, sender: str = "acme") -> None:
     """Write a fact (sms) for the Chinese number `number` into the registry."""
+    await record_all(registry_url, [number], kind, sender)
+
+
+async def record_all(
+    registry_url: str, numbers: list[str], kind: Kind, sender: str = "acme"
+) -> None:
+    """Write a fact (sms) for each Chinese number of `numbers`, concurrently."""
     registry = RedisRegistry.from_url(registry_url)
     service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
-    request = FactRequest(normalize("+86" + number), kind, sender, Channel.SMS, "test")
-    await service.record(request, origin="test")
+    requests = [
+        FactRequest(normalize("+86" + number), kind, sender, Channel.SMS, "test")
+        for number in numbers
+    ]
+    await asyncio.gather(*(service.record(request, origin="test") for request in requests))
     await registry.close()

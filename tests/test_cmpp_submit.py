@@ -39,6 +39,7 @@ from tests.cmpp_relay_helpers import (
     CmppClient,
     in_process_relay,
     record,
+    record_all,
     settings,
     submit_pdu,
 )
@@ -321,3 +322,20 @@ async def _until(check: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("not in 30 s")
+
+
+def test_hundred_destinations_in_one_submit(valkey_server: RedisProcess, ismg: FakeIsmg) -> None:
+    """A submit to 100 destinations, every other one with consent, goes to the ISMG once
+    with the 50 permitted ones in their order; the other 50 get NOCONST reports."""
+    numbers = [f"139{n:08d}" for n in range(100)]
+
+    async def body(relay: CmppRelay, client: CmppClient) -> None:
+        await record_all(valkey_server.url, numbers[::2], Kind.CONSENT)
+        answer = await client.submit(*numbers, registered_delivery=1)
+        assert answer.result == 0
+        [sent] = ismg.submits
+        assert sent.dest_terminal_ids == tuple(numbers[::2])
+        got = await reports(client, 50)
+        assert sorted(got) == [(n, "NOCONST", answer.msg_id) for n in numbers[1::2]]
+
+    run(valkey_server, ismg, body)
