@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
+from filterd.admission import Refused, phone_recipient
 from filterd.cmpp.header import V20, V30
 from filterd.cmpp.ismg import route_id
 from filterd.cmpp.pdu import Deliver
@@ -24,6 +25,7 @@ from filterd.cmpp.result import (
     SIGNATURE_MISSING,
 )
 from filterd.cmpp.server import CmppRelay
+from filterd.cmpp.submit import terminal_address
 from filterd.cmpp.text import MSG_FMT_UCS2
 from filterd.model import Kind
 from filterd.quiet_hours import parse_window
@@ -339,3 +341,20 @@ def test_hundred_destinations_in_one_submit(valkey_server: RedisProcess, ismg: F
         assert sorted(got) == [(n, "NOCONST", answer.msg_id) for n in numbers[1::2]]
 
     run(valkey_server, ismg, body)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["13800138000", "8613800138000", "+8613800138000", "10690001", "12345678901",
+     "8612345678901", "01012345678", "1380013800", "138 0013 8000", "2125550100"],
+)  # fmt: skip
+def test_terminal_ids_read_as_national_parsing_reads_them(raw: str) -> None:
+    """A terminal id names the same number (or is refused) as a national number of the
+    region would: the fast forms (86 + 11 digits; 11 digits from 1 in China) agree with
+    the phone-number library's national parsing, in CN and in another region."""
+    for region in ("CN", "US"):
+        fast = terminal_address(raw, region)
+        slow = phone_recipient(raw, 0, region)
+        assert isinstance(fast, Refused) == isinstance(slow, Refused), (raw, region)
+        if not isinstance(fast, Refused):
+            assert fast == slow

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from filterd.admission import Refused, phone_recipient
+from filterd.admission import INTERNATIONAL, Refused, phone_recipient
 from filterd.cmpp.answers import STAT, TEXT_RESULT, refusal
 from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id
 from filterd.cmpp.msgid import MsgIdGenerator
@@ -93,6 +93,22 @@ class MessageKey(NamedTuple):
     total: int
 
 
+def terminal_address(raw: str, region: str) -> Address | Refused:
+    """The phone number a Dest_terminal_Id names (read in `region`), or why not.
+
+    In China (region CN) CMPP's two usual forms are read as the international numbers
+    national parsing makes of them, without its cost: 86 and 11 digits, and 11 digits
+    starting with 1 (a mobile number: +86 and those digits). Anything else is a
+    national number of `region`, or international with its "+".
+    """
+    if region == "CN" and raw.isdigit():
+        if len(raw) == 13 and raw.startswith("86"):
+            return phone_recipient(raw, INTERNATIONAL, region)
+        if len(raw) == 11 and raw.startswith("1"):
+            return phone_recipient("86" + raw, INTERNATIONAL, region)
+    return phone_recipient(raw, 0, region)
+
+
 def message_key(sp_id: str, pdu: Submit) -> tuple[MessageKey, Concat] | None:
     """The key of the long message `pdu` is a part of, and its place; None for a single submit."""
     place = parts_of(pdu)
@@ -120,7 +136,7 @@ class Submitter:
         registry: Registry,
         msg_ids: MsgIdGenerator,
         *,
-        default_region: str | None,
+        default_region: str,
         msg_src: str | None,
         compliance: ComplianceSettings | None = None,
         hold_s: float = HOLD_S,
@@ -129,7 +145,8 @@ class Submitter:
         self.service = service
         self.registry = registry
         self.msg_ids = msg_ids
-        self.default_region = default_region
+        self.region = default_region
+        """How terminal ids are read (`registry.default_region`, China when none)."""
         self.msg_src = msg_src
         """filterd's SP code at the ISMG, the Msg_src of what it forwards."""
         self.compliance = compliance
@@ -158,7 +175,7 @@ class Submitter:
         """Decide one CMPP_SUBMIT and forward it to `carrier`; the outcome for the client."""
         addresses = []
         for raw in pdu.dest_terminal_ids:
-            address = phone_recipient(raw, 0, self.default_region)
+            address = terminal_address(raw, self.region)
             if isinstance(address, Refused):
                 log.info("invalid_destination", sp_id=account.sp_id, reason=address.reason)
                 return Outcome(SubmitResp(pdu.sequence_id, result=BAD_DEST_TERMINAL_ID))
