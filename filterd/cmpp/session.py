@@ -119,6 +119,8 @@ class ClientSession:
         """False once the session is ending: DELIVERs go to another connection."""
         self._ended = False
         """True once the FIN is sent: nothing more is written."""
+        self._out: list[bytes] = []
+        """Messages queued for the client in this turn of the event loop."""
 
     def gone(self) -> bool:
         """Whether the client has left (or the connection is being closed)."""
@@ -274,7 +276,7 @@ class ClientSession:
             return False
         if self.writer.is_closing() or self._ended:
             return False
-        self.writer.write(data)
+        self._send(data)
         return True
 
     async def _keepalive(self) -> None:
@@ -299,17 +301,28 @@ class ClientSession:
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         if self.account is not None:
             self._write(Terminate(self._next_sequence()))
+        self._flush()
         self.writer.close()
 
     def _next_sequence(self) -> int:
         return next(self._sequence) & 0xFFFFFFFF or next(self._sequence)
 
     def _write(self, pdu: Pdu) -> None:
-        self._write_in(pdu, self.version)
-
-    def _write_in(self, pdu: Pdu, version: int) -> None:
         if not self.writer.is_closing() and not self._ended:
-            self.writer.write(encode(pdu, version))
+            self._send(encode(pdu, self.version))
+
+    def _send(self, data: bytes) -> None:
+        """Queue `data` for the client; what is queued in one turn of the event loop goes
+        out in one write (answers completed together cost one system call)."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        """Write what is queued (nothing once the connection is closing)."""
+        if self._out and not self.writer.is_closing():
+            self.writer.write(b"".join(self._out))
+        self._out.clear()
 
     async def _finish(self) -> None:
         """Let submits in flight get their answers, then close without losing them: the
@@ -321,9 +334,11 @@ class ClientSession:
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         with contextlib.suppress(OSError, RuntimeError, TimeoutError):
             if not self.writer.is_closing() and self.writer.can_write_eof():
+                self._flush()
                 self._ended = True
                 self.writer.write_eof()
                 await asyncio.wait_for(self._discard_input(), LINGER_S)
+        self._flush()
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()

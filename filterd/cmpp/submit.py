@@ -256,9 +256,12 @@ class Submitter:
             for raw, d in zip(destinations, decisions, strict=True)
             if d.action is Action.DROP
         )
-        forwarded = dataclasses.replace(
-            pdu, msg_id=0, msg_src=self.msg_src or pdu.msg_src, dest_terminal_ids=tuple(permitted)
-        )
+        msg_src = self.msg_src or pdu.msg_src
+        forwarded = pdu
+        if pdu.msg_id or pdu.msg_src != msg_src or len(permitted) < len(destinations):
+            forwarded = dataclasses.replace(
+                pdu, msg_id=0, msg_src=msg_src, dest_terminal_ids=tuple(permitted)
+            )
         answer = await self._forward(account, forwarded, carrier, receipt_ttl_s)
         return Outcome(answer, removed if answer.result == OK else ())
 
