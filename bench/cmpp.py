@@ -26,6 +26,9 @@ dir under /tmp, all stopped and removed at the end, on an error, on Ctrl-C and S
   = the fake ISMG as SP 901001 (window 200), one commercial `[[cmpp.accounts]]` of
   sender "acme": one consent read (and one Msg_Id route write) per submit; logging at
   INFO, one JSON line per decision, to a file, as in production;
+- `filterd serve` "transactional": the same with SP 901003 at the ISMG and the account
+  `stream = "transactional"` (no consent read; the same relay path, the same Msg_Id
+  route write);
 - the reference: a pass-through CMPP relay, this script run with `--passthrough`,
   built from the same codec and filterd's own ISMG link (`IsmgClient`, SP 901002,
   window 200): it checks the client's CONNECT authenticator, passes every CMPP_SUBMIT
@@ -38,21 +41,26 @@ header packed per send, answers read by their header).
 
 Checks, so that a relay that drops or refuses cannot look fast: before timing, via
 filterd a consented number → Result 0, a number without consent → 65, a refused
-number → 64 (nothing of the last two at the ISMG); via the pass-through all three →
-0. In every timed run (warm-up too) every submit must be answered with Result 0, the
-ISMG's count for that side's SP must grow by exactly N, and its CRC sum by the sum of
-the CRCs of the bodies sent (every submit arrived once, byte for byte).
+number → 64 (nothing of the last two at the ISMG); via the transactional filterd and
+the pass-through all three → 0. In every timed run (warm-up too) every submit must be
+answered with Result 0, the ISMG's count for that side's SP must grow by exactly N,
+and its CRC sum by the sum of the CRCs of the bodies that must arrive (every submit
+arrived once, byte for byte as sent, but for the Msg_src filterd writes: its own SP
+code at the ISMG).
 
 Figures (ratio = filterd ÷ baseline):
 
 1. CMPP_SUBMIT/s end to end (first submit written → last CMPP_SUBMIT_RESP read) through
-   filterd beside the pass-through (target ratio ≥ 0.9; absolute ≥ 1,000/s), sides
-   alternating over R rounds; and the harness limit: the client straight into the ISMG.
+   filterd beside the pass-through (target ratio ≥ 0.9; absolute ≥ 1,000/s) and beside
+   the transactional filterd (what the consent read costs), sides alternating over R
+   rounds; and the harness limit: the client straight into the ISMG.
 2. Latency: the client sends on a schedule at half filterd's rate of figure 1 (the same
    rate for every side) for T s; per submit, writing it → reading its answer; p50 and
-   p99 through filterd, the pass-through and straight to the ISMG. "p99 added" is
-   filterd's p99 minus the direct path's (target ≤ 5 ms), and minus the pass-through's.
-3. CPU µs per submit of filterd and of the registry server during figure 1's runs.
+   p99 through filterd, the transactional filterd, the pass-through and straight to
+   the ISMG. "p99 added" is filterd's p99 minus the direct path's (target ≤ 5 ms), and
+   minus the pass-through's.
+3. CPU µs per submit of filterd and the registry server (each filterd side), and of
+   the pass-through, during figure 1's runs.
 
 The report (markdown) goes to stdout, progress lines to stderr.
 """
@@ -105,13 +113,15 @@ from filterd.storage.redis import RedisRegistry
 
 FILTERD = str(Path(sys.executable).with_name("filterd"))
 SECRET = "bench"  # noqa: S105 (the fake ISMG's and the account's)
-ACCOUNT, FILTERD_SP, PASS_SP = "900001", "901001", "901002"
+ACCOUNT, FILTERD_SP, PASS_SP, TRANSACTIONAL_SP = "900001", "901001", "901002", "901003"
 SENDER = "acme"
 NUMBERS = 10_000
 RELAY_WINDOW = UPSTREAM_WINDOW = 200
 NO_CONSENT, REFUSED = "8613900000000", "8613900000001"
 MSG_SRC_AT = {V20: 8 + 4 + 10 + 1 + 21 + 3, V30: 8 + 4 + 10 + 1 + 32 + 1 + 3}
 """Where Msg_src starts in a SUBMIT body."""
+FILTERDS = ("filterd", "transactional")
+"""The sides through `filterd serve` (their CPU counts the registry's too)."""
 TEXT = b"Acme spring sale: 20% off all week. Reply TD to unsubscribe."
 
 
@@ -432,11 +442,19 @@ def start_child(cleanup: _common.Cleanup, args: list[str], name: str) -> Child:
 
 
 def start_filterd(
-    cleanup: _common.Cleanup, registry_url: str, secret: Path, ismg: int, version: int
+    cleanup: _common.Cleanup,
+    registry_url: str,
+    secret: Path,
+    ismg: int,
+    version: int,
+    *,
+    stream: str = "commercial",
+    sp_id: str = FILTERD_SP,
 ) -> tuple[Any, int, Path]:
-    """`filterd serve` with [cmpp]; its process, port and log, once linked to the ISMG."""
+    """`filterd serve` with [cmpp], one account of `stream`, SP `sp_id` at the ISMG; its
+    process, port and log, once linked to the ISMG."""
     temp = _temp(cleanup)
-    config, log = temp / "filterd.toml", temp / "filterd.log"
+    config, log = temp / f"{stream}.toml", temp / f"{stream}.log"
     config.write_text(f"""[registry]
 url = "{registry_url}"
 secret_file = "{secret}"
@@ -449,7 +467,7 @@ window = {RELAY_WINDOW}
 [cmpp.upstream]
 host = "127.0.0.1"
 port = {ismg}
-sp_id = "{FILTERD_SP}"
+sp_id = "{sp_id}"
 shared_secret = "{SECRET}"
 version = "{version >> 4}.0"
 window = {UPSTREAM_WINDOW}
@@ -458,7 +476,7 @@ window = {UPSTREAM_WINDOW}
 sp_id = "{ACCOUNT}"
 shared_secret = "{SECRET}"
 sender = "{SENDER}"
-stream = "commercial"
+stream = "{stream}"
 """)
     process = cleanup.spawn([FILTERD, "serve", "--config", str(config)], log=log, cwd=temp)
     port, linked, deadline = 0, False, time.monotonic() + 60
@@ -556,13 +574,16 @@ async def _checked(
     return seconds
 
 
-async def checks(filterd: Client, passthrough: Client, version: int, number: str) -> list[str]:
-    """Consented / no consent / refused through filterd (0, 65, 64) and the pass-through."""
+async def checks(sides: dict[str, Side], version: int, number: str) -> list[str]:
+    """Consented / no consent / refused: through filterd (0, 65, 64), the transactional
+    filterd and the pass-through (0, 0, 0)."""
     lines = []
-    for name, client, expected in (
-        ("filterd", filterd, [0, 65, 64]),
-        ("pass-through", passthrough, [0, 0, 0]),
+    for name, expected in (
+        ("filterd", [0, 65, 64]),
+        ("transactional", [0, 0, 0]),
+        ("pass-through", [0, 0, 0]),
     ):
+        client = sides[name].client
         got = []
         for destination in (number, NO_CONSENT, REFUSED):
             await windowed(client, bodies([destination], version), 1)
@@ -595,10 +616,17 @@ async def bench(
             FILTERD_SP,
             version,
         ),
+        "transactional": Side(
+            "transactional",
+            await open_client(ports["transactional"], version),
+            TRANSACTIONAL_SP,
+            TRANSACTIONAL_SP,
+            version,
+        ),
         "pass-through": Side("pass-through", await open_client(ports["pass"], version), PASS_SP),
         "direct": Side("direct", await open_client(ismg.port, version), ACCOUNT),
     }
-    notes = await checks(sides["filterd"].client, sides["pass-through"].client, version, numbers[0])
+    notes = await checks(sides, version, numbers[0])
     load = bodies([numbers[i % len(numbers)] for i in range(args.submits // args.rounds)], version)
     progress("warm-up ...")
     for side in sides.values():
@@ -608,7 +636,7 @@ async def bench(
         progress(f"round {round_number + 1}/{args.rounds}: {', '.join(order)}")
         for name in order:
             side = sides[name]
-            cpu_pids = [pids[name]] + ([pids["registry"]] if name == "filterd" else [])
+            cpu_pids = [pids[name]] + ([pids["registry"]] if name in FILTERDS else [])
             cpu_before = _common.cpu_seconds(cpu_pids)
             side.seconds += await checked_run(side, ismg, load, args.window)
             side.cpu += _common.cpu_seconds(cpu_pids) - cpu_before
@@ -623,14 +651,19 @@ async def bench(
         rates["pass-through"],
         f"≥ 0.9×, ≥ 1,000/s {_common.mark(fast)}",
     )
+    table.add(
+        "CMPP_SUBMIT/s, windowed (filterd ÷ filterd transactional)",
+        rates["filterd"],
+        rates["transactional"],
+    )
     table.add("CMPP_SUBMIT/s, harness limit (client → ISMG)", rates["direct"], None)
     half = rates["filterd"] / 2
     progress(f"latency at {half:,.0f}/s for {args.seconds:.0f} s per side ...")
-    for name in ("filterd", "pass-through", "direct"):
-        await paced(sides[name].client, load, half, args.seconds)
-        sides[name].latencies = list(sides[name].client.latencies)
-        if sides[name].client.results != {0: int(half * args.seconds)}:
-            raise RuntimeError(f"{name} paced: results {sides[name].client.results}")
+    for name, side in sides.items():
+        await paced(side.client, load, half, args.seconds)
+        side.latencies = list(side.client.latencies)
+        if side.client.results != {0: int(half * args.seconds)}:
+            raise RuntimeError(f"{name} paced: results {side.client.results}")
     p = {
         name: (
             _common.percentile(s.latencies, 0.5, 1e6),
@@ -661,16 +694,22 @@ async def bench(
     table.add(
         "p99 ms added over the pass-through", p["filterd"][1] - p["pass-through"][1], None, digits=2
     )
-    for name in ("filterd", "pass-through"):
-        side = sides[name]
-        who = "filterd + registry" if name == "filterd" else "pass-through"
-        table.add(f"CPU µs per submit, {who}", side.cpu / side.submits * 1e6, None)
+    table.add(
+        "p99 ms at half rate (filterd ÷ filterd transactional)",
+        p["filterd"][1],
+        p["transactional"][1],
+        digits=2,
+    )
+    cpu = {name: sides[name].cpu / sides[name].submits * 1e6 for name in sides}
+    table.add("CPU µs per submit, filterd + registry", cpu["filterd"], cpu["pass-through"])
+    table.add("CPU µs per submit, transactional + registry", cpu["transactional"], None)
     notes.append(
         f"- {args.submits:,} submits per side in {args.rounds} rounds (sides "
         f"alternating), window {args.window}, CMPP {version >> 4}.0; paced "
         f"{half:,.0f}/s for {args.seconds:.0f} s per side"
     )
-    notes.append(f"- direct p50/p99: {p['direct'][0]:.2f} / {p['direct'][1]:.2f} ms")
+    for name in ("transactional", "direct"):
+        notes.append(f"- {name} p50/p99: {p[name][0]:.2f} / {p[name][1]:.2f} ms")
     return table, notes
 
 
@@ -705,9 +744,14 @@ def main() -> int:
             cleanup, ["--passthrough", str(ismg.port), *version_arg], "the pass-through"
         )
         process, port, _ = start_filterd(cleanup, url, secret_file, ismg.port, args.version)
-        ports = {"filterd": port, "pass": passthrough.port}
+        other, other_port, _ = start_filterd(
+            cleanup, url, secret_file, ismg.port, args.version,
+            stream="transactional", sp_id=TRANSACTIONAL_SP,
+        )  # fmt: skip
+        ports = {"filterd": port, "transactional": other_port, "pass": passthrough.port}
         pids = {
             "filterd": process.pid,
+            "transactional": other.pid,
             "pass-through": passthrough.process.pid,
             "direct": ismg.process.pid,
             "registry": registry.pid,
