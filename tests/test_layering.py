@@ -37,6 +37,7 @@ LAYERS = {
     "csvimport": {"errors", "model", "normalize"},
     "quiet_hours": set(),
     "logs": set(),
+    "linger": set(),
     "secret": {"errors", "identity"},
     # storage/: the registry port (by role), the fake, and the Redis adapter's parts
     "storage.port": {"model"},
@@ -303,6 +304,7 @@ LAYERS = {
         "storage.port",
     },
     "cmpp.session": {
+        "linger",
         "cmpp.answers",
         "cmpp.decode",
         "cmpp.encode",
@@ -393,6 +395,7 @@ LAYERS = {
     "cmpp.hub": {"cmpp.decode", "cmpp.encode", "cmpp.header", "cmpp.pdu", "hub"},
     "smpp.session": {
         "guard",
+        "linger",
         "logs",
         "settings",
         "smpp.decode",

@@ -46,14 +46,11 @@ from filterd.cmpp.pdu import (
 from filterd.cmpp.result import BAD_COMMAND_ID, CONNECT_OTHER_ERROR, FLOW_CONTROL, OK
 from filterd.cmpp.submit import Outcome
 from filterd.guard import Abandoned, LoginGate, Ticket
+from filterd.linger import finish
 from filterd.logs import get_logger
 from filterd.settings import CmppAccount, CmppSettings
 
 log = get_logger("cmpp")
-LINGER_S = 2.0
-"""At the end of a session, how long the client's remaining input is read and dropped."""
-LINGER_BYTES = 1 << 20
-"""... and how much of it at most."""
 OTHER_ERROR_V20 = 9
 """A Result over one octet, told to a 2.0 client: 9 and above are "other errors" there."""
 
@@ -325,29 +322,11 @@ class ClientSession:
         self._out.clear()
 
     async def _finish(self) -> None:
-        """Let submits in flight get their answers, then close without losing them: the
-        answers are followed by a FIN, and what the client still sends is read and
-        dropped until it closes too (at most LINGER_S, LINGER_BYTES), as a close with
-        unread input would reset the connection and could destroy answers in flight."""
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
-        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
-            if not self.writer.is_closing() and self.writer.can_write_eof():
-                self._flush()
-                self._ended = True
-                self.writer.write_eof()
-                await asyncio.wait_for(self._discard_input(), LINGER_S)
-        self._flush()
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+        """Let submits in flight get their answers, then close without losing them
+        (`filterd.linger`)."""
+        await finish(self.reader, self.writer, self._tasks, self.relay.drain_s, self._last_write)
 
-    async def _discard_input(self) -> None:
-        """Read and drop what the client still sends, until it closes or LINGER_BYTES."""
-        left = LINGER_BYTES
-        while left > 0:
-            data = await self.reader.read(min(left, 65536))
-            if not data:
-                return
-            left -= len(data)
+    def _last_write(self) -> None:
+        """Before the FIN: what is queued goes out, and nothing more after it."""
+        self._flush()
+        self._ended = True
