@@ -20,6 +20,7 @@ from filterd.cmpp.header import V30
 from filterd.cmpp.ismg import IsmgClient
 from filterd.cmpp.pdu import Connect, ConnectResp, Pdu, Submit, SubmitResp
 from filterd.cmpp.server import CmppRelay
+from filterd.compliance import QuietRule
 from filterd.identity import ConsumerHasher
 from filterd.keywords import Keywords
 from filterd.model import Channel, FactRequest, Kind, MessageClass
@@ -79,6 +80,8 @@ class CmppClient:
         self.framer = Framer(V30)
         self.received: list[Pdu] = []
         """Requests from the server (DELIVER, ACTIVE_TEST, TERMINATE) read so far."""
+        self.answers: dict[int, SubmitResp] = {}
+        """CMPP_SUBMIT_RESP read while waiting for another, by Sequence_Id."""
         self._sequence = itertools.count(1)
 
     @classmethod
@@ -124,15 +127,16 @@ class CmppClient:
             self.framer.feed(data)
 
     async def answer(self, sequence_id: int, wait_s: float = 30) -> SubmitResp:
-        """Read until the CMPP_SUBMIT_RESP of `sequence_id` (requests read on the way are
-        kept in `received`)."""
-        while True:
+        """Read until the CMPP_SUBMIT_RESP of `sequence_id` (requests and other answers read
+        on the way are kept in `received` and `answers`)."""
+        while sequence_id not in self.answers:
             pdu = await self.read(wait_s)
             assert pdu is not None, "the relay closed the connection"
-            if isinstance(pdu, SubmitResp) and pdu.sequence_id == sequence_id:
-                return pdu
-            if not pdu.is_response:
+            if isinstance(pdu, SubmitResp):
+                self.answers[pdu.sequence_id] = pdu
+            elif not pdu.is_response:
                 self.received.append(pdu)
+        return self.answers.pop(sequence_id)
 
     async def submit(self, *destinations: str, text: bytes = b"hello", **fields: Any) -> SubmitResp:
         """One CMPP_SUBMIT of `text` (ASCII) from NUMBER to `destinations`; its answer."""
@@ -181,11 +185,14 @@ async def in_process_relay(
     cmpp: CmppSettings, registry_url: str, **options: Any
 ) -> AsyncIterator[tuple[CmppRelay, int]]:
     """A CmppRelay of this process on 127.0.0.1 (OS port), over the registry at
-    `registry_url` (`options`: CmppRelay's keyword arguments), logged in to its ISMG when
-    it has one; its port. At the end: clients terminated, the ISMG link stopped, audit
-    entries written."""
+        `registry_url` (`options`: CmppRelay's keyword arguments; the quiet hours of its
+    `compliance` apply), logged in to its ISMG when
+        it has one; its port. At the end: clients terminated, the ISMG link stopped, audit
+        entries written."""
     registry = RedisRegistry.from_url(registry_url)
-    service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
+    quiet = QuietRule.of(options.get("compliance"))
+    hasher = ConsumerHasher(bytes.fromhex(SECRET))
+    service = Service(registry, hasher, request_ttl_s=3600, quiet=quiet)
     kw = KeywordSettings()
     keywords = Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help)
     relay = CmppRelay(cmpp, service, registry, keywords, default_region="CN", **options)
@@ -210,8 +217,20 @@ async def in_process_relay(
 
 async def record(registry_url: str, number: str, kind: Kind, sender: str = "acme") -> None:
     """Write a fact (sms) for the Chinese number `number` into the registry."""
+    await record_all(registry_url, [number], kind, sender)
+
+
+async def record_all(
+    registry_url: str, numbers: list[str], kind: Kind, sender: str = "acme"
+) -> None:
+    """Write a fact (sms) for each Chinese number of `numbers`, 50 at a time."""
     registry = RedisRegistry.from_url(registry_url)
     service = Service(registry, ConsumerHasher(bytes.fromhex(SECRET)), request_ttl_s=3600)
-    request = FactRequest(normalize("+86" + number), kind, sender, Channel.SMS, "test")
-    await service.record(request, origin="test")
+    requests = [
+        FactRequest(normalize("+86" + number), kind, sender, Channel.SMS, "test")
+        for number in numbers
+    ]
+    for start in range(0, len(requests), 50):
+        batch = requests[start : start + 50]
+        await asyncio.gather(*(service.record(request, origin="test") for request in batch))
     await registry.close()

@@ -18,7 +18,7 @@ PURE_CORE = {
     "smpp.decode", "smpp.framer", "smpp.receipt", "smpp.text", "smpp.cancel", "smpp.compliance",
     "cmpp.header", "cmpp.fields", "cmpp.pdu", "cmpp.encode", "cmpp.decode", "cmpp.framer",
     "cmpp.result", "cmpp.auth", "cmpp.msgid", "cmpp.report", "cmpp.text",
-    "cmpp.rules",
+    "cmpp.rules", "cmpp.answers",
     "tokens",
     "quiet_hours",
     "smtp.feedback",
@@ -273,8 +273,18 @@ LAYERS = {
     },
     # cmpp/: the client side (the server, its sessions, the submit path and its text rules)
     "cmpp.rules": {"cmpp.pdu", "cmpp.text", "model", "smpp.cancel", "smpp.compliance", "smpp.text"},
+    "cmpp.answers": {
+        "cmpp.auth",
+        "cmpp.header",
+        "cmpp.pdu",
+        "cmpp.report",
+        "cmpp.result",
+        "model",
+        "settings",
+    },
     "cmpp.submit": {
         "admission",
+        "cmpp.answers",
         "cmpp.ismg",
         "cmpp.msgid",
         "cmpp.pdu",
@@ -293,7 +303,7 @@ LAYERS = {
         "storage.port",
     },
     "cmpp.session": {
-        "cmpp.auth",
+        "cmpp.answers",
         "cmpp.decode",
         "cmpp.encode",
         "cmpp.framer",

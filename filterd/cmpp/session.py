@@ -3,23 +3,15 @@ the keep-alive, and the DELIVERs (status reports, MO) written to it.
 
 The first message must be CMPP_CONNECT (anything else closes the connection). It is
 judged inside the process's login gate (after a failed login every next CONNECT
-from that address, concurrent or not, waits 0.5 s doubling to 30 s first):
-
-| CONNECT                                           | Status, then        |
-|---------------------------------------------------|---------------------|
-| Source_Addr no `[[cmpp.accounts]]` sp_id          | 2, closed (failure) |
-| AuthenticatorSource not made with its secret      | 3, closed (failure) |
-| Version above 0x30                                | 4, closed           |
-| Version below 0x20                                | 5, closed           |
-| accepted: 0x20-0x2F speak 2.0, 0x30 speaks 3.0    | 0 + AuthenticatorISMG |
-
-A CONNECT that cannot be read is a failed login too (Status 1). The session then
-speaks its version both ways. At most `cmpp.window` submits are in flight; one
-more gets Result 8 (flow control). CMPP_ACTIVE_TEST is answered; after half the
-listener's `idle_timeout` without traffic filterd sends its own (the answer is
-traffic; a dead peer is closed at the idle timeout). CMPP_TERMINATE is answered
-and the connection closes once the submits in flight are answered. A status report
-handed over in the other version's layout is rewritten in this session's.
+from that address, concurrent or not, waits 0.5 s doubling to 30 s first) by
+`filterd.cmpp.answers.connect_answer`; a refused one (a CONNECT the codec cannot
+read too: Status 1) is answered and the connection closed. The session then speaks
+its version both ways. At most `cmpp.window` submits are in flight; one more gets
+Result 8 (flow control). CMPP_ACTIVE_TEST is answered; after half the listener's
+`idle_timeout` without traffic filterd sends its own (the answer is traffic; a dead
+peer is closed at the idle timeout). CMPP_TERMINATE is answered and the connection
+closes once the submits in flight are answered. A status report handed over in the
+other version's layout is rewritten in this session's.
 """
 
 from __future__ import annotations
@@ -32,7 +24,7 @@ import time
 from datetime import datetime
 from typing import Protocol
 
-from filterd.cmpp.auth import authenticator_ismg, connect_is_authentic
+from filterd.cmpp.answers import connect_answer, in_layout, removed_report
 from filterd.cmpp.decode import CmppProtocolError
 from filterd.cmpp.encode import encode
 from filterd.cmpp.framer import Framer
@@ -51,25 +43,7 @@ from filterd.cmpp.pdu import (
     Terminate,
     TerminateResp,
 )
-from filterd.cmpp.report import (
-    ReportError,
-    StatusReport,
-    decode_report,
-    encode_report,
-    report_deliver,
-    report_length,
-    report_time,
-)
-from filterd.cmpp.result import (
-    BAD_COMMAND_ID,
-    CONNECT_BAD_AUTHENTICATOR,
-    CONNECT_BAD_SOURCE_ADDR,
-    CONNECT_OK,
-    CONNECT_OTHER_ERROR,
-    CONNECT_VERSION_TOO_HIGH,
-    FLOW_CONTROL,
-    OK,
-)
+from filterd.cmpp.result import BAD_COMMAND_ID, CONNECT_OTHER_ERROR, FLOW_CONTROL, OK
 from filterd.cmpp.submit import Outcome
 from filterd.guard import Abandoned, LoginGate, Ticket
 from filterd.logs import get_logger
@@ -120,15 +94,6 @@ class Relay(Protocol):
         ...
 
 
-def session_version(requested: int) -> int | None:
-    """The version a session speaks for the Version of its CONNECT; None when not served."""
-    if requested == V30:
-        return V30
-    if V20 <= requested < V30:
-        return V20
-    return None
-
-
 class ClientSession:
     """One client connection: login, window of submits, deliveries to it."""
 
@@ -154,6 +119,8 @@ class ClientSession:
         """False once the session is ending: DELIVERs go to another connection."""
         self._ended = False
         """True once the FIN is sent: nothing more is written."""
+        self._out: list[bytes] = []
+        """Messages queued for the client in this turn of the event loop."""
 
     def gone(self) -> bool:
         """Whether the client has left (or the connection is being closed)."""
@@ -229,44 +196,28 @@ class ClientSession:
         return True
 
     async def _login(self, connect: Connect) -> bool:
-        """Judge a CONNECT inside the login gate; answer it. False: close."""
-        version = session_version(connect.version)
-        answer_in = V20 if version == V20 else V30
+        """Judge a CONNECT inside the login gate (`filterd.cmpp.answers.connect_answer`);
+        answer it. False: close."""
         try:
             async with self.relay.gate.attempt(self.peer(), self.gone) as attempt:
                 account = self.relay.account_of(connect.source_addr)
-                if account is None or not connect_is_authentic(connect, account.shared_secret):
+                judged = connect_answer(connect, account)
+                if judged.failed_login:
                     attempt.failed()
-                    status = (
-                        CONNECT_BAD_SOURCE_ADDR if account is None else CONNECT_BAD_AUTHENTICATOR
-                    )
-                    self.version = answer_in
-                    await self._failed_login(
-                        ConnectResp(connect.sequence_id, status, version=answer_in),
-                        "unknown sp_id" if account is None else "wrong authenticator",
-                        connect.source_addr,
-                    )
-                    return False
-                attempt.succeeded()
+                else:
+                    attempt.succeeded()
         except Abandoned:  # the client left while its CONNECT waited: nothing to answer
             return False
-        if version is None:
-            status = CONNECT_VERSION_TOO_HIGH if connect.version > V30 else CONNECT_OTHER_ERROR
-            log.warning("connect_refused", sp_id=account.sp_id, peer=self.peer(),
-                        reason=f"version {connect.version:#04x}")  # fmt: skip
-            self._write_in(ConnectResp(connect.sequence_id, status, version=V30), V30)
+        self.version = judged.layout
+        if judged.reason is not None or account is None:
+            log.warning("connect_refused", sp_id=connect.source_addr, peer=self.peer(),
+                        reason=judged.reason)  # fmt: skip
+            self._write(judged.answer)
             return False
-        self.account, self.version, self.framer.version = account, version, version
-        source, secret = connect.authenticator_source, account.shared_secret
-        self._write(
-            ConnectResp(
-                connect.sequence_id,
-                CONNECT_OK,
-                authenticator_ismg(CONNECT_OK, source, secret, version),
-                version,
-            )
-        )
-        log.info("connected", sp_id=account.sp_id, version=f"{version:#04x}")
+        self.account = account
+        self.framer.version = judged.layout
+        self._write(judged.answer)
+        log.info("connected", sp_id=account.sp_id, version=f"{judged.layout:#04x}")
         self.relay.receivers_changed()
         return True
 
@@ -275,15 +226,10 @@ class ClientSession:
         with contextlib.suppress(Abandoned):
             async with self.relay.gate.attempt(self.peer(), self.gone) as attempt:
                 attempt.failed()
-                await self._failed_login(exc.reply(V30), exc.reason)
-
-    async def _failed_login(
-        self, answer: Pdu | None, reason: str, sp_id: str | None = None
-    ) -> None:
-        """A refused login: logged and answered (the caller has recorded the failure)."""
-        log.warning("connect_refused", sp_id=sp_id, peer=self.peer(), reason=reason)
-        if answer is not None:
-            self._write(answer)
+                log.warning("connect_refused", sp_id=None, peer=self.peer(), reason=exc.reason)
+                answer = exc.reply(V30)
+                if answer is not None:
+                    self._write(answer)
 
     def _submit(self, account: CmppAccount, pdu: Submit) -> None:
         if len(self._tasks) >= self.relay.settings.window:
@@ -310,22 +256,19 @@ class ClientSession:
     def _report(self, pdu: Submit, msg_id: int, destination: str, stat: str) -> None:
         """A status report on a destination removed from a submit (REFUSED, NOCONST)."""
         now = datetime.now()
-        report = StatusReport(msg_id, stat, report_time(now), report_time(now), destination)
-        deliver = report_deliver(
-            report,
-            self.version,
-            sequence_id=self._next_sequence(),
-            msg_id=self.relay.msg_ids.issue(now),
-            dest_id=pdu.src_id,
-            service_id=pdu.service_id,
-        )
-        self._write(deliver)
+        self._write(
+            removed_report(
+                pdu, msg_id, destination, stat, self.version,
+                sequence_id=self._next_sequence(),
+                deliver_msg_id=self.relay.msg_ids.issue(now),
+                now=now,
+            )
+        )  # fmt: skip
 
     def send_deliver(self, pdu: Deliver) -> bool:
         """Pass a DELIVER (status report or MO) to this client with our own Sequence_Id, in
         this session's version; False when it cannot be written in it."""
-        if pdu.registered_delivery == 1:
-            pdu = self._in_own_layout(pdu)
+        pdu = in_layout(pdu, self.version)
         try:
             data = encode(dataclasses.replace(pdu, sequence_id=self._next_sequence()), self.version)
         except ValueError as exc:
@@ -333,19 +276,8 @@ class ClientSession:
             return False
         if self.writer.is_closing() or self._ended:
             return False
-        self.writer.write(data)
+        self._send(data)
         return True
-
-    def _in_own_layout(self, pdu: Deliver) -> Deliver:
-        """A status report in the other version's layout, rewritten in this session's."""
-        other = V20 if self.version == V30 else V30
-        if len(pdu.msg_content) != report_length(other):
-            return pdu
-        try:
-            report = decode_report(pdu.msg_content, other)
-            return dataclasses.replace(pdu, msg_content=encode_report(report, self.version))
-        except (ReportError, ValueError):
-            return pdu
 
     async def _keepalive(self) -> None:
         """Send CMPP_ACTIVE_TEST after half the idle timeout without traffic."""
@@ -369,17 +301,28 @@ class ClientSession:
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         if self.account is not None:
             self._write(Terminate(self._next_sequence()))
+        self._flush()
         self.writer.close()
 
     def _next_sequence(self) -> int:
         return next(self._sequence) & 0xFFFFFFFF or next(self._sequence)
 
     def _write(self, pdu: Pdu) -> None:
-        self._write_in(pdu, self.version)
-
-    def _write_in(self, pdu: Pdu, version: int) -> None:
         if not self.writer.is_closing() and not self._ended:
-            self.writer.write(encode(pdu, version))
+            self._send(encode(pdu, self.version))
+
+    def _send(self, data: bytes) -> None:
+        """Queue `data` for the client; what is queued in one turn of the event loop goes
+        out in one write (answers completed together cost one system call)."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        """Write what is queued (nothing once the connection is closing)."""
+        if self._out and not self.writer.is_closing():
+            self.writer.write(b"".join(self._out))
+        self._out.clear()
 
     async def _finish(self) -> None:
         """Let submits in flight get their answers, then close without losing them: the
@@ -391,9 +334,11 @@ class ClientSession:
                 await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
         with contextlib.suppress(OSError, RuntimeError, TimeoutError):
             if not self.writer.is_closing() and self.writer.can_write_eof():
+                self._flush()
                 self._ended = True
                 self.writer.write_eof()
                 await asyncio.wait_for(self._discard_input(), LINGER_S)
+        self._flush()
         self.writer.close()
         with contextlib.suppress(OSError):
             await self.writer.wait_closed()

@@ -5,16 +5,15 @@ destinations only.
 Every Dest_terminal_Id of a submit (up to 100) is decided by one `Service.screen`
 (one registry round trip). The client's CMPP_SUBMIT_RESP:
 
-| outcome                                              | Result |
-|------------------------------------------------------|--------|
+| outcome                                              | Result                  |
+|------------------------------------------------------|-------------------------|
 | some permitted: forwarded to them (filterd's Msg_Id) | 0, or the ISMG's Result |
-| every destination has refused                        | 64     |
-| none permitted otherwise (no consent, or mixed)      | 65     |
-| no cancel instruction (none added)                   | 66     |
-| no signature                                         | 67     |
-| registry unavailable, or quiet hours                 | 8      |
-| ISMG link down (or no [cmpp.upstream])               | 8      |
-| a Dest_terminal_Id that is not a phone number        | 13     |
+| none permitted, deferred, or refused by a text rule  | 64, 65, 66, 67 or 8     |
+| ISMG link down (or no [cmpp.upstream])               | 8                       |
+| a field wider than the ISMG link's version carries   | 1                       |
+| a Dest_terminal_Id that is not a phone number        | 13                      |
+
+(the second row's Results: `filterd.cmpp.answers.refusal`).
 
 A deferral of any destination (registry down, quiet hours) defers the whole
 submit, nothing forwarded: the client sends it again later. When some
@@ -42,26 +41,18 @@ import asyncio
 import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-from filterd.admission import Refused, phone_recipient
+from filterd.admission import INTERNATIONAL, Refused, phone_recipient
+from filterd.cmpp.answers import STAT, TEXT_RESULT, refusal
 from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id
 from filterd.cmpp.msgid import MsgIdGenerator
 from filterd.cmpp.pdu import Submit, SubmitResp
-from filterd.cmpp.report import NO_CONSENT, REFUSED
-from filterd.cmpp.result import (
-    ALL_REFUSED,
-    BAD_DEST_TERMINAL_ID,
-    BAD_STRUCTURE,
-    CANCEL_TEXT_MISSING,
-    FLOW_CONTROL,
-    NONE_PERMITTED,
-    OK,
-    SIGNATURE_MISSING,
-)
+from filterd.cmpp.report import NO_CONSENT
+from filterd.cmpp.result import BAD_DEST_TERMINAL_ID, BAD_STRUCTURE, FLOW_CONTROL, OK
 from filterd.cmpp.rules import judge
 from filterd.cmpp.text import concat_of, parts_of
 from filterd.errors import RegistryUnavailable
@@ -80,12 +71,6 @@ HOLD_S = 20.0
 """How long the parts of a long message under text rules wait for the others."""
 _CONCAT_TTL_S = 600.0
 _CONCAT_MAX = 100_000
-_STAT = {Reason.REFUSED: REFUSED, Reason.NO_CONSENT: NO_CONSENT}
-"""The Stat of the status report of a destination removed for a reason."""
-_TEXT_RESULT = {
-    Reason.NO_SIGNATURE: SIGNATURE_MISSING,
-    Reason.NO_CANCEL_METHOD: CANCEL_TEXT_MISSING,
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +93,22 @@ class MessageKey(NamedTuple):
     total: int
 
 
+def terminal_address(raw: str, region: str) -> Address | Refused:
+    """The phone number a Dest_terminal_Id names (read in `region`), or why not.
+
+    In China (region CN) CMPP's two usual forms are read as the international numbers
+    national parsing makes of them, without its cost: 86 and 11 digits, and 11 digits
+    starting with 1 (a mobile number: +86 and those digits). Anything else is a
+    national number of `region`, or international with its "+".
+    """
+    if region == "CN" and raw.isdigit():
+        if len(raw) == 13 and raw.startswith("86"):
+            return phone_recipient(raw, INTERNATIONAL, region)
+        if len(raw) == 11 and raw.startswith("1"):
+            return phone_recipient("86" + raw, INTERNATIONAL, region)
+    return phone_recipient(raw, 0, region)
+
+
 def message_key(sp_id: str, pdu: Submit) -> tuple[MessageKey, Concat] | None:
     """The key of the long message `pdu` is a part of, and its place; None for a single submit."""
     place = parts_of(pdu)
@@ -126,20 +127,6 @@ def _readdress(outcome: Outcome, part: Submit) -> Outcome:
     return dataclasses.replace(outcome, answer=answer)
 
 
-def refusal(decisions: Sequence[Decision]) -> int | None:
-    """The Result of a submit none of whose destinations may be sent to now; None when it
-    is forwarded (some are permitted and none deferred)."""
-    if any(d.action is Action.DEFER for d in decisions):
-        return FLOW_CONTROL
-    if any(d.action is Action.DELIVER for d in decisions):
-        return None
-    reasons = {d.reason for d in decisions}
-    for reason, result in _TEXT_RESULT.items():
-        if reason in reasons:
-            return result
-    return ALL_REFUSED if reasons == {Reason.REFUSED} else NONE_PERMITTED
-
-
 class Submitter:
     """Decides each client's CMPP_SUBMIT and forwards it to the ISMG."""
 
@@ -149,7 +136,7 @@ class Submitter:
         registry: Registry,
         msg_ids: MsgIdGenerator,
         *,
-        default_region: str | None,
+        default_region: str,
         msg_src: str | None,
         compliance: ComplianceSettings | None = None,
         hold_s: float = HOLD_S,
@@ -158,7 +145,8 @@ class Submitter:
         self.service = service
         self.registry = registry
         self.msg_ids = msg_ids
-        self.default_region = default_region
+        self.region = default_region
+        """How terminal ids are read (`registry.default_region`, China when none)."""
         self.msg_src = msg_src
         """filterd's SP code at the ISMG, the Msg_src of what it forwards."""
         self.compliance = compliance
@@ -187,7 +175,7 @@ class Submitter:
         """Decide one CMPP_SUBMIT and forward it to `carrier`; the outcome for the client."""
         addresses = []
         for raw in pdu.dest_terminal_ids:
-            address = phone_recipient(raw, 0, self.default_region)
+            address = terminal_address(raw, self.region)
             if isinstance(address, Refused):
                 log.info("invalid_destination", sp_id=account.sp_id, reason=address.reason)
                 return Outcome(SubmitResp(pdu.sequence_id, result=BAD_DEST_TERMINAL_ID))
@@ -235,7 +223,7 @@ class Submitter:
                 origin="cmpp",
                 message_id=f"{account.sp_id}/{parts[0].sequence_id}",
             )
-            result = _TEXT_RESULT[rules.unchecked]
+            result = TEXT_RESULT[rules.unchecked]
             return [Outcome(SubmitResp(part.sequence_id, result=result)) for part in parts]
         verdict = judge(parts, rules)
         decisions = await self._screen(account, parts[0], addresses, verdict.refused)
@@ -264,13 +252,16 @@ class Submitter:
             if d.action is Action.DELIVER
         ]
         removed = tuple(
-            (raw, _STAT.get(d.reason or Reason.NO_CONSENT, NO_CONSENT))
+            (raw, STAT.get(d.reason or Reason.NO_CONSENT, NO_CONSENT))
             for raw, d in zip(destinations, decisions, strict=True)
             if d.action is Action.DROP
         )
-        forwarded = dataclasses.replace(
-            pdu, msg_id=0, msg_src=self.msg_src or pdu.msg_src, dest_terminal_ids=tuple(permitted)
-        )
+        msg_src = self.msg_src or pdu.msg_src
+        forwarded = pdu
+        if pdu.msg_id or pdu.msg_src != msg_src or len(permitted) < len(destinations):
+            forwarded = dataclasses.replace(
+                pdu, msg_id=0, msg_src=msg_src, dest_terminal_ids=tuple(permitted)
+            )
         answer = await self._forward(account, forwarded, carrier, receipt_ttl_s)
         return Outcome(answer, removed if answer.result == OK else ())
 
