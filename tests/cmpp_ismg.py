@@ -268,18 +268,17 @@ class FakeIsmg:
         else:
             status = 0
         authenticator = authenticator_ismg(status, pdu.authenticator_source, self.secret, version)
-        answer = ConnectResp(pdu.sequence_id, status, authenticator, version)
-        writer.write(encode(answer, version))
-        with self._changed:
+        answer = encode(ConnectResp(pdu.sequence_id, status, authenticator, version), version)
+        with self._changed:  # the link is up before the SP hears so
             if status != 0:
                 self.refused_logins.append(status)
-                self._changed.notify_all()
-                return None
-            link = Link(writer, version, pdu.source_addr)
-            self.logins += 1
-            self._links.append(link)
+            else:
+                link = Link(writer, version, pdu.source_addr)
+                self.logins += 1
+                self._links.append(link)
             self._changed.notify_all()
-        return link
+        writer.write(answer)
+        return link if status == 0 else None
 
     def _handle(self, pdu: Pdu, link: Link) -> bool:
         writer, version = link.writer, link.version

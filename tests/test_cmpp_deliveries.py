@@ -260,7 +260,7 @@ def test_registry_down_answers_8_and_the_resend_is_recorded(
         assert await s.call(ismg.send_report, 5, JANE) == 8
         assert s.relay.forwarded == []
         await asyncio.to_thread(private_server.start)
-        for _ in range(100):  # the client reconnects on its own
+        for _ in range(300):  # the registry client reconnects on its own
             if await s.call(ismg.send_mo, JANE, NUMBER, b"TD") == 0:
                 break
             await asyncio.sleep(0.1)

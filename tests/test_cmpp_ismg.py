@@ -111,6 +111,7 @@ def test_wrong_secret_never_logs_in(ismg: FakeIsmg, version: int) -> None:
             await asyncio.wait_for(client.wait_connected(), 1.5)
         with pytest.raises(IsmgUnavailable):
             await client.submit(submit())
+        await asyncio.to_thread(ismg.wait_for, lambda: len(ismg.refused_logins) >= 2)
         stop.set()
         await asyncio.wait_for(task, 30)
 

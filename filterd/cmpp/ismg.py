@@ -85,7 +85,7 @@ class IsmgClient:
         self._connected = asyncio.Event()
         self._heard = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._outbox: list[bytes] = []
+        self._outbox: dict[asyncio.StreamWriter, list[bytes]] = {}
 
     @property
     def connected(self) -> bool:
@@ -296,12 +296,14 @@ class IsmgClient:
 
     def _queue(self, writer: asyncio.StreamWriter, data: bytes) -> None:
         """Write `data` with whatever else this turn of the loop sends on `writer`."""
-        if not self._outbox:
+        pending = self._outbox.get(writer)
+        if pending is None:
+            pending = self._outbox[writer] = []
             asyncio.get_running_loop().call_soon(self._flush, writer)
-        self._outbox.append(data)
+        pending.append(data)
 
     def _flush(self, writer: asyncio.StreamWriter) -> None:
-        """One write of everything queued (dropped if the link it was meant for is gone)."""
-        data, self._outbox = b"".join(self._outbox), []
-        if writer is self._writer and not writer.is_closing():
+        """One write of everything queued for `writer` (dropped once it is closing)."""
+        data = b"".join(self._outbox.pop(writer, ()))
+        if not writer.is_closing():
             writer.write(data)
