@@ -18,14 +18,14 @@ def test_connect_status_values() -> None:
 
 
 def test_filterd_result_values() -> None:
-    """filterd answers 64 all refused, 65 none permitted, 66 signature missing, 67 cancel
-    text missing, and 8 (the protocol's flow control) when the registry is unavailable;
+    """filterd answers 64 all refused, 65 none permitted, 66 cancel text missing, 67
+    signature missing, and 8 (the protocol's flow control) when the registry is unavailable;
     all fit the one-octet Result of CMPP 2.0 and stay clear of the protocol's 0-13."""
     ours = (
         result.ALL_REFUSED,
         result.NONE_PERMITTED,
-        result.SIGNATURE_MISSING,
         result.CANCEL_TEXT_MISSING,
+        result.SIGNATURE_MISSING,
     )
     assert ours == (64, 65, 66, 67)
     assert result.REGISTRY_UNAVAILABLE == result.FLOW_CONTROL == 8

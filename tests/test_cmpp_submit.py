@@ -2,7 +2,7 @@
 the relay in this process, the fake ISMG and a real registry. One decision per
 destination; forwarded with the permitted ones only and Result 0 with filterd's Msg_Id,
 mapped to the ISMG's; REFUSED / NOCONST reports when asked; Results 64 / 65 / 8 / 13;
-long messages one decision; the §7 text rules and quiet hours (Result 66 / 67 / 8)."""
+long messages one decision; the text rules and quiet hours (Result 66 / 67 / 8)."""
 
 from __future__ import annotations
 

@@ -11,4 +11,14 @@ auth.py          AuthenticatorSource / AuthenticatorISMG and the CONNECT Timesta
 msgid.py         Msg_Id: packing (time, gateway, sequence) and a generator
 report.py        status reports: the content of a DELIVER with Registered_Delivery = 1
 text.py          message text: Msg_Fmt 0 / 8 / 15, the UDH, concatenation
+answers.py       what the server answers: CONNECT Status, a submit's Result, REFUSED/NOCONST reports
+rules.py         the text rules on CMPP messages (signature, cancel text by Msg_Fmt)
+
+The relay:
+server.py        CmppRelay: the listener, its sessions, deliveries to an SP's connections
+session.py       one SP connection: login in the login gate, window, ACTIVE_TEST, TERMINATE
+submit.py        a CMPP_SUBMIT: one registry read for all destinations, then the ISMG
+deliveries.py    CMPP_DELIVER from the ISMG: status reports routed back, replies (MO) acted on
+ismg.py          IsmgClient: filterd's SP link to the carrier's ISMG
+hub.py           CMPP_DELIVER on the hub between the processes of cmpp.workers > 1
 """

@@ -9,7 +9,7 @@ filterd removed, and a report rewritten in a session's own version.
   is written in the layout of the version asked for (3.0 when it is not served).
 - `refusal(decisions)`: a deferral of any destination (registry down, quiet hours)
   defers the whole submit (8); some destination permitted: None (forward it); else
-  the text rules first (66 signature, 67 cancel text, as `filterd.cmpp.result`
+  the text rules first (67 signature, 66 cancel text, as `filterd.cmpp.result`
   names them), every destination refused 64, otherwise 65.
 - `removed_report(...)`: the CMPP_DELIVER carrying Stat REFUSED or NOCONST for a
   destination removed from a forwarded submit, with filterd's Msg_Id of that submit.

@@ -44,10 +44,10 @@ ALL_REFUSED = 64
 """Every destination has refused commercial messages."""
 NONE_PERMITTED = 65
 """No destination may receive the message (no consent on record, or refusals mixed with that)."""
-SIGNATURE_MISSING = 66
-"""A commercial message whose text neither starts nor ends with the sender's signature."""
-CANCEL_TEXT_MISSING = 67
+CANCEL_TEXT_MISSING = 66
 """A commercial message without the sender's cancel instruction, and none appended."""
+SIGNATURE_MISSING = 67
+"""A commercial message whose text neither starts nor ends with the sender's signature."""
 
 _NAMES = {
     OK: "accepted",
@@ -66,8 +66,8 @@ _NAMES = {
     BAD_DEST_TERMINAL_ID: "bad Dest_terminal_Id",
     ALL_REFUSED: "all destinations refused",
     NONE_PERMITTED: "no destination permitted",
-    SIGNATURE_MISSING: "signature missing",
     CANCEL_TEXT_MISSING: "cancel text missing",
+    SIGNATURE_MISSING: "signature missing",
 }
 
 
