@@ -77,7 +77,7 @@ class RedisRegistry:
         """See Registry.lookup: the sender's id and the consumers' facts in one round
         trip (batched with other lookups of the same loop turn, see lookups.py),
         then decoded with the cached names."""
-        fields = [(keys.facts_key(c, self._bits), keys.consumer_field(c)) for c in consumers]
+        fields = keys.lookup_fields(consumers, self._bits)
         sender_id, values = await self._router.read(sender, fields)
         return await self._names.decode(sender, sender_id, values)
 
