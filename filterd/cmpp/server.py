@@ -37,7 +37,7 @@ from filterd.cmpp.msgid import GATEWAY_BITS, MsgIdGenerator
 from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.session import ClientSession
 from filterd.cmpp.submit import HOLD_S, Outcome, Submitter
-from filterd.guard import ConnectionTable, LoginGate
+from filterd.guard import ACCEPT_BATCH, ConnectionTable, LoginGate, widen_queue
 from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
@@ -125,7 +125,10 @@ class CmppRelay:
         """Listen on cmpp.listen (shared with the other workers' processes: SO_REUSEPORT)."""
         host, port = self.settings.listen
         reuse_port = self.settings.workers > 1 or None
-        server = await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port)
+        server = await asyncio.start_server(
+            self._connected, host, port, reuse_port=reuse_port, backlog=ACCEPT_BATCH
+        )
+        widen_queue(server)
         self.table.start()
         return server
 

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 
 from filterd.accounts import password_matches
-from filterd.guard import ConnectionTable, LoginGate
+from filterd.guard import ACCEPT_BATCH, ConnectionTable, LoginGate, widen_queue
 from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
@@ -102,7 +102,10 @@ class SmppRelay:
         """Listen on smpp.listen (shared with the other workers' processes: SO_REUSEPORT)."""
         host, port = self.settings.listen
         reuse_port = self.settings.workers > 1 or None
-        server = await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port)
+        server = await asyncio.start_server(
+            self._connected, host, port, reuse_port=reuse_port, backlog=ACCEPT_BATCH
+        )
+        widen_queue(server)
         self.table.start()
         return server
 
