@@ -60,11 +60,13 @@ LAYERS = {
         "storage.scripts",
     },
     "storage.lookups": {"errors", "storage.keys", "storage.link"},
+    "storage.routes": {"errors", "storage.link", "storage.lookups"},
     "storage.router": {
         "errors",
         "storage.connection",
         "storage.keys",
         "storage.lookups",
+        "storage.routes",
         "storage.writes",
     },
     "storage.names": {

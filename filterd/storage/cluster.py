@@ -247,6 +247,10 @@ class ClusterRouter:
 
     # ---- writes --------------------------------------------------------------
 
+    async def remember(self, key: str, value: str, ttl_s: int) -> None:
+        """See Router.remember: one SET on the primary of the key's slot."""
+        await (await self.client(key)).set(key, value, ex=ttl_s)
+
     async def merge(self, items: Sequence[bytes], writer: Writer) -> bytes:
         """Merge per bucket (declared keys), one durable pipeline per primary, all
         primaries at once; acknowledged only when every primary confirmed."""

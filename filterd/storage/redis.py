@@ -4,6 +4,7 @@ of this package.
     router.py      where commands go: one server (ServerRouter) or a Cluster (cluster.py)
     connection.py  the redis-py client of a URL or of the primary the sentinels name
     lookups.py     reads: the lookups of one loop turn in one write on a raw link
+    routes.py      message-route writes, batched per loop turn the same way
     writes.py      durable pipelines, the layout check (durability.py: WAITAOF/WAIT)
     scripts.py     the Lua merge and intern scripts and their bytes
     names.py       sender and source names ↔ ids; facts decoded from records
@@ -137,10 +138,11 @@ class RedisRegistry:
     async def remember_message(
         self, carrier_id: str, owner: str, client_id: str, ttl_s: int
     ) -> None:
-        """See Registry.remember_message: one SET with an expiry."""
+        """See Registry.remember_message: one SET with an expiry (on one server,
+        batched with the other routes of the loop turn: routes.py)."""
         try:
             key = keys.message_key(carrier_id)
-            await (await self._router.client(key)).set(key, f"{owner}\x00{client_id}", ex=ttl_s)
+            await self._router.remember(key, f"{owner}\x00{client_id}", ttl_s)
         except (RedisError, OSError) as exc:
             raise self._router.unavailable("registry write failed", exc) from exc
 

@@ -2,7 +2,8 @@
 
 `ServerRouter` is one server (a URL, or the primary the sentinels name): every
 key lives there, lookups are batched per loop turn on a link of their own
-(lookups.py), a merge is one durable pipeline (writes.py). `ClusterRouter`
+(lookups.py), and so are message-route writes, on the same link (routes.py); a
+merge is one durable pipeline (writes.py). `ClusterRouter`
 (cluster.py) is a Redis Cluster: each key goes to the primary of its slot.
 """
 
@@ -17,6 +18,7 @@ from filterd.errors import RegistryUnavailable
 from filterd.storage import keys
 from filterd.storage.connection import Connection, link_endpoint
 from filterd.storage.lookups import Lookups, Reads, over_link, over_pool
+from filterd.storage.routes import Routes
 
 if TYPE_CHECKING:
     from filterd.storage.writes import Writer
@@ -55,6 +57,10 @@ class Router(Protocol):
         """Merge encoded items durably; their result codes in item order."""
         ...
 
+    async def remember(self, key: str, value: str, ttl_s: int) -> None:
+        """SET `key` to `value` with an expiry; RegistryUnavailable if not stored."""
+        ...
+
     async def close(self) -> None:
         """Release every connection."""
         ...
@@ -73,6 +79,7 @@ class ServerRouter:
         else:
             reads = over_link(endpoint, connection.locate if connection.sentinel else None)
         self._lookups = Lookups(reads)
+        self._routes = Routes(reads)
 
     async def client(self, key: str) -> aioredis.Redis:
         """See Router.client."""
@@ -101,7 +108,12 @@ class ServerRouter:
         """See Router.merge: one call derives the bucket keys itself."""
         return await writer.merge([((), items)], key=keys.LAYOUT)
 
+    async def remember(self, key: str, value: str, ttl_s: int) -> None:
+        """See Router.remember: batched with the route writes of the same loop turn."""
+        await self._routes.remember(key, value, ttl_s)
+
     async def close(self) -> None:
         """Close the lookup link and the pool."""
+        self._routes.close()
         self._lookups.close()
         await self._connection.close()
