@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
+from filterd.cmpp.decode import decode
+from filterd.cmpp.encode import encode
 from filterd.cmpp.header import HEADER, V20, V30
-from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id
+from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id, with_sequence
 from filterd.cmpp.pdu import Deliver, Submit, SubmitResp
 from filterd.settings import CmppUpstream
 from tests.cmpp_ismg import FakeIsmg
@@ -248,3 +251,15 @@ def test_route_id_keeps_cmpp_ids_apart() -> None:
     cannot meet an SMPP carrier's id."""
     assert route_id(12345) == "cmpp:12345"
     assert route_id(12345) != "12345"
+
+
+@pytest.mark.parametrize("version", [V20, V30])
+def test_with_sequence_sets_only_the_sequence_id(version: int) -> None:
+    """A message re-numbered for the link is the encoding of the same message with that
+    Sequence_Id, octet for octet."""
+    pdu = Submit(7, msg_src="901001", src_id="1065", dest_terminal_ids=("13800138000",),
+                 msg_content=b"hi")  # fmt: skip
+    renumbered = with_sequence(encode(pdu, version), 0xFEDCBA98)
+    expected = dataclasses.replace(pdu, sequence_id=0xFEDCBA98)
+    assert renumbered == encode(expected, version)
+    assert decode(renumbered, version) == expected

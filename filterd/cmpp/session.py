@@ -168,7 +168,9 @@ class ClientSession:
                 continue
             if pdu is None:
                 return True
-            if not await self._handle(pdu):
+            if type(pdu) is Submit and self.account is not None:  # most messages: no await
+                self._submit(self.account, pdu)
+            elif not await self._handle(pdu):
                 return False
 
     async def _handle(self, pdu: Pdu) -> bool:
