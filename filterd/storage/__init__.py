@@ -7,6 +7,7 @@
     connection.py    the redis-py client of a URL or a Sentinel-managed primary
                      (sentinel_url.py reads such a url)
     lookups.py       reads: lookups batched per loop turn on the raw RESP link (link.py)
+    routes.py        message-route writes, batched per loop turn on the same link
     writes.py        durable pipelines and the layout check; durability.py: WAITAOF/WAIT
     scripts.py       the Lua merge and intern scripts; records.py: packed facts;
                      replies.py: reading values back
