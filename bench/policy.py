@@ -82,7 +82,8 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Kind, MessageClass
-from filterd.policy_service import PolicyParser, serialize_reply, start_policy_server
+from filterd.policy_service import start_policy_server
+from filterd.policy_wire import PolicyParser, serialize_reply
 from filterd.secret import load_or_create
 from filterd.service import Service
 from filterd.settings import SmtpAccount
