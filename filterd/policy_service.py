@@ -4,10 +4,11 @@ The wire format is `filterd.policy_wire` (bytes ⇄ requests), the answer to a
 request `filterd.policy_rules` (a ready reply, or a recipient to screen); this
 module is the asyncio server around them: one `asyncio.Protocol` per
 connection, whose `data_received` parses what arrived and answers what it can
-at once. Only a RCPT request of a commercial or transactional account goes
-further: one `Service.screen` call (one registry lookup, batched with the other
-connections' lookups of the same loop turn), run as a task; the requests that
-arrive behind it wait their turn, so replies always come back in request order.
+at once. A RCPT request of a known account with a valid recipient goes to
+`Service.screen_soon` (for a commercial account one registry lookup, batched
+with the other connections' lookups of the same loop turn), whose callback
+writes the reply: no task or future per request. The requests that arrive
+behind it wait their turn, so replies always come back in request order.
 
 - After a protocol error the connection is logged and closed, once the requests
   before the offending line are answered (Postfix then opens a new one); the
@@ -41,6 +42,7 @@ from typing import Any
 from filterd.accounts import AccountBook
 from filterd.guard import ConnectionTable, Ticket
 from filterd.logs import get_logger
+from filterd.model import Decision
 from filterd.normalize import mask
 from filterd.policy_rules import DUNNO, Screen, action_for, loggable, plan, reply
 from filterd.policy_wire import PolicyParser, PolicyProtocolError
@@ -110,8 +112,9 @@ class PolicyConnection(asyncio.Protocol):
         self.peer = ""
         self.waiting: deque[dict[str, str]] = deque()
         """Requests received, not answered yet (behind the one in flight)."""
-        self.task: asyncio.Task[None] | None = None
-        """The screening of the request in flight, if any."""
+        self.busy = False
+        """A request is being screened (its reply is next)."""
+        self.answering = False
         self.finishing = False
         """Close once everything received is answered (EOF, protocol error, server closing)."""
         self.lost = False
@@ -145,7 +148,7 @@ class PolicyConnection(asyncio.Protocol):
             self._broken(str(exc))
             return
         self.waiting.extend(requests)
-        if self.task is None:
+        if not self.busy:
             self._answer()
         if self.parser.error is not None:
             self._broken(self.parser.error)
@@ -177,80 +180,88 @@ class PolicyConnection(asyncio.Protocol):
         if self.ticket is not None:
             self.ticket.release()
         self.waiting.clear()
-        if self.task is None:
+        if not self.busy:
             self.listener.forget(self)
 
     # ---- answering -----------------------------------------------------------------
 
     def _answer(self) -> None:
-        """Answer waiting requests in order until one needs the registry (its task then
-        answers it and goes on) or none is left; the ready replies in one write."""
-        listener, waiting, out = self.listener, self.waiting, []
-        while waiting:
-            request = waiting.popleft()
-            todo = plan(request, listener.accounts, listener.default_region)
-            if isinstance(todo, Screen):
-                self.task = asyncio.get_running_loop().create_task(self._screen(todo))
-                break
-            if todo is not DUNNO:
-                _log_refused(todo, request)
-            out.append(reply(todo))
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if self.task is None:
+        """Answer waiting requests in order until one waits for the registry (its
+        callback answers it and goes on from there) or none is left; the ready replies
+        in one write."""
+        if self.answering:  # a screening answered at once, inside this very loop
+            return
+        self.answering = True
+        listener, waiting = self.listener, self.waiting
+        out: list[bytes] = []
+        try:
+            while waiting and not self.busy:
+                request = waiting.popleft()
+                todo = plan(request, listener.accounts, listener.default_region)
+                if isinstance(todo, Screen):
+                    if out:  # the earlier replies first
+                        self._write(b"".join(out))
+                        out = []
+                    self._screen(todo)
+                    continue
+                if todo is not DUNNO:
+                    _log_refused(todo, request)
+                out.append(reply(todo))
+            if out:
+                self._write(b"".join(out) if len(out) > 1 else out[0])
+        finally:
+            self.answering = False
+        if not self.busy:
             if self.finishing:
                 self._close()
             elif self.read_paused:
                 self._flow()
 
-    async def _screen(self, todo: Screen) -> None:
-        """Screen one recipient, write its reply, then answer the requests behind it."""
-        account = todo.account
-        try:
-            decisions = await self.listener.service.screen(
-                account.sender,
-                account.stream,
-                [todo.address],
-                origin=ORIGIN,
-                message_id=todo.message_id,
-            )
-            answer = reply(action_for(decisions[0], todo.recipient))
-        except Exception:
-            log.exception("policy_connection_failed", peer=self.peer)
+    def _screen(self, todo: Screen) -> None:
+        """Hand one recipient to the service; `_screened` gets its decision."""
+        self.busy = True
+        account, recipient = todo.account, todo.recipient
+
+        def screened(outcome: Decision | Exception) -> None:
+            self._screened(recipient, outcome)
+
+        self.listener.service.screen_soon(
+            account.sender,
+            account.stream,
+            todo.address,
+            screened,
+            origin=ORIGIN,
+            message_id=todo.message_id,
+        )
+
+    def _screened(self, recipient: str, outcome: Decision | Exception) -> None:
+        """Write the reply of the request in flight, then answer the requests behind it."""
+        self.busy = False
+        if isinstance(outcome, Exception):
+            log.error("policy_connection_failed", peer=self.peer, exc_info=outcome)
             self.waiting.clear()
             self.finishing = True
-            answer = b""
-        except BaseException:  # cancelled: the loop is going away
-            self.task = None
-            self._abandon()
-            raise
-        self.task = None
+        else:
+            self._write(reply(action_for(outcome, recipient)))
         if self.lost:
             self.listener.forget(self)
             return
-        transport = self.transport
-        if answer and transport is not None and not transport.is_closing():
-            transport.write(answer)
         self._answer()
+
+    def _write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
 
     # ---- closing and flow control --------------------------------------------------
 
     def finish(self) -> None:
         """Close once the requests received are answered (at once when idle)."""
         self.finishing = True
-        if self.task is not None:
+        if self.busy:
             self._flow()
         elif not self.lost:
             self._answer()
-
-    def _abandon(self) -> None:
-        """Close without answering what waits (the request in flight was cancelled)."""
-        self.waiting.clear()
-        self.finishing = True
-        self._close()
-        if self.lost:
-            self.listener.forget(self)
 
     def _broken(self, error: str) -> None:
         """A protocol error: logged; the connection closes after its earlier answers."""

@@ -37,7 +37,7 @@ LAYERS = {
     "logs": set(),
     "secret": {"errors", "identity"},
     # storage/: the registry port (by role), the fake, and the Redis adapter's parts
-    "storage.port": {"model"},
+    "storage.port": {"errors", "model"},
     "storage.memory": {"errors", "model", "storage.port"},
     "storage.keys": set(),
     "storage.records": {"model"},
@@ -91,6 +91,7 @@ LAYERS = {
         "storage.router",
     },
     "storage.redis": {
+        "errors",
         "model",
         "storage.audit",
         "storage.connection",
@@ -227,6 +228,7 @@ LAYERS = {
         "accounts",
         "guard",
         "logs",
+        "model",
         "normalize",
         "policy_rules",
         "policy_wire",

@@ -36,7 +36,7 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.compliance import QuietRule
 from filterd.identity import ConsumerHasher, consumer_hex
-from filterd.model import ALL_SENDERS, Channel, Decision, FactRequest, Kind, MessageClass
+from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
 from filterd.policy_service import start_policy_server
 from filterd.policy_wire import MAX_ATTRIBUTES, MAX_LINE
@@ -461,18 +461,27 @@ def test_logs_mask_addresses(rig: Rig, captured_logs: io.StringIO) -> None:
 
 
 class GatedService(Service):
-    """A real Service whose screen() waits for a gate: a request held in flight."""
+    """A real Service whose screening (screen_soon, the policy service's path) waits for
+    a gate: a request held in flight."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
+        self.held: set[asyncio.Task[None]] = set()
 
-    async def screen(self, *args: Any, **kwargs: Any) -> list[Decision]:
-        """Signal entry, wait for the gate, then screen for real."""
+    def screen_soon(self, *args: Any, **kwargs: Any) -> None:
+        """Signal entry; screen for real once the gate opens."""
         self.entered.set()
-        await self.gate.wait()
-        return await super().screen(*args, **kwargs)
+        screen_soon = super().screen_soon
+
+        async def when_open() -> None:
+            await self.gate.wait()
+            screen_soon(*args, **kwargs)
+
+        task = asyncio.get_running_loop().create_task(when_open())
+        self.held.add(task)
+        task.add_done_callback(self.held.discard)
 
 
 def test_close_finishes_the_request_in_flight(

@@ -98,11 +98,31 @@ class Names:
             items.append(encoder.item(row, slot, source))
         return items
 
+    def decode_cached(
+        self, sender: str, sender_id: int, values: Sequence[Any]
+    ) -> list[list[Fact]] | None:
+        """`decode` with no round trip: None when a name in the values is not cached."""
+        if sender_id > 0 and self._ids.get(("sender", sender)) != sender_id:
+            self.remember("sender", sender, sender_id)
+        scopes = {0: ALL_SENDERS, sender_id: sender}
+        out = []
+        for value in values:
+            facts = []
+            for record in records_of(value):
+                if record.scope_id in scopes:
+                    fact = self._known_fact(record, scopes)
+                    if fact is None:
+                        return None
+                    facts.append(fact)
+            out.append(facts)
+        return out
+
     async def decode(self, sender: str, sender_id: int, values: Sequence[Any]) -> list[list[Fact]]:
         """A lookup's facts: for each value, the facts scoped to `sender` (whose id the
         lookup read, -1: none) or to all senders."""
-        if sender_id > 0 and self._ids.get(("sender", sender)) != sender_id:
-            self.remember("sender", sender, sender_id)
+        cached = self.decode_cached(sender, sender_id, values)
+        if cached is not None:
+            return cached
         scopes = {0: ALL_SENDERS, sender_id: sender}
         out = []
         for value in values:
