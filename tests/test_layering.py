@@ -224,7 +224,7 @@ LAYERS = {
     "replies": {"model"},
     "policy_wire": {"errors"},
     "policy_rules": {"accounts", "admission", "model", "policy_wire", "replies", "settings"},
-    "policy_service": {
+    "policy_connection": {
         "accounts",
         "guard",
         "logs",
@@ -233,8 +233,8 @@ LAYERS = {
         "policy_rules",
         "policy_wire",
         "service",
-        "settings",
     },
+    "policy_service": {"accounts", "guard", "policy_connection", "service", "settings"},
     "smtp.signals": set(),
     "smtp.cancel": {"settings"},
     "keywords": set(),
