@@ -318,6 +318,7 @@ CONTRACT = [
     test_lookup_empty,
     test_record_then_lookup,
     test_lookup_filters_by_sender,
+    test_lookup_soon_answers_as_lookup,
     test_newer_fact_supersedes_same_slot,
     test_older_fact_is_not_written,
     test_consent_over_refusal_needs_evidence,
