@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NoReturn
 
-from filterd.storage.embedded import SOCKET_NAME, ServerBinary, answers_ping, server_config
+from filterd.storage.embedded import (
+    SOCKET_NAME,
+    EmbeddedServer,
+    ServerBinary,
+    answers_ping,
+    server_config,
+)
 
 _STARTED = time.monotonic()
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -351,6 +357,30 @@ def start_registry(
     command = server_command(binary, directory)
     child = cleanup.spawn(command, log=directory / "stdout.log", cwd=directory)
     return wait_for_server(child, binary, directory), child
+
+
+def release_embedded(embedded: EmbeddedServer) -> None:
+    """Leave the embedded server (it shuts down), reap it; SIGKILL it if it lingers."""
+    pid = None
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((embedded.data_dir / "registry.pid").read_text().strip())
+    embedded.release()
+    if pid is None:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):  # our child only if we started it
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    progress(f"embedded server {pid} did not stop: SIGKILL")
+    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 def write_secret(path: Path) -> bytes:

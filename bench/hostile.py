@@ -446,6 +446,7 @@ class Load:
         ]  # fmt: skip
         started = time.monotonic()
         self.child = cleanup.spawn(command, log=None, cwd=directory, pipes=True)
+        os.setpriority(os.PRIO_PROCESS, self.child.pid, args.attacker_nice)
         self.ready = read_json_line(self.child, 90, "ready line")["ready"]
         self.ramp_s = time.monotonic() - started
         self.cpu_at_ready = _common.cpu_seconds([self.child.pid])
@@ -1062,7 +1063,7 @@ def machine_facts(binary: ServerBinary) -> list[str]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """--quick, --requests, --rounds, --idle, --storm-addresses, --storm-workers,
-    --storm-patience."""
+    --storm-patience, --attacker-nice."""
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--quick", action="store_true", help="1,000 requests, 1 round, 200 idle")
     p.add_argument("--requests", type=int, help="requests per figure and side (default 4,000)")
@@ -1071,6 +1072,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--storm-addresses", type=int, default=4, help="storm sources (default 4)")
     p.add_argument("--storm-workers", type=int, default=32, help="per protocol (default 32)")
     p.add_argument("--storm-patience", type=float, default=0.1, help="seconds (default 0.1)")
+    p.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=19,
+        help="nice value of the load child (default 19: its CPU is another machine's in the "
+        "field; 0 lets it compete with filterd and the client for this machine's cores)",
+    )
     args = p.parse_args(argv)
     if args.requests is None:
         args.requests = 1000 if args.quick else 4000
@@ -1147,7 +1155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"closed) + a storm of {args.storm_workers} workers each against SMTP AUTH and "
             f"SMPP bind from {args.storm_addresses} addresses 127.0.0.{STORM_FIRST}…, a "
             f"connection per wrong guess, dropped after {args.storm_patience:g} s without "
-            "an answer. The legitimate client is 127.0.0.1, one request at a time, the "
+            f"an answer; the load child runs at nice {args.attacker_nice} (an attacker's "
+            "CPU is another machine's in the field; this machine has few cores). The "
+            "legitimate client is 127.0.0.1, one request at a time, the "
             f"figures interleaved; {args.rounds} round(s), side order reversed every round; "
             "ratio = hostile ÷ quiet.",
             "",

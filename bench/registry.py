@@ -33,14 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hmac
-import os
 import random
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -152,33 +149,9 @@ class Cleanup:
         for server in reversed(self.servers):
             server.stop()
         if self.embedded is not None:
-            _release_embedded(self.embedded)
+            _common.release_embedded(self.embedded)
         if self.temp_dir is not None:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-
-def _release_embedded(embedded: EmbeddedServer) -> None:
-    """Leave the embedded server (it shuts down), reap it; SIGKILL it if it lingers."""
-    pid = None
-    with contextlib.suppress(OSError, ValueError):
-        pid = int((embedded.data_dir / "registry.pid").read_text().strip())
-    embedded.release()
-    if pid is None:
-        return
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(ChildProcessError):  # our child only if we started it
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    progress(f"embedded server {pid} did not stop: SIGKILL")
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 # ---- data ------------------------------------------------------------------------

@@ -2,11 +2,11 @@
 
 A config that holds a password inline (an `[[smtp.accounts]]` password rather than
 its password_file, an `[[smpp.accounts]]` or `[smpp.upstream]` password, a
-password in `registry.url`) and that its group or others may read is warned
-about; so is a config its group may write (one others may write is refused by
-config.load). Each text names the file, its mode in octal, and what to do.
-Apart from one stat and one read of the file, the functions here are pure: the
-caller logs what they return.
+`[[cmpp.accounts]]` or `[cmpp.upstream]` shared_secret, a password in
+`registry.url`) and that its group or others may read is warned about; so is a
+config its group may write (one others may write is refused by config.load). Each
+text names the file, its mode in octal, and what to do. Apart from one stat and
+one read of the file, the functions here are pure: the caller logs what they return.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ def inline_passwords(data: Mapping[str, Any]) -> list[str]:
     if "password" in _table(smpp, "upstream"):
         keys.append("smpp.upstream.password")
     keys += _in_accounts(smpp, "smpp.accounts")
+    cmpp = _table(data, "cmpp")
+    if "shared_secret" in _table(cmpp, "upstream"):
+        keys.append("cmpp.upstream.shared_secret")
+    keys += _in_accounts(cmpp, "cmpp.accounts", "shared_secret")
     return keys
 
 
@@ -73,12 +77,12 @@ def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _in_accounts(section: Mapping[str, Any], name: str) -> list[str]:
+def _in_accounts(section: Mapping[str, Any], name: str, key: str = "password") -> list[str]:
     accounts = section.get("accounts")
     if not isinstance(accounts, list):
         return []
     return [
-        f"{name}[{index}].password"
+        f"{name}[{index}].{key}"
         for index, account in enumerate(accounts)
-        if isinstance(account, dict) and "password" in account
+        if isinstance(account, dict) and key in account
     ]

@@ -24,6 +24,8 @@ import asyncio
 import contextlib
 import ipaddress
 import math
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 
@@ -42,8 +44,28 @@ SWEEP_BATCH = 8
 peer that reopens what was closed (a slowloris) comes back in a burst of that size."""
 SWEEP_AGAIN_S = 0.005
 """The next look after a full batch: the rest soon, but other work in between."""
+ACCEPT_BATCH = 8
+"""Connections a listener accepts per turn of the event loop (asyncio's `backlog`
+argument): the setup of each new connection runs before anything that arrives
+after it, so a flood of connects accepted 100 at a time (asyncio's default) puts
+up to 100 setups ahead of an established client's next request. The rest wait in
+the kernel's queue (`LISTEN_QUEUE`)."""
+LISTEN_QUEUE = 1024
+"""Connections the kernel holds for a listener before it accepts them (listen(2))."""
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def widen_queue(server: asyncio.Server, size: int = LISTEN_QUEUE) -> None:
+    """Let the kernel queue `size` connections on each of `server`'s sockets.
+
+    asyncio gives listen(2) the same number as its accept batch; a listener made
+    with `backlog=ACCEPT_BATCH` gets its kernel queue back here (listen(2) on a
+    duplicate descriptor changes the shared socket).
+    """
+    for listening in server.sockets:
+        with socket.socket(fileno=os.dup(listening.fileno())) as sock:
+            sock.listen(size)
 
 
 class FailureBackoff:

@@ -154,7 +154,10 @@ def _fast_valid_e164(compact: str) -> bool:
         code = digits[:length]
         if code in _COUNTRY_CODES:
             nsn = digits[length:]
-            return any(rule.valid(nsn) for rule in _country_rules(code))
+            rules = _country_rules(code)
+            if len(rules) == 1:  # most codes: one region, no generator to run
+                return rules[0].valid(nsn)
+            return any(rule.valid(nsn) for rule in rules)
     return False
 
 
@@ -165,15 +168,16 @@ class _RegionRule:
     """One region's validity test, as is_valid_number does it, compiled per length.
 
     A number is valid when it matches the region's general pattern and the
-    pattern of some number type, each honouring its possible lengths. For one
-    length that is one regex: `(?=(?:GENERAL)\\Z)(?:TYPE1|TYPE2|...)`.
+    pattern of some number type, each honouring its possible lengths, and the
+    region's national prefix rule would not strip a prefix from it (such a number
+    is left to the slow path). For one length that is one regex:
+    `(?!(?:STRIP))(?=(?:GENERAL)\\Z)(?:TYPE1|TYPE2|...)`.
     """
 
     __slots__ = ("_by_length", "_general", "_strip", "_types")
 
     def __init__(self, meta: PhoneMetadata) -> None:
-        strip = meta.national_prefix_for_parsing
-        self._strip = re.compile(strip) if strip else None
+        self._strip: str | None = meta.national_prefix_for_parsing or None
         self._general = _desc_rule(meta.general_desc)
         rules = (_desc_rule(getattr(meta, name)) for name in _TYPE_DESCS)
         self._types = tuple(rule for rule in rules if rule is not None)
@@ -181,13 +185,15 @@ class _RegionRule:
 
     def valid(self, nsn: str) -> bool:
         """True when `nsn` is a valid national number here and needs no prefix strip."""
-        if self._strip is not None and self._strip.match(nsn):
-            return False  # parse() might strip a prefix here: let the slow path decide
         length = len(nsn)
-        if length not in self._by_length:
-            self._by_length[length] = self._compile(length)
-        pattern = self._by_length[length]
-        return pattern is not None and pattern.fullmatch(nsn) is not None
+        pattern = self._by_length.get(length)
+        if pattern is None:
+            if length in self._by_length:
+                return False
+            pattern = self._by_length[length] = self._compile(length)
+            if pattern is None:
+                return False
+        return pattern.fullmatch(nsn) is not None
 
     def _compile(self, length: int) -> re.Pattern[str] | None:
         if self._general is None or not _admits(self._general, length):
@@ -196,7 +202,8 @@ class _RegionRule:
         if not types:
             return None
         alternatives = "|".join(f"(?:{p})" for p in types)
-        return re.compile(f"(?=(?:{self._general[1]})\\Z)(?:{alternatives})")
+        no_strip = f"(?!(?:{self._strip}))" if self._strip else ""  # parse() would strip it
+        return re.compile(f"{no_strip}(?=(?:{self._general[1]})\\Z)(?:{alternatives})")
 
 
 def _admits(rule: tuple[frozenset[int], str], length: int) -> bool:

@@ -20,6 +20,9 @@ from filterd.model import (
     Submission,
 )
 
+_NO_CONSENT = Decision(Action.DROP, Reason.NO_CONSENT)
+"""The decision without consent has no basis: one (immutable) value serves all."""
+
 
 class FailMode(Enum):
     """What to do when the registry cannot be read."""
@@ -55,7 +58,7 @@ def decide(
         return Decision(Action.DROP, Reason.REFUSED, refusal)
     if permission is not None:
         return Decision(Action.DELIVER, None, permission)
-    return Decision(Action.DROP, Reason.NO_CONSENT)
+    return _NO_CONSENT
 
 
 def _permits(fact: Fact, now_ms: int) -> bool:

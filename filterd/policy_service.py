@@ -29,7 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from filterd.accounts import AccountBook
-from filterd.guard import ConnectionTable
+from filterd.guard import ACCEPT_BATCH, ConnectionTable, widen_queue
 from filterd.policy_connection import Listener
 from filterd.service import Service
 from filterd.settings import POLICY_IDLE_S, ListenerLimits
@@ -53,7 +53,8 @@ async def start_policy_server(
     listener = Listener(service, accounts, default_region, table)
     host, port = listen
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(listener.connection, host or None, port)
+    server = await loop.create_server(listener.connection, host or None, port, backlog=ACCEPT_BATCH)
+    widen_queue(server)
     table.start()
     _drain_on_close(server, listener)
     return server

@@ -285,14 +285,15 @@ class Service:
         """`decide()` per recipient on the facts read (None: unreadable); what the
         registry lets through is then dropped for `refused_by`, else deferred inside
         the recipient's quiet hours."""
+        submissions = {
+            channel: Submission(sender, channel, message_class)
+            for channel in {address.channel for address in addresses}
+        }
+        found: Sequence[list[Fact] | None] = facts if facts is not None else [None] * len(addresses)
+        fail_mode = self.fail_mode
         decisions = [
-            decide(
-                Submission(sender, address.channel, message_class),
-                facts[index] if facts is not None else None,
-                now,
-                self.fail_mode,
-            )
-            for index, address in enumerate(addresses)
+            decide(submissions[address.channel], address_facts, now, fail_mode)
+            for address, address_facts in zip(addresses, found, strict=True)
         ]
         if refused_by is not None:
             decisions = [

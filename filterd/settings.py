@@ -1,5 +1,5 @@
 """The settings filterd runs with: frozen types, one per config table (`[registry]`,
-`[smtp]`, `[smpp]`, `[http]`, ...), and their defaults. `filterd.config` reads the
+`[smtp]`, `[smpp]`, `[cmpp]`, `[http]`, ...), and their defaults. `filterd.config` reads the
 TOML file into them; every other module imports the settings it needs from here,
 not the loader."""
 
@@ -52,6 +52,8 @@ class ListenerLimits:
 SMTP_IDLE_S, POLICY_IDLE_S, SMPP_IDLE_S, HTTP_IDLE_S = 300.0, 300.0, 120.0, 10.0
 """Default `idle_timeout` of each listener table (RFC 5321's 5 minutes for SMTP;
 Postfix's own policy client idles 300 s; SMPP: enquire_link counts as traffic)."""
+CMPP_IDLE_S = 120.0
+"""Default `cmpp.idle_timeout` (CMPP_ACTIVE_TEST counts as traffic)."""
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 """Default `http.status_networks`."""
 
@@ -174,6 +176,67 @@ class SmppSettings:
     workers: int = 1
     """Processes serving `listen` together (SO_REUSEPORT), each with its own carrier bind."""
     limits: ListenerLimits = ListenerLimits(SMPP_IDLE_S)
+
+
+CMPP_V20, CMPP_V30 = 0x20, 0x30
+"""The CMPP versions served: 2.0 and 3.0, as the Version byte of CMPP_CONNECT carries them."""
+
+
+@dataclass(frozen=True, slots=True)
+class CmppUpstream:
+    """[cmpp.upstream]: the carrier's ISMG, where filterd logs in as an SP."""
+
+    host: str
+    port: int
+    sp_id: str
+    """Source_Addr at CMPP_CONNECT (6 digits)."""
+    shared_secret: str = field(repr=False)
+    version: int = CMPP_V30
+    """CMPP_V20 or CMPP_V30."""
+    window: int = 16
+    """Submits outstanding at the ISMG at once."""
+    rate: float = 0.0
+    """Submits per second at most; 0 = no limit."""
+    active_test_s: int = 30
+    """Seconds without traffic before filterd sends CMPP_ACTIVE_TEST."""
+
+
+@dataclass(frozen=True, slots=True)
+class CmppAccount:
+    """[[cmpp.accounts]]: an SP platform that submits through filterd."""
+
+    sp_id: str
+    """Its Source_Addr at CMPP_CONNECT (6 digits)."""
+    shared_secret: str = field(repr=False)
+    sender: str
+    stream: MessageClass
+
+
+@dataclass(frozen=True, slots=True)
+class CmppNumber:
+    """[[cmpp.numbers]]: a service number whose MO (and its extensions') is `sender`'s."""
+
+    address: str
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class CmppSettings:
+    """[cmpp]: the CMPP relay (SP platforms in, the carrier's ISMG out)."""
+
+    listen: Endpoint
+    upstream: CmppUpstream | None = None
+    accounts: tuple[CmppAccount, ...] = ()
+    numbers: tuple[CmppNumber, ...] = ()
+    window: int = 16
+    """Submits a client may have outstanding at once (more: Result 8, flow control)."""
+    receipt_ttl_s: int = 3 * 86400
+    """How long a Msg_Id is kept to route its status report back."""
+    confirmations: Confirmations = field(default_factory=Confirmations)
+    """Replies to a consumer's keyword ([cmpp.confirmations], as [smpp.confirmations])."""
+    workers: int = 1
+    """Processes serving `listen` together (SO_REUSEPORT), each with its own ISMG link."""
+    limits: ListenerLimits = ListenerLimits(CMPP_IDLE_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +393,7 @@ class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     compliance: ComplianceSettings | None = None
     api: ApiSettings | None = None
+    cmpp: CmppSettings | None = None
 
     def senders(self) -> list[str]:
         """Every sender an account or a number names (the ones tokens may carry)."""
@@ -339,4 +403,7 @@ class Settings:
         if self.smpp is not None:
             names.update(dict.fromkeys(a.sender for a in self.smpp.accounts))
             names.update(dict.fromkeys(n.sender for n in self.smpp.numbers))
+        if self.cmpp is not None:
+            names.update(dict.fromkeys(a.sender for a in self.cmpp.accounts))
+            names.update(dict.fromkeys(n.sender for n in self.cmpp.numbers))
         return list(names)

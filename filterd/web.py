@@ -41,7 +41,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from filterd.errors import RegistryUnavailable
-from filterd.guard import ConnectionTable, Network, Ticket, in_networks
+from filterd.guard import ACCEPT_BATCH, ConnectionTable, Network, Ticket, in_networks, widen_queue
 from filterd.logs import get_logger
 from filterd.metrics import CONTENT_TYPE
 from filterd.service import Service
@@ -390,7 +390,10 @@ class HttpFrontEnd:
             )
 
         try:
-            server = await loop.create_server(connection, listen[0], listen[1])
+            server = await loop.create_server(
+                connection, listen[0], listen[1], backlog=ACCEPT_BATCH
+            )
+            widen_queue(server)
         except OSError:
             await self._runner.cleanup()
             raise

@@ -73,6 +73,36 @@ def test_check_config_bad_smpp_workers_exits_2(tmp_path: Path) -> None:
     assert run_filterd("check-config", "--config", str(path)).returncode == 0
 
 
+def test_check_config_bad_cmpp_values_exit_2(tmp_path: Path) -> None:
+    """A [cmpp] table with an sp_id that is not 6 digits, a version other than "2.0" or
+    "3.0", or an sp_id given twice exits 2 with the key and the value on one stderr line;
+    the corrected table passes."""
+    path = tmp_path / "filterd.toml"
+    head = '[cmpp]\nlisten = "127.0.0.1:7890"\n'
+    account = (
+        '[[cmpp.accounts]]\nsp_id = "{}"\nshared_secret = "x"\nsender = "acme"\n'
+        'stream = "commercial"\n'
+    )
+    upstream = (
+        '[cmpp.upstream]\nhost = "127.0.0.1"\nport = 7891\nsp_id = "901234"\n'
+        'shared_secret = "s"\nversion = "{}"\n'
+    )
+    cases = [
+        (head + account.format("90001"), "cmpp.accounts[0].sp_id: '90001' is not 6 digits"),
+        (head + upstream.format("3.1"), "cmpp.upstream.version: '3.1'"),
+        (head + account.format("900001") * 2, "cmpp.accounts[1].sp_id: '900001' is already"),
+    ]
+    for text, message in cases:
+        path.write_text(text)
+        result = run_filterd("check-config", "--config", str(path))
+        assert result.returncode == 2
+        assert message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+    path.write_text(head + upstream.format("2.0") + account.format("900001"))
+    assert run_filterd("check-config", "--config", str(path)).returncode == 0
+
+
 def test_check_config_missing_file_exits_2(tmp_path: Path) -> None:
     """A config path that does not exist exits 2 with the path on stderr, no traceback."""
     path = tmp_path / "absent.toml"

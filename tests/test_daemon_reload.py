@@ -7,7 +7,8 @@ from pathlib import Path
 
 from filterd.config.load import load as load_config
 from filterd.daemon.reload import restart_needed
-from filterd.settings import CancelMethod, ListenerLimits
+from filterd.model import MessageClass
+from filterd.settings import CancelMethod, CmppAccount, CmppSettings, CmppUpstream, ListenerLimits
 
 REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
 
@@ -40,3 +41,23 @@ def test_a_changed_compliance_table_needs_a_restart() -> None:
     )
     assert restart_needed(old, changed) == ["compliance"]
     assert restart_needed(old, dataclasses.replace(old, compliance=None)) == ["compliance"]
+
+
+def test_cmpp_keys_a_reload_cannot_take() -> None:
+    """[cmpp] listen, upstream, window, workers and limits need a restart; its accounts,
+    numbers and confirmation texts do not (a reload takes them)."""
+    old = load_config(REFERENCE)
+    cmpp = CmppSettings(listen=("127.0.0.1", 7890))
+    before = dataclasses.replace(old, cmpp=cmpp)
+    accounts = dataclasses.replace(
+        cmpp, accounts=(CmppAccount("900001", "x", "acme", MessageClass.COMMERCIAL),)
+    )
+    assert restart_needed(before, dataclasses.replace(old, cmpp=accounts)) == []
+    upstream = CmppUpstream("127.0.0.1", 7891, "901234", "secret")
+    moved = dataclasses.replace(
+        cmpp, listen=("127.0.0.1", 7900), upstream=upstream, window=32, workers=2,
+        limits=ListenerLimits(60.0),
+    )  # fmt: skip
+    assert restart_needed(before, dataclasses.replace(old, cmpp=moved)) == [
+        "cmpp.listen", "cmpp.upstream", "cmpp.window", "cmpp.workers", "cmpp.limits",
+    ]  # fmt: skip

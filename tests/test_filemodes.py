@@ -150,6 +150,18 @@ def test_inline_passwords_are_found_by_key() -> None:
     assert inline_passwords({"smtp": smtp}) == ["smtp.accounts[1].password"]
 
 
+def test_cmpp_shared_secrets_are_inline_passwords() -> None:
+    """The shared secrets of [cmpp.upstream] and [[cmpp.accounts]] are named like passwords."""
+    cmpp = {
+        "upstream": {"shared_secret": "s"},
+        "accounts": [{"sp_id": "900001"}, {"shared_secret": "x"}],
+    }
+    assert inline_passwords({"cmpp": cmpp}) == [
+        "cmpp.upstream.shared_secret",
+        "cmpp.accounts[1].shared_secret",
+    ]
+
+
 def test_unreadable_config_gives_no_warning(tmp_path: Path) -> None:
     """A config that is gone or not TOML gives no warning (load() reports those)."""
     assert config_warnings(tmp_path / "missing.toml") == []

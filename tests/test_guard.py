@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
+import socket
 
 import pytest
 
@@ -17,6 +19,7 @@ from filterd.guard import (
     address_key,
     in_networks,
     peer_host,
+    widen_queue,
 )
 from filterd.settings import ListenerLimits
 
@@ -393,3 +396,46 @@ def test_sweep_closes_a_bounded_batch_longest_overdue_first() -> None:
     assert closed == [0, 1]
     assert table.sweep() == 3
     assert sorted(closed) == [0, 1, 2, 3, 4]
+
+
+async def _completed_connects(server: asyncio.Server, count: int, wait_s: float) -> int:
+    """Open `count` connections to `server` (which accepts none) and return how many the
+    kernel completed within `wait_s` (a full accept queue leaves the others unanswered)."""
+    host, port = server.sockets[0].getsockname()[:2]
+    attempts = [asyncio.ensure_future(asyncio.open_connection(host, port)) for _ in range(count)]
+    done, pending = await asyncio.wait(attempts, timeout=wait_s)
+    for attempt in pending:
+        attempt.cancel()
+    for attempt in done:
+        if attempt.exception() is None:
+            attempt.result()[1].close()
+    return sum(1 for attempt in done if attempt.exception() is None)
+
+
+def test_widen_queue_gives_the_kernel_queue_back_to_a_small_accept_batch() -> None:
+    """A listener made with asyncio's `backlog` = 1 has a kernel queue of about one
+    connection: of 20 connects nowhere near all complete while nothing accepts.
+    After `widen_queue` the kernel completes all 20 and holds them for accepting."""
+
+    async def main() -> tuple[int, int]:
+        async def ignore(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        narrow = await asyncio.start_server(ignore, "127.0.0.1", 0, backlog=1, start_serving=False)
+        wide = await asyncio.start_server(ignore, "127.0.0.1", 0, backlog=1, start_serving=False)
+        for server in (narrow, wide):  # listening, as _start_serving would, but not accepting
+            with socket.socket(fileno=os.dup(server.sockets[0].fileno())) as sock:
+                sock.listen(1)
+        widen_queue(wide, 64)
+        try:
+            return (
+                await _completed_connects(narrow, 20, 0.5),
+                await _completed_connects(wide, 20, 2.0),
+            )
+        finally:
+            narrow.close()
+            wide.close()
+
+    narrow_done, wide_done = asyncio.run(main())
+    assert narrow_done < 10
+    assert wide_done == 20

@@ -37,6 +37,17 @@ def test_id_is_truncated_hmac_sha256() -> None:
     assert ConsumerHasher(SECRET).consumer_id(PHONE) == expected
 
 
+@pytest.mark.parametrize("length", [32, 63, 64, 65, 200])
+def test_id_is_the_standard_hmac_for_secrets_of_any_length(length: int) -> None:
+    """Secrets shorter than, as long as and longer than SHA-256's 64-byte block (the
+    last ones hashed first, as HMAC does) give exactly the standard library's HMAC."""
+    secret = bytes(range(256))[:length]
+    hasher = ConsumerHasher(secret)
+    for address in (PHONE, EMAIL, Address("用户@例子.中国", Channel.EMAIL)):
+        expected = hmac.new(secret, address.canonical.encode(), hashlib.sha256).digest()
+        assert hasher.consumer_id(address) == expected[:10]
+
+
 def test_id_is_deterministic_per_secret() -> None:
     """The same secret gives the same id, from one hasher or from two."""
     first = ConsumerHasher(SECRET)
@@ -45,7 +56,7 @@ def test_id_is_deterministic_per_secret() -> None:
 
 
 def test_hasher_is_reusable() -> None:
-    """Hashing one address does not disturb the next (the base MAC is copied)."""
+    """Hashing one address does not disturb the next (the padded-key states are copied)."""
     hasher = ConsumerHasher(SECRET)
     before = hasher.consumer_id(PHONE)
     hasher.consumer_id(EMAIL)

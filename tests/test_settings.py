@@ -11,6 +11,11 @@ import pytest
 
 from filterd.model import MessageClass
 from filterd.settings import (
+    CMPP_V30,
+    CmppAccount,
+    CmppNumber,
+    CmppSettings,
+    CmppUpstream,
     Confirmations,
     HttpSettings,
     ListenerLimits,
@@ -76,3 +81,38 @@ def test_senders_each_once_in_config_order() -> None:
     )
     assert settings.senders() == ["acme", "beta", "gamma", "delta"]
     assert Settings(path=Path("x.toml")).senders() == []
+
+
+def test_cmpp_defaults() -> None:
+    """[cmpp]: 120 s idle timeout, a window of 16 per client, receipts kept 3 days, one
+    worker; the ISMG link in CMPP 3.0 with a window of 16, no rate limit and an
+    active test every 30 s; shared secrets are never shown in a repr."""
+    upstream = CmppUpstream("127.0.0.1", 7891, "901234", "s3cret-upstream")
+    cmpp = CmppSettings(
+        listen=("127.0.0.1", 7890),
+        upstream=upstream,
+        accounts=(CmppAccount("900001", "s3cret-client", "acme", MessageClass.COMMERCIAL),),
+    )
+    assert (cmpp.limits.idle_timeout_s, cmpp.window, cmpp.receipt_ttl_s, cmpp.workers) == (
+        120,
+        16,
+        3 * 86400,
+        1,
+    )
+    assert (upstream.version, upstream.window, upstream.rate, upstream.active_test_s) == (
+        CMPP_V30,
+        16,
+        0.0,
+        30,
+    )
+    assert "s3cret" not in repr(cmpp)
+
+
+def test_senders_include_cmpp_accounts_and_numbers() -> None:
+    """Settings.senders() names the senders of [[cmpp.accounts]] and [[cmpp.numbers]] too."""
+    cmpp = CmppSettings(
+        listen=("127.0.0.1", 7890),
+        accounts=(CmppAccount("900001", "pw", "acme", MessageClass.COMMERCIAL),),
+        numbers=(CmppNumber("10690001", "acme"), CmppNumber("10690002", "omega")),
+    )
+    assert Settings(path=Path("x.toml"), cmpp=cmpp).senders() == ["acme", "omega"]

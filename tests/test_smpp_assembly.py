@@ -6,6 +6,7 @@ end to end is in tests/test_smpp_submit.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -42,6 +43,13 @@ class Releases:
         return [response_to(p, ESME_ROK, message_id=f"m{p.short_message[5]}") for p in parts]
 
 
+def assembler_of(hold_s: float) -> Assembler[SubmitSm, Pdu]:
+    """An assembler of submit_sm, each held submit answered under its sequence number."""
+    return Assembler(
+        hold_s, lambda answer, p: dataclasses.replace(answer, sequence_number=p.sequence_number)
+    )
+
+
 def ids(answers: list[Pdu]) -> list[tuple[int, str]]:
     """(sequence number, message id) of each answer."""
     return [(a.sequence_number, a.message_id) for a in answers if isinstance(a, SubmitSmResp)]
@@ -53,7 +61,7 @@ def test_parts_held_until_the_message_is_whole() -> None:
     part's answer."""
 
     async def scenario() -> tuple[bool, list[Pdu], Releases, int]:
-        assembler, release = Assembler(hold_s=3600), Releases()
+        assembler, release = assembler_of(3600), Releases()
         first = [
             asyncio.create_task(assembler.hold(KEY, concat(n), part(n), release)) for n in (3, 1)
         ]
@@ -74,7 +82,7 @@ def test_incomplete_message_released_at_the_deadline() -> None:
     (complete False); a part arriving later starts a new message."""
 
     async def scenario() -> tuple[list[Pdu], Releases, int]:
-        assembler, release = Assembler(hold_s=0.05), Releases()
+        assembler, release = assembler_of(0.05), Releases()
         answer = await assembler.hold(KEY, concat(1, 2), part(1, 2), release)
         held = asyncio.create_task(assembler.hold(KEY, concat(2, 2), part(2, 2), release))
         await asyncio.sleep(0)  # one loop turn: the late part is held
@@ -92,7 +100,7 @@ def test_close_releases_every_message_now() -> None:
     afterwards is released at once too."""
 
     async def scenario() -> tuple[list[Pdu], Releases]:
-        assembler, release = Assembler(hold_s=3600), Releases()
+        assembler, release = assembler_of(3600), Releases()
         held = asyncio.create_task(assembler.hold(KEY, concat(1), part(1), release))
         await asyncio.sleep(0)  # one loop turn: the part is held
         assembler.close()
@@ -109,7 +117,7 @@ def test_part_sent_again_replaces_the_held_one() -> None:
     both submits get that part's answer, each with its own sequence number."""
 
     async def scenario() -> tuple[list[Pdu], Releases]:
-        assembler, release = Assembler(hold_s=3600), Releases()
+        assembler, release = assembler_of(3600), Releases()
         first = asyncio.create_task(assembler.hold(KEY, concat(1, 2), part(1, 2), release))
         again = asyncio.create_task(
             assembler.hold(KEY, concat(1, 2), part(1, 2, client_sequence=21), release)
@@ -131,7 +139,7 @@ def test_release_failure_reaches_every_part() -> None:
         raise ValueError("broken")
 
     async def scenario() -> list[BaseException | Pdu]:
-        assembler = Assembler(hold_s=3600)
+        assembler = assembler_of(3600)
         held = asyncio.create_task(assembler.hold(KEY, concat(1, 2), part(1, 2), failing))
         await asyncio.sleep(0)  # one loop turn: the part is held
         last = asyncio.create_task(assembler.hold(KEY, concat(2, 2), part(2, 2), failing))
@@ -147,7 +155,7 @@ def test_a_cancelled_part_does_not_stop_the_others() -> None:
     the other parts answered."""
 
     async def scenario() -> tuple[Pdu, Releases]:
-        assembler, release = Assembler(hold_s=3600), Releases()
+        assembler, release = assembler_of(3600), Releases()
         gone = asyncio.create_task(assembler.hold(KEY, concat(1, 2), part(1, 2), release))
         await asyncio.sleep(0)  # one loop turn: the part is held
         gone.cancel()

@@ -23,6 +23,7 @@ from filterd.storage.keys import (
     consumer_field,
     consumer_from,
     facts_key,
+    lookup_fields,
     side_key,
     side_key_for,
 )
@@ -45,6 +46,17 @@ def test_consumer_round_trips_at_extremes(consumer_id: bytes, bits: int) -> None
     """All-zero, all-one and mixed ids round-trip for every bucket width 16..24."""
     key = facts_key(consumer_id, bits)
     assert consumer_from(key, consumer_field(consumer_id), bits) == consumer_id
+
+
+@given(st.lists(IDS, max_size=20), BITS)
+@settings(max_examples=200)
+def test_lookup_fields_name_each_consumer_as_facts_key_and_field(
+    consumer_ids: list[bytes], bits: int
+) -> None:
+    """A lookup's (key, field) pairs, made in one pass, are facts_key and consumer_field
+    of each consumer, in order."""
+    expected = [(facts_key(c, bits), consumer_field(c)) for c in consumer_ids]
+    assert lookup_fields(consumer_ids, bits) == expected
 
 
 def test_consumer_field_is_id_bytes_2_to_9() -> None:

@@ -17,6 +17,7 @@ from filterd.storage.records import (
     pack,
     pack_side,
     unpack,
+    unpack_fields,
     unpack_side,
 )
 from filterd.storage.records import CHANNELS as CHANNEL_OF_CODE
@@ -218,6 +219,23 @@ def test_unpack_fuzz(value: bytes) -> None:
     except ValueError:
         return
     assert sum(REQUEST_LEN if r.kind is Kind.REQUEST else BASE_LEN for r in decoded) == len(value)
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300)
+def test_unpack_fields_are_the_records_fields(value: bytes) -> None:
+    """unpack_fields gives each record's fields as a tuple in Record's order, and
+    refuses what unpack refuses, with the same message."""
+    try:
+        decoded = unpack(value)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=str(exc)):
+            unpack_fields(value)
+        return
+    expected = [
+        (r.kind, r.channel, r.scope_id, r.at_ms, r.source_id, r.expires_ms) for r in decoded
+    ]
+    assert unpack_fields(value) == expected
 
 
 @given(st.binary(max_size=64))

@@ -8,7 +8,7 @@ import pytest
 from filterd.errors import RegistryUnavailable
 from filterd.model import ALL_SENDERS, Channel, Fact, Kind
 from filterd.storage.records import Record, pack
-from filterd.storage.replies import as_bytes, as_text, records_of, with_side
+from filterd.storage.replies import as_bytes, as_text, record_fields_of, records_of, with_side
 
 
 def test_text_and_bytes_whatever_the_client_decoded() -> None:
@@ -30,6 +30,16 @@ def test_records_of_a_value_and_a_damaged_one() -> None:
     assert records_of(b"") == []
     with pytest.raises(RegistryUnavailable, match="damaged registry value"):
         records_of(b"short")
+
+
+def test_record_fields_of_a_value_and_a_damaged_one() -> None:
+    """record_fields_of reads a value as records_of does, as field tuples: none for no
+    value, RegistryUnavailable for a damaged one."""
+    record = Record(Kind.REQUEST, Channel.VOICE, 7, 1000, 2, 5000)
+    assert record_fields_of(pack(record)) == [(Kind.REQUEST, Channel.VOICE, 7, 1000, 2, 5000)]
+    assert record_fields_of(None) == []
+    with pytest.raises(RegistryUnavailable, match="damaged registry value"):
+        record_fields_of(b"short")
 
 
 def test_with_side_adds_evidence_and_message_id() -> None:

@@ -165,7 +165,7 @@ class Invocation:
         sender = self.args.sender
         if sender not in self.settings.senders():
             raise UsageError(
-                f"--sender {sender!r} is not a configured sender (smtp/smpp accounts, numbers)"
+                f"--sender {sender!r} is not a configured sender (smtp/smpp/cmpp accounts, numbers)"
             )
         address = self._address()
         secret = load_or_create(self.settings.registry.secret_file)

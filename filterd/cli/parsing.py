@@ -272,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
         "--sender",
         metavar="NAME",
         required=True,
-        help="the sender the consumer unsubscribes from (one an account or [[smpp.numbers]] names)",
+        help="the sender the consumer unsubscribes from "
+        "(one an account, [[smpp.numbers]] or [[cmpp.numbers]] names)",
     )
     c.add_argument("--channel", choices=_CHANNELS, help=_CHANNEL_HELP)
     return p

@@ -22,7 +22,7 @@ def smtp_account(a: Table, base: Path, *, relay_on: bool) -> SmtpAccount:
         password=_password(a, base, required=relay_on and not allowed),
         networks=allowed,
         sender=a.take("sender", str, required=True),
-        stream=_stream(a),
+        stream=stream(a),
     )
     a.done()
     return account
@@ -31,7 +31,7 @@ def smtp_account(a: Table, base: Path, *, relay_on: bool) -> SmtpAccount:
 def smpp_account(a: Table) -> SmppAccount:
     """One [[smpp.accounts]] table."""
     system_id, password = smpp_credentials(a, "system_id")
-    account = SmppAccount(system_id, password, a.take("sender", str, required=True), _stream(a))
+    account = SmppAccount(system_id, password, a.take("sender", str, required=True), stream(a))
     a.done()
     return account
 
@@ -47,7 +47,8 @@ def smpp_credentials(t: Table, id_key: str) -> tuple[str, str]:
     return system_id, password
 
 
-def _stream(t: Table) -> MessageClass:
+def stream(t: Table) -> MessageClass:
+    """`stream`: commercial or transactional."""
     raw = t.take("stream", str, required=True)
     try:
         return MessageClass(raw)

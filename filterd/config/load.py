@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from filterd.config.api import read_api
+from filterd.config.cmpp import read_cmpp
 from filterd.config.compliance import read_compliance
 from filterd.config.http import read_http
 from filterd.config.registry import read_registry
@@ -71,6 +72,7 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     keywords = _keywords(root)
     smtp = section(root, "smtp", lambda t: read_smtp(t, base))
     smpp = section(root, "smpp", read_smpp)
+    cmpp = section(root, "cmpp", read_cmpp)
     http = section(root, "http", lambda t: read_http(t, base))
     policy = section(
         root, "policy", lambda t: PolicySettings(endpoint(t, "listen"), limits(t, POLICY_IDLE_S))
@@ -81,7 +83,7 @@ def parse(data: dict[str, Any], path: Path) -> Settings:
     api = section(root, "api", lambda t: read_api(t, base))
     root.done()
     settings = Settings(
-        path, registry, keywords, smtp, smpp, http, policy, dkim, daemon, compliance, api
+        path, registry, keywords, smtp, smpp, http, policy, dkim, daemon, compliance, api, cmpp
     )
     if compliance is not None and settings.senders():
         _check_compliance_senders(compliance.senders, settings.senders())

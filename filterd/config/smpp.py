@@ -8,12 +8,10 @@ from typing import Any
 
 from filterd.config.accounts import smpp_account, smpp_credentials
 from filterd.config.table import Table
-from filterd.config.values import endpoint, limits, workers
+from filterd.config.values import confirmations, endpoint, limits, workers
 from filterd.errors import ConfigError
 from filterd.settings import (
-    DEFAULT_CONFIRMATIONS,
     SMPP_IDLE_S,
-    Confirmations,
     SmppNumber,
     SmppSettings,
     SmppUpstream,
@@ -43,7 +41,7 @@ def read_smpp(t: Table) -> SmppSettings:
         tuple(numbers),
         window=window,
         receipt_ttl_s=t.parse("receipt_ttl", parse_duration, 3 * 86400),
-        confirmations=_confirmations(t),
+        confirmations=confirmations(t),
         workers=workers(t, listen),
         limits=limits(t, SMPP_IDLE_S),
     )
@@ -66,23 +64,3 @@ def _upstream(raw: dict[str, Any]) -> SmppUpstream:
     upstream = SmppUpstream(host, port, system_id, password, window, rate, enquire)
     u.done()
     return upstream
-
-
-def _confirmations(t: Table) -> Confirmations:
-    raw = t.take("confirmations", dict, None)
-    if raw is None:
-        return Confirmations()
-    c = Table(raw, "smpp.confirmations")
-    enabled = c.take("enabled", bool, True)
-    texts = {intent: dict(choices) for intent, choices in DEFAULT_CONFIRMATIONS.items()}
-    for intent in DEFAULT_CONFIRMATIONS:
-        table = c.take(intent, dict, None)
-        if table is None:
-            continue
-        if not table or not all(isinstance(v, str) and v for v in table.values()):
-            raise ConfigError(
-                f"smpp.confirmations.{intent}", "must map languages to non-empty texts"
-            )
-        texts[intent] = dict(table)
-    c.done()
-    return Confirmations(enabled, texts)

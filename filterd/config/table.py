@@ -31,7 +31,7 @@ _LIMIT_KEYS = ("idle_timeout", "max_connections", "max_connections_per_address")
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({
         "registry", "keywords", "smtp", "smpp", "http", "policy", "dkim", "daemon", "compliance",
-        "api",
+        "api", "cmpp",
     }),
     "registry": frozenset({
         "url", "cluster", "data_dir", "secret_file", "request_ttl", "fail_mode",
@@ -57,6 +57,16 @@ _KEYS: dict[str, frozenset[str]] = {
     "smpp.accounts": frozenset({"system_id", "password", "sender", "stream"}),
     "smpp.numbers": frozenset({"address", "sender"}),
     "smpp.confirmations": frozenset({"enabled", *DEFAULT_CONFIRMATIONS}),
+    "cmpp": frozenset({
+        "listen", "upstream", "accounts", "numbers", "window", "receipt_ttl", "confirmations",
+        "workers", *_LIMIT_KEYS,
+    }),
+    "cmpp.upstream": frozenset({
+        "host", "port", "sp_id", "shared_secret", "version", "window", "rate", "active_test",
+    }),
+    "cmpp.accounts": frozenset({"sp_id", "shared_secret", "sender", "stream"}),
+    "cmpp.numbers": frozenset({"address", "sender"}),
+    "cmpp.confirmations": frozenset({"enabled", *DEFAULT_CONFIRMATIONS}),
     "http": frozenset({
         "listen", "public_url", "token_secret_file", "retired_token_secret_files",
         "token_max_age", "body_timeout", "status_networks", *_LIMIT_KEYS,

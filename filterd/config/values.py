@@ -1,5 +1,6 @@
 """Values several config tables hold: endpoints, listener limits, worker counts,
-CIDR networks, and files holding a secret. Each error names the dotted key."""
+CIDR networks, files holding a secret, and the confirmation texts of the SMS relays.
+Each error names the dotted key."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from filterd.config.table import Table
 from filterd.errors import ConfigError
-from filterd.settings import Endpoint, ListenerLimits
+from filterd.settings import DEFAULT_CONFIRMATIONS, Confirmations, Endpoint, ListenerLimits
 from filterd.units import parse_duration, parse_endpoint
 
 
@@ -78,3 +79,23 @@ def check_private(path: Path, key: str) -> None:
             key,
             f"{path} has mode {mode:04o}: others may read or write it (chmod 600, or 640)",
         )
+
+
+def confirmations(t: Table) -> Confirmations:
+    """The `confirmations` table of [smpp] or [cmpp]: `enabled`, and for each intent
+    (opt_out, opt_in, help) texts by language replacing the defaults."""
+    raw = t.take("confirmations", dict, None)
+    if raw is None:
+        return Confirmations()
+    c = Table(raw, t.key("confirmations"))
+    enabled = c.take("enabled", bool, True)
+    texts = {intent: dict(choices) for intent, choices in DEFAULT_CONFIRMATIONS.items()}
+    for intent in DEFAULT_CONFIRMATIONS:
+        table = c.take(intent, dict, None)
+        if table is None:
+            continue
+        if not table or not all(isinstance(v, str) and v for v in table.values()):
+            raise ConfigError(c.key(intent), "must map languages to non-empty texts")
+        texts[intent] = dict(table)
+    c.done()
+    return Confirmations(enabled, texts)

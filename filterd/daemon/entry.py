@@ -84,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
             "/etc/filterd/filterd.toml, config/filterd.toml)",
         )
         if name == "serve":
-            # internal: a worker process started by `filterd serve` for smtp/smpp.workers > 1
-            c.add_argument("--worker", choices=["smtp", "smpp"], help=argparse.SUPPRESS)
+            # internal: a worker process started by `filterd serve` for smtp/smpp/cmpp.workers > 1
+            c.add_argument("--worker", choices=["smtp", "smpp", "cmpp"], help=argparse.SUPPRESS)
             c.add_argument("--parent", type=int, help=argparse.SUPPRESS)
             c.add_argument("--hub-fd", type=int, help=argparse.SUPPRESS)
             c.add_argument("--metrics-dir", help=argparse.SUPPRESS)

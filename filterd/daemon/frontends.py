@@ -1,8 +1,9 @@
 """Each front end of `filterd serve` as a small object: `start` (listen; a bind
 failure names its key) and `drain` (stop accepting, finish what is in flight,
 close), run by `run` until `stop`: the SMTP relay and its unsubscribe listener, the
-Postfix policy service, the HTTP front end, the decision and consent API, and the
-SMPP relay with its carrier link and (with workers) its hub link. `drain` is safe
+Postfix policy service, the HTTP front end, the decision and consent API, the
+SMPP relay with its carrier link and (with workers) its hub link, and the CMPP
+relay with its ISMG link and (with workers) its hub link. `drain` is safe
 after a `start` that failed part-way."""
 
 from __future__ import annotations
@@ -15,21 +16,26 @@ from typing import Any, Protocol
 
 from filterd import logs
 from filterd.api import ApiSite
+from filterd.cmpp.hub import CMPP_WIRE
+from filterd.cmpp.ismg import IsmgClient
+from filterd.cmpp.server import CmppRelay
 from filterd.daemon.live import Live
 from filterd.errors import ConfigError
 from filterd.guard import ConnectionTable
+from filterd.hub import HubClient
 from filterd.keywords import Keywords
 from filterd.policy_service import start_policy_server
 from filterd.settings import (
     ApiSettings,
     CancelMethod,
+    CmppSettings,
     HttpSettings,
     PolicySettings,
     SmppSettings,
     SmtpSettings,
 )
 from filterd.smpp.carrier import CarrierClient
-from filterd.smpp.hub import HubClient
+from filterd.smpp.hub import SMPP_WIRE
 from filterd.smpp.server import SmppRelay
 from filterd.smtp.complaints import Complaints
 from filterd.smtp.connection import Connections
@@ -329,7 +335,7 @@ class SmppFrontEnd:
             live.hub.local = relay.deliver_local
             relay.hub = live.hub
         if live.hub_fd is not None:
-            client = await HubClient.open(live.hub_fd, relay.deliver_local)
+            client = await HubClient.open(SMPP_WIRE, live.hub_fd, relay.deliver_local)
             relay.hub = client
             self.hub_link = asyncio.create_task(_hub_link(client, live.stop))
         if self.smpp.upstream is not None:
@@ -358,9 +364,68 @@ class SmppFrontEnd:
         logs.get_logger("smpp").info("drained", front_end="smpp")
 
 
-async def _hub_link(client: HubClient, stop: asyncio.Event) -> None:
-    """An SMPP worker's link to the hub; lost while serving: stop, so that `filterd serve`
-    starts this worker afresh with a new link (its clients bind again)."""
+class CmppFrontEnd:
+    """The CMPP relay and its ISMG link."""
+
+    def __init__(self, live: Live, cmpp: CmppSettings) -> None:
+        kw = live.settings.keywords
+        self.live = live
+        self.cmpp = cmpp
+        self.relay = CmppRelay(
+            cmpp,
+            live.runtime.service,
+            live.runtime.registry,
+            Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help),
+            default_region=live.settings.registry.default_region,
+            drain_s=live.settings.daemon.drain_timeout_s,
+            gate=live.gate,
+            compliance=live.settings.compliance,
+        )
+        live.cmpp_relay = self.relay
+        self.server: asyncio.Server | None = None
+        self.ismg_task: asyncio.Task[None] | None = None
+        self.ismg_stop = asyncio.Event()  # set only once the clients' submits are answered
+        self.hub_link: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Link to the hub (workers), start the ISMG link, listen on cmpp.listen."""
+        live, relay = self.live, self.relay
+        if live.cmpp_hub is not None:  # the parent of CMPP workers: its clients are on the hub
+            live.cmpp_hub.local = relay.deliver_local
+            relay.hub = live.cmpp_hub
+        if live.hub_fd is not None:
+            client = await HubClient.open(CMPP_WIRE, live.hub_fd, relay.deliver_local)
+            relay.hub = client
+            self.hub_link = asyncio.create_task(_hub_link(client, live.stop))
+        if self.cmpp.upstream is not None:
+            self.relay.carrier = IsmgClient(self.cmpp.upstream, self.relay.from_ismg)
+            self.ismg_task = asyncio.create_task(self.relay.carrier.run(self.ismg_stop))
+        self.server = await open_listener(self.live, "cmpp", self.cmpp.listen, self.relay.start())
+
+    async def drain(self) -> None:
+        """Answer the submits in flight and terminate every client, then the ISMG link."""
+        if self.server is not None:
+            self.server.close()
+        await self.relay.close_all()
+        if self.hub_link is not None:
+            self.hub_link.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.hub_link
+        if self.server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self.server.wait_closed(), self.live.settings.daemon.drain_timeout_s
+                )
+        self.ismg_stop.set()
+        if self.ismg_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ismg_task, 10)
+        logs.get_logger("cmpp").info("drained", front_end="cmpp")
+
+
+async def _hub_link(client: HubClient[Any], stop: asyncio.Event) -> None:
+    """An SMPP or CMPP worker's link to the hub; lost while serving: stop, so that
+    `filterd serve` starts this worker afresh with a new link (its clients log in again)."""
     try:
         await client.run()
     finally:

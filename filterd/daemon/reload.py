@@ -35,6 +35,9 @@ def reload(live: Live) -> None:
     if live.relay is not None and new.smpp is not None:
         kw = new.keywords
         live.relay.reload(new.smpp, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))
+    if live.cmpp_relay is not None and new.cmpp is not None:
+        kw = new.keywords
+        live.cmpp_relay.reload(new.cmpp, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))
     live.runtime.senders.clear()
     live.runtime.senders.update(senders)
     # live.settings stays the start-up config: what needs a restart keeps its old value
@@ -47,7 +50,8 @@ def reload(live: Live) -> None:
 
 _RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
                  "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
-                 "smpp.limits", "daemon", "compliance", "api")  # fmt: skip
+                 "smpp.limits", "daemon", "compliance", "api", "cmpp.listen", "cmpp.upstream",
+                 "cmpp.window", "cmpp.workers", "cmpp.limits")  # fmt: skip
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:

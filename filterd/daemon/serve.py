@@ -18,8 +18,10 @@ from typing import Any
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.bootstrap import build
+from filterd.cmpp.hub import CMPP_WIRE
 from filterd.daemon.frontends import (
     ApiService,
+    CmppFrontEnd,
     HttpService,
     PolicyFrontEnd,
     SmppFrontEnd,
@@ -32,11 +34,12 @@ from filterd.daemon.shared_metrics import report_metrics, share_metrics, unshare
 from filterd.daemon.workers import die_with_parent, run_workers, watch_parent
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, shown_url
 from filterd.filemodes import config_warnings
+from filterd.hub import Hub
 from filterd.metrics_dir import MetricsDir
 from filterd.notify import Notifier
 from filterd.process_limits import quiet_accept_errors, raise_nofile_limit
 from filterd.settings import Settings
-from filterd.smpp.hub import Hub
+from filterd.smpp.hub import SMPP_WIRE
 
 EXIT_OK, EXIT_START, EXIT_CONFIG, EXIT_UNAVAILABLE = 0, 1, 2, 3
 """serve's exit codes: stopped by a signal, a listener could not start, bad config,
@@ -128,7 +131,9 @@ def _warn_about_config_file(settings: Settings) -> None:
     named as such (written before it existed, it keeps its behaviour)."""
     for warning in config_warnings(settings.path):
         logs.get_logger("daemon").warning("config_file_mode", warning=warning)
-    if settings.compliance is None and (settings.smtp or settings.smpp or settings.policy):
+    if settings.compliance is None and (
+        settings.smtp or settings.smpp or settings.cmpp or settings.policy
+    ):
         logs.get_logger("daemon").warning(
             "compliance_off",
             warning="no [compliance] table: commercial messages are not checked for a "
@@ -187,8 +192,14 @@ def _start_front_ends(
     if smpp is not None and worker in (None, "smpp"):
         tasks.append(run(live, SmppFrontEnd(live, smpp)))
         if main and smpp.workers > 1:
-            live.hub = Hub()
+            live.hub = Hub(SMPP_WIRE)
             group.create_task(run_workers(live, "smpp", smpp.workers - 1, live.hub))
+    cmpp = settings.cmpp
+    if cmpp is not None and worker in (None, "cmpp"):
+        tasks.append(run(live, CmppFrontEnd(live, cmpp)))
+        if main and cmpp.workers > 1:
+            live.cmpp_hub = Hub(CMPP_WIRE)
+            group.create_task(run_workers(live, "cmpp", cmpp.workers - 1, live.cmpp_hub))
     if settings.policy is not None and main:
         tasks.append(run(live, PolicyFrontEnd(live, settings.policy)))
     if settings.http is not None and main:

@@ -1,4 +1,4 @@
-"""Worker processes (`smtp.workers`, `smpp.workers` > 1): started and restarted by
+"""Worker processes (`smtp.workers`, `smpp.workers`, `cmpp.workers` > 1): started and restarted by
 the main process, each an own `filterd serve --worker`; a worker stops when its
 parent is gone (parent-death signal, and a check every second)."""
 
@@ -12,17 +12,19 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from filterd import logs
 from filterd.daemon.live import SUPERVISE_INTERVAL_S, Live
-from filterd.smpp.hub import Hub
+from filterd.hub import Hub
 
 _PR_SET_PDEATHSIG = 1
 
 
-async def run_workers(live: Live, front_end: str, count: int, hub: Hub | None = None) -> None:
+async def run_workers(live: Live, front_end: str, count: int, hub: Hub[Any] | None = None) -> None:
     """Keep `count` extra worker processes of `front_end` running (restarted 1 s after a
-    death; each SMPP worker with a fresh link to `hub`); on stop, SIGTERM and wait for them."""
+    death; each SMPP or CMPP worker with a fresh link to `hub`); on stop, SIGTERM and
+    wait for them."""
     command = [sys.executable, "-m", "filterd", "serve", "--config", str(live.settings.path),
                "--worker", front_end, "--parent", str(os.getpid())]  # fmt: skip
     if live.metrics_dir is not None:

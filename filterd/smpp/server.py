@@ -12,7 +12,7 @@ carrier delivers (receipts and consumers' replies) is handled by
 
 With `smpp.workers > 1` several processes serve the port; a receipt or MO
 that arrives on this process's carrier bind while the client's receiver bind
-is in another process is handed to `hub` (see `filterd.smpp.hub`).
+is in another process is handed to `hub` (see `filterd.hub`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import asyncio
 import dataclasses
 
 from filterd.accounts import password_matches
-from filterd.guard import ConnectionTable, LoginGate
+from filterd.guard import ACCEPT_BATCH, ConnectionTable, LoginGate, widen_queue
+from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
 from filterd.service import Service
 from filterd.settings import ComplianceSettings, SmppAccount, SmppSettings
 from filterd.smpp.carrier import CarrierClient
 from filterd.smpp.deliveries import Deliveries
-from filterd.smpp.hub import Peers
 from filterd.smpp.pdu import DataSm, DeliverSm, Pdu, SubmitSm
 from filterd.smpp.session import ClientSession
 from filterd.smpp.submit import HOLD_S, Submitter
@@ -66,7 +66,7 @@ class SmppRelay:
         """How long submits in flight may take at shutdown or disconnect."""
         self.default_region = default_region
         self.carrier: CarrierClient | None = None
-        self.hub: Peers | None = None
+        self.hub: Peers[DeliverSm | DataSm] | None = None
         """The other SMPP processes (smpp.workers > 1), for deliveries bound elsewhere."""
         self.sessions: set[ClientSession] = set()
         self._announced: frozenset[str] = frozenset()
@@ -102,7 +102,10 @@ class SmppRelay:
         """Listen on smpp.listen (shared with the other workers' processes: SO_REUSEPORT)."""
         host, port = self.settings.listen
         reuse_port = self.settings.workers > 1 or None
-        server = await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port)
+        server = await asyncio.start_server(
+            self._connected, host, port, reuse_port=reuse_port, backlog=ACCEPT_BATCH
+        )
+        widen_queue(server)
         self.table.start()
         return server
 

@@ -25,6 +25,7 @@ import itertools
 from typing import Protocol
 
 from filterd.guard import Abandoned, LoginGate, Ticket
+from filterd.linger import finish
 from filterd.logs import get_logger
 from filterd.settings import SmppAccount, SmppSettings
 from filterd.smpp.decode import SmppProtocolError
@@ -55,10 +56,6 @@ from filterd.smpp.status import (
 )
 
 log = get_logger("smpp")
-LINGER_S = 2.0
-"""At the end of a session, how long the client's remaining input is read and dropped."""
-LINGER_BYTES = 1 << 20
-"""... and how much of it at most."""
 
 _BINDS = frozenset(bind.command_id for bind in (BindReceiver, BindTransmitter, BindTransceiver))
 """The bind command ids (a bind the codec refused is a failed bind)."""
@@ -114,6 +111,9 @@ class ClientSession:
         self.receives = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._sequence = itertools.count(1)
+        self._ended = False
+        """True once the FIN is sent: nothing more is written (an unbind at shutdown
+        racing the end of the session included)."""
 
     def gone(self) -> bool:
         """Whether the client has left (or the connection is being closed)."""
@@ -255,34 +255,14 @@ class ClientSession:
         self.writer.close()
 
     def _write(self, pdu: Pdu) -> None:
-        if not self.writer.is_closing():
+        if not self.writer.is_closing() and not self._ended:
             self.writer.write(encode(pdu))
 
     async def _finish(self) -> None:
-        """Let submits in flight get their answers, then close without losing them.
+        """Let submits in flight get their answers, then close without losing them
+        (`filterd.linger`)."""
+        await finish(self.reader, self.writer, self._tasks, self.relay.drain_s, self._end)
 
-        A client may still be sending when the session ends (it broke the framing or
-        unbound mid-burst). Closing a socket with unread input makes the kernel send
-        a reset, and a reset can destroy answers still on their way to the client. So
-        the answers are followed by a FIN (write_eof), and what the client still
-        sends is read and dropped until it closes too (at most LINGER_S, LINGER_BYTES).
-        """
-        if self._tasks:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._tasks), self.relay.drain_s)
-        with contextlib.suppress(OSError, RuntimeError, TimeoutError):
-            if not self.writer.is_closing() and self.writer.can_write_eof():
-                self.writer.write_eof()
-                await asyncio.wait_for(self._discard_input(), LINGER_S)
-        self.writer.close()
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
-
-    async def _discard_input(self) -> None:
-        """Read and drop what the client still sends, until it closes or LINGER_BYTES."""
-        left = LINGER_BYTES
-        while left > 0:
-            data = await self.reader.read(min(left, 65536))
-            if not data:
-                return
-            left -= len(data)
+    def _end(self) -> None:
+        """Before the FIN: nothing is written after it."""
+        self._ended = True

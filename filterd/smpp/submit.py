@@ -43,6 +43,7 @@ check, keep the path above.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import secrets
 import time
 from collections import OrderedDict
@@ -88,6 +89,11 @@ _STATUS = {
 }
 
 
+def _readdress(answer: Pdu, part: SubmitSm) -> Pdu:
+    """The answer for a held part, under that submit_sm's sequence number."""
+    return dataclasses.replace(answer, sequence_number=part.sequence_number)
+
+
 class Submitter:
     """Decides each client's submit_sm and forwards the delivered ones to the carrier."""
 
@@ -108,7 +114,7 @@ class Submitter:
         self._decisions: OrderedDict[tuple[str, object], tuple[float, asyncio.Future[Decision]]] = (
             OrderedDict()
         )
-        self._held = Assembler(hold_s)
+        self._held: Assembler[SubmitSm, Pdu] = Assembler(hold_s, _readdress)
 
     def close(self) -> None:
         """Stopping: held concatenated messages are released now (incomplete: refused)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
+from filterd.guard import ACCEPT_BATCH, widen_queue
 from filterd.settings import SmtpSettings
 from filterd.smtp.connection import RelaySMTP
 from filterd.smtp.inbound import RelayHandler
@@ -60,6 +61,8 @@ async def start_smtp_server(
         )
 
     host, port = listen
-    return await asyncio.get_running_loop().create_server(
-        factory, host, port, reuse_port=settings.workers > 1 or None
+    server = await asyncio.get_running_loop().create_server(
+        factory, host, port, reuse_port=settings.workers > 1 or None, backlog=ACCEPT_BATCH
     )
+    widen_queue(server)
+    return server

@@ -20,6 +20,8 @@ bucket, so a bucket's facts and its side table live in one Cluster slot.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PREFIX = "fd"
 FACTS_PATTERN = f"{PREFIX}:r:*"
 SENDERS = f"{PREFIX}:{{meta}}:senders"
@@ -53,6 +55,17 @@ def bucket_name(bucket: int, bucket_bits: int) -> str:
 def facts_key(consumer_id: bytes, bucket_bits: int) -> str:
     """The hash key holding this consumer's facts."""
     return f"{PREFIX}:r:{{{bucket_name(bucket_of(consumer_id, bucket_bits), bucket_bits)}}}"
+
+
+def lookup_fields(consumer_ids: Sequence[bytes], bucket_bits: int) -> list[tuple[str, bytes]]:
+    """The (facts key, field) of each consumer, as `facts_key` and `consumer_field`
+    name them, in one pass (a lookup's whole batch)."""
+    shift = 32 - bucket_bits
+    width = f"0{(bucket_bits + 3) // 4}x"
+    head = f"{PREFIX}:r:{{"
+    return [
+        (f"{head}{int.from_bytes(c[:4], 'big') >> shift:{width}}}}", c[2:10]) for c in consumer_ids
+    ]
 
 
 def side_key(consumer_id: bytes, bucket_bits: int) -> str:

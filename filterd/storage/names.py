@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from filterd.model import ALL_SENDERS, BulkRow, Fact
 from filterd.storage import keys, scripts
 from filterd.storage.records import Record
-from filterd.storage.replies import as_text, records_of
+from filterd.storage.replies import as_text, record_fields_of
 
 if TYPE_CHECKING:
     from filterd.storage.router import Router
@@ -101,19 +101,23 @@ class Names:
     def decode_cached(
         self, sender: str, sender_id: int, values: Sequence[Any]
     ) -> list[list[Fact]] | None:
-        """`decode` with no round trip: None when a name in the values is not cached."""
+        """`decode` with no round trip: None when a source name in the values is not
+        cached."""
         if sender_id > 0 and self._ids.get(("sender", sender)) != sender_id:
             self.remember("sender", sender, sender_id)
         scopes = {0: ALL_SENDERS, sender_id: sender}
+        names = self._names
         out = []
         for value in values:
             facts = []
-            for record in records_of(value):
-                if record.scope_id in scopes:
-                    fact = self._known_fact(record, scopes)
-                    if fact is None:
-                        return None
-                    facts.append(fact)
+            for kind, channel, scope_id, at_ms, source_id, expires_ms in record_fields_of(value):
+                scope = scopes.get(scope_id)
+                if scope is None:
+                    continue
+                source = names.get(("source", source_id))
+                if source is None:
+                    return None
+                facts.append(Fact(kind, scope, channel, at_ms, source, None, None, expires_ms))
             out.append(facts)
         return out
 
@@ -124,30 +128,20 @@ class Names:
         if cached is not None:
             return cached
         scopes = {0: ALL_SENDERS, sender_id: sender}
+        names = self._names
         out = []
         for value in values:
             facts = []
-            for record in records_of(value):
-                if record.scope_id in scopes:
-                    fact = self._known_fact(record, scopes)
-                    facts.append(fact if fact is not None else await self.fact(record, scopes))
+            for kind, channel, scope_id, at_ms, source_id, expires_ms in record_fields_of(value):
+                scope = scopes.get(scope_id)
+                if scope is None:
+                    continue
+                source = names.get(("source", source_id))
+                if source is None:
+                    source = await self.name("source", source_id)
+                facts.append(Fact(kind, scope, channel, at_ms, source, None, None, expires_ms))
             out.append(facts)
         return out
-
-    def _known_fact(self, record: Record, scopes: dict[int, str]) -> Fact | None:
-        """The Fact of a record whose names are cached (no round trip), else None."""
-        sender = scopes.get(record.scope_id)
-        source = self._names.get(("source", record.source_id))
-        if sender is None or source is None:
-            return None
-        return Fact(
-            kind=record.kind,
-            sender=sender,
-            channel=record.channel,
-            at_ms=record.at_ms,
-            source=source,
-            expires_ms=record.expires_ms,
-        )
 
     async def fact(self, record: Record, scopes: dict[int, str] | None = None) -> Fact:
         """The Fact of a record, its names read from the server if not cached."""

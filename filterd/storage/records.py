@@ -77,32 +77,42 @@ def pack(record: Record) -> bytes:
     return out
 
 
-def unpack(value: bytes) -> list[Record]:
-    """Every record in one consumer's value; raises ValueError on a damaged value."""
-    records = []
-    pos = 0
-    while pos < len(value):
+RecordFields = tuple[Kind, Channel | None, int, int, int, int | None]
+"""A record's fields in Record's order as a plain tuple: what a lookup decodes, without
+building a Record for each."""
+
+
+def unpack_fields(value: bytes) -> list[RecordFields]:
+    """Every record in one consumer's value, as field tuples; raises ValueError on a
+    damaged value."""
+    records: list[RecordFields] = []
+    pos, end = 0, len(value)
+    while pos < end:
         head = value[pos]
         kind = KINDS.get(head >> 4)
         channel_code = head & 0x0F
         if kind is None or channel_code not in CHANNELS:
             raise ValueError(f"damaged record at byte {pos}")
         size = REQUEST_LEN if kind is Kind.REQUEST else BASE_LEN
-        if pos + size > len(value):
+        if pos + size > end:
             raise ValueError(f"truncated record at byte {pos}")
-        chunk = value[pos : pos + size]
         records.append(
-            Record(
-                kind=kind,
-                channel=CHANNELS[channel_code],
-                scope_id=int.from_bytes(chunk[1:4], "big"),
-                at_ms=int.from_bytes(chunk[4:10], "big"),
-                source_id=int.from_bytes(chunk[10:12], "big"),
-                expires_ms=int.from_bytes(chunk[12:18], "big") if size == REQUEST_LEN else None,
+            (
+                kind,
+                CHANNELS[channel_code],
+                int.from_bytes(value[pos + 1 : pos + 4], "big"),
+                int.from_bytes(value[pos + 4 : pos + 10], "big"),
+                int.from_bytes(value[pos + 10 : pos + 12], "big"),
+                int.from_bytes(value[pos + 12 : pos + 18], "big") if size == REQUEST_LEN else None,
             )
         )
         pos += size
     return records
+
+
+def unpack(value: bytes) -> list[Record]:
+    """Every record in one consumer's value; raises ValueError on a damaged value."""
+    return [Record(*fields) for fields in unpack_fields(value)]
 
 
 def pack_side(evidence: str | None, message_id: str | None) -> bytes:

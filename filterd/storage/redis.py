@@ -80,14 +80,14 @@ class RedisRegistry:
         """See Registry.lookup: the sender's id and the consumers' facts in one round
         trip (batched with other lookups of the same loop turn, see lookups.py),
         then decoded with the cached names."""
-        fields = [(keys.facts_key(c, self._bits), keys.consumer_field(c)) for c in consumers]
+        fields = keys.lookup_fields(consumers, self._bits)
         sender_id, values = await self._router.read(sender, fields)
         return await self._names.decode(sender, sender_id, values)
 
     def lookup_soon(self, sender: str, consumers: Sequence[bytes], done: Found) -> None:
         """See Registry.lookup_soon: the same read as lookup, the facts decoded in the
         callback (in a task only when a name is not cached yet)."""
-        fields = [(keys.facts_key(c, self._bits), keys.consumer_field(c)) for c in consumers]
+        fields = keys.lookup_fields(consumers, self._bits)
 
         def decode(outcome: tuple[int, list[Any]] | RegistryUnavailable) -> None:
             if isinstance(outcome, RegistryUnavailable):

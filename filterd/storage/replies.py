@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from filterd.errors import RegistryUnavailable
 from filterd.model import Fact
-from filterd.storage.records import Record, unpack
+from filterd.storage.records import Record, RecordFields, unpack, unpack_fields
 
 
 def as_text(value: bytes | str | None) -> str:
@@ -27,6 +27,17 @@ def records_of(value: bytes | str | None) -> list[Record]:
         return []
     try:
         return unpack(packed)
+    except ValueError as exc:
+        raise RegistryUnavailable(f"damaged registry value: {exc}") from exc
+
+
+def record_fields_of(value: bytes | str | None) -> list[RecordFields]:
+    """`records_of` as field tuples (a lookup's decoding)."""
+    packed = as_bytes(value)
+    if not packed:
+        return []
+    try:
+        return unpack_fields(packed)
     except ValueError as exc:
         raise RegistryUnavailable(f"damaged registry value: {exc}") from exc
 

@@ -62,6 +62,7 @@ from filterd.smpp.pdu import (
     response_to,
 )
 from filterd.storage.redis import RedisRegistry
+from tests.cmpp_ismg import FakeIsmg
 from tests.helpers import RedisProcess, SinkServer, aof_args, bundled_valkey, system_redis
 from tests.smsc import FakeSmsc
 
@@ -74,6 +75,7 @@ JANE = "jane@example.com"
 BOB = "bob@example.com"
 SMTP_USER, SMTP_PASSWORD = "newsletter", "pw-news"
 SMPP_SYSTEM_ID, SMPP_PASSWORD = "promo", "chg-me-1"
+CMPP_SP_ID, CMPP_SECRET = "900001", "chg-me-2"
 POLICY_NETWORK = "192.0.2.0/24"
 """The client network of the account the policy service finds without a sasl_username."""
 
@@ -317,12 +319,17 @@ def write_config(
     smpp_workers: int = 1,
     http: bool = False,
     policy: bool = False,
+    ismg: FakeIsmg | None = None,
+    cmpp_listen: str = "127.0.0.1:0",
+    cmpp_workers: int = 1,
 ) -> Path:
     """A config with the SMTP relay (if `smtp_upstream`), the SMPP relay (if `smsc_port`),
     the HTTP front end (if `http`; port chosen by the OS, so unsubscribe URLs name
     port 0 and the caller puts in the port the daemon logged) and the Postfix policy
     service (if `policy`; without the SMTP relay its account is an `[smtp]` account with
-    no listener, found by sasl_username or by a client address in POLICY_NETWORK)."""
+    no listener, found by sasl_username or by a client address in POLICY_NETWORK) and
+    the CMPP relay (if `ismg`: linked to that fake ISMG, account CMPP_SP_ID of acme,
+    window 64)."""
     secret = home / "secret"
     secret.write_text(SECRET + "\n")
     secret.chmod(0o600)
@@ -368,6 +375,29 @@ sender = "acme"
 stream = "commercial"
 
 [[smpp.numbers]]
+address = "{NUMBER}"
+sender = "acme"
+"""
+    if ismg is not None:
+        text += f"""
+[cmpp]
+listen = "{cmpp_listen}"
+workers = {cmpp_workers}
+window = 64
+
+[cmpp.upstream]
+host = "127.0.0.1"
+port = {ismg.port}
+sp_id = "{ismg.sp_id}"
+shared_secret = "{ismg.secret}"
+
+[[cmpp.accounts]]
+sp_id = "{CMPP_SP_ID}"
+shared_secret = "{CMPP_SECRET}"
+sender = "acme"
+stream = "commercial"
+
+[[cmpp.numbers]]
 address = "{NUMBER}"
 sender = "acme"
 """
@@ -860,6 +890,14 @@ class SmppLoad:
 def sink(reaper: Reaper) -> SinkServer:
     """An aiosmtpd upstream sink for this test."""
     server = SinkServer().start()
+    reaper.finalizers.append(server.shutdown)
+    return server
+
+
+@pytest.fixture
+def ismg(reaper: Reaper) -> FakeIsmg:
+    """A fake ISMG for this test."""
+    server = FakeIsmg().start()
     reaper.finalizers.append(server.shutdown)
     return server
 

@@ -1,5 +1,6 @@
 """kill -9 `filterd serve` again and again while clients send: every message a client
-saw acknowledged (SMTP 250 after DATA, SMPP ESME_ROK) is at the upstream, zero lost."""
+saw acknowledged (SMTP 250 after DATA, SMPP ESME_ROK, CMPP Result 0) is at the upstream,
+zero lost."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from filterd.model import Kind
+from tests.cmpp_ismg import FakeIsmg
+from tests.faults.cmppload import CmppLoad
 from tests.faults.conftest import (
     JANE,
     JANE_SMS,
@@ -158,3 +161,53 @@ def test_kill9_of_parent_leaves_no_smtp_worker(
     left = await_group_exit(pgid)
     report("smtp_workers_kill9", leftovers=len(left), processes=";".join(c for _, c in left))
     assert not left
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_kill9_during_cmpp_loses_no_acknowledged_submit(
+    home: Path, valkey: RedisProcess, ismg: FakeIsmg, reaper: Reaper, workers: int
+) -> None:
+    """ROUNDS times: wait for a few more CMPP_SUBMIT_RESP Result 0, SIGKILL filterd with
+    submits in its window, start it again. Every submit the SP saw answered Result 0
+    reached the ISMG; none is lost. With cmpp.workers = 2 (two ISMG links) the orphaned
+    worker drains and exits by itself."""
+    record_fact(valkey.url, "+" + JANE_SMS, Kind.CONSENT)
+    listen = f"127.0.0.1:{free_port()}" if workers > 1 else "127.0.0.1:0"
+    config = write_config(home, valkey.url, ismg=ismg, cmpp_listen=listen, cmpp_workers=workers)
+    daemon = Daemon(config, reaper, ("cmpp",))
+    target = Target()
+    target.set(daemon.start().ports["cmpp"])
+    ismg.wait_logged_in(links=workers)
+    load = CmppLoad(target).start()
+    leftovers: list[str] = []
+    try:
+        for _ in range(ROUNDS):
+            load.ledger.wait("delivered", NEW_ACKS_BEFORE_KILL, since=time.monotonic())
+            target.set(None)
+            pgid = daemon.pid
+            daemon.kill9()
+            leftovers += [f"{pid}:{cmd}" for pid, cmd in await_group_exit(pgid)]
+            target.set(daemon.start().ports["cmpp"])
+            ismg.wait_logged_in(links=workers)
+        load.ledger.wait("delivered", NEW_ACKS_BEFORE_KILL, since=time.monotonic())
+    finally:
+        load.stop()
+    assert daemon.stop() == 0
+    acknowledged = load.ledger.acknowledged()
+    at_ismg = [pdu.msg_content.decode() for pdu in list(ismg.submits)]
+    lost = acknowledged - set(at_ismg)
+    outcomes = load.ledger.summary()
+    line = report(
+        f"cmpp_kill9[workers={workers}]",
+        kills=ROUNDS,
+        outcomes=outcomes,
+        acknowledged=len(acknowledged),
+        at_ismg=len(at_ismg),
+        unacknowledged_at_ismg=len(set(at_ismg) - acknowledged),
+        lost=len(lost),
+        ismg_logins=ismg.logins,
+        leftovers_after_kill=len(leftovers),
+    )
+    assert not lost, line
+    assert not leftovers, line
+    assert set(outcomes) <= {"delivered", "cut", "result 8"}, line
