@@ -26,15 +26,17 @@ What it does:
   (`bench/policy.py --serve KIND ...`) on 127.0.0.1, port chosen by the OS:
   * **filterd**: `filterd.policy_service.start_policy_server` with a commercial
     account: per request the parser, account, normalisation, HMAC, one registry
-    lookup (`Service.screen`), `decide()`, the decision's log line, the reply;
+    lookup (`Service.screen_soon`), `decide()`, the decision's log line, the reply;
   * **baseline A — no lookup**: the same server with a transactional account:
-    everything above except the registry lookup (Service.screen skips it);
-  * **baseline B — framing only**: the same asyncio streams server and
-    `PolicyParser`, answering `action=DUNNO` to every request;
+    everything above except the registry lookup (Service.screen_soon skips it);
+  * **baseline B — framing only**: filterd's framing (an `asyncio.Protocol`
+    per connection and `PolicyParser`, as the policy service has them),
+    answering `action=DUNNO` to every request;
   * **floor C — framing + one round trip**: baseline B plus one HGET per
-    request, written by hand on a plain asyncio stream to the registry: the
-    least a server that reads the registry once per decision (so that an
-    opt-out counts for the very next request) can spend, with no filterd code.
+    request, written by hand on a connection of its own to the registry, the
+    reply sent when the registry has answered: the least a server that reads
+    the registry once per decision (so that an opt-out counts for the very next
+    request) can spend, with no filterd code.
   Every server logs as in production (JSON lines, here to /dev/null).
 - This process is the client: N asyncio connections, each sending one
   request exactly as Postfix 3.7 writes it (29 attributes, ~600 bytes) and
@@ -72,7 +74,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,7 +84,9 @@ from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.identity import ConsumerHasher
 from filterd.model import Address, BulkRow, Channel, Kind, MessageClass
-from filterd.policy_service import PolicyParser, serialize_reply, start_policy_server
+from filterd.policy_rules import DUNNO_REPLY
+from filterd.policy_service import start_policy_server
+from filterd.policy_wire import PolicyParser, serialize_reply
 from filterd.secret import load_or_create
 from filterd.service import Service
 from filterd.settings import SmtpAccount
@@ -147,51 +151,89 @@ def postfix_request(recipient: str) -> bytes:
 # ---- child: one policy server -------------------------------------------------------------
 
 
-async def _bare(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Baseline B: the same framing, DUNNO to everything, nothing else."""
-    parser = PolicyParser()
-    dunno = serialize_reply("DUNNO")
-    try:
-        while data := await reader.read(65536):
-            answers = [dunno for _ in parser.feed(data)]
-            if answers:
-                writer.write(b"".join(answers))
-                await writer.drain()
-    finally:
-        writer.close()
+class _Bare(asyncio.Protocol):
+    """Baseline B: filterd's framing (one asyncio.Protocol per connection, the same
+    PolicyParser), DUNNO to every request, nothing else."""
+
+    def __init__(self) -> None:
+        self.parser = PolicyParser()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream transport
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        answers = [DUNNO_REPLY for _ in self.parser.feed(data)]
+        if answers and self.transport is not None:
+            self.transport.write(b"".join(answers))
 
 
-def _round_trip(url: str) -> Callable[..., Awaitable[None]]:
-    """Floor C: the framing of baseline B plus, per request, one HGET written by
-    hand on a plain asyncio stream to the registry and its reply read: the least
-    any server can spend that consults the registry once per request (one round
-    trip per decision, so that an opt-out counts for the very next request), with
-    no filterd code on the way."""
-    hget = b"*3\r\n$4\r\nHGET\r\n$3\r\nfdb\r\n$5\r\nfield\r\n"
+class _Registry(asyncio.Protocol):
+    """Floor C's own connection to the registry: each reply ($-1, the field is absent)
+    answers the client's oldest request."""
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if url.startswith("unix://"):
-            registry = await asyncio.open_unix_connection(url.removeprefix("unix://"))
+    def __init__(self, client: asyncio.Transport) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream transport
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        replies = data.count(b"$-1\r\n")
+        if replies:
+            self.client.write(DUNNO_REPLY * replies)
+
+
+class _RoundTrip(_Bare):
+    """Floor C: the framing of baseline B plus, per request, one HGET written by hand
+    on a connection of its own to the registry, and the reply sent when the registry
+    has answered: the least any server can spend that consults the registry once per
+    request (one round trip per decision, so that an opt-out counts for the very next
+    request), with no filterd code on the way."""
+
+    HGET = b"*3\r\n$4\r\nHGET\r\n$3\r\nfdb\r\n$5\r\nfield\r\n"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.registry: _Registry | None = None
+        self.early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        asyncio.get_running_loop().create_task(self._open(transport))
+
+    async def _open(self, client: asyncio.BaseTransport) -> None:
+        assert isinstance(client, asyncio.Transport)  # noqa: S101 - a stream transport
+        loop = asyncio.get_running_loop()
+        if self.url.startswith("unix://"):
+            _, registry = await loop.create_unix_connection(
+                lambda: _Registry(client), self.url.removeprefix("unix://")
+            )
         else:
-            host, _, port = url.removeprefix("redis://").rpartition(":")
-            registry = await asyncio.open_connection(host, int(port.split("/")[0]))
-        parser = PolicyParser()
-        dunno = serialize_reply("DUNNO")
-        try:
-            while data := await reader.read(65536):
-                answers = []
-                for _ in parser.feed(data):
-                    registry[1].write(hget)
-                    await registry[0].readline()  # $-1: the field is absent
-                    answers.append(dunno)
-                if answers:
-                    writer.write(b"".join(answers))
-                    await writer.drain()
-        finally:
-            writer.close()
-            registry[1].close()
+            host, _, port = self.url.removeprefix("redis://").rpartition(":")
+            _, registry = await loop.create_connection(
+                lambda: _Registry(client), host, int(port.split("/")[0])
+            )
+        self.registry = registry
+        for data in self.early:
+            self.data_received(data)
 
-    return handle
+    def data_received(self, data: bytes) -> None:
+        registry = self.registry
+        if registry is None or registry.transport is None:
+            self.early.append(data)
+            return
+        asks = len(self.parser.feed(data))
+        if asks:
+            registry.transport.write(self.HGET * asks)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.registry is not None and self.registry.transport is not None:
+            self.registry.transport.close()
 
 
 async def serve(kind: str, url: str, secret_file: Path) -> None:
@@ -205,9 +247,9 @@ async def serve(kind: str, url: str, secret_file: Path) -> None:
     accounts = AccountBook([SmtpAccount("bench", SENDER, stream, password="unused")])  # noqa: S106
     service = Service(registry, ConsumerHasher(load_or_create(secret_file)), request_ttl_s=3600)
     if kind == "framing":
-        server = await asyncio.start_server(_bare, "127.0.0.1", 0)
+        server = await loop.create_server(_Bare, "127.0.0.1", 0)
     elif kind == "roundtrip":
-        server = await asyncio.start_server(_round_trip(url), "127.0.0.1", 0)
+        server = await loop.create_server(lambda: _RoundTrip(url), "127.0.0.1", 0)
     else:
         server = await start_policy_server(("127.0.0.1", 0), service, accounts, default_region=None)
     port = server.sockets[0].getsockname()[1]

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 
 from filterd.settings import SmtpAccount
 
+CLIENT_CACHE = 1024
+"""Client addresses whose account `by_address` remembers (forgotten all at once when full)."""
+
 
 class AccountBook:
     """Look-ups over the configured `[[smtp.accounts]]`."""
@@ -27,6 +30,7 @@ class AccountBook:
         # most specific first: a /32 beats the /24 around it
         self._networks = sorted(networks, key=lambda item: -item[0].prefixlen)
         self._by_name = {a.username: a for a in accounts}
+        self._by_client: dict[str, SmtpAccount | None] = {}
 
     def authenticate(self, username: str, password: str) -> SmtpAccount | None:
         """The account whose login this is, or None (wrong name or password)."""
@@ -39,7 +43,21 @@ class AccountBook:
         return self._by_name.get(username)
 
     def by_address(self, address: str) -> SmtpAccount | None:
-        """The account whose `networks` hold this client address, or None."""
+        """The account whose `networks` hold this client address, or None. The answers
+        are remembered for up to CLIENT_CACHE addresses (then forgotten at once): one
+        Postfix asks about the same few clients over and over, and reading an IP
+        address costs microseconds."""
+        if not self._networks:
+            return None
+        if address in self._by_client:
+            return self._by_client[address]
+        if len(self._by_client) >= CLIENT_CACHE:
+            self._by_client.clear()
+        found = self._by_client[address] = self._in_networks(address)
+        return found
+
+    def _in_networks(self, address: str) -> SmtpAccount | None:
+        """by_address, worked out."""
         ip = client_ip(address)
         if ip is None:
             return None

@@ -24,6 +24,7 @@ bytes and control characters as `?`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from filterd.errors import InvalidAddress
@@ -34,6 +35,8 @@ INTERNATIONAL = 1
 """SMPP/CMPP type of number 1: international digits without the `+`."""
 _FORBIDDEN = frozenset(chr(c) for c in [*range(0x21), 0x7F])
 """Spaces and control characters."""
+_SPACES_OR_CONTROLS = re.compile("[\x00-\x20\x7f]")
+_CONTROLS = re.compile("[\x00-\x1f\x7f]")
 NOT_UTF8 = "not valid UTF-8"
 UNUSABLE = "empty, or has spaces or control characters"
 NOT_EMAIL = "not an email address"
@@ -51,11 +54,12 @@ class Refused:
 def unusable(raw: str, *, spaces: bool = False) -> str | None:
     """Why `raw` cannot be used at all (relayed, echoed, looked up), or None; with
     `spaces`, a space is allowed (between the digits of a phone number)."""
-    try:
-        raw.encode("utf-8")
-    except UnicodeEncodeError:
-        return NOT_UTF8
-    if not raw or any(c in _FORBIDDEN and not (spaces and c == " ") for c in raw):
+    if not raw.isascii():
+        try:
+            raw.encode("utf-8")
+        except UnicodeEncodeError:
+            return NOT_UTF8
+    if not raw or (_CONTROLS if spaces else _SPACES_OR_CONTROLS).search(raw):
         return UNUSABLE
     return None
 

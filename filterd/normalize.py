@@ -29,6 +29,16 @@ _SEPARATORS = str.maketrans("", "", " ().-")
 _E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LOCAL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f\"(),:;<>@\[\\\]]")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+"""Printable ASCII but the characters _LOCAL_FORBIDDEN names, and the dot."""
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN_EMAIL = re.compile(
+    rf"(?=[^@]{{1,64}}@){_ATOM}(?:\.{_ATOM})*@(?:{_HOST_LABEL}\.)+{_HOST_LABEL}"
+)
+"""An ASCII address that passes every check of checked_email as it is written (no
+space to trim, no trailing dot, a local part of at most 64 octets, host-name labels)
+once its length (at most 254) is checked: its canonical form is the address in lower
+case."""
 _TYPE_DESCS = (  # the number types is_valid_number accepts; commonest first
     "mobile",
     "fixed_line",
@@ -63,6 +73,13 @@ def normalize(raw: str, default_region: str | None = None) -> Address:
 
 def normalize_email(raw: str) -> str:
     """Canonical email: trimmed, IDNA domain, whole address lower-cased."""
+    if len(raw) <= 254 and _PLAIN_EMAIL.fullmatch(raw):
+        return raw.lower()  # what checked_email makes of it, in one C call
+    return checked_email(raw)
+
+
+def checked_email(raw: str) -> str:
+    """normalize_email, rule by rule (every address; the one that names what is wrong)."""
     text = raw.strip()
     local, sep, domain = text.rpartition("@")
     if not sep or not local:

@@ -183,6 +183,52 @@ class Service:
         if audit:
             self._audit.add(audit)
 
+    def screen_soon(
+        self,
+        sender: str,
+        message_class: MessageClass,
+        address: Address,
+        done: Callable[[Decision | Exception], None],
+        *,
+        origin: str,
+        message_id: str | None = None,
+    ) -> None:
+        """`screen` for one recipient with a callback instead of a coroutine, for the hot
+        path of a front end that answers from a protocol callback (the policy service):
+        the same lookup (batched alike), decision, log line, count and audit entry, no
+        task or future on the way. `done` gets the decision, or the error screen would
+        raise, once (before this returns when there is nothing to look up)."""
+        addresses, ids = (address,), (self.hasher.consumer_id(address),)
+        now = self.now_ms()
+
+        def decided(facts: list[list[Fact]] | None) -> None:
+            try:
+                decisions = self._decisions(
+                    sender, message_class, addresses, facts, now=now, refused_by=None
+                )
+                self._report(
+                    sender, addresses, ids, decisions, now=now, origin=origin, message_id=message_id
+                )
+            except Exception as exc:
+                done(exc)
+                return
+            done(decisions[0])
+
+        if message_class is not MessageClass.COMMERCIAL:
+            decided(None)
+            return
+        started = time.perf_counter()
+
+        def found(outcome: list[list[Fact]] | RegistryUnavailable) -> None:
+            if isinstance(outcome, RegistryUnavailable):
+                self._unreadable(outcome, origin)
+                decided(None)
+            else:
+                self.metrics.registry_latency("lookup", time.perf_counter() - started)
+                decided(outcome)
+
+        self.registry.lookup_soon(sender, ids, found)
+
     async def judge(
         self, sender: str, message_class: MessageClass, addresses: Sequence[Address]
     ) -> list[Decision]:
@@ -214,15 +260,36 @@ class Service:
             try:
                 facts = await self.registry.lookup(sender, list(ids))
             except RegistryUnavailable as exc:
-                self.metrics.registry_error("lookup")
-                log.warning("registry_unavailable", error=str(exc), origin=origin)
+                self._unreadable(exc, origin)
             else:
                 self.metrics.registry_latency("lookup", time.perf_counter() - started)
+        return self._decisions(
+            sender, message_class, addresses, facts, now=now, refused_by=refused_by
+        )
+
+    def _unreadable(self, error: RegistryUnavailable, origin: str) -> None:
+        """A lookup failed: counted and logged (decide() then fails closed or open)."""
+        self.metrics.registry_error("lookup")
+        log.warning("registry_unavailable", error=str(error), origin=origin)
+
+    def _decisions(
+        self,
+        sender: str,
+        message_class: MessageClass,
+        addresses: Sequence[Address],
+        facts: list[list[Fact]] | None,
+        *,
+        now: int,
+        refused_by: Reason | None,
+    ) -> list[Decision]:
+        """`decide()` per recipient on the facts read (None: unreadable); what the
+        registry lets through is then dropped for `refused_by`, else deferred inside
+        the recipient's quiet hours."""
         submissions = {
             channel: Submission(sender, channel, message_class)
             for channel in {address.channel for address in addresses}
         }
-        found: Sequence[list[Fact] | None] = facts if facts is not None else [None] * len(ids)
+        found: Sequence[list[Fact] | None] = facts if facts is not None else [None] * len(addresses)
         fail_mode = self.fail_mode
         decisions = [
             decide(submissions[address.channel], address_facts, now, fail_mode)

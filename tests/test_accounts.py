@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from filterd.accounts import AccountBook
+from filterd.accounts import CLIENT_CACHE, AccountBook
 from filterd.model import MessageClass
 from filterd.settings import SmtpAccount
 
@@ -143,3 +143,19 @@ def test_empty_book() -> None:
     assert book.authenticate("newsletter", "pw-news") is None
     assert book.by_username("newsletter") is None
     assert book.by_address("10.1.2.7") is None
+
+
+def test_remembered_answers_follow_a_reload() -> None:
+    """by_address remembers its answers, a reload (replace) forgets them: an address
+    asked again gets the new accounts' answer, and a full memory starts afresh without
+    changing any answer."""
+    book = AccountBook([WIDE])
+    assert [book.by_address("10.1.2.7") for _ in range(2)] == [WIDE, WIDE]
+    book.replace([HOST])
+    assert book.by_address("10.1.2.7") is HOST
+    assert book.by_address("10.1.2.8") is None
+    for index in range(CLIENT_CACHE + 5):
+        assert book.by_address(f"10.1.{index // 250}.{index % 250}") is (
+            HOST if index == 2 * 250 + 7 else None
+        )
+    assert book.by_address("10.1.2.7") is HOST

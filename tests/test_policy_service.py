@@ -1,8 +1,8 @@
-"""The Postfix policy service (filterd/policy_service.py): the sans-IO parser and
-serializer on their own, then a real listening server on 127.0.0.1 (port 0)
-against a real Valkey registry, driven by a client that speaks the protocol
-byte for byte (http://www.postfix.org/SMTPD_POLICY_README.html), and finally
-by a real Postfix smtpd when Debian's `postfix` package is installed."""
+"""The Postfix policy service (filterd/policy_service.py): a real listening server on
+127.0.0.1 (port 0) against a real Valkey registry, driven by a client that speaks the
+protocol byte for byte (http://www.postfix.org/SMTPD_POLICY_README.html), and finally
+by a real Postfix smtpd when Debian's `postfix` package is installed. The wire format
+alone is tested in test_policy_wire.py, the answers alone in test_policy_rules.py."""
 
 from __future__ import annotations
 
@@ -31,34 +31,26 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import structlog
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from filterd import logs
 from filterd.accounts import AccountBook
 from filterd.compliance import QuietRule
 from filterd.identity import ConsumerHasher, consumer_hex
-from filterd.model import ALL_SENDERS, Channel, Decision, FactRequest, Kind, MessageClass
+from filterd.model import ALL_SENDERS, Channel, FactRequest, Kind, MessageClass
 from filterd.normalize import normalize
-from filterd.policy_service import (
-    MAX_ATTRIBUTES,
-    MAX_LINE,
-    PolicyParser,
-    PolicyProtocolError,
-    serialize_reply,
-    start_policy_server,
-)
+from filterd.policy_service import start_policy_server
+from filterd.policy_wire import MAX_ATTRIBUTES, MAX_LINE
 from filterd.quiet_hours import parse_window
 from filterd.service import Service
 from filterd.settings import ListenerLimits, SmtpAccount
 from filterd.storage.port import AuditQuery
 from filterd.storage.redis import RedisRegistry
 from tests.helpers import RedisProcess
+from tests.policy_helpers import BOB, CAROL, JANE, request
 
 TIMEOUT = 10.0
 """Bound on every wait for a reply or a close."""
 SECRET = b"p" * 32
-JANE, BOB, CAROL = "jane@example.com", "bob@example.com", "carol@example.com"
 REFUSED_BOB = f"550 5.7.1 <{BOB}>: recipient has refused commercial messages"
 NO_CONSENT_CAROL = f"550 5.7.1 <{CAROL}>: no consent or request on record"
 NO_ACCOUNT = "554 5.7.1 client is not allowed to send through filterd (no account)"
@@ -76,188 +68,6 @@ ACCOUNTS = AccountBook(
         ),
     ]
 )
-
-
-def request(
-    recipient: str | bytes = JANE,
-    *,
-    state: str = "RCPT",
-    sasl_username: str = "newsletter",
-    client_address: str = "127.0.0.1",
-    queue_id: str = "",
-) -> bytes:
-    """One request exactly as Postfix 3.7's smtpd writes it (attribute order and all)."""
-    rcpt = recipient if isinstance(recipient, bytes) else recipient.encode()
-    attributes: list[tuple[str, bytes]] = [
-        ("request", b"smtpd_access_policy"),
-        ("protocol_state", state.encode()),
-        ("protocol_name", b"ESMTP"),
-        ("client_address", client_address.encode()),
-        ("client_name", b"tool.test"),
-        ("client_port", b"40000"),
-        ("reverse_client_name", b"tool.test"),
-        ("server_address", b"127.0.0.1"),
-        ("server_port", b"25"),
-        ("helo_name", b"tool.test"),
-        ("sender", b"shop@acme.test"),
-        ("recipient", rcpt),
-        ("recipient_count", b"0"),
-        ("queue_id", queue_id.encode()),
-        ("instance", b"53da.6b0bfc24.cdafa.0"),
-        ("size", b"0"),
-        ("etrn_domain", b""),
-        ("stress", b""),
-        ("sasl_method", b"PLAIN" if sasl_username else b""),
-        ("sasl_username", sasl_username.encode()),
-        ("sasl_sender", b""),
-        ("ccert_subject", b""),
-        ("ccert_issuer", b""),
-        ("ccert_fingerprint", b""),
-        ("ccert_pubkey_fingerprint", b""),
-        ("encryption_protocol", b""),
-        ("encryption_cipher", b""),
-        ("encryption_keysize", b"0"),
-        ("policy_context", b""),
-    ]
-    return b"".join(name.encode() + b"=" + value + b"\n" for name, value in attributes) + b"\n"
-
-
-# ---- the sans-IO part -------------------------------------------------------------
-
-
-def test_parser_reads_postfix_requests() -> None:
-    """A Postfix request parses into its attributes; '=' inside a value is kept, an empty
-    value is an empty string, and a trailing CR is tolerated."""
-    parser = PolicyParser()
-    [parsed] = parser.feed(request(queue_id="3F2A1"))
-    assert parsed["protocol_state"] == "RCPT"
-    assert (parsed["recipient"], parsed["queue_id"], parsed["stress"]) == (JANE, "3F2A1", "")
-    assert len(parsed) == 29
-    assert parser.feed(b"ccert_subject=CN=a=b\r\nx=\r\n\r\n") == [
-        {"ccert_subject": "CN=a=b", "x": ""}
-    ]
-    assert not parser.pending
-
-
-def test_parser_is_incremental() -> None:
-    """Bytes fed one at a time give the same requests as one write; `pending` tells a
-    half-received request apart from a clean boundary."""
-    data = request() + request(BOB, state="DATA")
-    whole = PolicyParser().feed(data)
-    parser = PolicyParser()
-    pieces: list[dict[str, str]] = []
-    for index in range(len(data)):
-        pieces += parser.feed(data[index : index + 1])
-        if index == 10:
-            assert parser.pending
-    assert pieces == whole
-    assert [r["protocol_state"] for r in whole] == ["RCPT", "DATA"]
-    assert not parser.pending
-
-
-def test_empty_request_is_a_request() -> None:
-    """An empty line with no attributes before it is an (empty) request, as in Postfix's
-    own example policy server."""
-    assert PolicyParser().feed(b"\n") == [{}]
-
-
-@pytest.mark.parametrize(
-    ("data", "rule"),
-    [
-        (b"protocol_state=RCPT\nno equals sign here\n\n", "without '='"),
-        (b"=value\n\n", "without a name"),
-        (b"recipient=" + b"a" * MAX_LINE + b"\n\n", f"longer than {MAX_LINE}"),
-        (b"recipient=" + b"a" * (MAX_LINE + 10), f"longer than {MAX_LINE}"),
-        (b"".join(b"a%d=1\n" % i for i in range(MAX_ATTRIBUTES + 1)) + b"\n", "more than 100"),
-    ],
-)
-def test_parser_rejects_malformed_input(data: bytes, rule: str) -> None:
-    """A line without '=', an empty name, an overlong line (even before its newline) or
-    too many attributes raise PolicyProtocolError naming the rule, never the bytes; the
-    parser then stays failed."""
-    parser = PolicyParser()
-    with pytest.raises(PolicyProtocolError, match=re.escape(rule)) as caught:
-        parser.feed(data)
-    assert "aaaa" not in str(caught.value)
-    with pytest.raises(PolicyProtocolError):
-        parser.feed(request())
-
-
-def test_line_limit_is_exact() -> None:
-    """A line of exactly MAX_LINE bytes (newline excluded, CR tolerated) is accepted."""
-    line = b"recipient=" + b"a" * (MAX_LINE - len(b"recipient="))
-    assert PolicyParser().feed(line + b"\r\n\n") == [{"recipient": "a" * (MAX_LINE - 10)}]
-    with pytest.raises(PolicyProtocolError):
-        PolicyParser().feed(line + b"a\n\n")
-
-
-def test_requests_before_an_error_are_returned_first() -> None:
-    """Requests completed before a malformed line are returned; `error` is then set and
-    the next feed raises."""
-    parser = PolicyParser()
-    assert parser.feed(request() + b"garbage\n") == PolicyParser().feed(request())
-    assert parser.error == "a line without '='"
-    with pytest.raises(PolicyProtocolError):
-        parser.feed(b"\n")
-
-
-def test_non_utf8_bytes_survive_as_surrogates() -> None:
-    """Bytes that are not UTF-8 parse (surrogateescape) and go back out unchanged."""
-    [parsed] = PolicyParser().feed(b"recipient=j\xffne@example.com\n\n")
-    assert parsed["recipient"] == "j\udcffne@example.com"
-    assert (
-        serialize_reply(f"553 <{parsed['recipient']}>") == b"action=553 <j\xffne@example.com>\n\n"
-    )
-
-
-def test_serialize_reply_is_one_line() -> None:
-    """A reply is `action=...` plus an empty line; control characters cannot split it."""
-    assert serialize_reply("DUNNO") == b"action=DUNNO\n\n"
-    assert serialize_reply("553 5.1.3 <a\r\nb>: x") == b"action=553 5.1.3 <a??b>: x\n\n"
-
-
-@settings(max_examples=300)
-@given(st.binary(max_size=3000), st.lists(st.integers(0, 3000), max_size=6))
-def test_parser_fuzz_invariant(data: bytes, cuts: list[int]) -> None:
-    """Any bytes either parse into requests or raise PolicyProtocolError, nothing else;
-    and how the bytes are split does not change the outcome."""
-
-    def run(chunks: Sequence[bytes]) -> tuple[list[dict[str, str]], bool]:
-        parser = PolicyParser()
-        out: list[dict[str, str]] = []
-        try:
-            for chunk in chunks:
-                out += parser.feed(chunk)
-        except PolicyProtocolError:
-            return out, True
-        return out, parser.error is not None
-
-    points = sorted({min(c, len(data)) for c in cuts})
-    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
-    whole_requests, whole_failed = run([data])
-    split_requests, split_failed = run(chunks)
-    assert whole_failed == split_failed
-    if not whole_failed:
-        assert split_requests == whole_requests
-
-
-NAMES = st.text(
-    st.characters(blacklist_categories=["Cs"], blacklist_characters="=\n\r"),
-    min_size=1,
-    max_size=30,
-)
-VALUES = st.text(
-    st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"), max_size=60
-).filter(lambda v: not v.endswith("\r"))
-
-
-@settings(max_examples=200)
-@given(st.lists(st.dictionaries(NAMES, VALUES, max_size=40), max_size=5))
-def test_parser_round_trip(requests: list[dict[str, str]]) -> None:
-    """Requests written in the wire format (UTF-8, any characters but newline in values,
-    '=' allowed there) parse back to exactly the same attributes."""
-    wire = b"".join(b"".join(f"{k}={v}\n".encode() for k, v in r.items()) + b"\n" for r in requests)
-    assert PolicyParser(max_line=10_000).feed(wire) == requests
 
 
 # ---- a real server against a real registry ----------------------------------------------
@@ -651,18 +461,27 @@ def test_logs_mask_addresses(rig: Rig, captured_logs: io.StringIO) -> None:
 
 
 class GatedService(Service):
-    """A real Service whose screen() waits for a gate: a request held in flight."""
+    """A real Service whose screening (screen_soon, the policy service's path) waits for
+    a gate: a request held in flight."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
+        self.held: set[asyncio.Task[None]] = set()
 
-    async def screen(self, *args: Any, **kwargs: Any) -> list[Decision]:
-        """Signal entry, wait for the gate, then screen for real."""
+    def screen_soon(self, *args: Any, **kwargs: Any) -> None:
+        """Signal entry; screen for real once the gate opens."""
         self.entered.set()
-        await self.gate.wait()
-        return await super().screen(*args, **kwargs)
+        screen_soon = super().screen_soon
+
+        async def when_open() -> None:
+            await self.gate.wait()
+            screen_soon(*args, **kwargs)
+
+        task = asyncio.get_running_loop().create_task(when_open())
+        self.held.add(task)
+        task.add_done_callback(self.held.discard)
 
 
 def test_close_finishes_the_request_in_flight(

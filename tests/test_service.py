@@ -20,6 +20,7 @@ from filterd.identity import ConsumerHasher, consumer_hex
 from filterd.model import (
     ALL_SENDERS,
     Action,
+    Address,
     AuditEntry,
     BulkRow,
     Channel,
@@ -33,7 +34,7 @@ from filterd.model import (
 )
 from filterd.normalize import normalize
 from filterd.policy import FailMode
-from filterd.quiet_hours import parse_window
+from filterd.quiet_hours import Resume, parse_window
 from filterd.service import Service
 from filterd.storage.memory import MemoryRegistry
 from filterd.storage.port import AuditQuery
@@ -527,3 +528,78 @@ def test_a_failed_text_rule_is_the_one_decision_recorded() -> None:
         )
     )
     assert (unconsented.action, unconsented.reason) == (Action.DROP, Reason.NO_CONSENT)
+
+
+# ---- screen_soon: the callback path of the policy service -------------------------------
+
+
+def screened_soon(
+    service: Service, message_class: MessageClass, address: Address, **kw: str
+) -> tuple[list[Decision | Exception], bool]:
+    """screen_soon's outcomes, run on a loop (its audit entries written, unless the fake
+    registry is switched off); and whether the outcome came before screen_soon returned."""
+    outcomes: list[Decision | Exception] = []
+
+    async def go() -> bool:
+        service.screen_soon("acme", message_class, address, outcomes.append, **kw)
+        at_once = bool(outcomes)
+        await asyncio.sleep(0)
+        if isinstance(service.registry, MemoryRegistry) and service.registry.available:
+            await service.flush_audit()
+        return at_once
+
+    at_once = asyncio.run(go())
+    return outcomes, at_once
+
+
+def test_screen_soon_decides_logs_counts_and_audits_as_screen() -> None:
+    """screen_soon gives one recipient the decision screen gives it, with the same audit
+    entry and decision count; a drop and a delivery alike."""
+    service, registry = make()
+    asyncio.run(service.record(request(Kind.CONSENT), origin="test"))
+    outcomes, _ = screened_soon(service, MessageClass.COMMERCIAL, PHONE, origin="policy")
+    assert outcomes == asyncio.run(
+        service.screen("acme", MessageClass.COMMERCIAL, [PHONE], origin="policy")
+    )
+    [first] = outcomes
+    assert isinstance(first, Decision)
+    assert (first.action, first.reason) == (Action.DELIVER, None)
+    outcomes, _ = screened_soon(
+        service, MessageClass.COMMERCIAL, EMAIL, origin="policy", message_id="q-1"
+    )
+    assert outcomes == [Decision(Action.DROP, Reason.NO_CONSENT)]
+    [entry] = [e for e in asyncio.run(registry.read_audit(AuditQuery())) if e.event == "drop"]
+    assert (entry.consumer, entry.origin, entry.message_id) == (
+        consumer_hex(service.hasher.consumer_id(EMAIL)), "policy", "q-1",
+    )  # fmt: skip
+    assert metric(service, "filterd_decisions_total", front_end="policy",
+                  decision="drop", reason="no_consent") == 1.0  # fmt: skip
+
+
+def test_screen_soon_registry_down_defers_and_transactional_answers_at_once() -> None:
+    """An unreadable registry is a deferral (counted as a registry error); a
+    transactional recipient is delivered without a lookup, before screen_soon returns."""
+    service, registry = make()
+    registry.available = False
+    outcomes, _ = screened_soon(service, MessageClass.COMMERCIAL, PHONE, origin="policy")
+    assert outcomes == [Decision(Action.DEFER, Reason.REGISTRY_UNAVAILABLE)]
+    assert metric(service, "filterd_registry_errors_total", operation="lookup") == 1.0
+    outcomes, at_once = screened_soon(service, MessageClass.TRANSACTIONAL, PHONE, origin="p")
+    assert (outcomes, at_once) == ([Decision(Action.DELIVER)], True)
+
+
+def test_screen_soon_hands_an_error_to_its_callback() -> None:
+    """A failure past the lookup (here, in the quiet-hours rule) reaches the callback as
+    the exception screen would raise, not the event loop."""
+    service, _ = make()
+
+    class Broken(QuietRule):
+        def resume(self, address: Address, now_s: float) -> Resume | None:
+            raise RuntimeError(f"broken rule at {now_s}")
+
+    window = parse_window("00:00-23:59")
+    assert window is not None
+    service.quiet = Broken(window, "Asia/Shanghai")
+    asyncio.run(service.record(request(Kind.CONSENT), origin="test"))
+    outcomes, _ = screened_soon(service, MessageClass.COMMERCIAL, PHONE, origin="policy")
+    assert [type(o) for o in outcomes] == [RuntimeError]

@@ -210,3 +210,37 @@ def test_lookup_answer_of_the_wrong_shape_is_unavailable(
             await server.close()
 
     event_loop_runner.run(scenario())
+
+
+def test_a_callback_that_raises_leaves_the_others_answered(
+    valkey_server: RedisProcess, event_loop_runner: asyncio.Runner
+) -> None:
+    """Lookups of one batch whose first callback raises: the error goes to the event
+    loop's exception handler, and the other callers still get their facts."""
+    registry = RedisRegistry.from_url(valkey_server.url)
+    run = event_loop_runner.run
+    run(registry.record(A, refusal()))
+    reported: list[object] = []
+    answers: list[object] = []
+
+    def broken(outcome: object) -> None:
+        raise RuntimeError(f"callback bug ({outcome!r})")
+
+    async def go() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _, context: reported.append(context)
+        )
+        try:
+            registry.lookup_soon("acme", [A], broken)
+            registry.lookup_soon("acme", [A], answers.append)
+            waited = asyncio.gather(registry.lookup("acme", [A]))
+            answers.append((await waited)[0])
+        finally:
+            asyncio.get_running_loop().set_exception_handler(None)
+
+    run(go())
+    [facts_soon, facts] = answers
+    assert facts_soon == facts
+    assert [f.kind for f in facts[0]] == [Kind.REFUSAL]  # type: ignore[index]
+    assert [type(c["exception"]) for c in reported] == [RuntimeError]  # type: ignore[index]
+    run(registry.close())

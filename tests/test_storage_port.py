@@ -75,6 +75,27 @@ def test_lookup_filters_by_sender(registry: Registry, event_loop_runner: asyncio
     assert sorted(f.sender for f in run(registry.lookup("nobody", [A]))[0]) == [ALL_SENDERS]
 
 
+def test_lookup_soon_answers_as_lookup(
+    registry: Registry, event_loop_runner: asyncio.Runner
+) -> None:
+    """lookup_soon hands its callback exactly what lookup returns, once."""
+    run = event_loop_runner.run
+    run(registry.record(A, consent("acme")))
+    run(registry.record(A, refusal(ALL_SENDERS)))
+
+    async def soon() -> list[object]:
+        outcomes: list[object] = []
+        registry.lookup_soon("acme", [A, B], outcomes.append)
+        for _ in range(100):
+            if outcomes:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
+        return outcomes
+
+    assert run(soon()) == [run(registry.lookup("acme", [A, B]))]
+
+
 def test_same_bucket_consumers_are_separate(
     registry: Registry, event_loop_runner: asyncio.Runner
 ) -> None:
@@ -297,6 +318,7 @@ CONTRACT = [
     test_lookup_empty,
     test_record_then_lookup,
     test_lookup_filters_by_sender,
+    test_lookup_soon_answers_as_lookup,
     test_newer_fact_supersedes_same_slot,
     test_older_fact_is_not_written,
     test_consent_over_refusal_needs_evidence,

@@ -29,7 +29,7 @@ replica.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -86,6 +86,8 @@ class ClusterRouter:
         self._links = Links(self._open)
         """Links by (primary, use): "r" lookups, "w" durable writes (apart, so
         lookups never wait behind a WAITAOF)."""
+        self._reading: set[asyncio.Task[None]] = set()
+        """The lookups made by read_soon, kept referenced until done."""
 
     # ---- the slot map ----------------------------------------------------------
 
@@ -179,6 +181,33 @@ class ClusterRouter:
         await self._cluster.aclose()
 
     # ---- reads ---------------------------------------------------------------
+
+    def read_soon(
+        self,
+        sender: str,
+        fields: Sequence[tuple[str, bytes]],
+        done: Callable[[tuple[int, list[Any]] | RegistryUnavailable], None],
+    ) -> None:
+        """See Router.read_soon: `read` in a task (a lookup may span several servers)."""
+        task = asyncio.get_running_loop().create_task(self._read_then(sender, fields, done))
+        self._reading.add(task)
+        task.add_done_callback(self._reading.discard)
+
+    async def _read_then(
+        self,
+        sender: str,
+        fields: Sequence[tuple[str, bytes]],
+        done: Callable[[tuple[int, list[Any]] | RegistryUnavailable], None],
+    ) -> None:
+        try:
+            outcome = await self.read(sender, fields)
+        except RegistryUnavailable as exc:
+            done(exc)
+            return
+        except BaseException:
+            done(RegistryUnavailable("registry lookup interrupted"))
+            raise
+        done(outcome)
 
     async def read(self, sender: str, fields: Sequence[tuple[str, bytes]]) -> tuple[int, list[Any]]:
         """See Router.read: one write of HGETs per primary touched (the sender's id

@@ -6,7 +6,8 @@ costs ~20). Lookups made in one turn of the event loop (other connections'
 RCPTs, submits, policy requests) share one write: each caller still waits for
 one round trip, and the per-command cost is shared. Read it as calls:
 
-    Lookups.fetch        queue the lookup, await its answer
+    Lookups.submit       queue the lookup with the callback that takes its answer
+                         (Lookups.fetch: the same, awaited)
     Lookups._flush       at the end of the loop turn: one _Batch of every queued
                          lookup, handed to reads.submit(commands, batch.settle)
     _LinkReads.submit    written at once on the open raw link (link.py; no task,
@@ -16,8 +17,8 @@ one round trip, and the per-command cost is shared. Read it as calls:
                          5 s deadline; under Sentinel, ROLE at most once a second
                          ahead of a batch
     _PoolReads.submit    redis-py's pipeline instead, in a task (TLS)
-    _Batch.settle        every caller gets its sender's id and its values, or the
-                         error (RegistryUnavailable: fail closed)
+    _Batch.settle        every caller's callback gets its sender's id and its
+                         values, or the error (RegistryUnavailable: fail closed)
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ ROLE_CHECK_S = 1.0
 """Under Sentinel, how often the lookup connection asks its server whether it is
 still the primary."""
 
-_Lookup = tuple[str, Sequence[tuple[str, bytes]], asyncio.Future[tuple[int, list[Any]]]]
+Answer = Callable[[tuple[int, list[Any]] | RegistryUnavailable], None]
+"""Takes a lookup's answer: its sender's id (-1: none) and values, or the error."""
+_Lookup = tuple[str, Sequence[tuple[str, bytes]], Answer]
 Done = Callable[[Outcome], None]
 
 
@@ -92,24 +95,49 @@ class _Batch:
             return
         by_sender = dict(zip(self.senders, ids, strict=True))
         at = len(self.senders)
-        for sender, fields, future in self.lookups:
+        for sender, fields, done in self.lookups:
             mine = list(replies[at : at + len(fields)])
             at += len(fields)
-            if not future.done():  # its caller may have gone
-                future.set_result((by_sender[sender], mine))
+            _give(done, (by_sender[sender], mine))
 
-    def fail(self, error: Exception) -> None:
-        """Every caller still waiting gets `error`."""
-        for _, _, future in self.lookups:
-            if not future.done():
-                future.set_exception(error)
+    def fail(self, error: RegistryUnavailable) -> None:
+        """Every caller gets `error`."""
+        for _, _, done in self.lookups:
+            _give(done, error)
 
     def settle(self, outcome: Outcome) -> None:
         """The end of the batch's write: the answer, or the error for every caller."""
-        if isinstance(outcome, Exception):
+        if isinstance(outcome, RegistryUnavailable):
             self.fail(outcome)
+        elif isinstance(outcome, Exception):
+            self.fail(RegistryUnavailable(f"registry lookup failed: {outcome}"))
         else:
             self.answer(outcome)
+
+
+def _give(done: Answer, outcome: tuple[int, list[Any]] | RegistryUnavailable) -> None:
+    """Hand one caller its outcome; a callback that raises is reported to the event
+    loop's exception handler, and the other callers of the batch are still answered."""
+    try:
+        done(outcome)
+    except Exception as exc:
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "registry lookup callback failed", "exception": exc}
+        )
+
+
+def _to_future(future: asyncio.Future[tuple[int, list[Any]]]) -> Answer:
+    """An Answer that settles `future` (unless its awaiting caller has gone)."""
+
+    def done(outcome: tuple[int, list[Any]] | RegistryUnavailable) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, RegistryUnavailable):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    return done
 
 
 class Lookups:
@@ -120,21 +148,24 @@ class Lookups:
         self._queue: list[_Lookup] = []
         self._flush_due = False
 
+    def submit(self, sender: str, fields: Sequence[tuple[str, bytes]], done: Answer) -> None:
+        """Queue a lookup: `done` gets the id of `sender` (-1: none) and the value of
+        each (facts key, field), or the error; once, later (never before this returns)."""
+        self._queue.append((sender, fields, done))
+        if not self._flush_due:
+            self._flush_due = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
     async def fetch(
         self, sender: str, fields: Sequence[tuple[str, bytes]]
     ) -> tuple[int, list[Any]]:
         """The id of `sender` (-1: none) and the value of each (facts key, field)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[int, list[Any]]] = loop.create_future()
-        self._queue.append((sender, fields, future))
-        if not self._flush_due:
-            self._flush_due = True
-            loop.call_soon(self._flush)
+        future: asyncio.Future[tuple[int, list[Any]]] = asyncio.get_running_loop().create_future()
+        self.submit(sender, fields, _to_future(future))
         return await future
 
     def _flush(self) -> None:
         lookups, self._queue, self._flush_due = self._queue, [], False
-        lookups = [item for item in lookups if not item[2].done()]  # callers gone
         if lookups:
             batch = _Batch(lookups)
             self._reads.submit(batch.commands, batch.settle)
@@ -142,9 +173,8 @@ class Lookups:
     def close(self) -> None:
         """Stop: what is queued or in flight fails (the reads close their own link)."""
         queued, self._queue = self._queue, []
-        for _, _, future in queued:
-            if not future.done():
-                future.set_exception(RegistryUnavailable("registry closed"))
+        for _, _, done in queued:
+            _give(done, RegistryUnavailable("registry closed"))
         self._reads.close()
 
 

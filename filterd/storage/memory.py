@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from filterd.errors import RegistryUnavailable
 from filterd.model import ALL_SENDERS, AuditEntry, BulkRow, Fact, Kind, WriteResult
-from filterd.storage.port import AuditQuery, write_outcome
+from filterd.storage.port import AuditQuery, Found, write_outcome
 
 
 class MemoryRegistry:
@@ -32,6 +32,20 @@ class MemoryRegistry:
         self._check()
         scopes = (sender, ALL_SENDERS)
         return [[_bare(f) for f in self._facts.get(c, []) if f.sender in scopes] for c in consumers]
+
+    def lookup_soon(self, sender: str, consumers: Sequence[bytes], done: Found) -> None:
+        """See Registry.lookup_soon: lookup's answer, handed over at once."""
+        outcome: list[list[Fact]] | RegistryUnavailable
+        try:
+            self._check()
+        except RegistryUnavailable as exc:
+            outcome = exc
+        else:
+            scopes = (sender, ALL_SENDERS)
+            outcome = [
+                [_bare(f) for f in self._facts.get(c, []) if f.sender in scopes] for c in consumers
+            ]
+        done(outcome)
 
     async def facts(self, consumer: bytes) -> list[Fact]:
         """See Registry.facts."""

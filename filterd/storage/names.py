@@ -98,11 +98,35 @@ class Names:
             items.append(encoder.item(row, slot, source))
         return items
 
+    def decode_cached(
+        self, sender: str, sender_id: int, values: Sequence[Any]
+    ) -> list[list[Fact]] | None:
+        """`decode` with no round trip: None when a source name in the values is not
+        cached."""
+        if sender_id > 0 and self._ids.get(("sender", sender)) != sender_id:
+            self.remember("sender", sender, sender_id)
+        scopes = {0: ALL_SENDERS, sender_id: sender}
+        names = self._names
+        out = []
+        for value in values:
+            facts = []
+            for kind, channel, scope_id, at_ms, source_id, expires_ms in record_fields_of(value):
+                scope = scopes.get(scope_id)
+                if scope is None:
+                    continue
+                source = names.get(("source", source_id))
+                if source is None:
+                    return None
+                facts.append(Fact(kind, scope, channel, at_ms, source, None, None, expires_ms))
+            out.append(facts)
+        return out
+
     async def decode(self, sender: str, sender_id: int, values: Sequence[Any]) -> list[list[Fact]]:
         """A lookup's facts: for each value, the facts scoped to `sender` (whose id the
         lookup read, -1: none) or to all senders."""
-        if sender_id > 0 and self._ids.get(("sender", sender)) != sender_id:
-            self.remember("sender", sender, sender_id)
+        cached = self.decode_cached(sender, sender_id, values)
+        if cached is not None:
+            return cached
         scopes = {0: ALL_SENDERS, sender_id: sender}
         names = self._names
         out = []

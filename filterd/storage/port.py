@@ -18,10 +18,11 @@ Within one consumer, a newer fact replaces an older one of the same slot
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from filterd.errors import RegistryUnavailable
 from filterd.model import AuditEntry, BulkRow, Fact, Kind, WriteResult
 
 
@@ -33,6 +34,10 @@ class AuditQuery:
     limit: int = 100
     consumer: str | None = None
     sender: str | None = None
+
+
+Found = Callable[[list[list[Fact]] | RegistryUnavailable], None]
+"""Takes the outcome of `Facts.lookup_soon`: the facts, or the error."""
 
 
 class Facts(Protocol):
@@ -47,6 +52,12 @@ class Facts(Protocol):
         One round trip for the whole list. Evidence and message ids are not
         loaded (decisions do not need them).
         """
+        ...
+
+    def lookup_soon(self, sender: str, consumers: Sequence[bytes], done: Found) -> None:
+        """`lookup` with a callback, for a hot path with no task or future of its own:
+        `done` gets what lookup returns, or the RegistryUnavailable it raises, once
+        (the Redis adapter on a later loop turn, the in-memory fake before returning)."""
         ...
 
     async def facts(self, consumer: bytes) -> list[Fact]:

@@ -19,11 +19,13 @@ only (tests/test_layering.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from filterd.errors import RegistryUnavailable
 from filterd.model import AuditEntry, BulkRow, Fact, WriteResult
 from filterd.storage import keys, scripts
 from filterd.storage.audit import AuditStream
@@ -31,7 +33,7 @@ from filterd.storage.connection import connect
 from filterd.storage.durability import Durability
 from filterd.storage.export import Export
 from filterd.storage.names import Names
-from filterd.storage.port import AuditQuery
+from filterd.storage.port import AuditQuery, Found
 from filterd.storage.records import unpack_side
 from filterd.storage.replies import as_text, records_of, with_side
 from filterd.storage.router import Router, ServerRouter
@@ -57,6 +59,7 @@ class RedisRegistry:
         self._writer = Writer(router, Durability(min_replicas), bucket_bits, self._names.forget)
         self._audit = AuditStream(router, self._writer, audit_max_entries, audit_retention_ms)
         self._export = Export(router, self._names, bucket_bits)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(
@@ -81,6 +84,48 @@ class RedisRegistry:
         fields = keys.lookup_fields(consumers, self._bits)
         sender_id, values = await self._router.read(sender, fields)
         return await self._names.decode(sender, sender_id, values)
+
+    def lookup_soon(self, sender: str, consumers: Sequence[bytes], done: Found) -> None:
+        """See Registry.lookup_soon: the same read as lookup, the facts decoded in the
+        callback (in a task only when a name is not cached yet)."""
+        fields = keys.lookup_fields(consumers, self._bits)
+
+        def decode(outcome: tuple[int, list[Any]] | RegistryUnavailable) -> None:
+            if isinstance(outcome, RegistryUnavailable):
+                done(outcome)
+                return
+            sender_id, values = outcome
+            try:
+                facts = self._names.decode_cached(sender, sender_id, values)
+            except RegistryUnavailable as exc:  # a damaged value
+                done(exc)
+                return
+            if facts is None:
+                self._spawn(self._decode_then(sender, sender_id, values, done))
+            else:
+                done(facts)
+
+        self._router.read_soon(sender, fields, decode)
+
+    async def _decode_then(
+        self, sender: str, sender_id: int, values: list[Any], done: Found
+    ) -> None:
+        """Decode with the names read from the server first; the facts (or the error) to
+        `done`."""
+        try:
+            facts = await self._names.decode(sender, sender_id, values)
+        except RegistryUnavailable as exc:
+            done(exc)
+            return
+        except BaseException:
+            done(RegistryUnavailable("registry lookup interrupted"))
+            raise
+        done(facts)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def facts(self, consumer: bytes) -> list[Fact]:
         """See Registry.facts."""

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from filterd.errors import RegistryUnavailable
 from filterd.storage import keys
 from filterd.storage.connection import Connection, link_endpoint
-from filterd.storage.lookups import Lookups, Reads, over_link, over_pool
+from filterd.storage.lookups import Answer, Lookups, Reads, over_link, over_pool
 from filterd.storage.routes import Routes
 
 if TYPE_CHECKING:
@@ -51,6 +51,11 @@ class Router(Protocol):
     async def read(self, sender: str, fields: Sequence[tuple[str, bytes]]) -> tuple[int, list[Any]]:
         """The id of `sender` (-1: none) and the value of each (key, field), in one
         round trip per server."""
+        ...
+
+    def read_soon(self, sender: str, fields: Sequence[tuple[str, bytes]], done: Answer) -> None:
+        """`read` with a callback: `done` gets what read returns, or the
+        RegistryUnavailable it raises; once, later (never before this returns)."""
         ...
 
     async def merge(self, items: Sequence[bytes], writer: Writer) -> bytes:
@@ -103,6 +108,10 @@ class ServerRouter:
     async def read(self, sender: str, fields: Sequence[tuple[str, bytes]]) -> tuple[int, list[Any]]:
         """See Router.read: batched with the lookups of the same loop turn."""
         return await self._lookups.fetch(sender, fields)
+
+    def read_soon(self, sender: str, fields: Sequence[tuple[str, bytes]], done: Answer) -> None:
+        """See Router.read_soon: batched with the lookups of the same loop turn."""
+        self._lookups.submit(sender, fields, done)
 
     async def merge(self, items: Sequence[bytes], writer: Writer) -> bytes:
         """See Router.merge: one call derives the bucket keys itself."""

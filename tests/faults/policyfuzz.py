@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-from filterd.policy_service import MAX_ATTRIBUTES, MAX_LINE
+from filterd.policy_wire import MAX_ATTRIBUTES, MAX_LINE
 
 USER = b"newsletter"
 NETWORK = ipaddress.ip_network("192.0.2.0/24")
