@@ -214,6 +214,7 @@ LAYERS = {
     "guard": {"accounts", "settings", "logs"},
     "admission": {"errors", "model", "normalize"},
     "process_limits": {"logs"},
+    "heap": set(),
     "web": {"settings", "errors", "guard", "logs", "metrics", "model", "service", "tokens"},
     "api_schema": {"model"},
     "api": {

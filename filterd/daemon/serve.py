@@ -34,6 +34,7 @@ from filterd.daemon.shared_metrics import report_metrics, share_metrics, unshare
 from filterd.daemon.workers import die_with_parent, run_workers, watch_parent
 from filterd.errors import ConfigError, FilterdError, RegistryUnavailable, shown_url
 from filterd.filemodes import config_warnings
+from filterd.heap import freeze_startup_heap
 from filterd.hub import Hub
 from filterd.metrics_dir import MetricsDir
 from filterd.notify import Notifier
@@ -104,6 +105,7 @@ async def serve(
                 group.create_task(report_metrics(live, live.metrics_dir))
             await _wait_ready(live)
             if not live.stop.is_set():
+                freeze_startup_heap()
                 log.info(
                     "started",
                     config=str(settings.path),
