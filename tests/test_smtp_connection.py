@@ -7,6 +7,7 @@ compared with aiosmtpd's parser."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import signal
@@ -14,16 +15,21 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import weakref
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from aiosmtpd.smtp import SMTP
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from filterd.guard import ConnectionTable, LoginGate
 from filterd.model import Kind
-from filterd.smtp.connection import RelaySMTP
+from filterd.settings import ListenerLimits
+from filterd.smtp.connection import Connections, RelaySMTP
 from filterd.smtp.inbound import RelayHandler
+from filterd.smtp.transaction import Transactions
 from tests.conftest import ServerPool, flush
 from tests.helpers import LogReader, SinkServer
 from tests.smtp_helpers import (
@@ -240,3 +246,57 @@ def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
     assert set(fast._handle_hooks) == set(full._handle_hooks)
     assert {"EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception"} <= set(fast._handle_hooks)
     assert fast._ehlo_hook_ver == "new"
+
+
+def test_an_ended_connection_is_freed_without_the_cyclic_collector() -> None:
+    """A connection that ended, by QUIT or by its client leaving mid-session (its
+    handler cancelled), is freed by reference counting as soon as it ends: aiosmtpd's
+    self-references and the cancelled handler's traceback are dropped, so a storm of
+    dropped connections leaves nothing for one long full collection to free at once."""
+
+    async def main() -> list[RelaySMTP | None]:
+        loop = asyncio.get_running_loop()
+        connections = Connections(
+            ConnectionTable("smtp", ListenerLimits(300.0)), Transactions(cast(Any, None))
+        )
+        made: list[weakref.ref[RelaySMTP]] = []
+
+        def factory() -> RelaySMTP:
+            connection = RelaySMTP(
+                RelayHandler.__new__(RelayHandler),
+                connections=connections,
+                envelope_stage=cast(Any, None),  # no MAIL or RCPT in this test
+                gate=LoginGate(),
+                hostname="filterd.test",
+                auth_required=False,
+            )
+            made.append(weakref.ref(connection))
+            return connection
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reader.readline()).startswith(b"220 ")
+        writer.write(b"QUIT\r\n")
+        assert (await reader.readline()).startswith(b"221 ")
+        assert await reader.read() == b""
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert (await reader.readline()).startswith(b"220 ")
+        writer.close()  # gone mid-session: the handler is cancelled
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(made) == 2 and not connections.open:
+                break
+        await asyncio.sleep(0.05)
+        server.close()
+        await server.wait_closed()
+        return [ref() for ref in made]
+
+    gc.disable()
+    try:
+        alive = asyncio.run(main())
+    finally:
+        gc.enable()
+    assert len(alive) == 2
+    assert alive == [None, None]
