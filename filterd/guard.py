@@ -218,7 +218,7 @@ async def _wait(delay: float, gone: Callable[[], bool] | None) -> None:
 class Ticket:
     """One admitted connection: its address, deadline and how to close it."""
 
-    __slots__ = ("_table", "close", "deadline", "peer", "released")
+    __slots__ = ("_table", "close", "deadline", "peer", "released", "transport")
 
     def __init__(self, table: ConnectionTable, peer: str, close: Callable[[], None]) -> None:
         self._table = table
@@ -226,6 +226,8 @@ class Ticket:
         self.close = close
         self.deadline = math.inf
         self.released = False
+        self.transport: asyncio.BaseTransport | None = None
+        """The connection's transport, when admitted by it (`admit_transport`)."""
 
     def extend(self, seconds: float | None = None) -> None:
         """Allow the peer `seconds` more (default: the listener's idle_timeout) from now."""
@@ -238,6 +240,28 @@ class Ticket:
         if not self.released:
             self.released = True
             self._table.forget(self)
+            self.close = _closes_nothing  # it may be a method of the connection: no cycle
+            if self.transport is not None:
+                unlink_transport(self.transport)
+                self.transport = None
+
+
+def _closes_nothing() -> None:
+    """What a released ticket closes: nothing, the connection is gone."""
+
+
+def unlink_transport(transport: asyncio.BaseTransport) -> None:
+    """Break a closed transport's reference to itself, so that it is freed at once.
+
+    Python 3.11's selector socket transport keeps a bound method of itself (the
+    callback its reads go to): every connection's transport is a reference cycle
+    that only the cyclic collector frees. Under a storm of short connections
+    thousands of them piled up between two full collections, and freeing them
+    there stopped the event loop for tens of milliseconds (bench/hostile.py).
+    Once the transport is closing its reads have stopped, and the link is dropped.
+    """
+    if getattr(transport, "_read_ready_cb", None) is not None and transport.is_closing():
+        transport._read_ready_cb = None  # type: ignore[attr-defined]
 
 
 class ConnectionTable:
@@ -305,6 +329,9 @@ class ConnectionTable:
             if refusal and isinstance(transport, asyncio.WriteTransport):
                 transport.write(refusal)
             transport.close()
+            unlink_transport(transport)
+        else:
+            ticket.transport = transport
         return ticket
 
     def forget(self, ticket: Ticket) -> None:
@@ -337,9 +364,10 @@ class ConnectionTable:
         if most is not None and len(late) > most:
             late = sorted(late, key=lambda ticket: ticket.deadline)[:most]
         for ticket in late:
+            close = ticket.close
             ticket.release()
             with contextlib.suppress(Exception):  # a transport already closing
-                ticket.close()
+                close()
         if late:
             log.info("idle_connections_closed", listener=self.name, closed=len(late))
         return len(late)

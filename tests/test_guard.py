@@ -5,9 +5,11 @@ the check), connection caps and deadlines, and client address matching."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import os
 import socket
+import weakref
 
 import pytest
 
@@ -16,6 +18,7 @@ from filterd.guard import (
     ConnectionTable,
     FailureBackoff,
     LoginGate,
+    Ticket,
     address_key,
     in_networks,
     peer_host,
@@ -439,3 +442,60 @@ def test_widen_queue_gives_the_kernel_queue_back_to_a_small_accept_batch() -> No
     narrow_done, wide_done = asyncio.run(main())
     assert narrow_done < 10
     assert wide_done == 20
+
+
+def test_a_released_connection_leaves_no_reference_cycle() -> None:
+    """Once a connection admitted by its transport has ended and its ticket is released,
+    neither the transport (which refers to itself through its read callback) nor the
+    connection (whose ticket closes it with one of its own methods) waits for the
+    cyclic collector: both are freed by reference counting, as is a connection refused
+    over the cap."""
+
+    class Connection(asyncio.Protocol):
+        """Admitted by its transport, released when it is lost."""
+
+        def __init__(self, table: ConnectionTable, made: list[weakref.ref[object]]) -> None:
+            self.table = table
+            self.made = made
+            self.ticket: Ticket | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.made.extend((weakref.ref(self), weakref.ref(transport)))
+            self.ticket = self.table.admit_transport(transport, close=self.close)
+            self.transport = transport
+
+        def close(self) -> None:
+            self.transport.close()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.ticket is not None:
+                self.ticket.release()
+
+    async def main() -> list[object | None]:
+        table = ConnectionTable("test", ListenerLimits(60.0, max_connections=1))
+        made: list[weakref.ref[object]] = []
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Connection(table, made), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        _, first = await asyncio.open_connection("127.0.0.1", port)
+        refused, second = await asyncio.open_connection("127.0.0.1", port)  # over the cap
+        assert await refused.read() == b""
+        first.close()
+        second.close()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(made) == 4 and len(table) == 0:
+                break
+        await asyncio.sleep(0.05)
+        server.close()
+        await server.wait_closed()
+        return [ref() for ref in made]
+
+    gc.disable()
+    try:
+        alive = asyncio.run(main())
+    finally:
+        gc.enable()
+    assert len(alive) == 4
+    assert alive == [None, None, None, None]
