@@ -27,7 +27,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from filterd.accounts import client_ip
 from filterd.logs import get_logger
@@ -244,6 +244,40 @@ class Ticket:
             if self.transport is not None:
                 unlink_transport(self.transport)
                 self.transport = None
+
+
+async def listen_streams(
+    table: ConnectionTable,
+    listen: tuple[str, int],
+    serve: Callable[[asyncio.StreamReader, asyncio.StreamWriter, Ticket], Awaitable[None]],
+    *,
+    reuse_port: bool,
+) -> asyncio.Server:
+    """Listen on `listen` for a stream protocol (the SMPP and CMPP relays).
+
+    Each connection admitted within `table`'s caps is served by `serve` and its
+    ticket released when `serve` returns; one over a cap is closed at once, nothing
+    said. New connections are accepted `ACCEPT_BATCH` per loop turn, the rest kept
+    in the kernel's queue (`widen_queue`); `reuse_port` shares the port with the
+    other worker processes (SO_REUSEPORT).
+    """
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ticket = table.admit_transport(writer.transport, close=writer.close)
+        if ticket is None:
+            return
+        try:
+            await serve(reader, writer, ticket)
+        finally:
+            ticket.release()
+
+    host, port = listen
+    server = await asyncio.start_server(
+        connected, host, port, reuse_port=reuse_port or None, backlog=ACCEPT_BATCH
+    )
+    widen_queue(server)
+    table.start()
+    return server
 
 
 def _closes_nothing() -> None:

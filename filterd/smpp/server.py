@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 
 from filterd.accounts import password_matches
-from filterd.guard import ACCEPT_BATCH, ConnectionTable, LoginGate, widen_queue
+from filterd.guard import ConnectionTable, LoginGate, Ticket, listen_streams
 from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
@@ -100,25 +100,18 @@ class SmppRelay:
 
     async def start(self) -> asyncio.Server:
         """Listen on smpp.listen (shared with the other workers' processes: SO_REUSEPORT)."""
-        host, port = self.settings.listen
-        reuse_port = self.settings.workers > 1 or None
-        server = await asyncio.start_server(
-            self._connected, host, port, reuse_port=reuse_port, backlog=ACCEPT_BATCH
+        return await listen_streams(
+            self.table, self.settings.listen, self._serve, reuse_port=self.settings.workers > 1
         )
-        widen_queue(server)
-        self.table.start()
-        return server
 
-    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ticket = self.table.admit_transport(writer.transport, close=writer.close)
-        if ticket is None:  # over a cap: closed at once, nothing said
-            return
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: Ticket
+    ) -> None:
         session = ClientSession(self, reader, writer, ticket)
         self.sessions.add(session)
         try:
             await session.serve()
         finally:
-            ticket.release()
             self.sessions.discard(session)
             self.receivers_changed()
 
