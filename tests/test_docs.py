@@ -4,8 +4,8 @@ The truth comes from the code, never from a list kept here: the config keys from
 the loader's key schema (filterd/config/table.py) and the tables a real config file
 makes it build, their defaults from what the loader's readers pass for an absent
 key while they read that file, the commands and options from the argparse parsers
-of `filterctl` and `filterd`, the exit codes from their modules. The rules the
-pages follow:
+of `filterctl` and `filterd`, the exit codes from their modules, the environment
+variables from the sources. The rules the pages follow:
 
 - docs/configuration.md names every key as its full dotted name in backticks in
   the first cell of a `| key | default | meaning |` table row (`registry.url`,
@@ -15,7 +15,9 @@ pages follow:
 - docs/commands.md has a `filterd` and a `filterctl` section, each with an exit
   code table (`| exit | meaning |`); every `filterctl` command has a row of its
   own in the table under `### Commands` (first cell starting `` `COMMAND``)
-  naming each of its long options;
+  naming each of its long options; its `Environment` section names every
+  environment variable filterd reads;
+- README.md links every page of docs/;
 - every relative link (and its `#anchor`, GitHub-style) resolves;
 - no page cites the contract or the design notes (`SPEC`, `§`, `DESIGN.md`), or
   names a path of a build machine (`/work/`, `/home/`, `/Users/`, `/root/`); a
@@ -441,6 +443,20 @@ def test_every_filterd_command_option_and_exit_code_is_in_commands_md() -> None:
     assert _exit_table(section) == _exit_codes(serve)
 
 
+def test_every_environment_variable_is_in_commands_md() -> None:
+    """Every environment variable filterd reads (`environ.get("NAME")` or
+    `environ["NAME"]` in filterd/) is named in the Environment section of
+    docs/commands.md."""
+    read = {
+        match.group(1)
+        for path in (ROOT / "filterd").rglob("*.py")
+        for match in re.finditer(r"environ(?:\.get\(|\[)\s*\"([A-Z][A-Z0-9_]*)\"", _read(path))
+    }
+    assert read, "no environment variable found: the pattern is stale"
+    section = _section(_read(COMMANDS), "Environment")
+    assert sorted(name for name in read if f"`{name}`" not in section.text) == []
+
+
 # --- links and what the pages may not say ----------------------------------------------
 
 
@@ -459,6 +475,14 @@ def test_relative_links_resolve(page: Path) -> None:
         elif anchor and resolved.suffix == ".md" and anchor not in _anchors(_read(resolved)):
             broken.append(f"{target}: no such heading")
     assert broken == []
+
+
+def test_readme_links_every_page() -> None:
+    """README.md links every page of docs/ (its map is where an operator starts)."""
+    linked = {target.partition("#")[0] for target in _LINK.findall(_read(ROOT / "README.md"))}
+    assert (
+        sorted(f"docs/{p.name}" for p in DOCS.glob("*.md") if f"docs/{p.name}" not in linked) == []
+    )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
