@@ -417,7 +417,30 @@ def test_every_filterctl_command_and_option_is_in_commands_md() -> None:
             missing.append(f"filterctl {name}")
             continue
         own = _long_options(sub) - _long_options(top)
-        missing += [f"filterctl {name} {o}" for o in sorted(own) if o not in rows[name]]
+        missing += [f"filterctl {name} {o}" for o in sorted(own) if not _names(rows[name], o)]
+    assert missing == []
+
+
+def _names(text: str, option: str) -> bool:
+    """Whether `text` names `option` (`--sender`, not as part of `--senders`)."""
+    return re.search(rf"{re.escape(option)}(?![\w-])", text) is not None
+
+
+def test_filterctl_option_defaults_are_in_commands_md() -> None:
+    """Each `filterctl` option with a default value (`--source` cli, `--limit` 100)
+    has it written in its command's row as `default VALUE` (or `default: VALUE`)."""
+    rows = _command_rows(_section(_read(COMMANDS), "filterctl"))
+    missing = []
+    for name, sub in _subcommands(filterctl_parser()).items():
+        for action in sub._actions:
+            default = action.default
+            if isinstance(default, bool) or not isinstance(default, str | int):
+                continue
+            if default == argparse.SUPPRESS or action.help is argparse.SUPPRESS:
+                continue
+            said = rf"default:?\s+`?{re.escape(str(default))}`?(?![\w-])"
+            if not re.search(said, rows.get(name, "")):
+                missing.append(f"{name} {action.option_strings[0]}: default {default}")
     assert missing == []
 
 
