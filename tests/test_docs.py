@@ -242,7 +242,8 @@ def _doc_name(table_name: str) -> str:
 def schema(tmp_path_factory: pytest.TempPathFactory) -> Schema:
     """Load _FULL_CONFIG while watching the loader's key readers (Table.take, parse,
     strings, values.networks): the tables it builds and each default it passes for an
-    absent key. The key names come from config.table._KEYS."""
+    absent key. The key names come from config.table._KEYS. (A key read otherwise,
+    like smtp.max_message_size, a string or an integer, has no default checked.)"""
     directory = tmp_path_factory.mktemp("config")
     path = directory / "filterd.toml"
     path.write_text(_FULL_CONFIG, encoding="utf-8")
@@ -274,11 +275,12 @@ def schema(tmp_path_factory: pytest.TempPathFactory) -> Schema:
                 parser = local.get("parser") if readers[code] == "parse" else None
                 defaults[_doc_name(owner.key(key))] = (default, parser)
 
+    before = sys.getprofile()
     sys.setprofile(watch)
     try:
         load(path)
     finally:
-        sys.setprofile(None)
+        sys.setprofile(before)
     known = config_table._KEYS
     named = {_doc_name(t).replace("[]", ""): _doc_name(t) for t in tables if t}
     assert set(known) - {""} <= set(named), "add the missing tables to _FULL_CONFIG"
@@ -298,7 +300,7 @@ class KeyRow:
 def _key_rows() -> list[KeyRow]:
     rows = []
     for section in _sections(_read(CONFIGURATION)):
-        own = section.text.split("\n#", 1)[0]  # up to the first sub-heading
+        own = _prose(section.text).split("\n#", 1)[0]  # up to the first sub-heading
         for header, body in _tables(own):
             if header[:2] != ["key", "default"]:
                 continue
