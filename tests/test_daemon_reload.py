@@ -6,9 +6,18 @@ import dataclasses
 from pathlib import Path
 
 from filterd.config.load import load as load_config
-from filterd.daemon.reload import restart_needed
+from filterd.daemon.reload import RELOADED, RESTART_KEYS, restart_needed
 from filterd.model import MessageClass
-from filterd.settings import CancelMethod, CmppAccount, CmppSettings, CmppUpstream, ListenerLimits
+from filterd.settings import (
+    CancelMethod,
+    CmppAccount,
+    CmppSettings,
+    CmppUpstream,
+    ListenerLimits,
+    Settings,
+    SmppSettings,
+    SmtpSettings,
+)
 
 REFERENCE = Path(__file__).resolve().parents[1] / "config" / "filterd.toml"
 
@@ -61,3 +70,31 @@ def test_cmpp_keys_a_reload_cannot_take() -> None:
     assert restart_needed(before, dataclasses.replace(old, cmpp=moved)) == [
         "cmpp.listen", "cmpp.upstream", "cmpp.window", "cmpp.workers", "cmpp.limits",
     ]  # fmt: skip
+
+
+def test_every_setting_is_either_reloaded_or_named_for_a_restart() -> None:
+    """Each field of Settings (and of its [smtp], [smpp] and [cmpp] tables) is either taken
+    by a reload or named in `restart_needed` when it changes — never silently ignored."""
+    sections = {"smtp": SmtpSettings, "smpp": SmppSettings, "cmpp": CmppSettings}
+    every = []
+    for field in dataclasses.fields(Settings):
+        if field.name in sections:
+            every += [f"{field.name}.{f.name}" for f in dataclasses.fields(sections[field.name])]
+        else:
+            every.append(field.name)
+    assert sorted(every) == sorted([*RESTART_KEYS, *RELOADED])
+    assert set(RESTART_KEYS).isdisjoint(RELOADED)
+
+
+def test_smtp_and_smpp_keys_read_at_start_are_named() -> None:
+    """A reload that changes smpp.window or an [smtp] key other than its accounts names
+    them in `restart_needed` (they are read once, at start)."""
+    old = load_config(REFERENCE)
+    assert old.smtp is not None
+    assert old.smpp is not None
+    changed = dataclasses.replace(
+        old,
+        smtp=dataclasses.replace(old.smtp, max_recipients=7, hostname="mx.example.net"),
+        smpp=dataclasses.replace(old.smpp, window=old.smpp.window + 1),
+    )
+    assert restart_needed(old, changed) == ["smpp.window", "smtp.max_recipients", "smtp.hostname"]

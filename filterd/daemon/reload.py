@@ -48,15 +48,25 @@ def reload(live: Live) -> None:
     live.notifier.ready("reloaded")
 
 
-_RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
-                 "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
-                 "smpp.limits", "daemon", "compliance", "api", "cmpp.listen", "cmpp.upstream",
-                 "cmpp.window", "cmpp.workers", "cmpp.limits")  # fmt: skip
+RESTART_KEYS = ("registry", "smtp.listen", "smtp.upstream", "smpp.listen", "smpp.upstream",
+                "http", "policy", "dkim", "smtp.workers", "smpp.workers", "smtp.limits",
+                "smpp.limits", "daemon", "compliance", "api", "cmpp.listen", "cmpp.upstream",
+                "cmpp.window", "cmpp.workers", "cmpp.limits", "smpp.window",
+                "smtp.upstream_tls", "smtp.tls_cert", "smtp.tls_key", "smtp.max_message_size",
+                "smtp.max_recipients", "smtp.hostname", "smtp.unsubscribe_domain",
+                "smtp.unsubscribe_listen", "smtp.feedback_address")  # fmt: skip
+"""Settings read once at start: a change is named in the `reloaded` line's `restart_needed`."""
+
+RELOADED = ("path", "keywords", "smtp.accounts", "smpp.accounts", "smpp.numbers",
+            "smpp.receipt_ttl_s", "smpp.confirmations", "cmpp.accounts", "cmpp.numbers",
+            "cmpp.receipt_ttl_s", "cmpp.confirmations")  # fmt: skip
+"""Settings a reload takes (`path` is where the config is read from, not a setting).
+Every setting is in exactly one of the two lists (a test checks it)."""
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:
     """The settings that differ between `old` and `new` but take effect only at a restart."""
-    return [name for name in _RESTART_KEYS if _part(old, name) != _part(new, name)]
+    return [name for name in RESTART_KEYS if _part(old, name) != _part(new, name)]
 
 
 def _part(settings: Settings, name: str) -> object:
