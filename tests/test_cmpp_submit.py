@@ -120,6 +120,7 @@ def test_permitted_destinations_only_are_forwarded_with_reports_for_the_others(
         assert sent.msg_src == ismg.sp_id
         assert sent.msg_content == b"hello"
         assert answer.msg_id != ismg.msg_ids[0]
+        await relay.routes.settle(30)  # the route is written behind the answer
         route = await relay.registry.find_message(route_id(ismg.msg_ids[0]))
         assert route == (SP_ID, str(answer.msg_id))
         got = sorted(await reports(client, 2))

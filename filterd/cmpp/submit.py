@@ -23,7 +23,9 @@ asked for them (Registered_Delivery = 1).
 
 The client's Msg_Id is filterd's own (`MsgIdGenerator`); the ISMG's maps to it in the
 registry's message routes (`filterd.cmpp.ismg.route_id`, `cmpp.receipt_ttl`), so
-its status reports can be routed back. The forwarded submit carries filterd's SP
+its status reports can be routed back. The client is answered once the ISMG has
+accepted the submit; the route is written behind the answer
+(`filterd.cmpp.routes`). The forwarded submit carries filterd's SP
 code as Msg_src ([cmpp.upstream] sp_id), as the ISMG knows filterd by it.
 
 Long messages (a UDH concatenation element, or Pk_total > 1) get one decision for
@@ -53,9 +55,9 @@ from filterd.cmpp.msgid import MsgIdGenerator
 from filterd.cmpp.pdu import Submit, SubmitResp
 from filterd.cmpp.report import NO_CONSENT
 from filterd.cmpp.result import BAD_DEST_TERMINAL_ID, BAD_STRUCTURE, FLOW_CONTROL, OK
+from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.rules import judge
 from filterd.cmpp.text import concat_of, parts_of
-from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Decision, MessageClass, Reason
 from filterd.service import Service
@@ -63,7 +65,6 @@ from filterd.settings import CmppAccount, ComplianceSettings
 from filterd.smpp.assembly import Assembler
 from filterd.smpp.compliance import SmsRules
 from filterd.smpp.text import Concat
-from filterd.storage.port import Registry
 
 log = get_logger("cmpp")
 
@@ -133,7 +134,7 @@ class Submitter:
     def __init__(
         self,
         service: Service,
-        registry: Registry,
+        routes: RouteBook,
         msg_ids: MsgIdGenerator,
         *,
         default_region: str,
@@ -143,7 +144,7 @@ class Submitter:
         clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.service = service
-        self.registry = registry
+        self.routes = routes
         self.msg_ids = msg_ids
         self.region = default_region
         """How terminal ids are read (`registry.default_region`, China when none)."""
@@ -285,12 +286,7 @@ class Submitter:
             self.service.metrics.upstream_error("cmpp", "refused")
             return SubmitResp(pdu.sequence_id, result=answer.result)
         client_id = self.msg_ids.issue(self.clock())
-        try:
-            await self.registry.remember_message(
-                route_id(answer.msg_id), account.sp_id, str(client_id), receipt_ttl_s
-            )
-        except RegistryUnavailable as exc:  # sent already: only the report's route is lost
-            log.warning("message_id_not_mapped", error=str(exc))
+        self.routes.add(route_id(answer.msg_id), account.sp_id, str(client_id), receipt_ttl_s)
         return SubmitResp(pdu.sequence_id, msg_id=client_id, result=OK)
 
     async def _decide_part(
