@@ -3,8 +3,9 @@ registry has them, so that the client's answer need not wait for the write.
 
 When the ISMG accepts a forwarded submit, its route (the ISMG's Msg_Id → the SP
 and filterd's Msg_Id) goes into this book and the client is answered in the same
-turn of the event loop; the registry write (`Registry.remember_message`, one
-batch of SETs for the routes of one loop turn) goes on behind the answer. A
+turn of the event loop; the registry write goes on behind the answer: the routes
+added within `BATCH_S` of each other go out together (`Registry.remember_message`,
+batched into one write of SETs, so one fsync of the registry for all of them). A
 status report looks here first, so a report arriving before the write has
 landed is mapped all the same. A write that fails is tried again (0.1 s doubling
 to 5 s) for as long as the route would live, the route staying in the book
@@ -14,8 +15,8 @@ writes still pending get `drain_s` to land.
 
 What a crash of the process (kill -9, power) in the window between the answer
 and the write can lose: the routes of the submits answered in that window (a
-few milliseconds under load; while the registry is unreachable, everything
-since). A status report on such a submit finds no route: it is logged
+few milliseconds: `BATCH_S` and the registry's write; while the registry is
+unreachable, everything since). A status report on such a submit finds no route: it is logged
 (`report_for_unknown_message`) and acknowledged to the ISMG, and the SP gets no
 report for that Msg_Id. What it never loses: an acknowledged submit, which is
 answered only once the ISMG has accepted it.
@@ -33,6 +34,8 @@ from filterd.storage.port import Registry
 
 log = get_logger("cmpp")
 
+BATCH_S = 0.005
+"""How long the first route of a batch waits for others before the batch is written."""
 PENDING_MAX = 100_000
 """Routes kept in memory while their writes are pending (the registry down)."""
 RETRY_FIRST_S = 0.1
@@ -57,6 +60,7 @@ class RouteBook:
         self._pending: dict[str, tuple[str, str]] = {}
         self._queue: list[Route] = []
         self._writes: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def pending(self) -> int:
@@ -70,8 +74,8 @@ class RouteBook:
             log.warning("message_id_not_mapped", error=f"{self._limit} route writes pending")
             return
         self._pending[key] = (owner, client_id)
-        if not self._queue:
-            asyncio.get_running_loop().call_soon(self._flush)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(BATCH_S, self._flush)
         self._queue.append(Route(key, owner, client_id, ttl_s))
 
     async def find(self, key: str) -> tuple[str, str] | None:
@@ -83,6 +87,9 @@ class RouteBook:
         return await self.registry.find_message(key)
 
     def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batch, self._queue = self._queue, []
         task = asyncio.get_running_loop().create_task(self._write(batch))
         self._writes.add(task)
