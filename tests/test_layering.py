@@ -292,6 +292,7 @@ LAYERS = {
     "cmpp.submit": {
         "admission",
         "cmpp.answers",
+        "cmpp.encode",
         "cmpp.ismg",
         "cmpp.msgid",
         "cmpp.pdu",

@@ -102,12 +102,20 @@ class IsmgClient:
         await self._connected.wait()
 
     async def submit(self, pdu: Submit) -> SubmitResp:
-        """Send one CMPP_SUBMIT; the ISMG's answer. IsmgUnavailable if the link is down."""
+        """Send one CMPP_SUBMIT; the ISMG's answer. IsmgUnavailable if the link is down,
+        ValueError if a field does not fit the link's version."""
+        if not self.connected:
+            raise IsmgUnavailable("the ISMG link is down")
+        return await self.submit_frame(encode(pdu, self.version))
+
+    async def submit_frame(self, frame: bytes) -> SubmitResp:
+        """Send one CMPP_SUBMIT already encoded in the link's version (its Sequence_Id is
+        set here); the ISMG's answer. IsmgUnavailable if the link is down."""
         if not self.connected:
             raise IsmgUnavailable("the ISMG link is down")
         async with self._window:
             await self._pace()
-            response = await self._request(pdu)
+            response = await self._exchange(frame)
         if not isinstance(response, SubmitResp):
             raise IsmgUnavailable(f"unexpected answer to CMPP_SUBMIT: {type(response).__name__}")
         return response
@@ -124,6 +132,10 @@ class IsmgClient:
             await asyncio.sleep(wait)
 
     async def _request(self, pdu: Pdu) -> Pdu:
+        return await self._exchange(encode(pdu, self.version))
+
+    async def _exchange(self, frame: bytes) -> Pdu:
+        """Send an encoded request under a new Sequence_Id; its answer."""
         writer = self._writer
         if writer is None or writer.is_closing():
             raise IsmgUnavailable("the ISMG link is down")
@@ -131,7 +143,7 @@ class IsmgClient:
         future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
         self._pending[sequence] = future
         try:
-            self._queue(writer, with_sequence(encode(pdu, self.version), sequence))
+            self._queue(writer, with_sequence(frame, sequence))
             return await asyncio.wait_for(future, RESPONSE_TIMEOUT_S)
         except TimeoutError:
             raise IsmgUnavailable("the ISMG did not answer in time") from None

@@ -37,7 +37,7 @@ from filterd.cmpp.msgid import GATEWAY_BITS, MsgIdGenerator
 from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.session import ClientSession
-from filterd.cmpp.submit import HOLD_S, Outcome, Submitter
+from filterd.cmpp.submit import HOLD_S, Outcome, Received, Submitter
 from filterd.guard import ConnectionTable, LoginGate, Ticket, listen_streams
 from filterd.hub import Peers
 from filterd.keywords import Keywords
@@ -157,9 +157,12 @@ class CmppRelay:
         """The account with that sp_id, or None."""
         return self.accounts.get(sp_id)
 
-    async def submit(self, account: CmppAccount, pdu: Submit) -> Outcome:
-        """Decide one CMPP_SUBMIT and forward it; the outcome for the client."""
-        return await self._submitter.submit(account, pdu, self.carrier, self.settings.receipt_ttl_s)
+    async def submit(self, account: CmppAccount, pdu: Submit, received: Received) -> Outcome:
+        """Decide one CMPP_SUBMIT (`received`: its octets) and forward it; the outcome for
+        the client."""
+        return await self._submitter.submit(
+            account, pdu, self.carrier, self.settings.receipt_ttl_s, received
+        )
 
     async def from_ismg(self, deliver: Deliver) -> int:
         """A CMPP_DELIVER from the ISMG (status report or MO, `filterd.cmpp.deliveries`);
