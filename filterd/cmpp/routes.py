@@ -5,7 +5,8 @@ When the ISMG accepts a forwarded submit, its route (the ISMG's Msg_Id → the S
 and filterd's Msg_Id) goes into this book and the client is answered in the same
 turn of the event loop; the registry write goes on behind the answer: the routes
 added within `BATCH_S` of each other go out together (`Registry.remember_message`,
-batched into one write of SETs, so one fsync of the registry for all of them). A
+batched into one write of SETs, so one fsync of the registry for all of them: each
+fsync holds up the registry's answers to the consent reads as well). A
 status report looks here first, so a report arriving before the write has
 landed is mapped all the same. A write that fails is tried again (0.1 s doubling
 to 5 s) for as long as the route would live, the route staying in the book
@@ -15,10 +16,10 @@ writes still pending get `drain_s` to land.
 
 What a crash of the process (kill -9, power) in the window between the answer
 and the write can lose: the routes of the submits answered in that window (a
-few milliseconds: `BATCH_S` and the registry's write; while the registry is
-unreachable, everything since). A status report on such a submit finds no route: it is logged
-(`report_for_unknown_message`) and acknowledged to the ISMG, and the SP gets no
-report for that Msg_Id. What it never loses: an acknowledged submit, which is
+few tens of milliseconds: `BATCH_S` and the registry's write; while the
+registry is unreachable, everything since). A status report on such a submit
+finds no route: it is logged (`report_for_unknown_message`) and acknowledged to
+the ISMG, and the SP gets no report for that Msg_Id. What it never loses: an acknowledged submit, which is
 answered only once the ISMG has accepted it.
 """
 
@@ -34,7 +35,7 @@ from filterd.storage.port import Registry
 
 log = get_logger("cmpp")
 
-BATCH_S = 0.005
+BATCH_S = 0.02
 """How long the first route of a batch waits for others before the batch is written."""
 PENDING_MAX = 100_000
 """Routes kept in memory while their writes are pending (the registry down)."""
