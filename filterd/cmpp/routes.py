@@ -19,8 +19,8 @@ and the write can lose: the routes of the submits answered in that window (a
 few tens of milliseconds: `BATCH_S` and the registry's write; while the
 registry is unreachable, everything since). A status report on such a submit
 finds no route: it is logged (`report_for_unknown_message`) and acknowledged to
-the ISMG, and the SP gets no report for that Msg_Id. What it never loses: an acknowledged submit, which is
-answered only once the ISMG has accepted it.
+the ISMG, and the SP gets no report for that Msg_Id. What it never loses: an
+acknowledged submit, which is answered only once the ISMG has accepted it.
 """
 
 from __future__ import annotations
