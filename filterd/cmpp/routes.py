@@ -70,7 +70,7 @@ class RouteBook:
 
     def add(self, key: str, owner: str, client_id: str, ttl_s: int) -> None:
         """Keep the route `key` → (`owner`, `client_id`) and have it written, with its
-        expiry, with the other routes of this loop turn."""
+        expiry of `ttl_s` seconds, in the batch of the next `BATCH_S`."""
         if len(self._pending) >= self._limit:
             log.warning("message_id_not_mapped", error=f"{self._limit} route writes pending")
             return
