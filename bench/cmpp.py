@@ -93,7 +93,7 @@ from filterd import logs
 from filterd.cmpp.auth import authenticator_ismg, connect_for, connect_is_authentic
 from filterd.cmpp.encode import encode
 from filterd.cmpp.framer import Framer
-from filterd.cmpp.header import HEADER, SUBMIT, SUBMIT_RESP, V20, V30
+from filterd.cmpp.header import ACTIVE_TEST, HEADER, SUBMIT, SUBMIT_RESP, V20, V30
 from filterd.cmpp.ismg import IsmgClient
 from filterd.cmpp.msgid import MsgIdGenerator
 from filterd.cmpp.pdu import (
@@ -329,7 +329,8 @@ class Client(asyncio.Protocol):
         transport.write(encode(connect, self.version))
 
     def data_received(self, data: bytes) -> None:
-        """Count answers by their header (and the CONNECT_RESP status)."""
+        """Count answers by their header (and the CONNECT_RESP status); answer the
+        relay's CMPP_ACTIVE_TEST."""
         self.buffer += data
         now = time.perf_counter_ns()
         while len(self.buffer) >= 12:
@@ -348,6 +349,9 @@ class Client(asyncio.Protocol):
                 self.room.set()
                 if self.answered >= self.expect:
                     self.done.set()
+            elif command == ACTIVE_TEST and self.transport is not None:
+                # answered, so that a relay idle while the other sides run keeps the link
+                self.transport.write(encode(ActiveTestResp(sequence), self.version))
             elif not self.connected.done():
                 status_size = 4 if self.version == V30 else 1
                 self.connected.set_result(int.from_bytes(frame[12 : 12 + status_size], "big"))
