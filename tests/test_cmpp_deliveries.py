@@ -18,6 +18,7 @@ from filterd.cmpp.header import V20, V30
 from filterd.cmpp.ismg import IsmgClient, route_id
 from filterd.cmpp.pdu import Deliver
 from filterd.cmpp.report import StatusReport, decode_report, encode_report
+from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.text import concat_of
 from filterd.identity import ConsumerHasher
 from filterd.keywords import Keywords
@@ -95,20 +96,20 @@ class Setup:
 
 @contextlib.asynccontextmanager
 async def linked(
-    ismg: FakeIsmg, registry_url: str, version: int = V30, confirm: bool = True
+    ismg: FakeIsmg, registry_url: str, version: int = V30, confirm: bool = True, workers: int = 1
 ) -> AsyncIterator[Setup]:
     """An IsmgClient logged in to `ismg` whose deliveries go to `Deliveries`."""
     upstream = CmppUpstream("127.0.0.1", ismg.port, "901234", "secret", version)
     settings = CmppSettings(
         listen=("127.0.0.1", 0), upstream=upstream, accounts=ACCOUNTS, numbers=NUMBERS,
-        confirmations=Confirmations(enabled=confirm),
+        confirmations=Confirmations(enabled=confirm), workers=workers,
     )  # fmt: skip
     kw = KeywordSettings()
     relay = StandIn(settings, Keywords.from_lists(kw.opt_out, kw.opt_in, kw.help))
     registry = RedisRegistry.from_url(registry_url)
     hasher = ConsumerHasher(bytes.fromhex(SECRET))
     service = Service(registry, hasher, request_ttl_s=3600)
-    deliveries = Deliveries(relay, service, registry, default_region=None)
+    deliveries = Deliveries(relay, service, RouteBook(registry), default_region=None)
     relay.carrier = IsmgClient(upstream, deliveries.handle)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.carrier.run(stop))
@@ -160,6 +161,25 @@ def test_status_report_goes_back_with_the_client_msg_id(
         assert deliver.registered_delivery == 1
 
     run(ismg, valkey_server, body, version=version)
+
+
+def test_with_workers_a_report_waits_for_another_process_route(
+    ismg: FakeIsmg, valkey_server: RedisProcess
+) -> None:
+    """With workers, a report whose route is not yet written (the submitting process
+    writes it behind its answer) is looked up again a moment later and delivered."""
+
+    async def body(s: Setup) -> None:
+        report = asyncio.create_task(s.call(ismg.send_report, 78, JANE, "DELIVRD"))
+        await asyncio.sleep(0.3)
+        assert s.relay.forwarded == []
+        await s.registry.remember_message(route_id(78), "900002", "4242", 60)
+        assert await report == 0
+        [(sp_id, deliver)] = s.relay.forwarded
+        assert sp_id == "900002"
+        assert decode_report(deliver.msg_content, V30).msg_id == 4242
+
+    run(ismg, valkey_server, body, workers=2)
 
 
 def test_reports_that_cannot_be_routed_are_accepted(

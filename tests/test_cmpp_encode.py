@@ -1,6 +1,7 @@
 """Encoding CMPP messages (filterd/cmpp/encode.py): the bytes written by hand from the
 protocol's layouts in both versions, what each version leaves out, the fields the wire
-cannot carry, and cmppy (a CMPP 3.0 client) as an independent encoder."""
+cannot carry, cmppy (a CMPP 3.0 client) as an independent encoder, and a submit passed
+on as it came (`resubmit`)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import dataclasses
 
 import pytest
 from cmppy.request import SubmitReq
+from hypothesis import given
+from hypothesis import strategies as st
 
-from filterd.cmpp.encode import encode, fixed_text, fixed_uint
+from filterd.cmpp.encode import encode, fixed_text, fixed_uint, resubmit
 from filterd.cmpp.header import V20, V30
 from filterd.cmpp.pdu import (
     Connect,
@@ -29,6 +32,7 @@ from tests.cmpp_codec_helpers import (
     SUBMIT_20,
     SUBMIT_20_WIRE,
     SUBMIT_30,
+    text,
 )
 
 
@@ -147,3 +151,15 @@ def test_same_bytes_as_cmppy() -> None:
         link_id="LINK01",
     )
     assert encode(ours, V30) == theirs.message
+
+
+@pytest.mark.parametrize(("version", "pdu"), [(V20, SUBMIT_20), (V30, SUBMIT_30)])
+@given(msg_id=st.integers(0, 2**64 - 1), msg_src=text(6), client_src=text(6))
+def test_resubmit_is_the_encoding_with_msg_id_0_and_another_msg_src(
+    version: int, pdu: Submit, msg_id: int, msg_src: str, client_src: str
+) -> None:
+    """A submit's octets with Msg_Id and Msg_src rewritten are the octets of the same
+    submit with Msg_Id 0 and that Msg_src, in both versions."""
+    sent = dataclasses.replace(pdu, msg_id=msg_id, msg_src=client_src)
+    expected = encode(dataclasses.replace(sent, msg_id=0, msg_src=msg_src), version)
+    assert resubmit(encode(sent, version), version, fixed_text("msg_src", msg_src, 6)) == expected

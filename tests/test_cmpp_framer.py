@@ -51,16 +51,21 @@ def drain(framer: Framer) -> list[Pdu | CmppProtocolError]:
 )
 @settings(max_examples=150)
 def test_framing_across_arbitrary_chunks(case: tuple[int, list[Pdu]], data: st.DataObject) -> None:
-    """Messages sent back to back and cut into arbitrary chunks come out whole, in order."""
+    """Messages sent back to back and cut into arbitrary chunks come out whole, in order,
+    each with its own octets (`frame`)."""
     version, pdus = case
     stream = b"".join(encode(p, version) for p in pdus)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
     framer = Framer(version)
     got: list[Pdu] = []
+    frames: list[bytes] = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         framer.feed(stream[start:end])
-        got.extend(framer)
+        for pdu in framer:
+            got.append(pdu)
+            frames.append(framer.frame)
     assert got == pdus
+    assert b"".join(frames) == stream
     assert framer.buffered == 0
 
 

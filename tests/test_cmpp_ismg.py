@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
+from filterd.cmpp import ismg as ismg_module
 from filterd.cmpp.decode import decode
 from filterd.cmpp.encode import encode
 from filterd.cmpp.header import HEADER, V20, V30
@@ -158,6 +159,28 @@ def test_submits_in_flight_fail_when_the_link_drops(ismg: FakeIsmg) -> None:
     sent, *results = with_client(upstream(ismg.port, window=2), body)  # type: ignore[misc]
     assert sent == 2
     assert all(isinstance(r, IsmgUnavailable) for r in results)
+
+
+def test_unanswered_submits_fail_after_the_response_timeout(
+    ismg: FakeIsmg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit the ISMG never answers fails with IsmgUnavailable after the response
+    timeout, and so does one sent later; the link stays up for the next."""
+    monkeypatch.setattr(ismg_module, "RESPONSE_TIMEOUT_S", 0.3)
+    ismg.answer_submits = False
+
+    async def body(client: IsmgClient) -> list[object]:
+        first = asyncio.create_task(client.submit(submit()))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(client.submit(submit()))
+        results = await asyncio.gather(first, second, return_exceptions=True)
+        ismg.answer_submits = True
+        return [*results, await client.submit(submit())]
+
+    *failed, answer = with_client(upstream(ismg.port), body)  # type: ignore[misc]
+    assert [str(f) for f in failed] == ["the ISMG did not answer in time"] * 2
+    assert isinstance(answer, SubmitResp)
+    assert answer.result == 0
 
 
 def test_rate_limits_submits(ismg: FakeIsmg) -> None:

@@ -7,6 +7,7 @@ long messages one decision; the text rules and quiet hours (Result 66 / 67 / 8).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -120,10 +121,43 @@ def test_permitted_destinations_only_are_forwarded_with_reports_for_the_others(
         assert sent.msg_src == ismg.sp_id
         assert sent.msg_content == b"hello"
         assert answer.msg_id != ismg.msg_ids[0]
+        await relay.routes.settle(30)  # the route is written behind the answer
         route = await relay.registry.find_message(route_id(ismg.msg_ids[0]))
         assert route == (SP_ID, str(answer.msg_id))
         got = sorted(await reports(client, 2))
         assert got == [(BOB, "REFUSED", answer.msg_id), (CAROL, "NOCONST", answer.msg_id)]
+
+    run(valkey_server, ismg, body, version=version)
+
+
+@pytest.mark.parametrize("version", [V20, V30])
+def test_a_submit_forwarded_whole_keeps_every_field(
+    valkey_server: RedisProcess, ismg: FakeIsmg, version: int
+) -> None:
+    """Every destination permitted: the ISMG gets the client's submit field for field
+    but for Msg_Id (0) and Msg_src (filterd's SP code), whether it is passed on as
+    its own octets (the client speaks the link's version, 3.0) or encoded afresh (2.0)."""
+    fields = {
+        "msg_id": 77,
+        "registered_delivery": 1,
+        "msg_level": 3,
+        "service_id": "SVC9",
+        "fee_usertype": 2,
+        "fee_terminal_id": "13900000000",
+        "fee_type": "02",
+        "fee_code": "000010",
+        "valid_time": "261231235959032+",
+        "src_id": "1069000199",
+        **({"link_id": "LINK-1", "dest_terminal_type": 0} if version == V30 else {}),
+    }
+
+    async def body(relay: CmppRelay, client: CmppClient) -> None:
+        await record(valkey_server.url, JANE, Kind.CONSENT)
+        answer = await client.submit(JANE, text=b"whole", **fields)
+        assert answer.result == 0
+        [sent] = ismg.submits
+        expected = submit_pdu(sent.sequence_id, (JANE,), b"whole", **fields)
+        assert sent == dataclasses.replace(expected, msg_id=0, msg_src=ismg.sp_id)
 
     run(valkey_server, ismg, body, version=version)
 

@@ -1,11 +1,13 @@
 """CMPP_DELIVER from the ISMG: status reports routed back, and consumers' replies acted on.
 
 A status report (Registered_Delivery = 1) names the Msg_Id the ISMG gave a
-forwarded submit; that id is looked up in the registry's message-route map
-(written when the submit was forwarded, see `filterd.cmpp.submit`, under
-`filterd.cmpp.ismg.route_id`), and the report goes to a connection of the
+forwarded submit; that id is looked up in the message routes (`filterd.cmpp.routes`:
+this process's own while their registry write is pending, else the registry's map,
+under `filterd.cmpp.ismg.route_id`), and the report goes to a connection of the
 submitting SP with filterd's Msg_Id in place of the ISMG's. Registry down: Result
-8, so the ISMG sends it again.
+8, so the ISMG sends it again. With `cmpp.workers > 1` a report may come in on
+another process's ISMG link before the submitting process's write has landed: a
+route not found there is looked up once more `ROUTE_GRACE_S` later.
 
 An MO (Registered_Delivery = 0) whose Dest_Id starts with a `[[cmpp.numbers]]`
 address (the longest that matches: a service number carries the SP's
@@ -37,6 +39,7 @@ from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id
 from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.report import ReportError, decode_report, encode_report, report_length
 from filterd.cmpp.result import FLOW_CONTROL, OK
+from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.text import MSG_FMT_ASCII, MSG_FMT_UCS2, part_text
 from filterd.errors import RegistryUnavailable
 from filterd.keywords import Intent, Keywords
@@ -46,7 +49,6 @@ from filterd.normalize import mask
 from filterd.service import Service
 from filterd.settings import CmppAccount, CmppSettings
 from filterd.smpp.text import SmsTextError
-from filterd.storage.port import Registry
 
 log = get_logger("cmpp")
 
@@ -59,6 +61,9 @@ _SINGLE = 140
 """Octets of content one message carries."""
 _PART = 134
 """Octets of text per part of a long message (after a 6-octet concatenation UDH)."""
+ROUTE_GRACE_S = 1.0
+"""With workers, how long after a miss a report's route is looked up again (the
+submitting process may not have written it yet)."""
 
 
 class Relay(Protocol):
@@ -127,11 +132,11 @@ class Deliveries:
     """Handles what the ISMG delivers: status reports to route, consumers' replies (MO)."""
 
     def __init__(
-        self, relay: Relay, service: Service, registry: Registry, default_region: str | None
+        self, relay: Relay, service: Service, routes: RouteBook, default_region: str | None
     ) -> None:
         self.relay = relay
         self.service = service
-        self.registry = registry
+        self.routes = routes
         self.region = default_region or CMPP_REGION
         self._reference = itertools.count(secrets.randbelow(256))
         self._background: set[asyncio.Task[None]] = set()
@@ -149,8 +154,12 @@ class Deliveries:
         except ReportError as exc:
             log.warning("report_malformed", reason=str(exc))
             return OK
+        key = route_id(report.msg_id)
         try:
-            found = await self.registry.find_message(route_id(report.msg_id))
+            found = await self.routes.find(key)
+            if found is None and self.relay.settings.workers > 1:
+                await asyncio.sleep(ROUTE_GRACE_S)
+                found = await self.routes.find(key)
         except RegistryUnavailable:
             return FLOW_CONTROL
         if found is None:

@@ -21,7 +21,8 @@ class Framer:
 
     `feed(data)` adds received bytes; `next_pdu()` returns the next message, or
     None when more bytes are needed; iterating yields messages until more bytes
-    are needed. A malformed body or an unknown command raises
+    are needed; `frame` is then the octets of the message last returned (a relay
+    may pass them on as they came). A malformed body or an unknown command raises
     CmppProtocolError with close=False: the message is consumed and the caller
     answers it (`reply()`) and calls next_pdu() again. A Total_Length under 12
     or over `max_length` raises with close=True, and every later call raises
@@ -36,6 +37,8 @@ class Framer:
         self._buffer = bytearray()
         self._max_length = max_length
         self._broken: CmppProtocolError | None = None
+        self.frame = b""
+        """The whole message (header included) `next_pdu` returned last."""
 
     @property
     def version(self) -> int:
@@ -73,7 +76,7 @@ class Framer:
             raise _again(self._broken)
         if len(self._buffer) < length:
             return None
-        frame = bytes(self._buffer[:length])
+        frame = self.frame = bytes(self._buffer[:length])
         del self._buffer[:length]
         return decode(frame, self._version)
 

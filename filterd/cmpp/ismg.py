@@ -82,7 +82,9 @@ class IsmgClient:
         self.version = upstream.version
         """The CMPP version spoken on the link (0x20 or 0x30)."""
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Pdu], float]] = {}
+        """The requests waiting for their answers, oldest first: future and deadline."""
+        self._expiry: asyncio.TimerHandle | None = None
         self._sequence = itertools.count(1)
         self._window = asyncio.Semaphore(upstream.window)
         self._next_send = 0.0
@@ -102,12 +104,20 @@ class IsmgClient:
         await self._connected.wait()
 
     async def submit(self, pdu: Submit) -> SubmitResp:
-        """Send one CMPP_SUBMIT; the ISMG's answer. IsmgUnavailable if the link is down."""
+        """Send one CMPP_SUBMIT; the ISMG's answer. IsmgUnavailable if the link is down,
+        ValueError if a field does not fit the link's version."""
+        if not self.connected:
+            raise IsmgUnavailable("the ISMG link is down")
+        return await self.submit_frame(encode(pdu, self.version))
+
+    async def submit_frame(self, frame: bytes) -> SubmitResp:
+        """Send one CMPP_SUBMIT already encoded in the link's version (its Sequence_Id is
+        set here); the ISMG's answer. IsmgUnavailable if the link is down."""
         if not self.connected:
             raise IsmgUnavailable("the ISMG link is down")
         async with self._window:
             await self._pace()
-            response = await self._request(pdu)
+            response = await self._exchange(frame)
         if not isinstance(response, SubmitResp):
             raise IsmgUnavailable(f"unexpected answer to CMPP_SUBMIT: {type(response).__name__}")
         return response
@@ -124,19 +134,39 @@ class IsmgClient:
             await asyncio.sleep(wait)
 
     async def _request(self, pdu: Pdu) -> Pdu:
+        return await self._exchange(encode(pdu, self.version))
+
+    async def _exchange(self, frame: bytes) -> Pdu:
+        """Send an encoded request under a new Sequence_Id; its answer."""
         writer = self._writer
         if writer is None or writer.is_closing():
             raise IsmgUnavailable("the ISMG link is down")
         sequence = next(self._sequence) & 0xFFFFFFFF or next(self._sequence)
-        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
-        self._pending[sequence] = future
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Pdu] = loop.create_future()
+        deadline = loop.time() + RESPONSE_TIMEOUT_S
+        self._pending[sequence] = (future, deadline)
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire)
         try:
-            self._queue(writer, with_sequence(encode(pdu, self.version), sequence))
-            return await asyncio.wait_for(future, RESPONSE_TIMEOUT_S)
-        except TimeoutError:
-            raise IsmgUnavailable("the ISMG did not answer in time") from None
+            self._queue(writer, with_sequence(frame, sequence))
+            return await future
         finally:
             self._pending.pop(sequence, None)
+
+    def _expire(self) -> None:
+        """Fail the requests past their deadline (IsmgUnavailable); wake again at the
+        next one's (one timer for all: the requests are kept oldest first)."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            sequence, (future, deadline) = next(iter(self._pending.items()))
+            if deadline > loop.time():
+                self._expiry = loop.call_at(deadline, self._expire)
+                return
+            del self._pending[sequence]
+            if not future.done():
+                future.set_exception(IsmgUnavailable("the ISMG did not answer in time"))
 
     # ---- the link ----------------------------------------------------------------
 
@@ -242,7 +272,7 @@ class IsmgClient:
     def _down(self) -> None:
         self._connected.clear()
         self._writer = None
-        for future in self._pending.values():
+        for future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(IsmgUnavailable("the ISMG link went down"))
         self._pending.clear()
@@ -269,9 +299,9 @@ class IsmgClient:
 
     def _dispatch(self, pdu: Pdu) -> None:
         if pdu.is_response:  # match it to its request, never answer
-            future = self._pending.get(pdu.sequence_id)
-            if future is not None and not future.done():
-                future.set_result(pdu)
+            waiting = self._pending.get(pdu.sequence_id)
+            if waiting is not None and not waiting[0].done():
+                waiting[0].set_result(pdu)
         elif isinstance(pdu, Deliver):
             task = asyncio.get_running_loop().create_task(self._deliver(pdu))
             self._tasks.add(task)

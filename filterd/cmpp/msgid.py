@@ -65,6 +65,9 @@ class MsgIdGenerator:
             raise ValueError(f"gateway id {gateway} does not fit {GATEWAY_BITS} bits")
         self._gateway = gateway
         self._sequence = start % (1 << SEQUENCE_BITS)
+        self._stamp: tuple[int, int, int, int, int] | None = None
+        self._prefix = 0
+        """The Msg_Id of `_stamp` (month to second) with sequence 0."""
 
     @property
     def gateway(self) -> int:
@@ -73,8 +76,10 @@ class MsgIdGenerator:
 
     def issue(self, now: datetime) -> int:
         """The next Msg_Id, stamped with `now` (the caller's clock and time zone)."""
+        stamp = (now.month, now.day, now.hour, now.minute, now.second)
+        if stamp != self._stamp:  # packed once a second
+            self._prefix = pack_msg_id(MsgId(*stamp, self._gateway, 0))
+            self._stamp = stamp
         sequence = self._sequence
         self._sequence = (sequence + 1) % (1 << SEQUENCE_BITS)
-        return pack_msg_id(
-            MsgId(now.month, now.day, now.hour, now.minute, now.second, self._gateway, sequence)
-        )
+        return self._prefix | sequence

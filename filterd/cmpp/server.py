@@ -35,8 +35,9 @@ from filterd.cmpp.deliveries import CMPP_REGION, Deliveries
 from filterd.cmpp.ismg import IsmgClient
 from filterd.cmpp.msgid import GATEWAY_BITS, MsgIdGenerator
 from filterd.cmpp.pdu import Deliver, Submit
+from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.session import ClientSession
-from filterd.cmpp.submit import HOLD_S, Outcome, Submitter
+from filterd.cmpp.submit import HOLD_S, Outcome, Received, Submitter
 from filterd.guard import ConnectionTable, LoginGate, Ticket, listen_streams
 from filterd.hub import Peers
 from filterd.keywords import Keywords
@@ -88,17 +89,19 @@ class CmppRelay:
         """The sender of each `[[cmpp.numbers]]` address."""
         self.msg_ids = MsgIdGenerator(os.getpid() % (1 << GATEWAY_BITS))
         """The Msg_Ids given to clients (their submits, filterd's own status reports)."""
+        self.routes = RouteBook(registry)
+        """The Msg_Id routes of this process's submits (written behind the answers)."""
         upstream = settings.upstream
         self._submitter = Submitter(
             service,
-            registry,
+            self.routes,
             self.msg_ids,
             default_region=default_region or CMPP_REGION,
             msg_src=upstream.sp_id if upstream is not None else None,
             compliance=compliance,
             hold_s=hold_s,
         )
-        self._deliveries = Deliveries(self, service, registry, default_region)
+        self._deliveries = Deliveries(self, service, self.routes, default_region)
         self.gate = gate or LoginGate()
         """The process's login gate (per-address back-off after failed logins)."""
         self.table = ConnectionTable("cmpp", settings.limits)
@@ -154,9 +157,12 @@ class CmppRelay:
         """The account with that sp_id, or None."""
         return self.accounts.get(sp_id)
 
-    async def submit(self, account: CmppAccount, pdu: Submit) -> Outcome:
-        """Decide one CMPP_SUBMIT and forward it; the outcome for the client."""
-        return await self._submitter.submit(account, pdu, self.carrier, self.settings.receipt_ttl_s)
+    async def submit(self, account: CmppAccount, pdu: Submit, received: Received) -> Outcome:
+        """Decide one CMPP_SUBMIT (`received`: its octets) and forward it; the outcome for
+        the client."""
+        return await self._submitter.submit(
+            account, pdu, self.carrier, self.settings.receipt_ttl_s, received
+        )
 
     async def from_ismg(self, deliver: Deliver) -> int:
         """A CMPP_DELIVER from the ISMG (status report or MO, `filterd.cmpp.deliveries`);
@@ -188,7 +194,9 @@ class CmppRelay:
 
     async def close_all(self) -> None:
         """Stop: let every client's submits in flight get their answers, then send
-        CMPP_TERMINATE (long messages still waiting for parts are refused now)."""
+        CMPP_TERMINATE (long messages still waiting for parts are refused now); the
+        Msg_Id routes still pending get `drain_s` to reach the registry."""
         self.table.stop()
         self._submitter.close()
         await asyncio.gather(*(session.close_gracefully() for session in list(self.sessions)))
+        await self.routes.settle(self.drain_s)

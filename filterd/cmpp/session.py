@@ -44,7 +44,7 @@ from filterd.cmpp.pdu import (
     TerminateResp,
 )
 from filterd.cmpp.result import BAD_COMMAND_ID, CONNECT_OTHER_ERROR, FLOW_CONTROL, OK
-from filterd.cmpp.submit import Outcome
+from filterd.cmpp.submit import Outcome, Received
 from filterd.guard import Abandoned, LoginGate, Ticket
 from filterd.linger import finish
 from filterd.logs import get_logger
@@ -86,8 +86,9 @@ class Relay(Protocol):
         """A session logged in (the server's other processes learn where its SP is)."""
         ...
 
-    async def submit(self, account: CmppAccount, pdu: Submit) -> Outcome:
-        """Decide one CMPP_SUBMIT and forward it; the outcome for the client."""
+    async def submit(self, account: CmppAccount, pdu: Submit, received: Received) -> Outcome:
+        """Decide one CMPP_SUBMIT (`received`: its octets) and forward it; the outcome for
+        the client."""
         ...
 
 
@@ -169,7 +170,7 @@ class ClientSession:
             if pdu is None:
                 return True
             if type(pdu) is Submit and self.account is not None:  # most messages: no await
-                self._submit(self.account, pdu)
+                self._submit(self.account, pdu, self.framer.frame)
             elif not await self._handle(pdu):
                 return False
 
@@ -182,7 +183,7 @@ class ClientSession:
         if pdu.is_response:
             return True  # answers to our DELIVERs and ACTIVE_TESTs: nothing waits for them
         if isinstance(pdu, Submit):
-            self._submit(self.account, pdu)
+            self._submit(self.account, pdu, self.framer.frame)
         elif isinstance(pdu, ActiveTest):
             self._write(ActiveTestResp(pdu.sequence_id))
         elif isinstance(pdu, Terminate):
@@ -230,17 +231,18 @@ class ClientSession:
                 if answer is not None:
                     self._write(answer)
 
-    def _submit(self, account: CmppAccount, pdu: Submit) -> None:
+    def _submit(self, account: CmppAccount, pdu: Submit, frame: bytes) -> None:
         if len(self._tasks) >= self.relay.settings.window:
             self._write(SubmitResp(pdu.sequence_id, result=FLOW_CONTROL))
             return
-        task = asyncio.get_running_loop().create_task(self._relay(account, pdu))
+        received = Received(frame, self.version)
+        task = asyncio.get_running_loop().create_task(self._relay(account, pdu, received))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _relay(self, account: CmppAccount, pdu: Submit) -> None:
+    async def _relay(self, account: CmppAccount, pdu: Submit, received: Received) -> None:
         try:
-            outcome = await self.relay.submit(account, pdu)
+            outcome = await self.relay.submit(account, pdu, received)
         except Exception:
             log.exception("submit_failed", sp_id=account.sp_id)
             outcome = Outcome(SubmitResp(pdu.sequence_id, result=FLOW_CONTROL))

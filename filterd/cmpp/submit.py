@@ -23,8 +23,13 @@ asked for them (Registered_Delivery = 1).
 
 The client's Msg_Id is filterd's own (`MsgIdGenerator`); the ISMG's maps to it in the
 registry's message routes (`filterd.cmpp.ismg.route_id`, `cmpp.receipt_ttl`), so
-its status reports can be routed back. The forwarded submit carries filterd's SP
-code as Msg_src ([cmpp.upstream] sp_id), as the ISMG knows filterd by it.
+its status reports can be routed back. The client is answered once the ISMG has
+accepted the submit; the route is written behind the answer
+(`filterd.cmpp.routes`). The forwarded submit carries filterd's SP
+code as Msg_src ([cmpp.upstream] sp_id), as the ISMG knows filterd by it. A
+submit forwarded whole (every destination permitted, its text unchanged, the ISMG
+link in the client's version) goes out as the octets the client sent with Msg_Id
+and Msg_src rewritten (`filterd.cmpp.encode.resubmit`), not encoded again.
 
 Long messages (a UDH concatenation element, or Pk_total > 1) get one decision for
 all parts: the parts of one message (same account, Src_Id, destinations,
@@ -48,14 +53,15 @@ from typing import NamedTuple
 
 from filterd.admission import INTERNATIONAL, Refused, phone_recipient
 from filterd.cmpp.answers import STAT, TEXT_RESULT, refusal
+from filterd.cmpp.encode import fixed_text, resubmit
 from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id
 from filterd.cmpp.msgid import MsgIdGenerator
 from filterd.cmpp.pdu import Submit, SubmitResp
 from filterd.cmpp.report import NO_CONSENT
 from filterd.cmpp.result import BAD_DEST_TERMINAL_ID, BAD_STRUCTURE, FLOW_CONTROL, OK
+from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.rules import judge
 from filterd.cmpp.text import concat_of, parts_of
-from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Decision, MessageClass, Reason
 from filterd.service import Service
@@ -63,7 +69,6 @@ from filterd.settings import CmppAccount, ComplianceSettings
 from filterd.smpp.assembly import Assembler
 from filterd.smpp.compliance import SmsRules
 from filterd.smpp.text import Concat
-from filterd.storage.port import Registry
 
 log = get_logger("cmpp")
 
@@ -80,6 +85,13 @@ class Outcome:
     answer: SubmitResp
     removed: tuple[tuple[str, str], ...] = ()
     """(Dest_terminal_Id, Stat) of each destination not sent to, when others were."""
+
+
+class Received(NamedTuple):
+    """A CMPP_SUBMIT's whole frame as the client sent it, in its session's version."""
+
+    frame: bytes
+    version: int
 
 
 class MessageKey(NamedTuple):
@@ -133,7 +145,7 @@ class Submitter:
     def __init__(
         self,
         service: Service,
-        registry: Registry,
+        routes: RouteBook,
         msg_ids: MsgIdGenerator,
         *,
         default_region: str,
@@ -143,12 +155,13 @@ class Submitter:
         clock: Callable[[], datetime] = datetime.now,
     ) -> None:
         self.service = service
-        self.registry = registry
+        self.routes = routes
         self.msg_ids = msg_ids
         self.region = default_region
         """How terminal ids are read (`registry.default_region`, China when none)."""
         self.msg_src = msg_src
         """filterd's SP code at the ISMG, the Msg_src of what it forwards."""
+        self._msg_src = fixed_text("msg_src", msg_src, 6) if msg_src is not None else None
         self.compliance = compliance
         self.clock = clock
         self._rules: dict[str, SmsRules | None] = {}
@@ -170,9 +183,15 @@ class Submitter:
         return self._rules[account.sender]
 
     async def submit(
-        self, account: CmppAccount, pdu: Submit, carrier: IsmgClient | None, receipt_ttl_s: int
+        self,
+        account: CmppAccount,
+        pdu: Submit,
+        carrier: IsmgClient | None,
+        receipt_ttl_s: int,
+        received: Received | None = None,
     ) -> Outcome:
-        """Decide one CMPP_SUBMIT and forward it to `carrier`; the outcome for the client."""
+        """Decide one CMPP_SUBMIT (`received`: its octets) and forward it to `carrier`; the
+        outcome for the client."""
         addresses = []
         for raw in pdu.dest_terminal_ids:
             address = terminal_address(raw, self.region)
@@ -198,8 +217,8 @@ class Submitter:
         else:
             decisions = await self._decide_part(account, pdu, addresses, place)
         if verdict is not None and verdict.last is not None:
-            pdu = verdict.last
-        return await self._send(account, pdu, decisions, carrier, receipt_ttl_s)
+            pdu, received = verdict.last, None
+        return await self._send(account, pdu, decisions, carrier, receipt_ttl_s, received=received)
 
     async def _release(
         self,
@@ -240,8 +259,12 @@ class Submitter:
         decisions: list[Decision],
         carrier: IsmgClient | None,
         receipt_ttl_s: int,
+        *,
+        received: Received | None = None,
     ) -> Outcome:
-        """Forward `pdu` to its permitted destinations (or refuse it); the client's outcome."""
+        """Forward `pdu` to its permitted destinations (or refuse it); the client's outcome.
+        `received`: its octets, passed on as they came when it goes whole to a link of
+        their version."""
         result = refusal(decisions)
         if result is not None:
             return Outcome(SubmitResp(pdu.sequence_id, result=result))
@@ -256,24 +279,44 @@ class Submitter:
             for raw, d in zip(destinations, decisions, strict=True)
             if d.action is Action.DROP
         )
+        frame = None
+        if (
+            received is not None
+            and self._msg_src is not None
+            and carrier is not None
+            and carrier.version == received.version
+            and len(permitted) == len(destinations)
+        ):
+            frame = resubmit(received.frame, received.version, self._msg_src)
         msg_src = self.msg_src or pdu.msg_src
         forwarded = pdu
-        if pdu.msg_id or pdu.msg_src != msg_src or len(permitted) < len(destinations):
+        if frame is None and (
+            pdu.msg_id or pdu.msg_src != msg_src or len(permitted) < len(destinations)
+        ):
             forwarded = dataclasses.replace(
                 pdu, msg_id=0, msg_src=msg_src, dest_terminal_ids=tuple(permitted)
             )
-        answer = await self._forward(account, forwarded, carrier, receipt_ttl_s)
+        answer = await self._forward(account, forwarded, carrier, receipt_ttl_s, frame)
         return Outcome(answer, removed if answer.result == OK else ())
 
     async def _forward(
-        self, account: CmppAccount, pdu: Submit, carrier: IsmgClient | None, receipt_ttl_s: int
+        self,
+        account: CmppAccount,
+        pdu: Submit,
+        carrier: IsmgClient | None,
+        receipt_ttl_s: int,
+        frame: bytes | None = None,
     ) -> SubmitResp:
-        """Send one CMPP_SUBMIT to the ISMG; the client's answer (filterd's Msg_Id)."""
+        """Send one CMPP_SUBMIT to the ISMG (`frame`: already encoded for it); the client's
+        answer (filterd's Msg_Id)."""
         if carrier is None:
             self.service.metrics.upstream_error("cmpp", "no_carrier")
             return SubmitResp(pdu.sequence_id, result=FLOW_CONTROL)
         try:
-            answer = await carrier.submit(pdu)
+            if frame is not None:
+                answer = await carrier.submit_frame(frame)
+            else:
+                answer = await carrier.submit(pdu)
         except IsmgUnavailable as exc:
             log.warning("ismg_unavailable", error=str(exc), sp_id=account.sp_id)
             self.service.metrics.upstream_error("cmpp", "unavailable")
@@ -285,12 +328,7 @@ class Submitter:
             self.service.metrics.upstream_error("cmpp", "refused")
             return SubmitResp(pdu.sequence_id, result=answer.result)
         client_id = self.msg_ids.issue(self.clock())
-        try:
-            await self.registry.remember_message(
-                route_id(answer.msg_id), account.sp_id, str(client_id), receipt_ttl_s
-            )
-        except RegistryUnavailable as exc:  # sent already: only the report's route is lost
-            log.warning("message_id_not_mapped", error=str(exc))
+        self.routes.add(route_id(answer.msg_id), account.sp_id, str(client_id), receipt_ttl_s)
         return SubmitResp(pdu.sequence_id, msg_id=client_id, result=OK)
 
     async def _decide_part(
