@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 import structlog
@@ -176,15 +176,18 @@ class Lines:
         self._kept: list[str] = []
         self._size = 0
         self._due: asyncio.AbstractEventLoop | None = None
-        """The loop on which a flush is scheduled."""
+        """The loop on which a flush is scheduled (it runs in `_due_thread`)."""
+        self._due_thread = 0
         self._lock = threading.Lock()
 
     def msg(self, line: str) -> None:
         """Write `line` (batched: by the end of this loop turn)."""
-        loop = asyncio._get_running_loop() if self._batched else None
-        if loop is None:
-            self.now(line)
-            return
+        loop = self._due
+        if loop is None or self._due_thread != threading.get_ident() or not loop.is_running():
+            loop = asyncio._get_running_loop() if self._batched else None
+            if loop is None:
+                self.now(line)
+                return
         size = (len(line) if line.isascii() else len(line.encode())) + 1
         with self._lock:
             if self._size + size > self.PIPE_BUF and self._kept:
@@ -192,7 +195,7 @@ class Lines:
             self._kept.append(line)
             self._size += size
             if self._due is not loop:
-                self._due = loop
+                self._due, self._due_thread = loop, threading.get_ident()
                 loop.call_soon(self.flush)
 
     def now(self, line: str) -> None:
@@ -256,8 +259,22 @@ class _Handler(logging.Handler):
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     """A logger bound to a component name."""
-    logger: structlog.stdlib.BoundLogger = structlog.get_logger(component=name)
-    return logger
+    return cast("structlog.stdlib.BoundLogger", _Logger(name))
+
+
+class _Logger:
+    """A component's logger: structlog's lazy proxy, whose methods are kept on first use
+    once the configuration caches loggers (the daemon): a log call then skips the
+    proxy's look-up (most of a microsecond, once per decision line)."""
+
+    def __init__(self, name: str) -> None:
+        self._proxy = structlog.get_logger(component=name)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._proxy, name)
+        if structlog.get_config()["cache_logger_on_first_use"]:
+            setattr(self, name, value)
+        return value
 
 
 def bind(**values: object) -> None:
