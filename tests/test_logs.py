@@ -364,3 +364,14 @@ def test_reconfiguring_flushes_the_kept_lines() -> None:
         assert [e["event"] for e in json_lines(stream)] == ["stopping"]
 
     asyncio.run(scenario())
+
+
+def test_info_interpolates_positional_arguments() -> None:
+    """An info call with positional arguments formats them into the event, as
+    structlog's bound loggers do."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    logs.get_logger("daemon").info("listening on %s:%d", "127.0.0.1", 10040, kind="policy")
+    (entry,) = json_lines(stream)
+    assert entry["event"] == "listening on 127.0.0.1:10040"
+    assert entry["kind"] == "policy"
