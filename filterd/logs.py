@@ -176,18 +176,23 @@ class Lines:
         self._kept: list[str] = []
         self._size = 0
         self._due: asyncio.AbstractEventLoop | None = None
-        """The loop on which a flush is scheduled (it runs in `_due_thread`)."""
-        self._due_thread = 0
+        """The loop on which a flush is scheduled."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop that ran in `_loop_thread` when a line was last kept: while it runs,
+        it is that thread's running loop."""
+        self._loop_thread = 0
         self._lock = threading.Lock()
 
     def msg(self, line: str) -> None:
         """Write `line` (batched: by the end of this loop turn)."""
-        loop = self._due
-        if loop is None or self._due_thread != threading.get_ident() or not loop.is_running():
+        loop = self._loop
+        if loop is None or self._loop_thread != threading.get_ident() or not loop.is_running():
+            # not the loop this thread ran last: ask (a system call, in Python 3.11)
             loop = asyncio._get_running_loop() if self._batched else None
             if loop is None:
                 self.now(line)
                 return
+            self._loop, self._loop_thread = loop, threading.get_ident()
         size = (len(line) if line.isascii() else len(line.encode())) + 1
         with self._lock:
             if self._size + size > self.PIPE_BUF and self._kept:
@@ -195,7 +200,7 @@ class Lines:
             self._kept.append(line)
             self._size += size
             if self._due is not loop:
-                self._due, self._due_thread = loop, threading.get_ident()
+                self._due = loop
                 loop.call_soon(self.flush)
 
     def now(self, line: str) -> None:

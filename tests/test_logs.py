@@ -375,3 +375,18 @@ def test_info_interpolates_positional_arguments() -> None:
     (entry,) = json_lines(stream)
     assert entry["event"] == "listening on 127.0.0.1:10040"
     assert entry["kind"] == "policy"
+
+
+def test_batched_after_the_loop_ended_writes_at_once() -> None:
+    """Once the event loop that kept lines has ended, a line logged outside any loop is
+    written at once (after the lines the loop kept)."""
+    stream = _Writes()
+    logs.configure(stream, batched=True)
+    log = logs.get_logger("daemon")
+
+    async def scenario() -> None:
+        log.info("serving")
+
+    asyncio.run(scenario())
+    log.info("stopped")
+    assert [e["event"] for e in json_lines(stream)] == ["serving", "stopped"]
