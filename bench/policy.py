@@ -265,7 +265,7 @@ async def serve(kind: str, url: str, secret_file: Path) -> None:
 def child_main(kind: str, url: str, secret_file: str) -> int:
     """Entry point of `--serve`: logs as in production (JSON lines), to /dev/null."""
     with open(os.devnull, "w") as sink:
-        logs.configure(sink, cache=True)  # as `filterd serve` configures it
+        logs.configure(sink, cache=True, batched=True)  # as `filterd serve` configures it
         asyncio.run(serve(kind, url, Path(secret_file)))
     return 0
 

@@ -22,6 +22,8 @@ from filterd.model import (
 
 _NO_CONSENT = Decision(Action.DROP, Reason.NO_CONSENT)
 """The decision without consent has no basis: one (immutable) value serves all."""
+_TRANSACTIONAL = Decision(Action.DELIVER)
+"""A transactional message's decision, the same for every recipient."""
 
 
 class FailMode(Enum):
@@ -39,7 +41,7 @@ def decide(
 ) -> Decision:
     """Decide one recipient. `facts` None means the registry is unavailable."""
     if submission.message_class is MessageClass.TRANSACTIONAL:
-        return Decision(Action.DELIVER)
+        return _TRANSACTIONAL
     if facts is None:
         if fail_mode is FailMode.OPEN:
             return Decision(Action.DELIVER, Reason.REGISTRY_UNAVAILABLE)

@@ -233,7 +233,8 @@ class PolicyConnection(asyncio.Protocol):
         if self.lost:
             self.listener.forget(self)
             return
-        self._answer()
+        if self.waiting or self.finishing or self.read_paused:  # else nothing is left to do
+            self._answer()
 
     def _write(self, data: bytes) -> None:
         transport = self.transport

@@ -27,6 +27,7 @@ from filterd.model import (
     Address,
     AuditEntry,
     BulkRow,
+    Channel,
     Decision,
     Fact,
     FactRequest,
@@ -41,6 +42,8 @@ from filterd.policy import FailMode, decide
 from filterd.storage.port import Registry
 
 log = get_logger("service")
+SUBMISSIONS = 1024
+"""(sender, channel, class) whose Submission is kept for the next decisions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class Service:
         self.metrics = metrics or Metrics()
         self._clock = clock
         self._audit = AuditBuffer(registry)
+        self._submissions: dict[tuple[str, Channel, MessageClass], Submission] = {}
         self.quiet = quiet
         """Quiet hours ([compliance] quiet_hours), applied to commercial recipients the
         registry lets through."""
@@ -152,36 +156,61 @@ class Service:
         message_id: str | None,
     ) -> None:
         """One log line and one count per decision; an audit entry per drop and deferral."""
-        count, info = self.metrics.decision, log.info  # once per recipient: looked up once
-        audit = []
-        for index, (address, decision) in enumerate(zip(addresses, decisions, strict=True)):
-            action = decision.action.value
-            reason = decision.reason.value if decision.reason else None
-            count(origin, action, reason)
-            info(
-                "decision",
-                origin=origin,
-                sender=sender,
-                recipient=mask(address.canonical),
-                decision=action,
-                reason=reason,
-                message_id=message_id,
-            )
-            if decision.action is not Action.DELIVER:
-                audit.append(
-                    AuditEntry(
-                        at_ms=now,
-                        event=action,
-                        sender=sender,
-                        consumer=consumer_hex(ids[index]),
-                        channel=address.channel.value,
-                        reason=reason,
-                        origin=origin,
-                        message_id=message_id,
-                    )
+        note = self._note
+        audit = [
+            entry
+            for address, consumer, decision in zip(addresses, ids, decisions, strict=True)
+            if (
+                entry := note(
+                    sender,
+                    address,
+                    consumer,
+                    decision,
+                    now=now,
+                    origin=origin,
+                    message_id=message_id,
                 )
+            )
+        ]
         if audit:
             self._audit.add(audit)
+
+    def _note(
+        self,
+        sender: str,
+        address: Address,
+        consumer: bytes,
+        decision: Decision,
+        *,
+        now: int,
+        origin: str,
+        message_id: str | None,
+    ) -> AuditEntry | None:
+        """One decision's count and log line; its audit entry when it drops or defers."""
+        action = decision.action.value
+        reason = decision.reason.value if decision.reason else None
+        self.metrics.decision(origin, action, reason)
+        log.info(
+            "decision",
+            origin=origin,
+            sender=sender,
+            recipient=mask(address.canonical),
+            decision=action,
+            reason=reason,
+            message_id=message_id,
+        )
+        if decision.action is Action.DELIVER:
+            return None
+        return AuditEntry(
+            at_ms=now,
+            event=action,
+            sender=sender,
+            consumer=consumer_hex(consumer),
+            channel=address.channel.value,
+            reason=reason,
+            origin=origin,
+            message_id=message_id,
+        )
 
     def screen_soon(
         self,
@@ -198,21 +227,28 @@ class Service:
         the same lookup (batched alike), decision, log line, count and audit entry, no
         task or future on the way. `done` gets the decision, or the error screen would
         raise, once (before this returns when there is nothing to look up)."""
-        addresses, ids = (address,), (self.hasher.consumer_id(address),)
+        consumer = self.hasher.consumer_id(address)
         now = self.now_ms()
+        submission = self._submission(sender, address.channel, message_class)
 
-        def decided(facts: list[list[Fact]] | None) -> None:
+        def decided(facts: list[Fact] | None) -> None:
             try:
-                decisions = self._decisions(
-                    sender, message_class, addresses, facts, now=now, refused_by=None
-                )
-                self._report(
-                    sender, addresses, ids, decisions, now=now, origin=origin, message_id=message_id
+                decision = self._decision(submission, address, facts, now, None)
+                entry = self._note(
+                    sender,
+                    address,
+                    consumer,
+                    decision,
+                    now=now,
+                    origin=origin,
+                    message_id=message_id,
                 )
             except Exception as exc:
                 done(exc)
                 return
-            done(decisions[0])
+            if entry is not None:
+                self._audit.add((entry,))
+            done(decision)
 
         if message_class is not MessageClass.COMMERCIAL:
             decided(None)
@@ -225,9 +261,9 @@ class Service:
                 decided(None)
             else:
                 self.metrics.registry_latency("lookup", time.perf_counter() - started)
-                decided(outcome)
+                decided(outcome[0])
 
-        self.registry.lookup_soon(sender, ids, found)
+        self.registry.lookup_soon(sender, (consumer,), found)
 
     async def judge(
         self, sender: str, message_class: MessageClass, addresses: Sequence[Address]
@@ -285,30 +321,51 @@ class Service:
         """`decide()` per recipient on the facts read (None: unreadable); what the
         registry lets through is then dropped for `refused_by`, else deferred inside
         the recipient's quiet hours."""
-        submissions = {
-            channel: Submission(sender, channel, message_class)
-            for channel in {address.channel for address in addresses}
-        }
         found: Sequence[list[Fact] | None] = facts if facts is not None else [None] * len(addresses)
-        fail_mode = self.fail_mode
-        decisions = [
-            decide(submissions[address.channel], address_facts, now, fail_mode)
+        return [
+            self._decision(
+                self._submission(sender, address.channel, message_class),
+                address,
+                address_facts,
+                now,
+                refused_by,
+            )
             for address, address_facts in zip(addresses, found, strict=True)
         ]
+
+    def _decision(
+        self,
+        submission: Submission,
+        address: Address,
+        facts: list[Fact] | None,
+        now: int,
+        refused_by: Reason | None,
+    ) -> Decision:
+        """`decide()` for one recipient; a delivery then dropped for `refused_by`, else
+        deferred inside its quiet hours (commercial only)."""
+        decision = decide(submission, facts, now, self.fail_mode)
+        if decision.action is not Action.DELIVER:
+            return decision
         if refused_by is not None:
-            decisions = [
-                Decision(Action.DROP, refused_by) if d.action is Action.DELIVER else d
-                for d in decisions
-            ]
-        if self.quiet is not None and message_class is MessageClass.COMMERCIAL:
-            decisions = [
-                self._in_hours(d, a, now) for d, a in zip(decisions, addresses, strict=True)
-            ]
-        return decisions
+            return Decision(Action.DROP, refused_by)
+        if self.quiet is not None and submission.message_class is MessageClass.COMMERCIAL:
+            return self._in_hours(decision, address, now)
+        return decision
+
+    def _submission(self, sender: str, channel: Channel, message_class: MessageClass) -> Submission:
+        """The Submission of (sender, channel, class), made once (up to SUBMISSIONS are
+        kept, then forgotten at once)."""
+        key = (sender, channel, message_class)
+        submission = self._submissions.get(key)
+        if submission is None:
+            if len(self._submissions) >= SUBMISSIONS:
+                self._submissions.clear()
+            submission = self._submissions[key] = Submission(sender, channel, message_class)
+        return submission
 
     def _in_hours(self, decision: Decision, address: Address, now_ms: int) -> Decision:
         """A delivery inside the recipient's quiet hours becomes a deferral (never a drop)."""
-        if decision.action is not Action.DELIVER or self.quiet is None:
+        if self.quiet is None:
             return decision
         resume = self.quiet.resume(address, now_ms / 1000)
         if resume is None:

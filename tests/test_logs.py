@@ -7,6 +7,7 @@ logs recipients at INFO, is held at WARNING.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import io
 import json
@@ -253,3 +254,139 @@ def test_json_line_is_what_the_processor_chain_writes() -> None:
         if "exception" in want:  # the traceback's line numbers differ
             assert got.pop("exception").splitlines()[-1] == want.pop("exception").splitlines()[-1]
         assert got == want
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write() it was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def _next_turn() -> None:
+    """Let the event loop finish the current turn (and run what it scheduled)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+
+
+def test_batched_lines_of_one_loop_turn_are_one_write() -> None:
+    """Batched, the INFO lines of one loop turn are written together at its end, in one
+    write(), in order; nothing is written before the turn ends."""
+
+    async def scenario() -> None:
+        stream = _Writes()
+        logs.configure(stream, batched=True)
+        log = logs.get_logger("policy")
+        for n in range(3):
+            log.info("decision", n=n)
+        assert stream.writes == []
+        await _next_turn()
+        assert len(stream.writes) == 1
+        assert [e["n"] for e in json_lines(stream)] == [0, 1, 2]
+
+    asyncio.run(scenario())
+
+
+def test_batched_warning_is_written_at_once_after_the_kept_lines() -> None:
+    """A WARNING is written when logged, with the lines the turn kept before it first."""
+
+    async def scenario() -> None:
+        stream = _Writes()
+        logs.configure(stream, batched=True)
+        log = logs.get_logger("policy")
+        log.info("decision", n=1)
+        log.warning("registry_unavailable")
+        assert [e["event"] for e in json_lines(stream)] == ["decision", "registry_unavailable"]
+        logging.getLogger("asyncio").error("boom")
+        assert json_lines(stream)[-1]["event"] == "boom"
+        await _next_turn()
+        assert len(json_lines(stream)) == 3
+
+    asyncio.run(scenario())
+
+
+def test_batched_writes_stay_within_pipe_buf() -> None:
+    """Kept lines are written before they would pass PIPE_BUF bytes in one write (so
+    that lines of processes sharing a pipe never mix); every line whole, in order."""
+
+    async def scenario() -> None:
+        stream = _Writes()
+        logs.configure(stream, batched=True)
+        log = logs.get_logger("policy")
+        for n in range(60):
+            log.info("decision", n=n, pad="é" * 60)
+        await _next_turn()
+        assert len(stream.writes) > 1
+        assert all(len(w.encode()) <= logs.Lines.PIPE_BUF for w in stream.writes)
+        assert all(w.endswith("\n") for w in stream.writes)
+        assert [e["n"] for e in json_lines(stream)] == list(range(60))
+
+    asyncio.run(scenario())
+
+
+def test_batched_outside_an_event_loop_writes_at_once() -> None:
+    """With no event loop running, a batched writer writes each line when logged."""
+    stream = _Writes()
+    logs.configure(stream, batched=True)
+    logs.get_logger("cli").info("started")
+    assert len(json_lines(stream)) == 1
+
+
+def test_flush_writes_what_is_kept() -> None:
+    """flush() (at exit, on reconfiguring) writes the lines kept so far at once."""
+
+    async def scenario() -> None:
+        stream = _Writes()
+        lines = logs.Lines(stream, batched=True)
+        lines.msg('{"event":"a"}')
+        assert stream.getvalue() == ""
+        lines.flush()
+        assert stream.getvalue() == '{"event":"a"}\n'
+        await _next_turn()  # the scheduled flush finds nothing left
+        assert len(stream.writes) == 1
+
+    asyncio.run(scenario())
+
+
+def test_reconfiguring_flushes_the_kept_lines() -> None:
+    """Lines kept by a batched writer are written when logging is configured anew."""
+
+    async def scenario() -> None:
+        stream = _Writes()
+        logs.configure(stream, batched=True)
+        logs.get_logger("daemon").info("stopping")
+        logs.configure(io.StringIO())
+        assert [e["event"] for e in json_lines(stream)] == ["stopping"]
+
+    asyncio.run(scenario())
+
+
+def test_info_interpolates_positional_arguments() -> None:
+    """An info call with positional arguments formats them into the event, as
+    structlog's bound loggers do."""
+    stream = io.StringIO()
+    logs.configure(stream)
+    logs.get_logger("daemon").info("listening on %s:%d", "127.0.0.1", 10040, kind="policy")
+    (entry,) = json_lines(stream)
+    assert entry["event"] == "listening on 127.0.0.1:10040"
+    assert entry["kind"] == "policy"
+
+
+def test_batched_after_the_loop_ended_writes_at_once() -> None:
+    """Once the event loop that kept lines has ended, a line logged outside any loop is
+    written at once (after the lines the loop kept)."""
+    stream = _Writes()
+    logs.configure(stream, batched=True)
+    log = logs.get_logger("daemon")
+
+    async def scenario() -> None:
+        log.info("serving")
+
+    asyncio.run(scenario())
+    log.info("stopped")
+    assert [e["event"] for e in json_lines(stream)] == ["serving", "stopped"]

@@ -105,7 +105,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         sys.stderr.write(f"filterd: {exc}\n")
         sys.exit(EXIT_CONFIG)
-    logs.configure(sys.stdout, os.environ.get("FILTERD_LOG_LEVEL", "INFO"), cache=True)
+    level = os.environ.get("FILTERD_LOG_LEVEL", "INFO")
+    logs.configure(sys.stdout, level, cache=True, batched=True)
     worker = getattr(args, "worker", None)
     notifier = Notifier(None if worker else os.environ.get("NOTIFY_SOCKET"))
     watchdog = _watchdog_interval(os.environ)

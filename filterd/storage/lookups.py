@@ -8,8 +8,9 @@ one round trip, and the per-command cost is shared. Read it as calls:
 
     Lookups.submit       queue the lookup with the callback that takes its answer
                          (Lookups.fetch: the same, awaited)
-    Lookups._flush       at the end of the loop turn: one _Batch of every queued
-                         lookup, handed to reads.submit(commands, batch.settle)
+    Lookups._flush       at the end of the loop turn (from the turn's last callback
+                         itself, or one scheduled after it): one _Batch of every
+                         queued lookup, handed to reads.submit(commands, batch.settle)
     _LinkReads.submit    written at once on the open raw link (link.py; no task,
                          no future: the usual case), or by a task that opens the
                          link first; a batch whose link is lost is written once
@@ -150,11 +151,21 @@ class Lookups:
 
     def submit(self, sender: str, fields: Sequence[tuple[str, bytes]], done: Answer) -> None:
         """Queue a lookup: `done` gets the id of `sender` (-1: none) and the value of
-        each (facts key, field), or the error; once, later (never before this returns)."""
+        each (facts key, field), or the error; once, later (never before this returns).
+
+        Written at the end of this loop turn: at once when this is the turn's last
+        callback (nothing else is ready to run, so no other lookup can join it; the
+        usual case at low load, which then needs no loop turn of its own), else by a
+        callback run after the others."""
         self._queue.append((sender, fields, done))
-        if not self._flush_due:
+        if self._flush_due:
+            return
+        loop = asyncio.get_running_loop()
+        if not getattr(loop, "_ready", True):  # asyncio's queue of callbacks to run
+            self._flush()
+        else:
             self._flush_due = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
 
     async def fetch(
         self, sender: str, fields: Sequence[tuple[str, bytes]]
