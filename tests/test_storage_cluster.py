@@ -242,7 +242,9 @@ def test_not_a_cluster_is_unavailable_with_the_reason(
     """cluster = true against a server without cluster mode fails every operation as
     RegistryUnavailable saying that cluster mode is not enabled."""
     port = free_port()
-    server = RedisProcess(_binary(), tmp_path / "plain", ["--port", str(port)]).start()
+    server = RedisProcess(
+        _binary(), tmp_path / "plain", ["--port", str(port), "--bind", "127.0.0.1"]
+    ).start()
     registry = ClusterRegistry.from_url(f"redis://127.0.0.1:{port}")
     try:
         with pytest.raises(RegistryUnavailable, match=r"(?i)cluster"):
