@@ -26,6 +26,16 @@ from typing import Any, TextIO, cast
 import orjson
 import structlog
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+"""The level names FILTERD_LOG_LEVEL takes (any case)."""
+
+
+def unknown_level(name: str) -> str | None:
+    """Why `name` is no log level (the message an entry point prints), or None if it is one."""
+    if name.upper() in logging.getLevelNamesMapping():
+        return None
+    return f"FILTERD_LOG_LEVEL: {name!r} is not one of {', '.join(LEVELS)}"
+
 
 def configure(
     stream: TextIO | None = None, level: str = "INFO", *, cache: bool = False, batched: bool = False

@@ -115,3 +115,17 @@ def test_without_any_config_file_every_path_looked_at_is_named(tmp_path: Path) -
     )  # fmt: skip
     assert result.returncode == 2
     assert f"$FILTERD_CONFIG: {missing}: no such file" in result.stderr
+
+
+def test_unknown_log_level_exits_2_naming_it(home: Path) -> None:
+    """FILTERD_LOG_LEVEL set to no level name: filterctl does nothing and exits 2, naming
+    the variable and the value on stderr; a level in lower case is taken."""
+    wrong = ctl(home, "refuse", "+8613800138000", "--all-senders",
+                env={"FILTERD_LOG_LEVEL": "loud"})  # fmt: skip
+    assert wrong.returncode == 2
+    assert wrong.stdout == ""
+    assert "FILTERD_LOG_LEVEL: 'loud' is not one of DEBUG, INFO, WARNING, ERROR" in wrong.stderr
+    check = ctl(home, "check", "+8613800138000", "--sender", "acme",
+                env={"FILTERD_LOG_LEVEL": "debug"})  # fmt: skip
+    assert check.returncode in (0, 1), check.stderr
+    assert "not one of" not in check.stderr

@@ -173,3 +173,22 @@ def test_check_config_without_any_config_file_names_every_path(tmp_path: Path) -
     assert "/etc/filterd/filterd.toml" in result.stderr
     assert str(tmp_path / "config" / "filterd.toml") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unknown_log_level_exits_2_naming_it() -> None:
+    """FILTERD_LOG_LEVEL set to no level name: `filterd` exits 2 before it reads the
+    config, naming the variable, the value and the names it takes; nothing on stdout."""
+    result = subprocess.run(
+        [str(FILTERD), "check-config", "--config", "config/filterd.toml"],
+        cwd=ROOT,
+        env={**environment(), "FILTERD_LOG_LEVEL": "verbose"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "filterd: FILTERD_LOG_LEVEL: 'verbose' is not one of DEBUG, INFO, WARNING, ERROR\n"
+    )

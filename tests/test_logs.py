@@ -390,3 +390,12 @@ def test_batched_after_the_loop_ended_writes_at_once() -> None:
     asyncio.run(scenario())
     log.info("stopped")
     assert [e["event"] for e in json_lines(stream)] == ["serving", "stopped"]
+
+
+def test_unknown_level_names_the_value() -> None:
+    """Level names are taken in any case; anything else is named with the names taken."""
+    assert logs.unknown_level("warning") is None
+    assert logs.unknown_level("DEBUG") is None
+    assert logs.unknown_level("verbose") == (
+        "FILTERD_LOG_LEVEL: 'verbose' is not one of DEBUG, INFO, WARNING, ERROR"
+    )

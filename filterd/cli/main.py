@@ -48,6 +48,10 @@ def run(argv: Sequence[str] | None, out: TextIO, err: TextIO) -> int:
     args.json = getattr(args, "json", False)
     args.config = getattr(args, "config", None)
     log_level = os.environ.get("FILTERD_LOG_LEVEL", "WARNING")
+    wrong_level = logs.unknown_level(log_level)
+    if wrong_level is not None:
+        err.write(f"filterctl: {wrong_level}\n")
+        return EXIT_USAGE
     logs.configure(err, log_level)
     try:
         settings = load_config(default_path(args.config, dict(os.environ)))

@@ -95,6 +95,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Entry point of the `filterd` console script."""
     args = _parser().parse_args(argv)
+    level = os.environ.get("FILTERD_LOG_LEVEL", "INFO")
+    wrong_level = logs.unknown_level(level)
+    if wrong_level is not None:
+        sys.stderr.write(f"filterd: {wrong_level}\n")
+        sys.exit(EXIT_CONFIG)
     try:
         path = default_path(args.config, dict(os.environ))
         settings = load_config(path)
@@ -105,7 +110,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         sys.stderr.write(f"filterd: {exc}\n")
         sys.exit(EXIT_CONFIG)
-    level = os.environ.get("FILTERD_LOG_LEVEL", "INFO")
     logs.configure(sys.stdout, level, cache=True, batched=True)
     worker = getattr(args, "worker", None)
     notifier = Notifier(None if worker else os.environ.get("NOTIFY_SOCKET"))
