@@ -55,7 +55,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
+import os
 import random
 import secrets
 import subprocess
@@ -68,6 +70,7 @@ from pathlib import Path
 
 import _common
 import msgspec
+import redis
 
 from filterd.identity import ConsumerHasher
 from filterd.normalize import normalize
@@ -179,6 +182,56 @@ def start_filterd(setup: Setup, cleanup: _common.Cleanup) -> subprocess.Popen[by
                 return child
         time.sleep(0.05)
     raise RuntimeError(f"filterd serve did not listen in {START_TIMEOUT_S:.0f}s")
+
+
+def registry_persistence(url: str) -> dict[str, int]:
+    """The registry server's AOF rewrite counters (`INFO persistence`)."""
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("persistence")
+    finally:
+        client.close()
+    names = ("aof_rewrite_in_progress", "aof_rewrite_scheduled", "aof_rewrites")
+    return {name: int(info.get(name, 0)) for name in names}
+
+
+def settle_registry(url: str) -> str:
+    """Wait for an AOF rewrite the import set off (it forks and takes a core for
+    seconds) to end; what was found, for the notes."""
+    started = time.monotonic()
+    state = registry_persistence(url)
+    while state["aof_rewrite_in_progress"] or state["aof_rewrite_scheduled"]:
+        time.sleep(0.1)
+        state = registry_persistence(url)
+    return f"{state['aof_rewrites']} after the import, waited {time.monotonic() - started:.1f} s"
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Time the main thread of `pid` has spent runnable but waiting for a CPU
+    (/proc/PID/schedstat, second field)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Pauses:
+    """This process's own garbage collections over 1 ms, while installed (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.longest_ms = 0.0
+        self.count = 0
+        self._started = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The gc callback: times each collection."""
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            return
+        ms = (time.perf_counter_ns() - self._started) / 1e6
+        if ms > 1.0:
+            self.count += 1
+            self.longest_ms = max(self.longest_ms, ms)
 
 
 # ---- the work ---------------------------------------------------------------------
@@ -469,10 +522,16 @@ async def measure(sides: Sides, args: argparse.Namespace, pids: list[int], fig: 
     fig.values["half_rate"] = rate
     progress(f"  API max {2 * rate:,.0f}/s; 3. paced at {rate:,.0f}/s ...")
     pools = [dataclasses.replace(s, name=f"{s.name}_paced", workers=PACED_POOL) for s in singles]
+    watched = {"filterd": pids[0], "registry": pids[1], "client": os.getpid()}
     for _ in range(ROUNDS):
         for case in pools:
+            before = {who: runqueue_seconds(pid) for who, pid in watched.items()}
             lag = await paced(case, rate, args.seconds / ROUNDS, fig.timing(case.name))
             fig.values[f"{case.name}_lag"] = max(fig.values.get(f"{case.name}_lag", 0.0), lag)
+            for who, pid in watched.items():
+                waited = runqueue_seconds(pid) - before[who]
+                name = f"{case.name}_wait_{who}"
+                fig.values[name] = fig.values.get(name, 0.0) + waited
 
 
 async def run_sides(url: str, setup: Setup, work: Work, args: argparse.Namespace,
@@ -540,6 +599,16 @@ def build_table(fig: Figures) -> _common.Table:
     return t
 
 
+def wait_note(fig: Figures, case: str) -> str:
+    """The run-queue waits of one side of figure 3, ms per second."""
+    seconds = fig.timing(case).seconds
+    return ", ".join(
+        f"{who} {1e3 * fig.values[f'{case}_wait_{who}'] / seconds:.0f}"
+        for who in ("filterd", "registry", "client")
+        if seconds and f"{case}_wait_{who}" in fig.values
+    )
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """--facts, --quick, --seconds, --connections, --server."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -604,7 +673,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         filterd = start_filterd(setup, cleanup)
         work = make_work(setup, load_or_create(setup.temp_dir / "secret"))
         registry_pid = int((setup.data_dir / "registry.pid").read_text().strip())
+        rewrites = settle_registry(url)
+        gc.collect()
+        gc.freeze()  # the numbers and the work: kept to the end, no use walking them
+        pauses = Pauses()
+        gc.callbacks.append(pauses)
         fig = asyncio.run(run_sides(url, setup, work, args, [filterd.pid, registry_pid]))
+        gc.callbacks.remove(pauses)
+        rewrites_during = registry_persistence(url)["aof_rewrites"] - int(rewrites.split()[0])
         wrong = {name: t.wrong for name, t in fig.timings.items() if t.wrong}
         command = _common.bench_command("bench/api.py", raw_argv)
         out = [
@@ -623,8 +699,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"- batches: {BATCHES} distinct, {BATCH:,} addresses each, "
             f"{UNKNOWN_SHARE:.0%} never loaded; {args.connections} in flight; "
             f"{args.seconds:g} s per side in {ROUNDS} rounds",
+            f"- registry AOF rewrites: {rewrites}; {rewrites_during} while measuring",
+            f"- this client's own collections over 1 ms while measuring: {pauses.count}, "
+            f"longest {pauses.longest_ms:.1f} ms (its set-up heap frozen: gc.freeze)",
             f"- paced: latest send after its due time: API {fig.values['api1_paced_lag']:.2f} ms, "
             f"lookup {fig.values['store1_paced_lag']:.2f} ms (the client's own lag, in the figure)",
+            "- figure 3, time each process was runnable but waited for a CPU (its main "
+            "thread, /proc/PID/schedstat), ms per second of the figure: API side "
+            + wait_note(fig, "api1_paced")
+            + "; lookup side "
+            + wait_note(fig, "store1_paced"),
             f"- CPU per decision counts filterd serve (pid {filterd.pid}) and the registry "
             f"server (pid {registry_pid}), not this client",
             f"- answers with a wrong number of deliveries: {wrong or 'none'}",
