@@ -517,7 +517,10 @@ async def measure(sides: Sides, args: argparse.Namespace, pids: list[int], fig: 
         await closed_loop(case, WARMUP_S, None)
     for _ in range(ROUNDS):
         for case in singles:
+            cpu = _common.cpu_seconds(pids)
             await closed_loop(case, args.seconds / ROUNDS, fig.timing(case.name))
+            used = _common.cpu_seconds(pids) - cpu
+            fig.values[f"{case.name}_cpu"] = fig.values.get(f"{case.name}_cpu", 0.0) + used
     rate = fig.timing("api1").calls_per_s / 2
     fig.values["half_rate"] = rate
     progress(f"  API max {2 * rate:,.0f}/s; 3. paced at {rate:,.0f}/s ...")
@@ -583,6 +586,13 @@ def build_table(fig: Figures) -> _common.Table:
         "the lookup of one id)",
         single.calls_per_s,
         single_store.calls_per_s,
+    )
+    t.add(
+        "2. filterd + registry CPU per single check, µs (baseline: registry CPU per lookup)",
+        1e6 * v["api1_cpu"] / len(single.latencies) if single.latencies else None,
+        1e6 * v["store1_cpu"] / len(single_store.latencies) if single_store.latencies else None,
+        "—",
+        1,
     )
     paced_api, paced_store = fig.timing("api1_paced"), fig.timing("store1_paced")
     p99 = paced_api.ms(0.99)
