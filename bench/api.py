@@ -19,7 +19,8 @@ What it does:
   --action consent --sender acme` (the bulk import: several worker processes for
   a large file); its time and rate are in the notes.
 - Starts one `filterd serve` on that config (logs to a file in the temp dir) and
-  waits for its API to listen.
+  waits for its API to listen; if its port was taken during the import, it
+  tries another free one (twice at most).
 - Builds batches of 1,000 addresses: 90 % drawn from the loaded numbers, 10 %
   numbers never loaded (so each answer mixes `deliver` and `drop no_consent`),
   each pre-encoded as a whole HTTP request.
@@ -173,16 +174,37 @@ def load_facts(setup: Setup, cleanup: _common.Cleanup) -> tuple[float, str]:
     return seconds, said
 
 
-def start_filterd(setup: Setup, cleanup: _common.Cleanup) -> subprocess.Popen[bytes]:
-    """`filterd serve` on the config; returns once its API logs `listening`."""
+def start_filterd(setup: Setup, cleanup: _common.Cleanup) -> tuple[Setup, subprocess.Popen[bytes]]:
+    """`filterd serve` on the config; returns once its API logs `listening`. The port
+    was free when the config was written, before the import: if another program took
+    it since (other runs on the machine open many connections), up to two more free
+    ports are tried, each written into the config."""
+    for attempt in range(1, 4):
+        if attempt > 1:
+            port = _common.free_port()
+            text = setup.config.read_text()
+            setup.config.write_text(text.replace(f"127.0.0.1:{setup.port}", f"127.0.0.1:{port}"))
+            setup = dataclasses.replace(setup, port=port)
+        log = setup.temp_dir / f"filterd-{attempt}.log"
+        child = serve(setup, cleanup, log)
+        if child is not None:
+            return setup, child
+        progress(f"  port {setup.port} was taken since the config was written; another ...")
+    raise RuntimeError("filterd serve found its API port taken three times")
+
+
+def serve(setup: Setup, cleanup: _common.Cleanup, log: Path) -> subprocess.Popen[bytes] | None:
+    """Start `filterd serve`, wait for its API's `listening`; None if it exited because
+    the port was in use."""
     filterd = str(Path(sys.executable).parent / "filterd")
-    log = setup.temp_dir / "filterd.log"
     child = cleanup.spawn([filterd, "serve", "--config", str(setup.config)], log=log,
                           cwd=setup.temp_dir)  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
+            if "address already in use" in tail:
+                return None
             raise RuntimeError(f"filterd serve exited ({child.returncode}): {tail}")
         for line in log.read_text(errors="replace").splitlines():
             record = json.loads(line) if line.startswith("{") else {}
@@ -688,7 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"filterctl import of {args.facts:,} consents ...")
         import_s, said = load_facts(setup, cleanup)
         progress(f"  {args.facts / import_s:,.0f} rows/s; starting filterd serve ...")
-        filterd = start_filterd(setup, cleanup)
+        setup, filterd = start_filterd(setup, cleanup)
         work = make_work(setup, load_or_create(setup.temp_dir / "secret"))
         registry_pid = int((setup.data_dir / "registry.pid").read_text().strip())
         rewrites = settle_registry(url)
