@@ -150,29 +150,36 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
 
 def _canonical_e164(text: str) -> bool:
     """True only when `text` is `+CC NSN` that is surely valid and already canonical:
-    one regex, that of its calling code and length (codes are prefix-free, so at
-    most one of the three first-digit prefixes is one)."""
-    if text[:1] != "+":
+    one regex, that of its calling code and length, found by its first three digits."""
+    if text[:1] != "+" or len(text) < _MIN_E164:
         return False
-    for end in (2, 3, 4):
-        code = text[1:end]
-        by_length = _CODE_PATTERNS.get(code)
-        if by_length is None:
-            if code not in _COUNTRY_CODES:
-                continue
-            by_length = _CODE_PATTERNS[code] = _code_patterns(code)
-        pattern = by_length[len(text)] if len(text) < len(by_length) else None
-        return pattern is not None and pattern.fullmatch(text) is not None
-    return False
+    by_length = _PREFIX_PATTERNS.get(text[1:4])
+    if by_length is None:
+        by_length = _prefix_patterns(text[1:4])
+    pattern = by_length[len(text)] if len(text) < len(by_length) else None
+    return pattern is not None and pattern.fullmatch(text) is not None
+
+
+def _prefix_patterns(prefix: str) -> tuple[re.Pattern[str] | None, ...]:
+    """The `_code_patterns` of the calling code `prefix` (three characters) starts
+    with (codes are prefix-free: at most one does), remembered for three ASCII digits
+    (at most 1,000 entries); () when none does."""
+    if not (prefix.isascii() and prefix.isdigit()):
+        return ()
+    code = next((prefix[:end] for end in (1, 2, 3) if prefix[:end] in _COUNTRY_CODES), None)
+    by_length = () if code is None else _code_patterns(code)
+    _PREFIX_PATTERNS[prefix] = by_length
+    return by_length
 
 
 _COUNTRY_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
-_CODE_PATTERNS: dict[str, tuple[re.Pattern[str] | None, ...]] = {}
-"""Calling code → its `_code_patterns`, made on first use."""
+_PREFIX_PATTERNS: dict[str, tuple[re.Pattern[str] | None, ...]] = {}
+"""First three digits of an E.164 number → its calling code's `_code_patterns`."""
 _MIN_E164, _MAX_E164 = 7, 16
 """`+` and 6 to 15 digits."""
 
 
+@functools.cache
 def _code_patterns(code: str) -> tuple[re.Pattern[str] | None, ...]:
     """The regexes of the canonical numbers of calling code `code`, by their length
     in characters (None: no valid number has it), as is_valid_number judges them:
