@@ -19,10 +19,15 @@ What it does:
   --action consent --sender acme` (the bulk import: several worker processes for
   a large file); its time and rate are in the notes.
 - Starts one `filterd serve` on that config (logs to a file in the temp dir) and
-  waits for its API to listen.
+  waits for its API to listen; if its port was taken during the import, it
+  tries another free one (twice at most).
 - Builds batches of 1,000 addresses: 90 % drawn from the loaded numbers, 10 %
   numbers never loaded (so each answer mixes `deliver` and `drop no_consent`),
   each pre-encoded as a whole HTTP request.
+- Before measuring, waits for an AOF rewrite the import may have set off (it
+  forks and takes a core for seconds), and freezes its own heap (`gc.freeze`):
+  the numbers and the work stay to the end, and its full collections walking
+  them took 40-160 ms at 1M facts, each a stall counted in figure 3.
 
 Figures, each side measured for `--seconds` in two alternating rounds after a
 warm-up:
@@ -46,7 +51,11 @@ warm-up:
    paced the same way at the same rate. Target: p99 ≤ 5 ms.
 
 Also reported: filterd's and the registry server's CPU per decision in figure 1
-(from /proc). The report goes to stdout, progress to stderr. Everything started
+and per check in figure 2 (from /proc); in the notes, the registry's AOF
+rewrites, this client's own collections over 1 ms, and how long each process
+waited for a CPU in figure 3 (run-queue time, /proc/PID/schedstat), which on a
+busy machine is where the latency goes. The report goes to stdout, progress to
+stderr. Everything started
 is stopped and the temp dir removed at the end, on errors, Ctrl-C and SIGTERM.
 """
 
@@ -55,7 +64,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
+import os
 import random
 import secrets
 import subprocess
@@ -68,6 +79,7 @@ from pathlib import Path
 
 import _common
 import msgspec
+import redis
 
 from filterd.identity import ConsumerHasher
 from filterd.normalize import normalize
@@ -162,16 +174,37 @@ def load_facts(setup: Setup, cleanup: _common.Cleanup) -> tuple[float, str]:
     return seconds, said
 
 
-def start_filterd(setup: Setup, cleanup: _common.Cleanup) -> subprocess.Popen[bytes]:
-    """`filterd serve` on the config; returns once its API logs `listening`."""
+def start_filterd(setup: Setup, cleanup: _common.Cleanup) -> tuple[Setup, subprocess.Popen[bytes]]:
+    """`filterd serve` on the config; returns once its API logs `listening`. The port
+    was free when the config was written, before the import: if another program took
+    it since (other runs on the machine open many connections), up to two more free
+    ports are tried, each written into the config."""
+    for attempt in range(1, 4):
+        if attempt > 1:
+            port = _common.free_port()
+            text = setup.config.read_text()
+            setup.config.write_text(text.replace(f"127.0.0.1:{setup.port}", f"127.0.0.1:{port}"))
+            setup = dataclasses.replace(setup, port=port)
+        log = setup.temp_dir / f"filterd-{attempt}.log"
+        child = serve(setup, cleanup, log)
+        if child is not None:
+            return setup, child
+        progress(f"  port {setup.port} was taken since the config was written; another ...")
+    raise RuntimeError("filterd serve found its API port taken three times")
+
+
+def serve(setup: Setup, cleanup: _common.Cleanup, log: Path) -> subprocess.Popen[bytes] | None:
+    """Start `filterd serve`, wait for its API's `listening`; None if it exited because
+    the port was in use."""
     filterd = str(Path(sys.executable).parent / "filterd")
-    log = setup.temp_dir / "filterd.log"
     child = cleanup.spawn([filterd, "serve", "--config", str(setup.config)], log=log,
                           cwd=setup.temp_dir)  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if child.poll() is not None:
             tail = log.read_text(errors="replace")[-2000:]
+            if "address already in use" in tail:
+                return None
             raise RuntimeError(f"filterd serve exited ({child.returncode}): {tail}")
         for line in log.read_text(errors="replace").splitlines():
             record = json.loads(line) if line.startswith("{") else {}
@@ -179,6 +212,56 @@ def start_filterd(setup: Setup, cleanup: _common.Cleanup) -> subprocess.Popen[by
                 return child
         time.sleep(0.05)
     raise RuntimeError(f"filterd serve did not listen in {START_TIMEOUT_S:.0f}s")
+
+
+def registry_persistence(url: str) -> dict[str, int]:
+    """The registry server's AOF rewrite counters (`INFO persistence`)."""
+    client = redis.Redis.from_url(url)
+    try:
+        info = client.info("persistence")
+    finally:
+        client.close()
+    names = ("aof_rewrite_in_progress", "aof_rewrite_scheduled", "aof_rewrites")
+    return {name: int(info.get(name, 0)) for name in names}
+
+
+def settle_registry(url: str) -> str:
+    """Wait for an AOF rewrite the import set off (it forks and takes a core for
+    seconds) to end; what was found, for the notes."""
+    started = time.monotonic()
+    state = registry_persistence(url)
+    while state["aof_rewrite_in_progress"] or state["aof_rewrite_scheduled"]:
+        time.sleep(0.1)
+        state = registry_persistence(url)
+    return f"{state['aof_rewrites']} after the import, waited {time.monotonic() - started:.1f} s"
+
+
+def runqueue_seconds(pid: int) -> float:
+    """Time the main thread of `pid` has spent runnable but waiting for a CPU
+    (/proc/PID/schedstat, second field)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Pauses:
+    """This process's own garbage collections over 1 ms, while installed (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.longest_ms = 0.0
+        self.count = 0
+        self._started = 0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        """The gc callback: times each collection."""
+        if phase == "start":
+            self._started = time.perf_counter_ns()
+            return
+        ms = (time.perf_counter_ns() - self._started) / 1e6
+        if ms > 1.0:
+            self.count += 1
+            self.longest_ms = max(self.longest_ms, ms)
 
 
 # ---- the work ---------------------------------------------------------------------
@@ -464,15 +547,24 @@ async def measure(sides: Sides, args: argparse.Namespace, pids: list[int], fig: 
         await closed_loop(case, WARMUP_S, None)
     for _ in range(ROUNDS):
         for case in singles:
+            cpu = _common.cpu_seconds(pids)
             await closed_loop(case, args.seconds / ROUNDS, fig.timing(case.name))
+            used = _common.cpu_seconds(pids) - cpu
+            fig.values[f"{case.name}_cpu"] = fig.values.get(f"{case.name}_cpu", 0.0) + used
     rate = fig.timing("api1").calls_per_s / 2
     fig.values["half_rate"] = rate
     progress(f"  API max {2 * rate:,.0f}/s; 3. paced at {rate:,.0f}/s ...")
     pools = [dataclasses.replace(s, name=f"{s.name}_paced", workers=PACED_POOL) for s in singles]
+    watched = {"filterd": pids[0], "registry": pids[1], "client": os.getpid()}
     for _ in range(ROUNDS):
         for case in pools:
+            before = {who: runqueue_seconds(pid) for who, pid in watched.items()}
             lag = await paced(case, rate, args.seconds / ROUNDS, fig.timing(case.name))
             fig.values[f"{case.name}_lag"] = max(fig.values.get(f"{case.name}_lag", 0.0), lag)
+            for who, pid in watched.items():
+                waited = runqueue_seconds(pid) - before[who]
+                name = f"{case.name}_wait_{who}"
+                fig.values[name] = fig.values.get(name, 0.0) + waited
 
 
 async def run_sides(url: str, setup: Setup, work: Work, args: argparse.Namespace,
@@ -525,6 +617,13 @@ def build_table(fig: Figures) -> _common.Table:
         single.calls_per_s,
         single_store.calls_per_s,
     )
+    t.add(
+        "2. filterd + registry CPU per single check, µs (baseline: registry CPU per lookup)",
+        1e6 * v["api1_cpu"] / len(single.latencies) if single.latencies else None,
+        1e6 * v["store1_cpu"] / len(single_store.latencies) if single_store.latencies else None,
+        "—",
+        1,
+    )
     paced_api, paced_store = fig.timing("api1_paced"), fig.timing("store1_paced")
     p99 = paced_api.ms(0.99)
     t.add(
@@ -538,6 +637,16 @@ def build_table(fig: Figures) -> _common.Table:
     t.add("3. Single-address p50 at half load, ms (baseline: the lookup)", paced_api.ms(0.5),
           paced_store.ms(0.5), "—", 2)  # fmt: skip
     return t
+
+
+def wait_note(fig: Figures, case: str) -> str:
+    """The run-queue waits of one side of figure 3, ms per second."""
+    seconds = fig.timing(case).seconds
+    return ", ".join(
+        f"{who} {1e3 * fig.values[f'{case}_wait_{who}'] / seconds:.0f}"
+        for who in ("filterd", "registry", "client")
+        if seconds and f"{case}_wait_{who}" in fig.values
+    )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -601,10 +710,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress(f"filterctl import of {args.facts:,} consents ...")
         import_s, said = load_facts(setup, cleanup)
         progress(f"  {args.facts / import_s:,.0f} rows/s; starting filterd serve ...")
-        filterd = start_filterd(setup, cleanup)
+        setup, filterd = start_filterd(setup, cleanup)
         work = make_work(setup, load_or_create(setup.temp_dir / "secret"))
         registry_pid = int((setup.data_dir / "registry.pid").read_text().strip())
+        rewrites = settle_registry(url)
+        gc.collect()
+        gc.freeze()  # the numbers and the work: kept to the end, no use walking them
+        pauses = Pauses()
+        gc.callbacks.append(pauses)
         fig = asyncio.run(run_sides(url, setup, work, args, [filterd.pid, registry_pid]))
+        gc.callbacks.remove(pauses)
+        rewrites_during = registry_persistence(url)["aof_rewrites"] - int(rewrites.split()[0])
         wrong = {name: t.wrong for name, t in fig.timings.items() if t.wrong}
         command = _common.bench_command("bench/api.py", raw_argv)
         out = [
@@ -623,8 +739,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"- batches: {BATCHES} distinct, {BATCH:,} addresses each, "
             f"{UNKNOWN_SHARE:.0%} never loaded; {args.connections} in flight; "
             f"{args.seconds:g} s per side in {ROUNDS} rounds",
+            f"- registry AOF rewrites: {rewrites}; {rewrites_during} while measuring",
+            f"- this client's own collections over 1 ms while measuring: {pauses.count}, "
+            f"longest {pauses.longest_ms:.1f} ms (its set-up heap frozen: gc.freeze)",
             f"- paced: latest send after its due time: API {fig.values['api1_paced_lag']:.2f} ms, "
             f"lookup {fig.values['store1_paced_lag']:.2f} ms (the client's own lag, in the figure)",
+            "- figure 3, time each process was runnable but waited for a CPU (its main "
+            "thread, /proc/PID/schedstat), ms per second of the figure: API side "
+            + wait_note(fig, "api1_paced")
+            + "; lookup side "
+            + wait_note(fig, "store1_paced"),
             f"- CPU per decision counts filterd serve (pid {filterd.pid}) and the registry "
             f"server (pid {registry_pid}), not this client",
             f"- answers with a wrong number of deliveries: {wrong or 'none'}",

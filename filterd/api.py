@@ -29,6 +29,7 @@ is off).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import time
@@ -81,6 +82,9 @@ log = get_logger("api")
 T = TypeVar("T")
 
 _RETRY_AFTER_S = "30"
+CHUNK = 250
+"""A check reads this many addresses per turn of the event loop, so a batch of
+1,000 does not hold other requests back for all of its reading."""
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -200,14 +204,11 @@ class ApiSite:
         _may_act(key, body.sender)
         judged: list[Address] = []
         slots: list[CheckResult | int] = []
-        for raw in body.addresses:
-            try:
-                address = self._address(raw, body.channel)
-            except Problem as problem:
-                slots.append(CheckResult(raw, None, error=problem.error))
-                continue
-            slots.append(len(judged))
-            judged.append(address)
+        raws = body.addresses
+        for start in range(0, len(raws), CHUNK):
+            if start:
+                await asyncio.sleep(0)  # let other requests in between the chunks
+            self._read_chunk(raws[start : start + CHUNK], body.channel, judged, slots)
         decisions: list[Decision] = []
         if judged:
             decisions = await self.service.judge(body.sender, body.message_class, judged)
@@ -222,9 +223,33 @@ class ApiSite:
                 decisions[slot].reason,
                 resume=decisions[slot].resume,
             )
-            for raw, slot in zip(body.addresses, slots, strict=True)
+            for raw, slot in zip(raws, slots, strict=True)
         ]
         return CheckAnswer(results)
+
+    def _read_chunk(
+        self,
+        raws: Sequence[str],
+        channel: Channel | None,
+        judged: list[Address],
+        slots: list[CheckResult | int],
+    ) -> None:
+        """Normalise `raws` onto `judged`; each one's slot is its index there, or its
+        error result."""
+        region = self.region
+        for raw in raws:
+            try:
+                address = normalize(raw, region)
+                if channel is not None and channel is not address.channel:
+                    address = _on_channel(address, channel)
+            except InvalidAddress as exc:
+                slots.append(CheckResult(raw, None, error=f"invalid address: {exc.reason}"))
+                continue
+            except Problem as problem:
+                slots.append(CheckResult(raw, None, error=problem.error))
+                continue
+            slots.append(len(judged))
+            judged.append(address)
 
     def _address(self, raw: str, channel: Channel | None) -> Address:
         """`raw` normalised, on `channel` when given (a phone number's channels are
@@ -235,9 +260,7 @@ class ApiSite:
             raise Problem(400, f"invalid address: {exc.reason}", "address") from None
         if channel is None or channel is address.channel:
             return address
-        if (channel is Channel.EMAIL) != (address.channel is Channel.EMAIL):
-            raise Problem(400, f"channel {channel.value} does not fit the address", "channel")
-        return Address(address.canonical, channel)
+        return _on_channel(address, channel)
 
     # ---- POST /v1/facts -------------------------------------------------------------
 
@@ -350,6 +373,14 @@ class ApiSite:
         except RegistryUnavailable:
             raise _unavailable() from None
         return AuditAnswer([audit_out(e) for e in entries])
+
+
+def _on_channel(address: Address, channel: Channel) -> Address:
+    """`address` on `channel` (a phone number's channels are every one but email);
+    Problem 400 naming the channel when it does not fit."""
+    if (channel is Channel.EMAIL) != (address.channel is Channel.EMAIL):
+        raise Problem(400, f"channel {channel.value} does not fit the address", "channel")
+    return Address(address.canonical, channel)
 
 
 def _may_act(key: ApiKey, sender: str) -> None:

@@ -26,7 +26,6 @@ from filterd.model import Address, Channel
 
 _PHONE_CHARS = re.compile(r"^\+?[0-9 ().\-]+$")
 _SEPARATORS = str.maketrans("", "", " ().-")
-_E164 = re.compile(r"^\+[1-9][0-9]{5,14}$")
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _LOCAL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f\"(),:;<>@\[\\\]]")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
@@ -123,15 +122,17 @@ def _domain_to_ascii(raw: str, domain: str) -> str:
 def normalize_phone(raw: str, default_region: str | None) -> str:
     """E.164 for `raw`; national numbers need `default_region`. Full-width digits
     and plus signs (as typed on Chinese keyboards) are read as ASCII."""
+    if _canonical_e164(raw):
+        return raw  # already what the rest would make of it: one regex, no copies
     text = raw.strip()
     if not text.isascii():
         text = unicodedata.normalize("NFKC", text).strip()
-    if _E164.match(text) and _fast_valid_e164(text):
+    if _canonical_e164(text):
         return text
     if not text or not _PHONE_CHARS.match(text):
         raise InvalidAddress(raw, "a phone number has only digits, '+' and separators")
     compact = text.translate(_SEPARATORS)
-    if _E164.match(compact) and _fast_valid_e164(compact):
+    if _canonical_e164(compact):
         return compact
     if not compact.startswith("+") and default_region is None:
         raise InvalidAddress(
@@ -147,63 +148,78 @@ def normalize_phone(raw: str, default_region: str | None) -> str:
     return result
 
 
-def _fast_valid_e164(compact: str) -> bool:
-    """True only when `+CC NSN` is surely valid and already canonical."""
-    digits = compact[1:]
-    for length in (1, 2, 3):
-        code = digits[:length]
-        if code in _COUNTRY_CODES:
-            nsn = digits[length:]
-            rules = _country_rules(code)
-            if len(rules) == 1:  # most codes: one region, no generator to run
-                return rules[0].valid(nsn)
-            return any(rule.valid(nsn) for rule in rules)
-    return False
+def _canonical_e164(text: str) -> bool:
+    """True only when `text` is `+CC NSN` that is surely valid and already canonical:
+    one regex, that of its calling code and length, found by its first three digits."""
+    if text[:1] != "+" or len(text) < _MIN_E164:
+        return False
+    by_length = _PREFIX_PATTERNS.get(text[1:4])
+    if by_length is None:
+        by_length = _prefix_patterns(text[1:4])
+    pattern = by_length[len(text)] if len(text) < len(by_length) else None
+    return pattern is not None and pattern.fullmatch(text) is not None
+
+
+def _prefix_patterns(prefix: str) -> tuple[re.Pattern[str] | None, ...]:
+    """The `_code_patterns` of the calling code `prefix` (three characters) starts
+    with (codes are prefix-free: at most one does), remembered for three ASCII digits
+    (at most 1,000 entries); () when none does."""
+    if not (prefix.isascii() and prefix.isdigit()):
+        return ()
+    code = next((prefix[:end] for end in (1, 2, 3) if prefix[:end] in _COUNTRY_CODES), None)
+    by_length = () if code is None else _code_patterns(code)
+    _PREFIX_PATTERNS[prefix] = by_length
+    return by_length
 
 
 _COUNTRY_CODES = frozenset(str(code) for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+_PREFIX_PATTERNS: dict[str, tuple[re.Pattern[str] | None, ...]] = {}
+"""First three digits of an E.164 number → its calling code's `_code_patterns`."""
+_MIN_E164, _MAX_E164 = 7, 16
+"""`+` and 6 to 15 digits."""
 
 
-class _RegionRule:
-    """One region's validity test, as is_valid_number does it, compiled per length.
+@functools.cache
+def _code_patterns(code: str) -> tuple[re.Pattern[str] | None, ...]:
+    """The regexes of the canonical numbers of calling code `code`, by their length
+    in characters (None: no valid number has it), as is_valid_number judges them:
+    `\\+CODE(?!(?:STRIP))(?=(?:GENERAL)\\Z)(?:TYPE1|TYPE2|...)|...`, one
+    alternative per region of the code.
 
-    A number is valid when it matches the region's general pattern and the
-    pattern of some number type, each honouring its possible lengths, and the
-    region's national prefix rule would not strip a prefix from it (such a number
-    is left to the slow path). For one length that is one regex:
-    `(?!(?:STRIP))(?=(?:GENERAL)\\Z)(?:TYPE1|TYPE2|...)`.
-    """
+    A number is valid when it matches its region's general pattern and the pattern
+    of some number type, each honouring its possible lengths; a number from which
+    the region's national prefix rule would strip a prefix is left to the slow path
+    (parse() would strip it). ASCII digits only: other scripts' digits go the slow
+    way too."""
+    country_code = int(code)
+    metas = [
+        PhoneMetadata.metadata_for_nongeo_region(country_code)
+        if region == "001"
+        else PhoneMetadata.metadata_for_region(region)
+        for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]
+    ]
+    patterns: list[re.Pattern[str] | None] = [None] * _MIN_E164
+    for length in range(_MIN_E164, _MAX_E164 + 1):
+        nsn = length - 1 - len(code)
+        alternatives = [_region_rule(meta, nsn) for meta in metas if meta is not None]
+        body = "|".join(rule for rule in alternatives if rule is not None)
+        patterns.append(re.compile(rf"\+{code}(?:{body})", re.ASCII) if body else None)
+    return tuple(patterns)
 
-    __slots__ = ("_by_length", "_general", "_strip", "_types")
 
-    def __init__(self, meta: PhoneMetadata) -> None:
-        self._strip: str | None = meta.national_prefix_for_parsing or None
-        self._general = _desc_rule(meta.general_desc)
-        rules = (_desc_rule(getattr(meta, name)) for name in _TYPE_DESCS)
-        self._types = tuple(rule for rule in rules if rule is not None)
-        self._by_length: dict[int, re.Pattern[str] | None] = {}
-
-    def valid(self, nsn: str) -> bool:
-        """True when `nsn` is a valid national number here and needs no prefix strip."""
-        length = len(nsn)
-        pattern = self._by_length.get(length)
-        if pattern is None:
-            if length in self._by_length:
-                return False
-            pattern = self._by_length[length] = self._compile(length)
-            if pattern is None:
-                return False
-        return pattern.fullmatch(nsn) is not None
-
-    def _compile(self, length: int) -> re.Pattern[str] | None:
-        if self._general is None or not _admits(self._general, length):
-            return None
-        types = [pattern for lengths, pattern in self._types if _admits((lengths, pattern), length)]
-        if not types:
-            return None
-        alternatives = "|".join(f"(?:{p})" for p in types)
-        no_strip = f"(?!(?:{self._strip}))" if self._strip else ""  # parse() would strip it
-        return re.compile(f"{no_strip}(?=(?:{self._general[1]})\\Z)(?:{alternatives})")
+def _region_rule(meta: PhoneMetadata, length: int) -> str | None:
+    """One region's rule for national numbers of `length` digits, None if none is."""
+    general = _desc_rule(meta.general_desc)
+    if length < 1 or general is None or not _admits(general, length):
+        return None
+    rules = (_desc_rule(getattr(meta, name)) for name in _TYPE_DESCS)
+    fitting = [rule[1] for rule in rules if rule is not None and _admits(rule, length)]
+    if not fitting:
+        return None
+    strip = meta.national_prefix_for_parsing
+    no_strip = f"(?!(?:{strip}))" if strip else ""
+    alternatives = "|".join(f"(?:{p})" for p in fitting)
+    return f"{no_strip}(?=(?:{general[1]})\\Z)(?:{alternatives})"
 
 
 def _admits(rule: tuple[frozenset[int], str], length: int) -> bool:
@@ -216,20 +232,6 @@ def _desc_rule(desc: object) -> tuple[frozenset[int], str] | None:
     if desc is None or pattern is None:
         return None
     return frozenset(getattr(desc, "possible_length", ()) or ()), pattern
-
-
-@functools.cache
-def _country_rules(code: str) -> tuple[_RegionRule, ...]:
-    country_code = int(code)
-    rules = []
-    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[country_code]:
-        if region == "001":
-            meta = PhoneMetadata.metadata_for_nongeo_region(country_code)
-        else:
-            meta = PhoneMetadata.metadata_for_region(region)
-        if meta is not None:
-            rules.append(_RegionRule(meta))
-    return tuple(rules)
 
 
 def mask(canonical: str) -> str:

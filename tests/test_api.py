@@ -3,7 +3,7 @@ Valkey/Redis server: `HttpFrontEnd(ApiSite(...)).start(("127.0.0.1", 0))`, and
 aiohttp's client over loopback.
 
 - /v1/check answers in request order with one registry read for the batch (1,000
-  addresses too), a bad address in its own slot, and writes nothing;
+  addresses too), a bad address in its own slot wherever it is, and writes nothing;
 - /v1/facts writes durably before 201, audited with origin api and the key's name;
   a consent over a refusal without evidence is 409 and writes nothing;
 - /v1/status and /v1/audit read, newest first, within the key's senders;
@@ -362,6 +362,38 @@ def test_check_of_a_thousand_addresses_is_one_read(valkey_server: RedisProcess) 
             "POST", "/v1/check", json={"sender": "acme", "addresses": [*addresses, "x@y.cn"]}
         )
         assert (status, answer["field"]) == (400, "addresses")
+
+    serve(valkey_server, scenario)
+
+
+def test_check_errors_keep_their_slots_across_a_whole_batch(
+    valkey_server: RedisProcess,
+) -> None:
+    """In a batch of 1,000 on channel sms (read a part at a time), an email address or a
+    bad number anywhere, at the first, last or any middle position, gets its error in its
+    own slot; every other number its decision, in order, from one registry read."""
+
+    async def scenario(api: Api) -> None:
+        numbers = [f"+86138{i:08d}" for i in range(MAX_ADDRESSES)]
+        await api.call("POST", "/v1/facts", json={"address": numbers[251], "kind": "consent",
+                                                   "sender": "acme"})  # fmt: skip
+        wrong = {0: EMAIL, 249: "not a number", 250: EMAIL, 500: "+86", 999: EMAIL}
+        addresses = [wrong.get(i, number) for i, number in enumerate(numbers)]
+        api.lookups.clear()
+        status, answer, _ = await api.call(
+            "POST", "/v1/check",
+            json={"sender": "acme", "addresses": addresses, "channel": "sms"},
+        )  # fmt: skip
+        assert status == 200
+        assert api.lookups == [MAX_ADDRESSES - len(wrong)]
+        results = answer["results"]
+        assert [r["address"] for r in results] == addresses
+        errors = {i: r["error"] for i, r in enumerate(results) if r["decision"] is None}
+        assert sorted(errors) == sorted(wrong)
+        assert all("channel" in errors[i] for i in (0, 250, 999))
+        assert all("invalid address" in errors[i] for i in (249, 500))
+        delivered = [i for i, r in enumerate(results) if r["decision"] == "deliver"]
+        assert delivered == [251]
 
     serve(valkey_server, scenario)
 

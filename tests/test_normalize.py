@@ -8,6 +8,7 @@ Emails: trimmed, IDNA domain, whole address lower-cased.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 import pytest
@@ -36,10 +37,10 @@ from filterd.normalize import (
 CN = "+8613800138000"
 
 
-def slow_path(text: str) -> str | None:
+def slow_path(text: str, region: str | None = None) -> str | None:
     """phonenumbers' own answer: the E.164 form of a valid number, else None."""
     try:
-        number = phonenumbers.parse(text)
+        number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_valid_number(number):
@@ -192,6 +193,46 @@ def test_fast_path_agrees_with_phonenumbers(text: str) -> None:
     """normalize_phone(s, None) raises exactly when phonenumbers finds s invalid, else
     returns phonenumbers' E.164 form."""
     assert fast_path(text) == slow_path(text)
+
+
+REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+@st.composite
+def written_numbers(draw: st.DrawFn) -> str:
+    """An E.164 candidate or a near-example, as it is or with a separator, spaces
+    around it, or written in full-width characters."""
+    text = draw(st.one_of(e164_candidates(), near_examples()))
+    form = draw(st.sampled_from(["as is", "spaced", "padded", "full-width"]))
+    if form == "spaced":
+        cut = draw(st.integers(min_value=2, max_value=len(text) - 1))
+        return f"{text[:cut]}{draw(st.sampled_from([' ', '-', '.']))}{text[cut:]}"
+    if form == "padded":
+        return f" {text}\t"
+    if form == "full-width":
+        return text.translate({ord(c): ord(c) + 0xFEE0 for c in "+0123456789"})
+    return text
+
+
+@given(written_numbers(), st.one_of(st.none(), st.sampled_from(REGIONS)))
+@settings(max_examples=1500)
+@example("+8613800138000", "CN")
+@example("+8613800138000", "US")
+@example("+12015550123", "CN")
+@example("+4401212345678", "GB")
+def test_canonical_shortcut_agrees_with_phonenumbers_in_every_region(
+    text: str, region: str | None
+) -> None:
+    """Whatever the default region, a number written with its `+` normalises to exactly
+    what phonenumbers' parse/is_valid_number/format make of it (E.164), or is refused
+    when they find it invalid: the shortcut for canonical input never answers
+    otherwise."""
+    expected = slow_path(unicodedata.normalize("NFKC", text).strip(), region)
+    try:
+        got: str | None = normalize_phone(text, region)
+    except InvalidAddress:
+        got = None
+    assert got == expected
 
 
 CN_NATIONAL = st.builds(
