@@ -210,6 +210,60 @@ def test_rcpt_without_mail_is_503_even_for_a_bad_address(relay: Relay) -> None:
     client.quit()
 
 
+def test_the_ehlo_reply_is_written_at_once() -> None:
+    """The EHLO reply's lines reach the transport in one write (aiosmtpd alone writes
+    each line on its own, a send each); the client reads the same lines, and HELP
+    still knows EHLO."""
+    writes: list[bytes] = []
+
+    class Counted(RelaySMTP):
+        """Keeps what each write to its transport carried."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            write = cast(asyncio.WriteTransport, transport).write
+
+            def counted(data: Any) -> None:
+                writes.append(bytes(data))
+                write(data)
+
+            transport.write = counted  # type: ignore[attr-defined]
+            super().connection_made(transport)
+
+    async def main() -> tuple[list[bytes], bytes]:
+        loop = asyncio.get_running_loop()
+        transactions = Transactions(cast(Any, None))
+        handler = RelayHandler.__new__(RelayHandler)
+        handler.transactions = transactions
+        handler.envelope_stage = cast(Any, type("Stage", (), {"intake_only": False}))
+        connections = Connections(ConnectionTable("smtp", ListenerLimits(300.0)), transactions)
+
+        def factory() -> RelaySMTP:
+            return Counted(handler, connections=connections, envelope_stage=cast(Any, None),
+                           gate=LoginGate(), hostname="filterd.test", auth_required=False,
+                           auth_require_tls=False, authenticator=handler.authenticate)  # fmt: skip
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        await reader.readline()
+        writer.write(b"EHLO tool.test\r\nHELP EHLO\r\n")
+        lines = [await reader.readline()]
+        while not lines[-1].startswith(b"250 Syntax"):
+            lines.append(await reader.readline())
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return lines, b"".join(lines[:-1])
+
+    lines, ehlo = asyncio.run(main())
+    assert writes[1] == ehlo
+    assert [line[:4] for line in lines] == [b"250-"] * (len(lines) - 2) + [b"250 ", b"250 "]
+    assert b"250-PIPELINING\r\n" in lines
+    assert b"250-AUTH LOGIN PLAIN\r\n" in lines
+    assert lines[-1] == b"250 Syntax: EHLO hostname\r\n"
+
+
 def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
     """RelaySMTP and RelayHandler list only their command, AUTH and hook names to
     aiosmtpd (so that a new connection does not walk every attribute): a connection
