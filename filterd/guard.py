@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import math
 import os
@@ -454,8 +455,13 @@ def peer_host(peername: object) -> str:
     return str(peername or "")
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
-    """What one client is counted as: its IPv4 address, or its IPv6 /64."""
+    """What one client is counted as: its IPv4 address, or its IPv6 /64.
+
+    Remembered for the last 4,096 addresses: reading an address costs ~10 µs, and
+    every connection and login is counted by it (a storm of guesses from a few
+    addresses asks hundreds of times a second)."""
     ip = client_ip(address)
     if ip is None:
         return address
