@@ -7,9 +7,10 @@ Run from the repository root:
     .venv/bin/python bench/hostile.py [--quick] [--requests N] [--rounds R] [--idle I]
         [--storm-addresses A] [--storm-workers W] [--storm-patience S]
 
-`--quick`: N = 150 requests per figure and side, R = 1 round, I = 200 idle connections
-per listener (~1 min). Default: N = 600 in R = 2 rounds, I = 500 (~3 min). The other
-defaults: A = 4 storm addresses, W = 16 storm workers per protocol, S = 0.1 s.
+`--quick`: N = 1,000 requests per figure and side, R = 1 round, I = 200 idle connections
+per listener (~35 s). Default: N = 4,000 in R = 2 rounds, I = 500 (~2 min). The other
+defaults: A = 4 storm addresses, W = 32 storm workers per protocol, S = 0.1 s, the load
+child at nice 19 (`--attacker-nice`).
 
 Everything runs on loopback against processes this script starts itself, in a temp dir
 made with `tempfile.mkdtemp(dir="/tmp")`, and everything is stopped and the dir removed

@@ -15,7 +15,7 @@ connections per listener some 30,000 objects, whose full collection still took
 15 to 40 ms of CPU. Python starts one after every `THRESHOLDS[2]` collections of
 the middle generation (10 by default), when the objects moved to the oldest
 generation since the last full collection are a quarter of those found alive
-then; a storm of short connections (bench/hostile.py) met both every 6 s. With
+then; a storm of short connections (bench/hostile.py) met both every ~10 s. With
 100 a full collection comes ten times more rarely; the young generations are
 collected as before, and connections, freed at once when they end (they hold no
 reference cycles), do not wait for it.
