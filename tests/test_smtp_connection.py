@@ -265,10 +265,12 @@ def test_the_ehlo_reply_is_written_at_once() -> None:
 
 
 def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
-    """RelaySMTP and RelayHandler list only their command, AUTH and hook names to
-    aiosmtpd (so that a new connection does not walk every attribute): a connection
-    still gets every command, AUTH mechanism and handler hook that aiosmtpd would
-    have found by listing every attribute, and the EHLO hook in its 5-argument form."""
+    """RelaySMTP lists no attribute to aiosmtpd and builds its command and AUTH tables
+    from names listed once per class, and RelayHandler lists only its hook names (so
+    that a new connection does not walk every attribute): a connection still gets
+    every command, AUTH mechanism and handler hook, bound to itself, that aiosmtpd
+    would have found by listing every attribute, the EHLO hook in its 5-argument form,
+    and no mechanism it was told to leave out."""
 
     class Everything:
         """Lists every attribute, as an object without the shortcut would."""
@@ -285,18 +287,25 @@ def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
     handler = RelayHandler.__new__(RelayHandler)
     loop = asyncio.new_event_loop()  # aiosmtpd would make one of its own, left open
     try:
-        fast = RelaySMTP.__new__(RelaySMTP)
-        SMTP.__init__(fast, handler, hostname="filterd.test", auth_required=False, loop=loop)
+        options: dict[str, Any] = {"hostname": "filterd.test", "auth_required": False, "loop": loop}
+        unused: Any = None  # no connection is made
+        made = {
+            excluded: RelaySMTP(handler, connections=unused, envelope_stage=unused,
+                                gate=LoginGate(), auth_exclude_mechanism=excluded, **options)
+            for excluded in ((), ("LOGIN",))
+        }  # fmt: skip
         full = SMTP.__new__(SMTP)
-        SMTP.__init__(
-            full, Everything(handler), hostname="filterd.test", auth_required=False, loop=loop
-        )
+        SMTP.__init__(full, Everything(handler), **options)
     finally:
         loop.close()
+    fast = made[()]
     every_name = object.__dir__(fast)
     commands = {name.removeprefix("smtp_") for name in every_name if name.startswith("smtp_")}
     assert set(fast._smtp_methods) == commands
+    assert fast._smtp_methods["EHLO"] == fast.smtp_EHLO
     assert set(fast._auth_methods) == set(full._auth_methods) == {"LOGIN", "PLAIN"}
+    assert fast._auth_methods["PLAIN"] == (fast.auth_PLAIN, True)
+    assert set(made["LOGIN",]._auth_methods) == {"PLAIN"}
     assert set(fast._handle_hooks) == set(full._handle_hooks)
     assert {"EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception"} <= set(fast._handle_hooks)
     assert fast._ehlo_hook_ver == "new"

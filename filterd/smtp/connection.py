@@ -18,7 +18,7 @@ import contextlib
 import re
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, _AuthMechAttr, syntax
 
 from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.smtp.envelope import EnvelopeStage
@@ -83,15 +83,37 @@ def hook_names(cls: type) -> list[str]:
 _HOOK_NAMES: dict[type, list[str]] = {}
 
 
+def command_tables(cls: type) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(command, attribute) for each `smtp_*` and (mechanism, attribute) for each
+    `auth_*` of `cls`, named as aiosmtpd names them; listed once per class."""
+    tables = _TABLES.get(cls)
+    if tables is None:
+        names = hook_names(cls)
+        commands = [(name.replace("smtp_", ""), name) for name in names if name.startswith("smtp_")]
+        mechanisms = [
+            (getattr(getattr(cls, name), "__auth_mechanism_name__",
+                     name.replace("auth_", "").replace("__", "-")), name)
+            for name in names
+            if name.startswith("auth_")
+        ]  # fmt: skip
+        tables = _TABLES[cls] = (commands, mechanisms)
+    return tables
+
+
+_TABLES: dict[type, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with per-connection relay state and clean-up on disconnect."""
 
     def __dir__(self) -> list[str]:
-        """Only the names aiosmtpd's SMTP() looks for (hook_names): it lists the
-        connection's and the handler's attributes (dir, inspect.getmembers) on every
-        new connection, which over every attribute cost ~90 of the ~140 µs a
-        connection took to set up (a wrong-password storm opens hundreds a second)."""
-        return hook_names(type(self))
+        """Nothing: aiosmtpd's SMTP() lists the connection's attributes (dir,
+        inspect.getmembers) to build its command and AUTH tables on every new
+        connection; `__init__` builds them from names listed once per class
+        (`command_tables`). Listing every attribute cost ~90 of the ~140 µs a
+        connection took to set up, listing the hook names alone still ~50 of ~100
+        (a wrong-password storm opens hundreds a second)."""
+        return []
 
     def __init__(
         self,
@@ -103,6 +125,15 @@ class RelaySMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        commands, mechanisms = command_tables(type(self))
+        self._smtp_methods = {command: getattr(self, name) for command, name in commands}
+        excluded = kwargs.get("auth_exclude_mechanism") or ()
+        own = {
+            mechanism: _AuthMechAttr(getattr(self, name), True)
+            for mechanism, name in mechanisms
+            if mechanism not in excluded
+        }
+        self._auth_methods = {**own, **self._auth_methods}  # the handler's win, as in aiosmtpd
         self.relay = RelayState()
         self.connections = connections
         self.envelope_stage = envelope_stage
