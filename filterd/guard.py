@@ -8,6 +8,9 @@ connection caps and idle deadlines.
   (a lock per address), so parallel guesses cost as much as serial ones, and an
   attempt is judged only after its wait: a client that gives up early learns
   nothing, and a right password is never answered sooner than a wrong one.
+  An attempt that waited is logged once its wait is over (`login_delayed`); those
+  whose client left first are counted and logged at most once per `LOG_EVERY_S`
+  (`logins_abandoned`): a guesser that drops each connection makes hundreds a second.
 - An IPv6 client is counted by its /64 (`address_key`): one host holds a whole
   /64, and could otherwise start afresh from each of its addresses.
 - `ConnectionTable` (one per listener): at most `max_connections` open, at most
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import math
 import os
@@ -155,6 +159,8 @@ class LoginGate:
         self.backoff = backoff or FailureBackoff()
         self._clock = clock
         self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._abandoned = 0
+        self._abandoned_logged_at = -math.inf
 
     def waiting(self, address: str) -> int:
         """Attempts from `address` inside the gate now (holding or awaiting a turn)."""
@@ -178,15 +184,17 @@ class LoginGate:
         if lock is None:
             lock = asyncio.Lock()
         self._turns[peer] = (lock, users + 1)
+        judged = False
         try:
             async with lock:
                 delay = self.backoff.delay(peer, self._clock())
                 if delay:
-                    log.info("login_delayed", peer=peer, delay_s=delay)
                     await _wait(delay, gone)  # guessing passwords costs the guesser time
+                    log.info("login_delayed", peer=peer, delay_s=delay)
                 elif gone is not None and gone():
                     raise Abandoned
                 attempt = Attempt()
+                judged = True
                 yield attempt
                 if attempt.outcome is True:
                     self.backoff.succeeded(peer)
@@ -198,6 +206,17 @@ class LoginGate:
                 del self._turns[peer]
             else:
                 self._turns[peer] = (lock, users - 1)
+            if not judged:
+                self._note_abandoned(peer)
+
+    def _note_abandoned(self, peer: str) -> None:
+        """An attempt whose client left before its turn or wait was over: counted, and
+        logged at most once per `LOG_EVERY_S` (a guessing storm drops hundreds a second)."""
+        self._abandoned += 1
+        now = self._clock()
+        if now - self._abandoned_logged_at >= LOG_EVERY_S:
+            log.info("logins_abandoned", peer=peer, abandoned=self._abandoned)
+            self._abandoned, self._abandoned_logged_at = 0, now
 
 
 async def _wait(delay: float, gone: Callable[[], bool] | None) -> None:
@@ -436,8 +455,13 @@ def peer_host(peername: object) -> str:
     return str(peername or "")
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(address: str) -> str:
-    """What one client is counted as: its IPv4 address, or its IPv6 /64."""
+    """What one client is counted as: its IPv4 address, or its IPv6 /64.
+
+    Remembered for the last 4,096 addresses: reading an address costs ~10 µs, and
+    every connection and login is counted by it (a storm of guesses from a few
+    addresses asks hundreds of times a second)."""
     ip = client_ip(address)
     if ip is None:
         return address

@@ -5,15 +5,22 @@ the check), connection caps and deadlines, and client address matching."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import io
 import ipaddress
+import json
 import os
 import socket
+import sys
 import weakref
+from collections.abc import Iterator
 
 import pytest
 
+from filterd import logs
 from filterd.guard import (
+    LOG_EVERY_S,
     Abandoned,
     ConnectionTable,
     FailureBackoff,
@@ -342,6 +349,61 @@ def test_gate_attempts_of_a_client_that_left_are_dropped_unjudged() -> None:
         return gate.backoff.failures("192.0.2.1"), gate.waiting("192.0.2.1")
 
     assert asyncio.run(run()) == (1, 0)
+
+
+@contextlib.contextmanager
+def _captured_logs() -> Iterator[io.StringIO]:
+    """Every JSON log line written meanwhile, at INFO and above."""
+    stream = io.StringIO()
+    logs.configure(stream, "INFO")
+    try:
+        yield stream
+    finally:
+        logs.configure(sys.stderr, "WARNING")
+
+
+def _events(stream: io.StringIO, name: str) -> list[dict[str, object]]:
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return [line for line in lines if line["event"] == name]
+
+
+def test_gate_logs_a_wait_once_over_and_abandoned_attempts_in_a_summary() -> None:
+    """An attempt that waited out its back-off is logged (`login_delayed`) when its wait
+    is over, before it is judged; attempts whose client left first are not logged one
+    by one: the first is (`logins_abandoned`), then how many more at most once per
+    LOG_EVERY_S."""
+    clock = Clock()
+    gate = LoginGate(FailureBackoff(first_s=0.05), clock=clock)
+
+    async def run(stream: io.StringIO) -> list[list[dict[str, object]]]:
+        async with gate.attempt("192.0.2.1") as attempt:
+            attempt.failed()
+        seen = []
+
+        async def waits() -> None:
+            async with gate.attempt("192.0.2.1"):
+                seen.append(_events(stream, "login_delayed"))  # before the check
+
+        task = asyncio.create_task(waits())
+        await asyncio.sleep(0.01)
+        seen.append(_events(stream, "login_delayed"))  # during the wait
+        await task
+        for step in (0.0, 1.0, 1.0, LOG_EVERY_S):
+            clock.now += step
+            with pytest.raises(Abandoned):
+                async with gate.attempt("192.0.2.1", lambda: True):
+                    pass
+        seen.append(_events(stream, "logins_abandoned"))
+        return seen
+
+    with _captured_logs() as stream:
+        during, before_check, abandoned = asyncio.run(run(stream))
+    assert during == []
+    assert [(line["peer"], line["delay_s"]) for line in before_check] == [("192.0.2.1", 0.05)]
+    assert [(line["peer"], line["abandoned"]) for line in abandoned] == [
+        ("192.0.2.1", 1),
+        ("192.0.2.1", 3),
+    ]
 
 
 class _Transport(asyncio.WriteTransport):

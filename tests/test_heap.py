@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from filterd.heap import freeze_startup_heap
+from filterd.heap import THRESHOLDS, freeze_startup_heap
 
 
 def test_freeze_moves_live_objects_out_of_collection_and_keeps_collecting_new_ones() -> None:
@@ -18,6 +18,7 @@ def test_freeze_moves_live_objects_out_of_collection_and_keeps_collecting_new_on
         def __init__(self) -> None:
             self.other: Node | None = None
 
+    saved = gc.get_threshold()
     try:
         frozen = freeze_startup_heap()
         assert frozen == gc.get_freeze_count() > 1000
@@ -28,4 +29,20 @@ def test_freeze_moves_live_objects_out_of_collection_and_keeps_collecting_new_on
         assert gc.get_freeze_count() == frozen
     finally:
         gc.unfreeze()
+        gc.set_threshold(*saved)
     assert gc.get_freeze_count() == 0
+
+
+def test_freeze_spaces_out_full_collections() -> None:
+    """From the freeze on, a full collection comes after THRESHOLDS[2] collections of
+    the middle generation (more than Python's 10); the young generations keep
+    Python's thresholds."""
+    saved = gc.get_threshold()
+    try:
+        freeze_startup_heap()
+        assert gc.get_threshold() == THRESHOLDS
+        assert THRESHOLDS[:2] == (700, 10)
+        assert THRESHOLDS[2] > 10
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*saved)

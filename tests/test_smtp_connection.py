@@ -210,11 +210,67 @@ def test_rcpt_without_mail_is_503_even_for_a_bad_address(relay: Relay) -> None:
     client.quit()
 
 
+def test_the_ehlo_reply_is_written_at_once() -> None:
+    """The EHLO reply's lines reach the transport in one write (aiosmtpd alone writes
+    each line on its own, a send each); the client reads the same lines, and HELP
+    still knows EHLO."""
+    writes: list[bytes] = []
+
+    class Counted(RelaySMTP):
+        """Keeps what each write to its transport carried."""
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            write = cast(asyncio.WriteTransport, transport).write
+
+            def counted(data: Any) -> None:
+                writes.append(bytes(data))
+                write(data)
+
+            transport.write = counted  # type: ignore[attr-defined]
+            super().connection_made(transport)
+
+    async def main() -> tuple[list[bytes], bytes]:
+        loop = asyncio.get_running_loop()
+        transactions = Transactions(cast(Any, None))
+        handler = RelayHandler.__new__(RelayHandler)
+        handler.transactions = transactions
+        handler.envelope_stage = cast(Any, type("Stage", (), {"intake_only": False}))
+        connections = Connections(ConnectionTable("smtp", ListenerLimits(300.0)), transactions)
+
+        def factory() -> RelaySMTP:
+            return Counted(handler, connections=connections, envelope_stage=cast(Any, None),
+                           gate=LoginGate(), hostname="filterd.test", auth_required=False,
+                           auth_require_tls=False, authenticator=handler.authenticate)  # fmt: skip
+
+        server = await loop.create_server(factory, "127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", server.sockets[0].getsockname()[1]
+        )
+        await reader.readline()
+        writer.write(b"EHLO tool.test\r\nHELP EHLO\r\n")
+        lines = [await reader.readline()]
+        while not lines[-1].startswith(b"250 Syntax"):
+            lines.append(await reader.readline())
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        return lines, b"".join(lines[:-1])
+
+    lines, ehlo = asyncio.run(main())
+    assert writes[1] == ehlo
+    assert [line[:4] for line in lines] == [b"250-"] * (len(lines) - 2) + [b"250 ", b"250 "]
+    assert b"250-PIPELINING\r\n" in lines
+    assert b"250-AUTH LOGIN PLAIN\r\n" in lines
+    assert lines[-1] == b"250 Syntax: EHLO hostname\r\n"
+
+
 def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
-    """RelaySMTP and RelayHandler list only their command, AUTH and hook names to
-    aiosmtpd (so that a new connection does not walk every attribute): a connection
-    still gets every command, AUTH mechanism and handler hook that aiosmtpd would
-    have found by listing every attribute, and the EHLO hook in its 5-argument form."""
+    """RelaySMTP lists no attribute to aiosmtpd and builds its command and AUTH tables
+    from names listed once per class, and RelayHandler lists only its hook names (so
+    that a new connection does not walk every attribute): a connection still gets
+    every command, AUTH mechanism and handler hook, bound to itself, that aiosmtpd
+    would have found by listing every attribute, the EHLO hook in its 5-argument form,
+    and no mechanism it was told to leave out."""
 
     class Everything:
         """Lists every attribute, as an object without the shortcut would."""
@@ -231,18 +287,25 @@ def test_each_connection_finds_the_same_commands_mechanisms_and_hooks() -> None:
     handler = RelayHandler.__new__(RelayHandler)
     loop = asyncio.new_event_loop()  # aiosmtpd would make one of its own, left open
     try:
-        fast = RelaySMTP.__new__(RelaySMTP)
-        SMTP.__init__(fast, handler, hostname="filterd.test", auth_required=False, loop=loop)
+        options: dict[str, Any] = {"hostname": "filterd.test", "auth_required": False, "loop": loop}
+        unused: Any = None  # no connection is made
+        made = {
+            excluded: RelaySMTP(handler, connections=unused, envelope_stage=unused,
+                                gate=LoginGate(), auth_exclude_mechanism=excluded, **options)
+            for excluded in ((), ("LOGIN",))
+        }  # fmt: skip
         full = SMTP.__new__(SMTP)
-        SMTP.__init__(
-            full, Everything(handler), hostname="filterd.test", auth_required=False, loop=loop
-        )
+        SMTP.__init__(full, Everything(handler), **options)
     finally:
         loop.close()
+    fast = made[()]
     every_name = object.__dir__(fast)
     commands = {name.removeprefix("smtp_") for name in every_name if name.startswith("smtp_")}
     assert set(fast._smtp_methods) == commands
+    assert fast._smtp_methods["EHLO"] == fast.smtp_EHLO
     assert set(fast._auth_methods) == set(full._auth_methods) == {"LOGIN", "PLAIN"}
+    assert fast._auth_methods["PLAIN"] == (fast.auth_PLAIN, True)
+    assert set(made["LOGIN",]._auth_methods) == {"PLAIN"}
     assert set(fast._handle_hooks) == set(full._handle_hooks)
     assert {"EHLO", "MAIL", "RCPT", "DATA", "RSET", "exception"} <= set(fast._handle_hooks)
     assert fast._ehlo_hook_ver == "new"

@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from typing import Any
+from typing import Any, AnyStr
 
-from aiosmtpd.smtp import SMTP, Session, syntax
+from aiosmtpd.smtp import SMTP, Session, _AuthMechAttr, syntax
 
 from filterd.guard import Attempt, ConnectionTable, LoginGate, Ticket, peer_host
 from filterd.smtp.envelope import EnvelopeStage
@@ -83,15 +83,37 @@ def hook_names(cls: type) -> list[str]:
 _HOOK_NAMES: dict[type, list[str]] = {}
 
 
+def command_tables(cls: type) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(command, attribute) for each `smtp_*` and (mechanism, attribute) for each
+    `auth_*` of `cls`, named as aiosmtpd names them; listed once per class."""
+    tables = _TABLES.get(cls)
+    if tables is None:
+        names = hook_names(cls)
+        commands = [(name.replace("smtp_", ""), name) for name in names if name.startswith("smtp_")]
+        mechanisms = [
+            (getattr(getattr(cls, name), "__auth_mechanism_name__",
+                     name.replace("auth_", "").replace("__", "-")), name)
+            for name in names
+            if name.startswith("auth_")
+        ]  # fmt: skip
+        tables = _TABLES[cls] = (commands, mechanisms)
+    return tables
+
+
+_TABLES: dict[type, tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+
+
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with per-connection relay state and clean-up on disconnect."""
 
     def __dir__(self) -> list[str]:
-        """Only the names aiosmtpd's SMTP() looks for (hook_names): it lists the
-        connection's and the handler's attributes (dir, inspect.getmembers) on every
-        new connection, which over every attribute cost ~90 of the ~140 µs a
-        connection took to set up (a wrong-password storm opens hundreds a second)."""
-        return hook_names(type(self))
+        """Nothing: aiosmtpd's SMTP() lists the connection's attributes (dir,
+        inspect.getmembers) to build its command and AUTH tables on every new
+        connection; `__init__` builds them from names listed once per class
+        (`command_tables`). Listing every attribute cost ~90 of the ~140 µs a
+        connection took to set up, listing the hook names alone still ~50 of ~100
+        (a wrong-password storm opens hundreds a second)."""
+        return []
 
     def __init__(
         self,
@@ -103,6 +125,15 @@ class RelaySMTP(SMTP):
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
+        commands, mechanisms = command_tables(type(self))
+        self._smtp_methods = {command: getattr(self, name) for command, name in commands}
+        excluded = kwargs.get("auth_exclude_mechanism") or ()
+        own = {
+            mechanism: _AuthMechAttr(getattr(self, name), True)
+            for mechanism, name in mechanisms
+            if mechanism not in excluded
+        }
+        self._auth_methods = {**own, **self._auth_methods}  # the handler's win, as in aiosmtpd
         self.relay = RelayState()
         self.connections = connections
         self.envelope_stage = envelope_stage
@@ -111,10 +142,36 @@ class RelaySMTP(SMTP):
         """This connection's place in the listener's caps; None when refused."""
         self.login: Attempt | None = None
         """The AUTH being judged inside the login gate."""
+        self._held: list[bytes] | None = None
+        """Reply lines kept to be written at once (see smtp_EHLO); None: write each."""
 
     def _create_session(self) -> Session:
         """A RelaySession (a successful AUTH logs no deprecation warning)."""
         return RelaySession(self.loop)
+
+    @syntax("EHLO hostname")
+    async def smtp_EHLO(self, hostname: str) -> None:
+        """EHLO, its reply lines written at once: aiosmtpd writes each of its 7 lines
+        on its own (a send on the socket each), the largest part of what a new
+        connection costs before its AUTH (a wrong-password storm opens hundreds a
+        second)."""
+        self._held = []
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            held, self._held = self._held, None
+            if held:
+                self._writer.write(b"".join(held))
+                await self._writer.drain()
+
+    async def push(self, status: AnyStr) -> None:
+        """Write one reply line (or keep it, while smtp_EHLO gathers its lines)."""
+        if self._held is None:
+            await super().push(status)
+        elif isinstance(status, str):
+            self._held.append(status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii") + CRLF)
+        else:
+            self._held.append(status + CRLF)
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:
@@ -203,6 +260,7 @@ class RelaySMTP(SMTP):
         self.connections.transactions.abandon(self.relay)
 
 
+CRLF = b"\r\n"
 TOO_MANY_CONNECTIONS = b"421 4.7.0 too many connections, try again later\r\n"
 """Sent to a connection beyond the listener's caps, before it is closed."""
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"

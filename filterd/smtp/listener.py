@@ -39,6 +39,7 @@ async def start_smtp_server(
     """
     context = tls_context(settings)
     intake = handler.intake_only
+    loop = asyncio.get_running_loop()  # given to each connection: aiosmtpd would look it up
 
     def factory() -> RelaySMTP:
         return RelaySMTP(
@@ -58,10 +59,11 @@ async def start_smtp_server(
             authenticator=None if intake else handler.authenticate,
             auth_exclude_mechanism=["LOGIN", "PLAIN"] if intake else None,
             timeout=settings.limits.idle_timeout_s,
+            loop=loop,
         )
 
     host, port = listen
-    server = await asyncio.get_running_loop().create_server(
+    server = await loop.create_server(
         factory, host, port, reuse_port=settings.workers > 1 or None, backlog=ACCEPT_BATCH
     )
     widen_queue(server)
