@@ -1,12 +1,15 @@
 """What the carrier delivers (filterd/smpp/deliveries.py), end to end: opt-out and
-opt-in replies recorded and confirmed, MO and receipts passed to the client."""
+opt-in replies recorded and confirmed, MO and receipts passed to the client (also
+before the receipt's route has reached the registry)."""
 
 from __future__ import annotations
 
 import pytest
 
 from filterd.model import Kind
-from tests.smpp_relay_helpers import BOB, JANE, NUMBER, Relay
+from filterd.storage import keys
+from tests.helpers import RedisProcess, wait_until
+from tests.smpp_relay_helpers import BOB, JANE, NUMBER, Relay, running_relay
 
 
 @pytest.mark.parametrize(
@@ -61,3 +64,30 @@ def test_mo_and_receipts_reach_the_client(smpp_relay: Relay) -> None:
     while not client.received:
         client.smpp.read_once()
     assert client.received.pop().short_message == b"hello there"
+
+
+def test_a_receipt_before_its_route_is_stored_reaches_the_client(
+    private_server: RedisProcess,
+) -> None:
+    """The client is answered before the route of its message is written: a receipt
+    arriving while that write has not landed (here the registry refuses SETs, so it is
+    tried again) is mapped from the relay's memory and reaches the client with its id;
+    once the registry takes writes again the route is stored."""
+    with running_relay(private_server) as relay:
+        assert relay.log is not None
+        relay.record(JANE, Kind.CONSENT)
+        client = relay.client()
+        assert private_server.command(b"ACL SETUSER default -set") == b"+OK"
+        status, client_id = client.submit(JANE)
+        assert status == "ok"
+        relay.smsc.wait_submits(1)
+        relay.log.wait_for("route_write_failed")
+        route = keys.message_key("c1").encode()
+        assert private_server.command(b"EXISTS " + route) == b":0"
+        assert relay.smsc.send_receipt("c1") == 0
+        while not client.received:
+            client.smpp.read_once()
+        text = client_id.decode() if isinstance(client_id, bytes) else client_id
+        assert f"id:{text}".encode() in client.received.pop().short_message
+        assert private_server.command(b"ACL SETUSER default +set") == b"+OK"
+        wait_until("route stored", lambda: private_server.command(b"EXISTS " + route) == b":1")
