@@ -18,12 +18,12 @@ from filterd.cmpp.header import V20, V30
 from filterd.cmpp.ismg import IsmgClient, route_id
 from filterd.cmpp.pdu import Deliver
 from filterd.cmpp.report import StatusReport, decode_report, encode_report
-from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.text import concat_of
 from filterd.identity import ConsumerHasher
 from filterd.keywords import Keywords
 from filterd.model import MessageClass
 from filterd.normalize import normalize
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import (
     CmppAccount,
@@ -109,7 +109,7 @@ async def linked(
     registry = RedisRegistry.from_url(registry_url)
     hasher = ConsumerHasher(bytes.fromhex(SECRET))
     service = Service(registry, hasher, request_ttl_s=3600)
-    deliveries = Deliveries(relay, service, RouteBook(registry), default_region=None)
+    deliveries = Deliveries(relay, service, RouteBook(registry, "cmpp"), default_region=None)
     relay.carrier = IsmgClient(upstream, deliveries.handle)
     stop = asyncio.Event()
     task = asyncio.create_task(relay.carrier.run(stop))

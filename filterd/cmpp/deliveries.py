@@ -1,7 +1,7 @@
 """CMPP_DELIVER from the ISMG: status reports routed back, and consumers' replies acted on.
 
 A status report (Registered_Delivery = 1) names the Msg_Id the ISMG gave a
-forwarded submit; that id is looked up in the message routes (`filterd.cmpp.routes`:
+forwarded submit; that id is looked up in the message routes (`filterd.routebook`:
 this process's own while their registry write is pending, else the registry's map,
 under `filterd.cmpp.ismg.route_id`), and the report goes to a connection of the
 submitting SP with filterd's Msg_Id in place of the ISMG's. Registry down: Result
@@ -39,13 +39,13 @@ from filterd.cmpp.ismg import IsmgClient, IsmgUnavailable, route_id
 from filterd.cmpp.pdu import Deliver, Submit
 from filterd.cmpp.report import ReportError, decode_report, encode_report, report_length
 from filterd.cmpp.result import FLOW_CONTROL, OK
-from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.text import MSG_FMT_ASCII, MSG_FMT_UCS2, part_text
 from filterd.errors import RegistryUnavailable
 from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Address, Channel, FactRequest, Kind
 from filterd.normalize import mask
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import CmppAccount, CmppSettings
 from filterd.smpp.text import SmsTextError

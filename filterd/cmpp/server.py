@@ -35,13 +35,13 @@ from filterd.cmpp.deliveries import CMPP_REGION, Deliveries
 from filterd.cmpp.ismg import IsmgClient
 from filterd.cmpp.msgid import GATEWAY_BITS, MsgIdGenerator
 from filterd.cmpp.pdu import Deliver, Submit
-from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.session import ClientSession
 from filterd.cmpp.submit import HOLD_S, Outcome, Received, Submitter
 from filterd.guard import ConnectionTable, LoginGate, Ticket, listen_streams
 from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import CmppAccount, CmppSettings, ComplianceSettings
 from filterd.storage.port import Registry
@@ -89,7 +89,7 @@ class CmppRelay:
         """The sender of each `[[cmpp.numbers]]` address."""
         self.msg_ids = MsgIdGenerator(os.getpid() % (1 << GATEWAY_BITS))
         """The Msg_Ids given to clients (their submits, filterd's own status reports)."""
-        self.routes = RouteBook(registry)
+        self.routes = RouteBook(registry, "cmpp")
         """The Msg_Id routes of this process's submits (written behind the answers)."""
         upstream = settings.upstream
         self._submitter = Submitter(

@@ -25,7 +25,7 @@ The client's Msg_Id is filterd's own (`MsgIdGenerator`); the ISMG's maps to it i
 registry's message routes (`filterd.cmpp.ismg.route_id`, `cmpp.receipt_ttl`), so
 its status reports can be routed back. The client is answered once the ISMG has
 accepted the submit; the route is written behind the answer
-(`filterd.cmpp.routes`). The forwarded submit carries filterd's SP
+(`filterd.routebook`). The forwarded submit carries filterd's SP
 code as Msg_src ([cmpp.upstream] sp_id), as the ISMG knows filterd by it. A
 submit forwarded whole (every destination permitted, its text unchanged, the ISMG
 link in the client's version) goes out as the octets the client sent with Msg_Id
@@ -59,11 +59,11 @@ from filterd.cmpp.msgid import MsgIdGenerator
 from filterd.cmpp.pdu import Submit, SubmitResp
 from filterd.cmpp.report import NO_CONSENT
 from filterd.cmpp.result import BAD_DEST_TERMINAL_ID, BAD_STRUCTURE, FLOW_CONTROL, OK
-from filterd.cmpp.routes import RouteBook
 from filterd.cmpp.rules import judge
 from filterd.cmpp.text import concat_of, parts_of
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Decision, MessageClass, Reason
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import CmppAccount, ComplianceSettings
 from filterd.smpp.assembly import Assembler

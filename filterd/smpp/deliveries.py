@@ -1,9 +1,14 @@
 """deliver_sm (and data_sm) from the carrier: delivery receipts routed back, and
 consumers' replies acted on.
 
-A receipt's carrier message id is looked up in the registry (mapped when the
-submit_sm was forwarded, see `filterd.smpp.submit`), so the receipt goes back to
-a receiver bind of the same account with the client's id.
+A receipt's carrier message id is looked up in the message routes (mapped when
+the submit_sm was forwarded, see `filterd.smpp.submit`; `filterd.routebook`: this
+process's own while their registry write is pending, else the registry's map),
+so the receipt goes back to a receiver bind of the same account with the
+client's id. Registry down: ESME_RTHROTTLED, so the carrier sends it again.
+With `smpp.workers > 1` a receipt may come in on another process's carrier bind
+before the submitting process's write has landed: a route not found there is
+looked up once more `ROUTE_GRACE_S` later.
 
 A deliver_sm to a number in `[[smpp.numbers]]` is a consumer's reply: an
 opt-out keyword records a refusal for that number's sender (durably, before
@@ -28,6 +33,7 @@ from filterd.keywords import Intent, Keywords
 from filterd.logs import get_logger
 from filterd.model import Address, Channel, FactRequest, Kind
 from filterd.normalize import mask
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import SmppAccount, SmppSettings
 from filterd.smpp.carrier import CarrierClient, CarrierUnavailable
@@ -35,11 +41,13 @@ from filterd.smpp.pdu import DataSm, DeliverSm, SubmitSm
 from filterd.smpp.receipt import is_receipt, parse_receipt, rewrite_receipt
 from filterd.smpp.status import ESME_ROK, ESME_RTHROTTLED
 from filterd.smpp.text import SmsTextError, message_text, split_sms
-from filterd.storage.port import Registry
 
 log = get_logger("smpp")
 
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+ROUTE_GRACE_S = 1.0
+"""With workers, how long after a miss a receipt's route is looked up again (the
+submitting process may not have written it yet)."""
 
 
 class Relay(Protocol):
@@ -81,11 +89,11 @@ class Deliveries:
     """Handles what the carrier delivers: receipts to route, consumers' replies (MO)."""
 
     def __init__(
-        self, relay: Relay, service: Service, registry: Registry, default_region: str | None
+        self, relay: Relay, service: Service, routes: RouteBook, default_region: str | None
     ) -> None:
         self.relay = relay
         self.service = service
-        self.registry = registry
+        self.routes = routes
         self.default_region = default_region
         self._reference = itertools.count(secrets.randbelow(256))
         self._background: set[asyncio.Task[None]] = set()
@@ -109,11 +117,10 @@ class Deliveries:
             log.warning("receipt_without_id")
             return ESME_ROK
         try:
-            found = await self.registry.find_message(carrier_id)
-            for other in _id_forms(carrier_id) if found is None else ():
-                found = await self.registry.find_message(other)
-                if found is not None:
-                    break
+            found = await self._find(carrier_id)
+            if found is None and self.relay.settings.workers > 1:
+                await asyncio.sleep(ROUTE_GRACE_S)
+                found = await self._find(carrier_id)
         except RegistryUnavailable:
             return ESME_RTHROTTLED
         if found is None:
@@ -123,6 +130,15 @@ class Deliveries:
         if not self.relay.forward(owner, rewrite_receipt(pdu, client_id)):
             log.warning("receipt_undeliverable", system_id=owner, reason="no receiver bind")
         return ESME_ROK
+
+    async def _find(self, carrier_id: str) -> tuple[str, str] | None:
+        """The route of a receipt's carrier id, under the id as written or another
+        spelling of it (RegistryUnavailable if the registry cannot be read)."""
+        for key in (carrier_id, *_id_forms(carrier_id)):
+            found = await self.routes.find(key)
+            if found is not None:
+                return found
+        return None
 
     async def _mobile_originated(self, pdu: DeliverSm | DataSm) -> int:
         sender = self.relay.numbers.get(pdu.destination_addr)

@@ -25,6 +25,7 @@ from filterd.guard import ConnectionTable, LoginGate, Ticket, listen_streams
 from filterd.hub import Peers
 from filterd.keywords import Keywords
 from filterd.logs import get_logger
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import ComplianceSettings, SmppAccount, SmppSettings
 from filterd.smpp.carrier import CarrierClient
@@ -74,8 +75,10 @@ class SmppRelay:
         """The `[[smpp.accounts]]` by system_id."""
         self.numbers = {n.address: n.sender for n in settings.numbers}
         """The sender of each `[[smpp.numbers]]` address."""
-        self._submitter = Submitter(service, registry, default_region, compliance, hold_s)
-        self._deliveries = Deliveries(self, service, registry, default_region)
+        self.routes = RouteBook(registry, "smpp")
+        """The message routes of this process's submits (written behind the answers)."""
+        self._submitter = Submitter(service, self.routes, default_region, compliance, hold_s)
+        self._deliveries = Deliveries(self, service, self.routes, default_region)
         self.gate = gate or LoginGate()
         """The process's login gate (per-address back-off after failed logins)."""
         self.table = ConnectionTable("smpp", settings.limits)
@@ -168,7 +171,9 @@ class SmppRelay:
 
     async def unbind_all(self) -> None:
         """Stop: let every client's submits in flight get their answers, then unbind
-        (concatenated messages still waiting for parts are refused now)."""
+        (concatenated messages still waiting for parts are refused now); the message
+        routes still pending get `drain_s` to reach the registry."""
         self.table.stop()
         self._submitter.close()
         await asyncio.gather(*(session.close_gracefully() for session in list(self.sessions)))
+        await self.routes.settle(self.drain_s)

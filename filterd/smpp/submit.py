@@ -20,7 +20,9 @@ the carrier as received; the client gets the carrier's status, or:
 concatenated message (UDH or SAR) get the decision of its first part. The
 client's message id is filterd's own; the carrier's id maps to it in the
 registry (`smpp.receipt_ttl`), so that its delivery receipts can be routed back
-(`filterd.smpp.deliveries`).
+(`filterd.smpp.deliveries`). The client is answered once the carrier has
+accepted the submit_sm; the route is written behind the answer
+(`filterd.routebook`).
 
 Compliance (SPEC §7, `[compliance]`): quiet hours are the decision's
 (`Service.screen` defers a commercial recipient inside them). A commercial
@@ -49,9 +51,9 @@ import time
 from collections import OrderedDict
 
 from filterd.admission import Refused, phone_recipient
-from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
 from filterd.model import Action, Address, Decision, MessageClass, Reason
+from filterd.routebook import RouteBook
 from filterd.service import Service
 from filterd.settings import ComplianceSettings, SmppAccount
 from filterd.smpp.assembly import Assembler
@@ -71,7 +73,6 @@ from filterd.smpp.status import (
     FILTERD_REFUSED,
 )
 from filterd.smpp.text import concat_key, concat_of
-from filterd.storage.port import Registry
 
 log = get_logger("smpp")
 
@@ -100,13 +101,14 @@ class Submitter:
     def __init__(
         self,
         service: Service,
-        registry: Registry,
+        routes: RouteBook,
         default_region: str | None,
         compliance: ComplianceSettings | None = None,
         hold_s: float = HOLD_S,
     ) -> None:
         self.service = service
-        self.registry = registry
+        self.routes = routes
+        """The message routes of this process's submits (written behind the answers)."""
         self.default_region = default_region
         self.compliance = compliance
         self._rules: dict[str, SmsRules | None] = {}
@@ -222,12 +224,7 @@ class Submitter:
             self.service.metrics.upstream_error("smpp", "refused")
             return response_to(pdu, answer.command_status or ESME_RSYSERR)
         client_id = secrets.token_hex(8)
-        try:
-            await self.registry.remember_message(
-                answer.message_id, account.system_id, client_id, receipt_ttl_s
-            )
-        except RegistryUnavailable as exc:  # sent already: only the receipt's route is lost
-            log.warning("message_id_not_mapped", error=str(exc))
+        self.routes.add(answer.message_id, account.system_id, client_id, receipt_ttl_s)
         return response_to(pdu, ESME_ROK, message_id=client_id)
 
     async def _decide(

@@ -2,9 +2,10 @@
 RedisRegistry.remember_message.
 
 A relay writes a route (carrier message id → client, message id) for every message
-the carrier accepted, before its client hears the answer, so that the status report
-finds its way back. Routes written in one turn of the event loop (the answers a
-carrier gave in one read) share one write of SETs on the lookups' connection
+the carrier accepted, so that the delivery receipt or status report finds its way
+back; its route book (`filterd.routebook`) writes them behind the client's answer,
+gathering those of 20 ms into one turn of the event loop. Routes written in one
+turn share one write of SETs on the lookups' connection
 (lookups.py, `Reads`): one round trip, and under `appendfsync always` one fsync,
 for all of them; each caller still waits for its own SET's reply, so a route is
 stored before its caller returns. A SET is idempotent, so a batch whose link is

@@ -1,4 +1,4 @@
-"""The Msg_Id routes of forwarded submits (filterd/cmpp/routes.py): found in memory at
+"""The message routes of forwarded submits (filterd/routebook.py): found in memory at
 once, written to the registry behind the answer with their expiry, tried again while
 the registry is down, bounded, and given their chance to land at shutdown."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from filterd.cmpp.routes import RouteBook
+from filterd.routebook import RouteBook
 from filterd.storage import keys
 from filterd.storage.redis import RedisRegistry
 from tests.helpers import RedisProcess, until
@@ -18,7 +18,7 @@ def test_a_route_is_found_at_once_and_then_stored(valkey_server: RedisProcess) -
 
     async def main() -> None:
         registry = RedisRegistry.from_url(valkey_server.url)
-        book = RouteBook(registry)
+        book = RouteBook(registry, "cmpp")
         for i in range(50):
             book.add(f"cmpp:{i}", "900001", str(1000 + i), 600)
         assert await book.find("cmpp:7") == ("900001", "1007")
@@ -45,7 +45,7 @@ def test_a_failed_write_is_tried_again_and_the_route_kept(
         registry = RedisRegistry.from_url(private_server.url)
         await registry.remember_message("warm", "sp", "0", 60)  # the link is open
         private_server.stop()
-        book = RouteBook(registry)
+        book = RouteBook(registry, "cmpp")
         book.add("cmpp:5", "900001", "42", 600)
         await asyncio.sleep(0.5)  # a few tries fail
         assert book.pending == 1
@@ -64,7 +64,7 @@ def test_routes_past_the_limit_are_not_kept(valkey_server: RedisProcess) -> None
 
     async def main() -> None:
         registry = RedisRegistry.from_url(valkey_server.url)
-        book = RouteBook(registry, limit=2)
+        book = RouteBook(registry, "cmpp", limit=2)
         for i in range(3):
             book.add(f"cmpp:{i}", "900001", str(i), 600)
         assert book.pending == 2
@@ -82,7 +82,7 @@ def test_settle_lets_pending_writes_land_then_gives_up(private_server: RedisProc
 
     async def main() -> None:
         registry = RedisRegistry.from_url(private_server.url)
-        book = RouteBook(registry)
+        book = RouteBook(registry, "cmpp")
         book.add("cmpp:1", "900001", "1", 600)
         await book.settle(30)
         assert book.pending == 0
@@ -94,3 +94,26 @@ def test_settle_lets_pending_writes_land_then_gives_up(private_server: RedisProc
         await registry.close()
 
     asyncio.run(main())
+
+
+def test_each_relay_s_keys_are_stored_as_the_registry_holds_them(
+    valkey_server: RedisProcess,
+) -> None:
+    """An SMPP carrier's message id and a CMPP `cmpp:<Msg_Id>` are written under the
+    registry's message key of that id (routes written before stay readable), and a
+    book of either relay finds the other's once stored."""
+
+    async def main() -> None:
+        registry = RedisRegistry.from_url(valkey_server.url)
+        smpp, cmpp = RouteBook(registry, "smpp"), RouteBook(registry, "cmpp")
+        smpp.add("4f2a0c", "promo", "9c1e5d7a3b2f4e6d", 600)
+        cmpp.add("cmpp:77", "900002", "123456789", 600)
+        await smpp.settle(30)
+        await cmpp.settle(30)
+        assert await cmpp.find("4f2a0c") == ("promo", "9c1e5d7a3b2f4e6d")
+        assert await smpp.find("cmpp:77") == ("900002", "123456789")
+        await registry.close()
+
+    asyncio.run(main())
+    for carrier_id in ("4f2a0c", "cmpp:77"):
+        assert valkey_server.command(f"EXISTS {keys.message_key(carrier_id)}".encode()) == b":1"

@@ -1,26 +1,33 @@
-"""The Msg_Id routes of the submits this process forwarded: kept in memory until the
-registry has them, so that the client's answer need not wait for the write.
+"""The message routes of the submits a relay forwarded (SMPP and CMPP alike): kept in
+memory until the registry has them, so that the client's answer need not wait for
+the write.
 
-When the ISMG accepts a forwarded submit, its route (the ISMG's Msg_Id → the SP
-and filterd's Msg_Id) goes into this book and the client is answered in the same
-turn of the event loop; the registry write goes on behind the answer: the routes
-added within `BATCH_S` of each other go out together (`Registry.remember_message`,
-batched into one write of SETs, so one fsync of the registry for all of them: each
-fsync holds up the registry's answers to the consent reads as well). A
-status report looks here first, so a report arriving before the write has
-landed is mapped all the same. A write that fails is tried again (0.1 s doubling
-to 5 s) for as long as the route would live, the route staying in the book
-meanwhile (at most `PENDING_MAX` routes: past it a route is not kept and
-`message_id_not_mapped` is logged, as for a route given up). At shutdown the
-writes still pending get `drain_s` to land.
+When the carrier (the SMSC, the ISMG) accepts a forwarded submit, its route (the
+carrier's message id → the client's account and filterd's message id) goes into
+this book and the client is answered in the same turn of the event loop; the
+registry write goes on behind the answer: the routes added within `BATCH_S` of
+each other go out together (`Registry.remember_message`, batched into one write
+of SETs, so one fsync of the registry for all of them: each fsync holds up the
+registry's answers to the consent reads as well). A delivery receipt or status
+report looks here first, so one arriving before the write has landed is mapped
+all the same. A write that fails is tried again (0.1 s doubling to 5 s) for as
+long as the route would live, the route staying in the book meanwhile (at most
+`PENDING_MAX` routes: past it a route is not kept and `message_id_not_mapped` is
+logged, as for a route given up). At shutdown the writes still pending get
+`drain_s` to land.
+
+Each relay keys its routes as the registry has always held them: the SMSC's
+message id as given in submit_sm_resp (SMPP), `cmpp:<Msg_Id>` (CMPP,
+`filterd.cmpp.ismg.route_id`).
 
 What a crash of the process (kill -9, power) in the window between the answer
 and the write can lose: the routes of the submits answered in that window (a
 few tens of milliseconds: `BATCH_S` and the registry's write; while the
-registry is unreachable, everything since). A status report on such a submit
-finds no route: it is logged (`report_for_unknown_message`) and acknowledged to
-the ISMG, and the SP gets no report for that Msg_Id. What it never loses: an
-acknowledged submit, which is answered only once the ISMG has accepted it.
+registry is unreachable, everything since). A receipt or report on such a
+submit finds no route: it is logged (`receipt_for_unknown_message`,
+`report_for_unknown_message`) and acknowledged to the carrier, and the client
+gets none for that message id. What it never loses: an acknowledged submit,
+which is answered only once the carrier has accepted it.
 """
 
 from __future__ import annotations
@@ -32,8 +39,6 @@ from typing import NamedTuple
 from filterd.errors import RegistryUnavailable
 from filterd.logs import get_logger
 from filterd.storage.port import Registry
-
-log = get_logger("cmpp")
 
 BATCH_S = 0.02
 """How long the first route of a batch waits for others before the batch is written."""
@@ -55,8 +60,9 @@ class Route(NamedTuple):
 class RouteBook:
     """The routes of one process's forwarded submits (see the module doc)."""
 
-    def __init__(self, registry: Registry, *, limit: int = PENDING_MAX) -> None:
+    def __init__(self, registry: Registry, component: str, *, limit: int = PENDING_MAX) -> None:
         self.registry = registry
+        self._log = get_logger(component)
         self._limit = limit
         self._pending: dict[str, tuple[str, str]] = {}
         self._queue: list[Route] = []
@@ -72,7 +78,7 @@ class RouteBook:
         """Keep the route `key` → (`owner`, `client_id`) and have it written, with its
         expiry of `ttl_s` seconds, in the batch of the next `BATCH_S`."""
         if len(self._pending) >= self._limit:
-            log.warning("message_id_not_mapped", error=f"{self._limit} route writes pending")
+            self._log.warning("message_id_not_mapped", error=f"{self._limit} route writes pending")
             return
         self._pending[key] = (owner, client_id)
         if self._timer is None:
@@ -112,7 +118,7 @@ class RouteBook:
                     error = result
                     continue
                 if isinstance(result, BaseException):
-                    log.error("message_id_not_mapped", error=repr(result))
+                    self._log.error("message_id_not_mapped", error=repr(result))
                 self._forget(route)
             if not failed:
                 return
@@ -120,9 +126,13 @@ class RouteBook:
             batch = [route for route in failed if route.ttl_s > lived]
             reason = str(error)
             if batch:
-                log.warning("route_write_failed", error=reason, routes=len(batch), retry_s=delay)
+                self._log.warning(
+                    "route_write_failed", error=reason, routes=len(batch), retry_s=delay
+                )
             if len(batch) < len(failed):
-                log.warning("message_id_not_mapped", error=reason, routes=len(failed) - len(batch))
+                self._log.warning(
+                    "message_id_not_mapped", error=reason, routes=len(failed) - len(batch)
+                )
                 for route in failed:
                     if route.ttl_s <= lived:
                         self._forget(route)
@@ -145,7 +155,7 @@ class RouteBook:
         for task in list(self._writes):
             task.cancel()
         if self._pending:
-            log.warning(
+            self._log.warning(
                 "message_id_not_mapped", error=f"{len(self._pending)} route writes pending at stop"
             )
             self._pending.clear()
