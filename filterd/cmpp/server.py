@@ -139,7 +139,8 @@ class CmppRelay:
             await session.serve()
         finally:
             self.sessions.discard(session)
-            self.receivers_changed()
+            if session.account is not None:  # only a logged-in session can have been announced
+                self.receivers_changed()
 
     def receivers_changed(self) -> None:
         """Tell the hub the sp_ids with a logged-in connection here, when that set changed."""

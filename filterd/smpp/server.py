@@ -116,7 +116,8 @@ class SmppRelay:
             await session.serve()
         finally:
             self.sessions.discard(session)
-            self.receivers_changed()
+            if session.account is not None:  # only a bound session can have been announced
+                self.receivers_changed()
 
     def receivers_changed(self) -> None:
         """Tell the hub the system_ids with a live receiver bind here, when that set changed."""

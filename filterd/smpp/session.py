@@ -142,8 +142,10 @@ class ClientSession:
         except (ConnectionError, OSError):
             pass
         finally:
+            received = self.receives
             self.transmits = self.receives = False  # no more receipts or MOs to this session
-            self.relay.receivers_changed()
+            if received:
+                self.relay.receivers_changed()
             await self._finish()
 
     async def _drain(self, framer: Framer) -> bool:
