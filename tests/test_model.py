@@ -1,12 +1,24 @@
-"""Fact invariants, scope/channel matching and slots (filterd/model.py)."""
+"""Fact invariants, scope/channel matching, slots and the hand-written constructors
+(filterd/model.py)."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 
-from filterd.model import ALL_SENDERS, Channel, Fact, Kind
+from filterd.model import (
+    ALL_SENDERS,
+    Action,
+    Address,
+    AuditEntry,
+    Channel,
+    Decision,
+    Fact,
+    Kind,
+    Reason,
+)
 
 T = 1_700_000_000_000
 
@@ -150,3 +162,51 @@ def test_slots_differ_by_kind_scope_and_channel() -> None:
         refusal(ALL_SENDERS, Channel.SMS).slot,
     }
     assert len(slots) == 7
+
+
+HAND_BUILT = [Address, Fact, Decision, AuditEntry]
+
+
+@pytest.mark.parametrize("cls", HAND_BUILT)
+def test_constructor_takes_the_fields_in_order_with_their_defaults(cls: type) -> None:
+    """Each hand-written __init__ takes exactly the dataclass fields, in order, with the
+    fields' defaults (so positional, keyword and dataclasses.replace calls all agree)."""
+    parameters = list(inspect.signature(cls).parameters.values())
+    wanted = [(f.name, f.default) for f in dataclasses.fields(cls)]
+    got = [(p.name, p.default) for p in parameters]
+    assert got == [
+        (n, inspect.Parameter.empty if d is dataclasses.MISSING else d) for n, d in wanted
+    ]
+
+
+@pytest.mark.parametrize("cls", HAND_BUILT)
+def test_constructor_stores_each_argument_in_its_field(cls: type) -> None:
+    """Every field holds the argument given for it, none swapped or dropped."""
+    values: dict[str, object] = {f.name: f"value-{f.name}" for f in dataclasses.fields(cls)}
+    if cls is Fact:
+        values["kind"] = Kind.REQUEST  # a request has every field set
+    built = cls(**values)
+    assert {name: getattr(built, name) for name in values} == values
+
+
+def test_values_stay_frozen_and_compare_by_value() -> None:
+    """Assignment raises; equal fields mean equal values, equal hashes and the same repr."""
+    one = Decision(Action.DROP, Reason.REFUSED, refusal())
+    two = Decision(Action.DROP, Reason.REFUSED, refusal())
+    assert one == two
+    assert hash(one) == hash(two)
+    assert repr(one) == repr(two)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        one.action = Action.DELIVER  # type: ignore[misc]
+    address = Address("+8613800138000", Channel.SMS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        address.canonical = "+8613800138001"  # type: ignore[misc]
+    assert dataclasses.replace(address, channel=Channel.VOICE) == Address(
+        "+8613800138000", Channel.VOICE
+    )
+
+
+def test_replace_still_checks_fact_invariants() -> None:
+    """dataclasses.replace goes through the constructor, so a bad fact is still refused."""
+    with pytest.raises(ValueError, match="needs one sender and one channel"):
+        dataclasses.replace(consent(), sender=ALL_SENDERS)
