@@ -5,11 +5,14 @@ reads them; bad values name the dotted key."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
 
 from filterd.config.load import load, parse
+from filterd.config.table import Table
+from filterd.config.values import mo_numbers
 from filterd.errors import ConfigError
 from filterd.settings import ListenerLimits, Settings
 from tests.config_helpers import SMPP_HEAD, SMTP_ACCOUNT, SMTP_HEAD, assert_refused, write
@@ -165,3 +168,25 @@ def test_secret_files_others_may_read_or_write_are_refused(
     for fine in (0o600, 0o640):
         secret.chmod(fine)
         load(path)
+
+
+def test_mo_numbers_checks_each_address_and_refuses_a_repeat() -> None:
+    """mo_numbers gives (address, sender) pairs in order; an address not matching the
+    pattern, or listed twice, is a ConfigError naming the dotted key and the value."""
+    pattern = re.compile(r"[0-9]{1,4}")
+    table = Table(
+        {"numbers": [{"address": "10", "sender": "a"}, {"address": "11", "sender": "b"}]}, "cmpp"
+    )
+    assert mo_numbers(table, pattern, "1-4 digits") == [("10", "a"), ("11", "b")]
+    wrong = Table({"numbers": [{"address": "1x", "sender": "a"}]}, "cmpp")
+    with pytest.raises(
+        ConfigError, match=re.escape("cmpp.numbers[0].address: '1x' is not 1-4 digits")
+    ):
+        mo_numbers(wrong, pattern, "1-4 digits")
+    twice = Table(
+        {"numbers": [{"address": "10", "sender": "a"}, {"address": "10", "sender": "b"}]}, "cmpp"
+    )
+    with pytest.raises(
+        ConfigError, match=re.escape("cmpp.numbers[1].address: '10' is already cmpp.numbers[0]")
+    ):
+        mo_numbers(twice, pattern, "1-4 digits")

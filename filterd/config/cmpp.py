@@ -14,7 +14,7 @@ from typing import Any
 
 from filterd.config.accounts import stream
 from filterd.config.table import Table
-from filterd.config.values import confirmations, endpoint, limits, workers
+from filterd.config.values import confirmations, endpoint, limits, mo_numbers, workers
 from filterd.errors import ConfigError
 from filterd.settings import (
     CMPP_IDLE_S,
@@ -40,7 +40,7 @@ def read_cmpp(t: Table) -> CmppSettings:
     raw = t.take("upstream", dict, None)
     upstream = None if raw is None else _upstream(raw)
     accounts = _accounts(t)
-    numbers = _numbers(t)
+    numbers = tuple(CmppNumber(*n) for n in mo_numbers(t, _NUMBER, "1-21 digits"))
     window = t.take("window", int, 16)
     if not 1 <= window <= 10_000:
         raise ConfigError("cmpp.window", f"{window} is outside 1-10000")
@@ -96,20 +96,6 @@ def _accounts(t: Table) -> tuple[CmppAccount, ...]:
         accounts.append(CmppAccount(sp_id, secret, sender, stream(a)))
         a.done()
     return tuple(accounts)
-
-
-def _numbers(t: Table) -> tuple[CmppNumber, ...]:
-    numbers: list[CmppNumber] = []
-    for n in t.tables("numbers"):
-        address = n.take("address", str, required=True)
-        if not _NUMBER.fullmatch(address):
-            raise ConfigError(n.key("address"), f"{address!r} is not 1-21 digits")
-        for index, earlier in enumerate(numbers):
-            if earlier.address == address:
-                raise ConfigError(n.key("address"), f"{address!r} is already cmpp.numbers[{index}]")
-        numbers.append(CmppNumber(address, n.take("sender", str, required=True)))
-        n.done()
-    return tuple(numbers)
 
 
 def _sp_id(t: Table) -> str:

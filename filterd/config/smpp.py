@@ -9,7 +9,7 @@ from typing import Any
 
 from filterd.config.accounts import smpp_account, smpp_credentials
 from filterd.config.table import Table
-from filterd.config.values import confirmations, endpoint, limits, workers
+from filterd.config.values import confirmations, endpoint, limits, mo_numbers, workers
 from filterd.errors import ConfigError
 from filterd.settings import (
     SMPP_IDLE_S,
@@ -25,7 +25,9 @@ def read_smpp(t: Table) -> SmppSettings:
     raw = t.take("upstream", dict, None)
     upstream = None if raw is None else _upstream(raw)
     accounts = [smpp_account(a) for a in t.tables("accounts")]
-    numbers = _numbers(t)
+    numbers = tuple(
+        SmppNumber(*n) for n in mo_numbers(t, _ADDRESS, "1-20 printable ASCII characters")
+    )
     window = t.take("window", int, 100)
     if not 1 <= window <= 10_000:
         raise ConfigError("smpp.window", f"{window} is outside 1-10000")
@@ -43,26 +45,9 @@ def read_smpp(t: Table) -> SmppSettings:
     )
 
 
-def _numbers(t: Table) -> tuple[SmppNumber, ...]:
-    """[[smpp.numbers]]: each address an SMPP address (1-20 printable ASCII characters:
-    destination_addr is at most 21 octets with its NUL), none listed twice (the MO of a
-    number belongs to one sender)."""
-    numbers: list[SmppNumber] = []
-    for n in t.tables("numbers"):
-        address = n.take("address", str, required=True)
-        if not _ADDRESS.fullmatch(address):
-            raise ConfigError(
-                n.key("address"), f"{address!r} is not 1-20 printable ASCII characters"
-            )
-        for index, earlier in enumerate(numbers):
-            if earlier.address == address:
-                raise ConfigError(n.key("address"), f"{address!r} is already smpp.numbers[{index}]")
-        numbers.append(SmppNumber(address, n.take("sender", str, required=True)))
-        n.done()
-    return tuple(numbers)
-
-
 _ADDRESS = re.compile(r"[!-~]{1,20}")
+"""An SMPP address for [[smpp.numbers]]: destination_addr is at most 21 octets with its
+NUL."""
 
 
 def _upstream(raw: dict[str, Any]) -> SmppUpstream:

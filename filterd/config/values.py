@@ -1,11 +1,13 @@
 """Values several config tables hold: endpoints, listener limits, worker counts,
-CIDR networks, files holding a secret, and the confirmation texts of the SMS relays.
+CIDR networks, files holding a secret, and the MO numbers and confirmation texts of
+the SMS relays.
 Each error names the dotted key."""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import stat
 from pathlib import Path
 
@@ -99,3 +101,22 @@ def confirmations(t: Table) -> Confirmations:
         texts[intent] = dict(table)
     c.done()
     return Confirmations(enabled, texts)
+
+
+def mo_numbers(t: Table, address: re.Pattern[str], wrong: str) -> list[tuple[str, str]]:
+    """The `numbers` array of [smpp] or [cmpp]: (address, sender) pairs, each address
+    matching `address` (else ConfigError: the value and `wrong`) and listed once (the
+    MO of a number belongs to one sender)."""
+    numbers: list[tuple[str, str]] = []
+    for n in t.tables("numbers"):
+        value = n.take("address", str, required=True)
+        if not address.fullmatch(value):
+            raise ConfigError(n.key("address"), f"{value!r} is not {wrong}")
+        for index, (earlier, _) in enumerate(numbers):
+            if earlier == value:
+                raise ConfigError(
+                    n.key("address"), f"{value!r} is already {t.key('numbers')}[{index}]"
+                )
+        numbers.append((value, n.take("sender", str, required=True)))
+        n.done()
+    return numbers
